@@ -1,0 +1,71 @@
+// The smallest embedding of procmodel: a TCP echo server whose workers drain
+// cleanly on a graceful stop.
+//
+//   echo_server --listen 127.0.0.1:7000 --workers 2 --pid-file /tmp/echo.pid
+
+#include <procmodel/procmodel.hpp>
+
+#include <array>
+#include <memory>
+
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/write.hpp>
+
+namespace asio = boost::asio;
+using asio::ip::tcp;
+
+namespace {
+
+class echo_session : public std::enable_shared_from_this<echo_session> {
+ public:
+  echo_session(tcp::socket socket, procmodel::connection_guard guard)
+      : socket_(std::move(socket)), guard_(std::move(guard)) {}
+
+  void read() {
+    socket_.async_read_some(asio::buffer(buf_), [self = shared_from_this()](auto ec, std::size_t n) {
+      if (ec) return;  // the guard goes with the last reference
+      asio::async_write(self->socket_, asio::buffer(self->buf_, n),
+                        [self](auto wec, std::size_t) {
+                          if (!wec) self->read();
+                        });
+    });
+  }
+
+ private:
+  tcp::socket socket_;
+  procmodel::connection_guard guard_;
+  std::array<char, 4096> buf_{};
+};
+
+struct echo_worker {
+  void operator()(procmodel::worker_context& ctx) {
+    auto acceptor = std::make_shared<tcp::acceptor>(ctx.acceptor(0));
+    auto start = [&ctx](tcp::socket s) {
+      std::make_shared<echo_session>(std::move(s), ctx.track())->read();
+    };
+    auto accept = std::make_shared<std::function<void()>>();
+    *accept = [acceptor, start, accept] {
+      acceptor->async_accept([acceptor, start, accept](auto ec, tcp::socket s) {
+        if (ec == asio::error::operation_aborted || !acceptor->is_open()) return;
+        if (!ec) start(std::move(s));
+        (*accept)();
+      });
+    };
+    (*accept)();
+    // Draining: take what the kernel already queued, then stop accepting.
+    // Open sessions end when their clients hang up, or at the deadline.
+    ctx.on_drain([acceptor, start, accept](auto) {
+      procmodel::drain_acceptor(*acceptor, start);
+      *accept = nullptr;
+    });
+    ctx.ready();
+  }
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  procmodel::options opt;
+  opt.listen = {"127.0.0.1:7000"};
+  return procmodel::supervisor<echo_worker>(opt).run(argc, argv);
+}

@@ -1,0 +1,101 @@
+#pragma once
+
+/// @file channel.hpp
+/// The master/worker channel: a SOCK_SEQPACKET socketpair per worker, so each
+/// message arrives whole and end-of-file means the other side is gone.
+/// Commands go down (quit, terminate, reopen), reports come up (ready).
+
+#include <array>
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
+#include <utility>
+
+#include <sys/socket.h>
+
+#include "detail/unique_fd.hpp"
+#include "lifecycle.hpp"
+
+namespace procmodel {
+
+/// A message on the channel.
+enum class message_type : std::uint8_t {
+  quit = static_cast<std::uint8_t>(worker_command::quit),
+  terminate = static_cast<std::uint8_t>(worker_command::terminate),
+  reopen = static_cast<std::uint8_t>(worker_command::reopen),
+  ready = 16,      ///< worker -> master: serving
+  heartbeat = 17,  ///< worker -> master: still alive
+};
+
+struct message {
+  message_type type{};
+  std::int64_t argument = 0;
+};
+
+/// Outcome of a non-blocking receive.
+enum class receive_status { received, would_block, closed, failed };
+
+namespace detail {
+
+inline constexpr std::uint32_t channel_magic = 0x706d6331;  // "pmc1"
+inline constexpr std::size_t wire_size = 16;
+
+}  // namespace detail
+
+/// One end of a channel. Non-blocking, close-on-exec from birth.
+class channel {
+ public:
+  channel() = default;
+  explicit channel(detail::unique_fd fd) noexcept : fd_(std::move(fd)) {}
+
+  /// Both ends of a new channel: first for the master, second for the worker.
+  static std::pair<channel, channel> make_pair() {
+    int fds[2];
+    if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, fds) != 0)
+      detail::throw_errno("socketpair");
+    return {channel(detail::unique_fd(fds[0])), channel(detail::unique_fd(fds[1]))};
+  }
+
+  [[nodiscard]] int fd() const noexcept { return fd_.get(); }
+  [[nodiscard]] bool is_open() const noexcept { return static_cast<bool>(fd_); }
+  void close() noexcept { fd_.reset(); }
+  int release() noexcept { return fd_.release(); }
+
+  /// Sends without blocking; false if the peer is gone or its queue is full.
+  bool send(const message& m) const noexcept {
+    if (!fd_) return false;
+    std::array<unsigned char, detail::wire_size> buf{};
+    std::memcpy(buf.data(), &detail::channel_magic, 4);
+    buf[4] = static_cast<unsigned char>(m.type);
+    std::memcpy(buf.data() + 8, &m.argument, 8);
+    ssize_t n = detail::retry_eintr(
+        [&] { return ::send(fd_.get(), buf.data(), buf.size(), MSG_NOSIGNAL | MSG_DONTWAIT); });
+    return n == static_cast<ssize_t>(buf.size());
+  }
+
+  /// Receives one message without blocking. A malformed datagram is `failed`.
+  receive_status receive(message& m) const noexcept {
+    if (!fd_) return receive_status::closed;
+    std::array<unsigned char, detail::wire_size + 1> buf{};
+    ssize_t n = detail::retry_eintr(
+        [&] { return ::recv(fd_.get(), buf.data(), buf.size(), MSG_DONTWAIT); });
+    if (n == 0) return receive_status::closed;
+    if (n < 0) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return receive_status::would_block;
+      if (errno == ECONNRESET) return receive_status::closed;
+      return receive_status::failed;
+    }
+    std::uint32_t magic = 0;
+    std::memcpy(&magic, buf.data(), 4);
+    if (n != static_cast<ssize_t>(detail::wire_size) || magic != detail::channel_magic)
+      return receive_status::failed;
+    m.type = static_cast<message_type>(buf[4]);
+    std::memcpy(&m.argument, buf.data() + 8, 8);
+    return receive_status::received;
+  }
+
+ private:
+  detail::unique_fd fd_;
+};
+
+}  // namespace procmodel

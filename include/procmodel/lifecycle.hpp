@@ -1,0 +1,500 @@
+#pragma once
+
+/// @file lifecycle.hpp
+/// The Lifecycle policy: a pure state machine. Events go in (a command from a
+/// signal, a child exited, a worker is ready, a timer fired), actions come out
+/// (spawn, send a command to a worker, kill, arm a timer, exit). It makes no
+/// system call, so every sequence can be tested without a fork.
+///
+/// @par Lifecycle policy contract (copy and edit to write your own)
+/// @code
+/// class my_lifecycle {
+///  public:
+///   explicit my_lifecycle(const procmodel::lifecycle_config& config);
+///   // Feed one event observed at `now`; returns what to do, in order.
+///   std::vector<procmodel::action> handle(const procmodel::event& e,
+///                                         procmodel::steady_clock::time_point now);
+///   // The process table, for status and for tests.
+///   const std::vector<procmodel::process_info>& processes() const;
+///   procmodel::phase current_phase() const;
+/// };
+/// @endcode
+
+#include <algorithm>
+#include <chrono>
+#include <compare>
+#include <csignal>
+#include <cstring>
+#include <system_error>
+#include <concepts>
+#include <cstdint>
+#include <deque>
+#include <string>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include <sys/types.h>
+#include <sys/wait.h>
+
+#include <fmt/format.h>
+
+#include "log.hpp"
+#include "signals.hpp"
+
+namespace procmodel {
+
+using steady_clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+
+/// Restart intensity: up to `max_restarts` respawns of a slot within `period`
+/// are immediate; past that each respawn waits, doubling from
+/// `backoff_initial` to `backoff_max`. A worker that stays up for `period`
+/// clears its slot's record.
+struct restart_policy {
+  unsigned max_restarts = 5;
+  milliseconds period{10'000};
+  milliseconds backoff_initial{100};
+  milliseconds backoff_max{10'000};
+};
+
+/// What the lifecycle needs to know of the options.
+struct lifecycle_config {
+  unsigned workers = 1;
+  milliseconds terminate_timeout{5'000};
+  milliseconds shutdown_timeout{10'000};
+  restart_policy restart{};
+};
+
+/// Where the master is in its life.
+enum class phase : std::uint8_t {
+  idle,      ///< not started
+  running,   ///< keeping `workers` workers up
+  quitting,  ///< graceful stop under way
+  stopping,  ///< fast stop under way
+  exited,    ///< every child is gone; the master exits
+};
+
+constexpr std::string_view to_string(phase p) noexcept {
+  switch (p) {
+    case phase::idle: return "idle";
+    case phase::running: return "running";
+    case phase::quitting: return "quitting";
+    case phase::stopping: return "stopping";
+    case phase::exited: return "exited";
+  }
+  return "?";
+}
+
+/// Where a worker is in its life.
+enum class process_state : std::uint8_t {
+  starting,     ///< forked, has not called ready() yet
+  ready,        ///< serving
+  draining,     ///< told to quit; finishing in-flight work
+  terminating,  ///< told to exit now
+};
+
+constexpr std::string_view to_string(process_state s) noexcept {
+  switch (s) {
+    case process_state::starting: return "starting";
+    case process_state::ready: return "ready";
+    case process_state::draining: return "draining";
+    case process_state::terminating: return "terminating";
+  }
+  return "?";
+}
+
+/// One row of the process table.
+struct process_info {
+  pid_t pid = 0;
+  unsigned slot = 0;
+  std::uint64_t generation = 0;
+  process_state state = process_state::starting;
+  steady_clock::time_point started{};
+  unsigned restarts = 0;  ///< respawns of this slot before this process
+};
+
+/// What the master tells a worker over its channel.
+enum class worker_command : std::uint8_t {
+  quit = 1,       ///< drain: stop accepting, finish, exit; argument: drain time in ms
+  terminate = 2,  ///< exit now
+  reopen = 3,     ///< reopen log files
+};
+
+/// Names a timer the lifecycle arms; arming it again replaces it.
+enum class timer_kind : std::uint8_t {
+  respawn,         ///< key: slot waiting out its backoff
+  kill_escalation  ///< key: 0; SIGKILL whatever is left of a stop
+};
+
+struct timer_id {
+  timer_kind kind{};
+  unsigned key = 0;
+  friend auto operator<=>(const timer_id&, const timer_id&) = default;
+};
+
+/// Events: what the lifecycle learns.
+namespace events {
+struct started {};                    ///< listeners are bound; begin
+struct commanded { command what; };   ///< an operator asked (signal or control)
+struct spawned { unsigned slot; std::uint64_t generation; pid_t pid; };
+struct spawn_failed { unsigned slot; std::uint64_t generation; int error; };
+struct exited { pid_t pid; int status; };  ///< a reaped child and its wait status
+struct ready { pid_t pid; };          ///< a worker reports it serves
+struct timer_fired { timer_id id; };
+}  // namespace events
+
+using event = std::variant<events::started, events::commanded, events::spawned,
+                           events::spawn_failed, events::exited, events::ready,
+                           events::timer_fired>;
+
+/// Actions: what the lifecycle asks the supervisor to do, in order.
+namespace actions {
+struct spawn { unsigned slot; std::uint64_t generation; };
+struct send { pid_t pid; worker_command what; std::int64_t argument = 0; };
+struct kill { pid_t pid; int signo; };
+struct arm_timer { timer_id id; milliseconds after; };
+struct cancel_timer { timer_id id; };
+struct stop_listening {};  ///< freeze the accept queues and close the master's copies
+struct reopen_logs {};     ///< the master's own log file
+struct log { log_level level; std::string text; };
+struct exit { int code; };
+}  // namespace actions
+
+using action = std::variant<actions::spawn, actions::send, actions::kill, actions::arm_timer,
+                            actions::cancel_timer, actions::stop_listening,
+                            actions::reopen_logs, actions::log, actions::exit>;
+
+/// "exited with code 1", "killed by signal 9 (Killed)", from a wait status.
+inline std::string describe_wait_status(int status) {
+  if (WIFEXITED(status)) return fmt::format("exited with code {}", WEXITSTATUS(status));
+  if (WIFSIGNALED(status)) {
+    const char* name = ::strsignal(WTERMSIG(status));
+    return fmt::format("killed by signal {} ({}){}", WTERMSIG(status), name ? name : "?",
+                       WCOREDUMP(status) ? ", core dumped" : "");
+  }
+  return fmt::format("changed state (status {:#x})", status);
+}
+
+/// The nginx master's behaviour, as a pure state machine, with crash-loop
+/// backoff and SIGKILL escalation added.
+class nginx_lifecycle {
+ public:
+  explicit nginx_lifecycle(const lifecycle_config& config) : config_(config) {
+    slots_.resize(config_.workers);
+  }
+
+  std::vector<action> handle(const event& e, steady_clock::time_point now) {
+    out_.clear();
+    now_ = now;
+    std::visit([this](const auto& ev) { on(ev); }, e);
+    return std::exchange(out_, {});
+  }
+
+  [[nodiscard]] const std::vector<process_info>& processes() const noexcept { return procs_; }
+  [[nodiscard]] phase current_phase() const noexcept { return phase_; }
+  [[nodiscard]] unsigned workers() const noexcept { return config_.workers; }
+  [[nodiscard]] std::uint64_t generation() const noexcept { return generation_; }
+  [[nodiscard]] const lifecycle_config& config() const noexcept { return config_; }
+
+ private:
+  struct slot_state {
+    std::deque<steady_clock::time_point> recent;  // respawns within the period
+    unsigned backoff_level = 0;
+    unsigned restarts = 0;
+    bool respawn_pending = false;
+  };
+
+  // --- events ---
+
+  void on(const events::started&) {
+    if (phase_ != phase::idle) return;
+    phase_ = phase::running;
+    for (unsigned k = 0; k < config_.workers; ++k) emit(actions::spawn{k, generation_});
+  }
+
+  void on(const events::commanded& c) {
+    switch (c.what) {
+      case command::stop: return stop();
+      case command::quit: return quit();
+      case command::reopen: return reopen();
+      case command::add_worker: return add_worker();
+      case command::remove_worker: return remove_worker();
+      case command::reload:
+      case command::upgrade:
+      case command::drain_workers:
+        log(log_level::warn, "{} is not supported by this version; ignored", to_string(c.what));
+        return;
+    }
+  }
+
+  void on(const events::spawned& s) {
+    process_info p;
+    p.pid = s.pid;
+    p.slot = s.slot;
+    p.generation = s.generation;
+    p.state = process_state::starting;
+    p.started = now_;
+    p.restarts = s.slot < slots_.size() ? slots_[s.slot].restarts : 0;
+    procs_.push_back(p);
+    log(log_level::info, "started worker {} in slot {} (generation {})", s.pid, s.slot,
+        s.generation);
+    // A stop that raced the spawn: the new worker leaves at once.
+    if (phase_ == phase::stopping) terminate(procs_.back());
+    if (phase_ == phase::quitting) drain(procs_.back());
+  }
+
+  void on(const events::spawn_failed& f) {
+    log(log_level::error, "cannot start a worker for slot {}: {}", f.slot,
+        std::system_category().message(f.error));
+    if (phase_ == phase::running && f.slot < config_.workers) schedule_respawn(f.slot, true);
+  }
+
+  void on(const events::exited& x) {
+    auto it = std::find_if(procs_.begin(), procs_.end(),
+                           [&](const process_info& p) { return p.pid == x.pid; });
+    if (it == procs_.end()) return;  // not a worker of ours (an adopted orphan, a helper)
+    process_info p = *it;
+    procs_.erase(it);
+
+    const bool expected = p.state == process_state::draining ||
+                          p.state == process_state::terminating || phase_ != phase::running;
+    if (expected) {
+      log(log_level::info, "worker {} (slot {}) {}", p.pid, p.slot, describe_wait_status(x.status));
+    } else {
+      log(log_level::warn, "worker {} (slot {}) {} unexpectedly", p.pid, p.slot,
+          describe_wait_status(x.status));
+      if (p.slot < config_.workers && !slot_taken(p.slot)) {
+        if (now_ - p.started >= config_.restart.period) forgive(p.slot);
+        schedule_respawn(p.slot, false);
+      }
+    }
+    maybe_exit();
+  }
+
+  void on(const events::ready& r) {
+    if (auto* p = find(r.pid); p && p->state == process_state::starting) {
+      p->state = process_state::ready;
+      log(log_level::debug, "worker {} (slot {}) is ready", p->pid, p->slot);
+    }
+  }
+
+  void on(const events::timer_fired& t) {
+    switch (t.id.kind) {
+      case timer_kind::respawn: {
+        unsigned slot = t.id.key;
+        if (slot >= slots_.size()) return;
+        slots_[slot].respawn_pending = false;
+        if (phase_ == phase::running && slot < config_.workers && !slot_taken(slot))
+          respawn(slot);
+        return;
+      }
+      case timer_kind::kill_escalation:
+        for (auto& p : procs_) {
+          log(log_level::warn, "worker {} (slot {}) did not exit in time; sending SIGKILL", p.pid,
+              p.slot);
+          emit(actions::kill{p.pid, SIGKILL});
+          p.state = process_state::terminating;
+        }
+        return;
+    }
+  }
+
+  // --- commands ---
+
+  void stop() {
+    if (phase_ == phase::stopping || phase_ == phase::exited) return;
+    if (phase_ == phase::idle) {
+      phase_ = phase::exited;
+      emit(actions::exit{0});
+      return;
+    }
+    log(log_level::notice, "fast stop: terminating {} worker(s)", procs_.size());
+    phase_ = phase::stopping;
+    cancel_respawns();
+    for (auto& p : procs_) terminate(p);
+    arm_escalation(config_.terminate_timeout);
+    maybe_exit();
+  }
+
+  void quit() {
+    if (phase_ == phase::quitting || phase_ == phase::stopping || phase_ == phase::exited) return;
+    if (phase_ == phase::idle) {
+      phase_ = phase::exited;
+      emit(actions::exit{0});
+      return;
+    }
+    log(log_level::notice, "graceful stop: draining {} worker(s)", procs_.size());
+    phase_ = phase::quitting;
+    emit(actions::stop_listening{});
+    cancel_respawns();
+    for (auto& p : procs_) drain(p);
+    arm_escalation(config_.shutdown_timeout);
+    maybe_exit();
+  }
+
+  void reopen() {
+    log(log_level::notice, "reopening log files");
+    emit(actions::reopen_logs{});
+    for (const auto& p : procs_)
+      if (p.state != process_state::terminating)
+        emit(actions::send{p.pid, worker_command::reopen});
+  }
+
+  void add_worker() {
+    if (phase_ != phase::running) return;
+    unsigned slot = config_.workers++;
+    if (slots_.size() < config_.workers) slots_.resize(config_.workers);
+    slots_[slot] = slot_state{};
+    log(log_level::notice, "one worker more: now {}", config_.workers);
+    emit(actions::cancel_timer{{timer_kind::respawn, slot}});
+    if (!slot_taken(slot)) emit(actions::spawn{slot, generation_});
+  }
+
+  void remove_worker() {
+    if (phase_ != phase::running) return;
+    if (config_.workers <= 1) {
+      log(log_level::warn, "one worker fewer: refused, 1 worker is the least");
+      return;
+    }
+    unsigned slot = --config_.workers;
+    log(log_level::notice, "one worker fewer: now {}", config_.workers);
+    if (slots_[slot].respawn_pending) {
+      slots_[slot].respawn_pending = false;
+      emit(actions::cancel_timer{{timer_kind::respawn, slot}});
+    }
+    for (auto& p : procs_)
+      if (p.slot == slot && p.state != process_state::terminating) drain(p);
+  }
+
+  // --- helpers ---
+
+  void terminate(process_info& p) {
+    p.state = process_state::terminating;
+    emit(actions::send{p.pid, worker_command::terminate});
+  }
+
+  void drain(process_info& p) {
+    if (p.state == process_state::terminating || p.state == process_state::draining) return;
+    p.state = process_state::draining;
+    emit(actions::send{p.pid, worker_command::quit, config_.shutdown_timeout.count()});
+  }
+
+  void arm_escalation(milliseconds after) {
+    auto at = now_ + after;
+    if (escalation_armed_ && escalate_at_ <= at) return;  // a sooner one stands
+    escalation_armed_ = true;
+    escalate_at_ = at;
+    emit(actions::arm_timer{{timer_kind::kill_escalation, 0}, after});
+  }
+
+  void maybe_exit() {
+    if ((phase_ != phase::quitting && phase_ != phase::stopping) || !procs_.empty()) return;
+    if (escalation_armed_) emit(actions::cancel_timer{{timer_kind::kill_escalation, 0}});
+    escalation_armed_ = false;
+    phase_ = phase::exited;
+    log(log_level::notice, "every worker has exited; master exits");
+    emit(actions::exit{0});
+  }
+
+  void cancel_respawns() {
+    for (unsigned k = 0; k < slots_.size(); ++k) {
+      if (!slots_[k].respawn_pending) continue;
+      slots_[k].respawn_pending = false;
+      emit(actions::cancel_timer{{timer_kind::respawn, k}});
+    }
+  }
+
+  // A worker that stayed up a whole period clears its slot's crash record.
+  void forgive(unsigned slot) {
+    slots_[slot].recent.clear();
+    slots_[slot].backoff_level = 0;
+  }
+
+  // Respawn now while under the restart intensity; past it, wait with backoff.
+  void schedule_respawn(unsigned slot, bool failed_to_start) {
+    auto& s = slots_[slot];
+    if (s.respawn_pending) return;
+    while (!s.recent.empty() && now_ - s.recent.front() >= config_.restart.period)
+      s.recent.pop_front();
+    if (!failed_to_start && s.recent.size() < config_.restart.max_restarts) {
+      respawn(slot);
+      return;
+    }
+    milliseconds delay = config_.restart.backoff_initial;
+    for (unsigned i = 0; i < s.backoff_level && delay < config_.restart.backoff_max; ++i)
+      delay *= 2;
+    delay = std::min(delay, config_.restart.backoff_max);
+    ++s.backoff_level;
+    s.respawn_pending = true;
+    log(log_level::warn, "slot {} restarted {} times in {} ms; next respawn in {} ms", slot,
+        s.recent.size(), config_.restart.period.count(), delay.count());
+    emit(actions::arm_timer{{timer_kind::respawn, slot}, delay});
+  }
+
+  void respawn(unsigned slot) {
+    auto& s = slots_[slot];
+    s.recent.push_back(now_);
+    ++s.restarts;
+    emit(actions::spawn{slot, generation_});
+  }
+
+  [[nodiscard]] bool slot_taken(unsigned slot) const {
+    return std::any_of(procs_.begin(), procs_.end(), [&](const process_info& p) {
+      return p.slot == slot && p.generation == generation_ &&
+             (p.state == process_state::starting || p.state == process_state::ready);
+    });
+  }
+
+  process_info* find(pid_t pid) {
+    for (auto& p : procs_)
+      if (p.pid == pid) return &p;
+    return nullptr;
+  }
+
+  template <class A>
+  void emit(A&& a) {
+    out_.emplace_back(std::forward<A>(a));
+  }
+
+  template <class... Args>
+  void log(log_level level, fmt::format_string<Args...> format, Args&&... args) {
+    emit(actions::log{level, fmt::vformat(format, fmt::make_format_args(args...))});
+  }
+
+  lifecycle_config config_;
+  phase phase_ = phase::idle;
+  std::uint64_t generation_ = 1;
+  std::vector<process_info> procs_;
+  std::vector<slot_state> slots_;
+  bool escalation_armed_ = false;
+  steady_clock::time_point escalate_at_{};
+  steady_clock::time_point now_{};
+  std::vector<action> out_;
+};
+
+namespace detail {
+
+/// Checks a Lifecycle policy member by member; each message names what is missing.
+template <class L>
+constexpr bool check_lifecycle_policy() {
+  static_assert(std::constructible_from<L, const lifecycle_config&>,
+                "Lifecycle policy is missing: explicit L(const lifecycle_config&)");
+  static_assert(
+      requires(L& l, const event& e, steady_clock::time_point t) {
+        { l.handle(e, t) } -> std::same_as<std::vector<action>>;
+      },
+      "Lifecycle policy is missing: std::vector<action> handle(const event&, "
+      "steady_clock::time_point)");
+  static_assert(
+      requires(const L& l) {
+        { l.processes() } -> std::convertible_to<const std::vector<process_info>&>;
+      },
+      "Lifecycle policy is missing: const std::vector<process_info>& processes() const");
+  static_assert(requires(const L& l) { { l.current_phase() } -> std::same_as<phase>; },
+                "Lifecycle policy is missing: phase current_phase() const");
+  return true;
+}
+
+}  // namespace detail
+}  // namespace procmodel

@@ -1,0 +1,208 @@
+#pragma once
+
+/// @file options.hpp
+/// What a supervisor is told: worker count, listen addresses, files, timeouts;
+/// and `command_line`, which fills options from argv and can be extended with
+/// a program's own flags.
+
+#include <algorithm>
+#include <charconv>
+#include <chrono>
+#include <cstdio>
+#include <functional>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <thread>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "lifecycle.hpp"
+#include "log.hpp"
+#include "signals.hpp"
+
+namespace procmodel {
+
+/// Everything a supervisor is configured with.
+struct options {
+  /// Number of worker processes (nginx's worker_processes).
+  unsigned workers = std::max(1u, std::thread::hardware_concurrency());
+  /// Addresses to listen on, as HOST:PORT or [V6]:PORT; bound once by the master.
+  std::vector<std::string> listen;
+  /// listen(2) backlog of each listener.
+  int backlog = 511;
+  /// Pid file, written atomically; empty for none.
+  std::string pid_file;
+  /// Log file; empty for stderr.
+  std::string log_file;
+  log_level level = log_level::info;
+  /// Fast stop: SIGKILL whatever has not exited after this long.
+  milliseconds terminate_timeout{5'000};
+  /// Graceful stop: SIGKILL whatever has not drained after this long.
+  milliseconds shutdown_timeout{10'000};
+  /// How long a worker whose master died may take to drain.
+  milliseconds orphan_timeout{500};
+  /// Crash-loop protection.
+  restart_policy restart{};
+  /// Detach from the terminal (fork, setsid, stdio to /dev/null).
+  bool daemon = false;
+  /// Set by `-s CMD`: send this command to the running master and exit.
+  std::optional<command> signal;
+  /// The program name used in messages; argv[0]'s last component by default.
+  std::string program_name = "procmodel";
+};
+
+/// Parses a whole decimal number in [lo, hi]; throws std::invalid_argument.
+inline long long parse_number(std::string_view what, std::string_view text, long long lo,
+                              long long hi) {
+  long long value = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc{} || end != text.data() + text.size() || value < lo || value > hi)
+    throw std::invalid_argument(
+        fmt::format("{}: expected a whole number from {} to {}, got '{}'", what, lo, hi, text));
+  return value;
+}
+
+/// The command named by `-s`: stop, quit, reload, reopen, upgrade, status.
+inline std::optional<command> parse_command(std::string_view name) {
+  for (command c : {command::stop, command::quit, command::reload, command::reopen,
+                    command::upgrade, command::drain_workers, command::add_worker,
+                    command::remove_worker})
+    if (to_string(c) == name) return c;
+  return std::nullopt;
+}
+
+/// Fills `options` from argv. Programs add flags of their own with add().
+///
+/// @code
+/// procmodel::options opt;
+/// procmodel::command_line cli(opt);
+/// cli.add("--config", "PATH", "configuration file", [&](std::string_view v) { path = v; });
+/// if (auto code = cli.parse(argc, argv)) return *code;
+/// @endcode
+class command_line {
+ public:
+  /// A flag's handler; it throws std::invalid_argument to reject the value.
+  using handler = std::function<void(std::string_view value)>;
+
+  explicit command_line(options& opt) : opt_(opt) {
+    add("--listen", "HOST:PORT", "listen on this address; repeat for more", [this](auto v) {
+      if (!listen_seen_) opt_.listen.clear();
+      listen_seen_ = true;
+      opt_.listen.emplace_back(v);
+    });
+    add("--workers", "N", "number of worker processes (default: CPU count)", [this](auto v) {
+      opt_.workers = static_cast<unsigned>(parse_number("--workers", v, 1, 1024));
+    });
+    add("--pid-file", "PATH", "write the master's pid here", [this](auto v) { opt_.pid_file = v; });
+    add("--log-file", "PATH", "log here instead of stderr", [this](auto v) { opt_.log_file = v; });
+    add("--log-level", "LEVEL", "debug, info, notice, warn or error", [this](auto v) {
+      for (auto l : {log_level::debug, log_level::info, log_level::notice, log_level::warn,
+                     log_level::error})
+        if (to_string(l) == v) return void(opt_.level = l);
+      throw std::invalid_argument(fmt::format("--log-level: unknown level '{}'", v));
+    });
+    add("--shutdown-timeout", "MS", "graceful stop: kill workers still draining after MS",
+        [this](auto v) {
+          opt_.shutdown_timeout = milliseconds(parse_number("--shutdown-timeout", v, 0, 86'400'000));
+        });
+    add("--terminate-timeout", "MS", "fast stop: kill workers still running after MS",
+        [this](auto v) {
+          opt_.terminate_timeout =
+              milliseconds(parse_number("--terminate-timeout", v, 0, 86'400'000));
+        });
+    add_flag("--daemon", "detach from the terminal", [this] { opt_.daemon = true; });
+    add("-s", "COMMAND", "tell the running master: stop, quit, reload, reopen, upgrade",
+        [this](auto v) {
+          auto c = parse_command(v);
+          if (!c)
+            throw std::invalid_argument(fmt::format(
+                "-s: unknown command '{}' (expected stop, quit, reload, reopen or upgrade)", v));
+          opt_.signal = c;
+        });
+  }
+
+  /// Adds a flag that takes a value (`--name VALUE` or `--name=VALUE`).
+  command_line& add(std::string name, std::string metavar, std::string help, handler h) {
+    flags_.push_back({std::move(name), std::move(metavar), std::move(help), std::move(h), {}});
+    return *this;
+  }
+
+  /// Adds a flag without a value.
+  command_line& add_flag(std::string name, std::string help, std::function<void()> h) {
+    flags_.push_back({std::move(name), {}, std::move(help), {}, std::move(h)});
+    return *this;
+  }
+
+  /// Parses argv. Returns an exit code when the program should exit now
+  /// (0 after --help, 2 after a usage error, reported on stderr).
+  std::optional<int> parse(int argc, const char* const* argv) {
+    if (argc > 0 && argv[0]) {
+      std::string_view p = argv[0];
+      if (auto slash = p.rfind('/'); slash != std::string_view::npos) p.remove_prefix(slash + 1);
+      if (!p.empty()) opt_.program_name = p;
+    }
+    try {
+      for (int i = 1; i < argc; ++i) {
+        std::string_view arg = argv[i];
+        if (arg == "-h" || arg == "--help") {
+          std::fputs(usage().c_str(), stdout);
+          return 0;
+        }
+        std::optional<std::string_view> inline_value;
+        if (auto eq = arg.find('='); arg.starts_with("--") && eq != std::string_view::npos) {
+          inline_value = arg.substr(eq + 1);
+          arg = arg.substr(0, eq);
+        }
+        auto f = std::find_if(flags_.begin(), flags_.end(),
+                              [&](const flag& fl) { return fl.name == arg; });
+        if (f == flags_.end())
+          throw std::invalid_argument(fmt::format("unknown option '{}'", argv[i]));
+        if (f->on_flag) {
+          if (inline_value)
+            throw std::invalid_argument(fmt::format("{} takes no value", f->name));
+          f->on_flag();
+          continue;
+        }
+        if (!inline_value) {
+          if (i + 1 >= argc) throw std::invalid_argument(fmt::format("{} needs a value", f->name));
+          inline_value = argv[++i];
+        }
+        f->on_value(*inline_value);
+      }
+    } catch (const std::invalid_argument& e) {
+      std::fprintf(stderr, "%s: %s\nTry '%s --help'.\n", opt_.program_name.c_str(), e.what(),
+                   opt_.program_name.c_str());
+      return 2;
+    }
+    return std::nullopt;
+  }
+
+  /// The --help text.
+  [[nodiscard]] std::string usage() const {
+    std::string out = fmt::format("usage: {} [options]\n       {} -s COMMAND [--pid-file PATH]\n\n",
+                                  opt_.program_name, opt_.program_name);
+    for (const auto& f : flags_) {
+      std::string lhs = f.metavar.empty() ? f.name : f.name + " " + f.metavar;
+      out += fmt::format("  {:<26} {}\n", lhs, f.help);
+    }
+    out += fmt::format("  {:<26} {}\n", "-h, --help", "show this help");
+    return out;
+  }
+
+ private:
+  struct flag {
+    std::string name, metavar, help;
+    handler on_value;
+    std::function<void()> on_flag;
+  };
+
+  options& opt_;
+  std::vector<flag> flags_;
+  bool listen_seen_ = false;
+};
+
+}  // namespace procmodel

@@ -1,0 +1,123 @@
+#pragma once
+
+/// @file pid_file.hpp
+/// The master's pid file: written atomically (temporary file, then rename),
+/// never through a symbolic link, removed on exit only if it still names us.
+
+#include <cerrno>
+#include <climits>
+#include <csignal>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <fmt/format.h>
+
+#include "detail/unique_fd.hpp"
+
+namespace procmodel {
+
+/// Reads, writes and removes pid files. Errors are std::runtime_error with a
+/// message that names the file and says what is wrong with it.
+struct pid_file {
+  /// Reads the pid a file names. Refuses a symbolic link, a file that is not
+  /// regular, and anything but a positive decimal pid and a newline.
+  static pid_t read(const std::string& path) {
+    detail::unique_fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
+    if (!fd) {
+      if (errno == ELOOP)
+        throw std::runtime_error(fmt::format("pid file {} is a symbolic link; refusing it", path));
+      throw std::runtime_error(fmt::format("cannot open pid file {}: {}", path, std::strerror(errno)));
+    }
+    struct stat st {};
+    if (::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode))
+      throw std::runtime_error(fmt::format("pid file {} is not a regular file", path));
+    char buf[32] = {};
+    ssize_t n = detail::retry_eintr([&] { return ::read(fd.get(), buf, sizeof buf - 1); });
+    if (n < 0)
+      throw std::runtime_error(fmt::format("cannot read pid file {}: {}", path, std::strerror(errno)));
+    std::string_view text(buf, static_cast<std::size_t>(n));
+    if (!text.empty() && text.back() == '\n') text.remove_suffix(1);
+    long long pid = 0;
+    bool ok = !text.empty() && text.size() <= 10;
+    for (char c : text) {
+      if (c < '0' || c > '9') {
+        ok = false;
+        break;
+      }
+      pid = pid * 10 + (c - '0');
+    }
+    if (!ok || pid <= 1 || pid > INT_MAX)
+      throw std::runtime_error(fmt::format("pid file {} does not hold a pid", path));
+    return static_cast<pid_t>(pid);
+  }
+
+  /// Whether a pid file names a live process running the same executable as
+  /// this one (another master): then starting again would fight over it.
+  static bool names_live_master(const std::string& path, pid_t self) {
+    pid_t pid = 0;
+    try {
+      pid = read(path);
+    } catch (const std::runtime_error&) {
+      return false;  // stale or junk: it will be replaced
+    }
+    if (pid == self || (::kill(pid, 0) != 0 && errno == ESRCH)) return false;
+    return same_executable(pid);
+  }
+
+  /// Writes `pid` to `path` atomically. Refuses when `path` is a symbolic link
+  /// or not a regular file.
+  static void write(const std::string& path, pid_t pid) {
+    struct stat st {};
+    if (::lstat(path.c_str(), &st) == 0) {
+      if (S_ISLNK(st.st_mode))
+        throw std::runtime_error(
+            fmt::format("pid file {} is a symbolic link; refusing to write through it", path));
+      if (!S_ISREG(st.st_mode))
+        throw std::runtime_error(fmt::format("pid file {} exists and is not a regular file", path));
+    }
+    std::string tmp = fmt::format("{}.tmp.{}", path, ::getpid());
+    detail::unique_fd fd(
+        ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644));
+    if (!fd && errno == EEXIST) {  // left by a crashed master of the same pid
+      ::unlink(tmp.c_str());
+      fd.reset(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644));
+    }
+    if (!fd)
+      throw std::runtime_error(
+          fmt::format("cannot create pid file {}: {}", tmp, std::strerror(errno)));
+    std::string text = fmt::format("{}\n", pid);
+    ssize_t n = detail::retry_eintr([&] { return ::write(fd.get(), text.data(), text.size()); });
+    if (n != static_cast<ssize_t>(text.size()) || ::rename(tmp.c_str(), path.c_str()) != 0) {
+      int err = errno;
+      ::unlink(tmp.c_str());
+      throw std::runtime_error(fmt::format("cannot write pid file {}: {}", path, std::strerror(err)));
+    }
+  }
+
+  /// Removes `path` if it still names `pid`; true if it did.
+  static bool remove_if_ours(const std::string& path, pid_t pid) noexcept {
+    try {
+      if (read(path) != pid) return false;
+    } catch (const std::runtime_error&) {
+      return false;
+    }
+    return ::unlink(path.c_str()) == 0;
+  }
+
+ private:
+  static bool same_executable(pid_t pid) {
+    char mine[PATH_MAX + 1] = {}, theirs[PATH_MAX + 1] = {};
+    std::string link = fmt::format("/proc/{}/exe", pid);
+    if (::readlink("/proc/self/exe", mine, PATH_MAX) <= 0) return false;
+    if (::readlink(link.c_str(), theirs, PATH_MAX) <= 0) return false;
+    return std::strcmp(mine, theirs) == 0;
+  }
+};
+
+}  // namespace procmodel

@@ -1,0 +1,178 @@
+#pragma once
+
+/// @file spawner.hpp
+/// The Spawner policy: how a worker comes to be. `fork_spawner` forks and runs
+/// the worker in the child; `inline_spawner` runs each worker on a thread of
+/// the master's own process (single-process mode for debugging, like nginx's
+/// `master_process off`).
+///
+/// @par Spawner policy contract (copy and edit to write your own)
+/// @code
+/// class my_spawner {
+///  public:
+///   static constexpr bool separate_processes = true;  // workers get their own signals
+///   // Start a worker running req.body; return an id that is unique while it lives
+///   // (its pid for a process). Throw std::system_error when it cannot start.
+///   pid_t spawn(const procmodel::spawn_request& req);
+///   // End a worker that ignored its commands (SIGKILL for a process).
+///   void kill(pid_t id);
+///   // Report every worker that has exited since the last call (on SIGCHLD).
+///   void reap(const std::function<void(pid_t id, int wait_status)>& on_exit);
+/// };
+/// @endcode
+
+#include <cerrno>
+#include <concepts>
+#include <cstdio>
+#include <functional>
+#include <map>
+#include <memory>
+#include <system_error>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+
+#include "detail/close_fds.hpp"
+#include "detail/signal_fd.hpp"
+
+namespace procmodel {
+
+/// What a spawner is asked to start.
+struct spawn_request {
+  unsigned slot = 0;
+  std::uint64_t generation = 0;
+  /// Descriptors a forked worker keeps besides stdio: listeners, its channel end.
+  std::vector<int> keep_fds;
+  /// Runs the worker on `io`; returns its exit code. `own_process` is false
+  /// when the worker shares the master's process.
+  std::function<int(boost::asio::io_context& io, bool own_process)> body;
+  /// The master's loop, where in-process workers report their exit.
+  boost::asio::io_context* master = nullptr;
+  /// Called on the master's loop when an in-process worker ends.
+  std::function<void(pid_t id, int wait_status)> on_exit;
+};
+
+/// Forks; the child runs the worker and exits without unwinding the master's
+/// stack, holding only stdio, the listeners and its channel.
+class fork_spawner {
+ public:
+  static constexpr bool separate_processes = true;
+
+  pid_t spawn(const spawn_request& req) {
+    std::fflush(nullptr);  // or buffered output is written twice
+    pid_t pid = ::fork();
+    if (pid < 0) throw std::system_error(errno, std::generic_category(), "fork");
+    if (pid > 0) return pid;
+    int code = 1;
+    try {
+      detail::reset_signals_after_fork();
+      detail::close_all_except(req.keep_fds);
+      boost::asio::io_context io(1);
+      code = req.body(io, true);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "worker %d: %s\n", static_cast<int>(::getpid()), e.what());
+    } catch (...) {
+    }
+    std::fflush(nullptr);
+    ::_exit(code);
+  }
+
+  void kill(pid_t pid) { ::kill(pid, SIGKILL); }
+
+  /// Reaps every exited child, ours or adopted: no zombie is left behind.
+  void reap(const std::function<void(pid_t, int)>& on_exit) {
+    for (;;) {
+      int status = 0;
+      pid_t pid = ::waitpid(-1, &status, WNOHANG);
+      if (pid <= 0) {
+        if (pid < 0 && errno == EINTR) continue;
+        return;
+      }
+      on_exit(pid, status);
+    }
+  }
+};
+
+/// Runs each worker on a thread of the master's process. Ids are negative so
+/// they can never be mistaken for a process. For debugging (one process to
+/// attach a debugger to), not for production: a crash takes the master down.
+class inline_spawner {
+ public:
+  static constexpr bool separate_processes = false;
+
+  inline_spawner() = default;
+  inline_spawner(const inline_spawner&) = delete;
+  inline_spawner& operator=(const inline_spawner&) = delete;
+  ~inline_spawner() {
+    for (auto& [id, w] : workers_) w.io->stop();
+    for (auto& [id, w] : workers_)
+      if (w.thread.joinable()) w.thread.join();
+  }
+
+  pid_t spawn(const spawn_request& req) {
+    pid_t id = next_id_--;
+    auto io = std::make_shared<boost::asio::io_context>(1);
+    auto& w = workers_[id];
+    w.io = io;
+    w.thread = std::thread([this, id, io, body = req.body, master = req.master,
+                            on_exit = req.on_exit] {
+      int code = 1;
+      try {
+        code = body(*io, false);
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "in-process worker %d: %s\n", static_cast<int>(id), e.what());
+      }
+      boost::asio::post(*master, [this, id, code, on_exit] {
+        auto it = workers_.find(id);
+        if (it == workers_.end()) return;
+        it->second.thread.join();
+        workers_.erase(it);
+        on_exit(id, W_EXITCODE(code & 0xff, 0));
+      });
+    });
+    return id;
+  }
+
+  void kill(pid_t id) {
+    if (auto it = workers_.find(id); it != workers_.end()) it->second.io->stop();
+  }
+
+  void reap(const std::function<void(pid_t, int)>& on_exit) {
+    // Threads report through the loop; children of ours (helpers) still exist.
+    fork_spawner{}.reap(on_exit);
+  }
+
+ private:
+  struct worker {
+    std::thread thread;
+    std::shared_ptr<boost::asio::io_context> io;
+  };
+  std::map<pid_t, worker> workers_;
+  pid_t next_id_ = -1;
+};
+
+namespace detail {
+
+/// Checks a Spawner policy member by member; each message names what is missing.
+template <class S>
+constexpr bool check_spawner_policy() {
+  static_assert(requires { { S::separate_processes } -> std::convertible_to<bool>; },
+                "Spawner policy is missing: static constexpr bool separate_processes");
+  static_assert(requires(S& s, const spawn_request& r) { { s.spawn(r) } -> std::same_as<pid_t>; },
+                "Spawner policy is missing: pid_t spawn(const spawn_request&)");
+  static_assert(requires(S& s, pid_t id) { s.kill(id); },
+                "Spawner policy is missing: void kill(pid_t id)");
+  static_assert(requires(S& s, const std::function<void(pid_t, int)>& f) { s.reap(f); },
+                "Spawner policy is missing: void reap(const std::function<void(pid_t, int)>&)");
+  return true;
+}
+
+}  // namespace detail
+}  // namespace procmodel

@@ -1,0 +1,346 @@
+#pragma once
+
+/// @file worker_context.hpp
+/// What a worker sees: its loop, the listeners, its slot and generation, the
+/// drain and reopen notifications, ready(), and connection tracking so that a
+/// drain ends as soon as the last connection is done.
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include "channel.hpp"
+#include "detail/signal_fd.hpp"
+#include "lifecycle.hpp"
+#include "listeners.hpp"
+#include "log.hpp"
+#include "signals.hpp"
+
+namespace procmodel {
+
+class worker_context;
+
+namespace detail {
+struct tracker_state {
+  worker_context* owner = nullptr;  // null once the context is gone
+};
+}  // namespace detail
+
+/// Keeps a drain from finishing while it lives: one per connection (or any
+/// other piece of work that must end before the worker exits). Movable.
+class connection_guard {
+ public:
+  connection_guard() = default;
+  connection_guard(connection_guard&& o) noexcept = default;
+  connection_guard& operator=(connection_guard&& o) noexcept {
+    if (this != &o) {
+      release();
+      state_ = std::move(o.state_);
+    }
+    return *this;
+  }
+  connection_guard(const connection_guard&) = delete;
+  connection_guard& operator=(const connection_guard&) = delete;
+  ~connection_guard() { release(); }
+
+  /// Ends the guard early.
+  inline void release() noexcept;
+
+ private:
+  friend class worker_context;
+  explicit connection_guard(std::shared_ptr<detail::tracker_state> s) noexcept
+      : state_(std::move(s)) {}
+  std::shared_ptr<detail::tracker_state> state_;
+};
+
+/// Why a worker is draining.
+enum class drain_reason : std::uint8_t {
+  quit,           ///< the master asked (graceful stop, one worker fewer)
+  master_lost,    ///< the channel closed: the master is gone
+  signal,         ///< SIGQUIT sent to the worker directly
+};
+
+/// The worker's view of the world. Passed to `Worker::operator()`.
+class worker_context {
+ public:
+  /// The deadline a drain must meet: finish in-flight work by then.
+  using deadline_handler = std::function<void(steady_clock::time_point deadline)>;
+
+  /// The I/O loop this worker runs on (after operator() returns, until stop()).
+  boost::asio::io_context& loop() noexcept { return io_; }
+
+  /// The listening sockets, in the order of the options' listen addresses.
+  [[nodiscard]] const std::vector<listener>& listeners() const noexcept { return listeners_; }
+
+  /// An acceptor on listener `i`, holding its own duplicate of the socket.
+  /// Close it in your drain handler after drain_acceptor() or when done.
+  boost::asio::ip::tcp::acceptor acceptor(std::size_t i = 0) {
+    const listener& l = listeners_.at(i);
+    int fd = ::fcntl(l.fd, F_DUPFD_CLOEXEC, 3);
+    if (fd < 0) detail::throw_errno("dup listener");
+    auto protocol = l.family == AF_INET6 ? boost::asio::ip::tcp::v6() : boost::asio::ip::tcp::v4();
+    boost::asio::ip::tcp::acceptor a(io_);
+    a.assign(protocol, fd);
+    a.non_blocking(true);
+    return a;
+  }
+
+  [[nodiscard]] unsigned slot() const noexcept { return slot_; }
+  [[nodiscard]] std::uint64_t generation() const noexcept { return generation_; }
+  [[nodiscard]] pid_t pid() const noexcept { return ::getpid(); }
+  logger& log() noexcept { return log_; }
+
+  /// Tells the master this worker serves. Call once listening; later calls do nothing.
+  void ready() {
+    if (ready_sent_) return;
+    ready_sent_ = true;
+    channel_.send({message_type::ready, 0});
+  }
+
+  /// Called once when the worker must drain: stop accepting, finish what is in
+  /// flight by `deadline`. The worker exits when every guard from track() is
+  /// gone, or at the deadline.
+  void on_drain(deadline_handler h) { drain_handlers_.push_back(std::move(h)); }
+
+  /// Called after the worker's log file was reopened (USR1).
+  void on_reopen(std::function<void()> h) { reopen_handlers_.push_back(std::move(h)); }
+
+  [[nodiscard]] bool draining() const noexcept { return draining_; }
+  [[nodiscard]] drain_reason why_draining() const noexcept { return drain_reason_; }
+  [[nodiscard]] steady_clock::time_point deadline() const noexcept { return deadline_; }
+
+  /// Counts a live connection until the guard is destroyed.
+  connection_guard track() {
+    ++live_;
+    return connection_guard(tracker_);
+  }
+  [[nodiscard]] std::size_t live_connections() const noexcept { return live_; }
+
+  /// Ends the worker: the loop stops and the process exits with `code`.
+  void stop(int code = 0) {
+    exit_code_ = code;
+    stopped_ = true;
+    io_.stop();
+  }
+  [[nodiscard]] bool stopped() const noexcept { return stopped_; }
+
+  /// Starts draining now, as if the master had asked.
+  void drain(drain_reason why, milliseconds within) {
+    if (draining_ || stopped_) return;
+    draining_ = true;
+    drain_reason_ = why;
+    auto now = steady_clock::now();
+    // Handlers get a deadline a little before the hard one, so that closing
+    // idle connections happens before the loop is stopped.
+    milliseconds margin = std::min(within / 5, milliseconds(500));
+    deadline_ = now + within - margin;
+    if (why == drain_reason::master_lost)  // nobody else will freeze the queues
+      for (const auto& l : listeners_) listener_set::freeze(l.fd);
+    log_.info("draining ({}), deadline in {} ms", why == drain_reason::quit ? "asked by master"
+                                                  : why == drain_reason::signal ? "SIGQUIT"
+                                                                                : "master is gone",
+              (within - margin).count());
+    for (auto& h : drain_handlers_) h(deadline_);
+    if (owns_listeners_) {
+      for (auto& l : listeners_) ::close(l.fd);
+      owns_listeners_ = false;
+    }
+    hard_stop_.expires_after(within - margin / 2);
+    hard_stop_.async_wait([this](boost::system::error_code ec) {
+      if (ec) return;
+      log_.warn("drain deadline reached with {} connection(s) open; exiting", live_);
+      stop(0);
+    });
+    boost::asio::post(io_, [this] { maybe_finish(); });
+  }
+
+  /// Reopens the log file and tells on_reopen handlers.
+  void reopen() {
+    log_.reopen();
+    for (auto& h : reopen_handlers_) h();
+  }
+
+  // --- for the runtime (not for workers) ---
+  struct setup {
+    unsigned slot = 0;
+    std::uint64_t generation = 0;
+    std::vector<listener> listeners;
+    bool owns_listeners = true;  ///< close them on drain (a forked worker's copies)
+    std::string log_file;
+    log_level level = log_level::info;
+    milliseconds shutdown_timeout{10'000};  ///< for a drain asked by SIGQUIT
+    milliseconds orphan_timeout{500};       ///< for a drain after the master is gone
+  };
+  worker_context(boost::asio::io_context& io, channel ch, setup s)
+      : io_(io),
+        channel_(std::move(ch)),
+        listeners_(std::move(s.listeners)),
+        slot_(s.slot),
+        generation_(s.generation),
+        owns_listeners_(s.owns_listeners),
+        shutdown_timeout_(s.shutdown_timeout),
+        orphan_timeout_(s.orphan_timeout),
+        hard_stop_(io) {
+    tracker_->owner = this;
+    log_.set_level(s.level);
+    log_.set_role(fmt::format("worker {}", slot_));
+    if (!s.log_file.empty()) log_.open(s.log_file);
+  }
+  ~worker_context() { tracker_->owner = nullptr; }
+  worker_context(const worker_context&) = delete;
+  worker_context& operator=(const worker_context&) = delete;
+  [[nodiscard]] int exit_code() const noexcept { return exit_code_; }
+  channel& master_channel() noexcept { return channel_; }
+  [[nodiscard]] milliseconds shutdown_timeout() const noexcept { return shutdown_timeout_; }
+  [[nodiscard]] milliseconds orphan_timeout() const noexcept { return orphan_timeout_; }
+
+ private:
+  friend class connection_guard;
+  void untrack() noexcept {
+    if (live_ > 0) --live_;
+    if (draining_ && live_ == 0) boost::asio::post(io_, [this] { maybe_finish(); });
+  }
+  void maybe_finish() {
+    if (draining_ && live_ == 0 && !stopped_) {
+      log_.info("drained; exiting");
+      stop(0);
+    }
+  }
+
+  boost::asio::io_context& io_;
+  channel channel_;
+  std::vector<listener> listeners_;
+  unsigned slot_;
+  std::uint64_t generation_;
+  bool owns_listeners_;
+  milliseconds shutdown_timeout_;
+  milliseconds orphan_timeout_;
+  std::shared_ptr<detail::tracker_state> tracker_ = std::make_shared<detail::tracker_state>();
+  logger log_;
+  bool ready_sent_ = false;
+  bool draining_ = false;
+  drain_reason drain_reason_ = drain_reason::quit;
+  bool stopped_ = false;
+  int exit_code_ = 0;
+  std::size_t live_ = 0;
+  steady_clock::time_point deadline_{};
+  boost::asio::steady_timer hard_stop_;
+  std::vector<deadline_handler> drain_handlers_;
+  std::vector<std::function<void()>> reopen_handlers_;
+};
+
+inline void connection_guard::release() noexcept {
+  if (auto s = std::move(state_); s && s->owner) s->owner->untrack();
+}
+
+/// Accepts every connection already queued on `acceptor` (without waiting),
+/// hands each to `on_socket`, then closes the acceptor. For drain handlers:
+/// nothing the kernel has accepted is left to be reset.
+template <class OnSocket>
+void drain_acceptor(boost::asio::ip::tcp::acceptor& acceptor, OnSocket&& on_socket) {
+  if (!acceptor.is_open()) return;
+  boost::system::error_code ec;
+  acceptor.non_blocking(true, ec);
+  for (;;) {
+    boost::asio::ip::tcp::socket s(acceptor.get_executor());
+    acceptor.accept(s, ec);
+    if (ec == boost::asio::error::interrupted) continue;
+    if (ec) break;
+    on_socket(std::move(s));
+  }
+  acceptor.close(ec);
+}
+
+namespace detail {
+
+/// Runs a Worker in this process or thread until it stops; returns its exit code.
+template <class Signals, class Worker>
+int run_worker(Worker& worker, boost::asio::io_context& io, channel ch,
+               worker_context::setup setup, bool own_signals) {
+  worker_context ctx(io, std::move(ch), std::move(setup));
+
+  // Commands from the master; end-of-file means the master is gone.
+  boost::asio::posix::stream_descriptor chan(io, ctx.master_channel().fd());
+  std::function<void()> watch_channel = [&] {
+    chan.async_wait(boost::asio::posix::stream_descriptor::wait_read,
+                    [&](boost::system::error_code ec) {
+                      if (ec) return;
+                      message m;
+                      for (;;) {
+                        auto st = ctx.master_channel().receive(m);
+                        if (st == receive_status::would_block) break;
+                        if (st != receive_status::received) {
+                          ctx.drain(drain_reason::master_lost, ctx.orphan_timeout());
+                          return;  // stop watching a dead channel
+                        }
+                        switch (m.type) {
+                          case message_type::quit:
+                            ctx.drain(drain_reason::quit, milliseconds(std::max<std::int64_t>(m.argument, 0)));
+                            break;
+                          case message_type::terminate: ctx.stop(0); return;
+                          case message_type::reopen: ctx.reopen(); break;
+                          default: break;
+                        }
+                      }
+                      if (!ctx.stopped()) watch_channel();
+                    });
+  };
+  watch_channel();
+
+  // Signals sent to the worker directly (a forked worker only).
+  std::unique_ptr<signal_fd> sigs;
+  std::unique_ptr<boost::asio::posix::stream_descriptor> sig_desc;
+  std::function<void()> watch_signals = [&] {
+    sig_desc->async_wait(boost::asio::posix::stream_descriptor::wait_read,
+                         [&](boost::system::error_code ec) {
+                           if (ec) return;
+                           signalfd_siginfo info{};
+                           while (sigs->read(info)) {
+                             switch (Signals::worker(static_cast<int>(info.ssi_signo))) {
+                               case worker_reaction::terminate: ctx.stop(0); return;
+                               case worker_reaction::drain:
+                                 ctx.drain(drain_reason::signal, ctx.shutdown_timeout());
+                                 break;
+                               case worker_reaction::reopen: ctx.reopen(); break;
+                               case worker_reaction::ignore: break;
+                             }
+                           }
+                           watch_signals();
+                         });
+  };
+  if (own_signals) {
+    sigs = std::make_unique<signal_fd>(std::span<const int>(Signals::watched));
+    sig_desc = std::make_unique<boost::asio::posix::stream_descriptor>(io, sigs->fd());
+    watch_signals();
+  }
+
+  int code = 0;
+  try {
+    worker(ctx);
+    if (!ctx.stopped()) io.run();
+    code = ctx.exit_code();
+  } catch (const std::exception& e) {
+    ctx.log().error("worker failed: {}", e.what());
+    code = 1;
+  }
+  // The descriptors belong to the channel and the signalfd, not to asio.
+  chan.release();
+  if (sig_desc) sig_desc->release();
+  return code;
+}
+
+}  // namespace detail
+}  // namespace procmodel
