@@ -6,6 +6,8 @@
 #include <procmodel/procmodel.hpp>
 
 #include <array>
+#include <cstdlib>
+#include <functional>
 #include <memory>
 
 #include <boost/asio/ip/tcp.hpp>
@@ -39,6 +41,7 @@ class echo_session : public std::enable_shared_from_this<echo_session> {
 
 struct echo_worker {
   void operator()(procmodel::worker_context& ctx) {
+    if (std::getenv("ECHO_CRASH_AT_START")) std::exit(3);  // for the crash-loop test
     auto acceptor = std::make_shared<tcp::acceptor>(ctx.acceptor(0));
     auto start = [&ctx](tcp::socket s) {
       std::make_shared<echo_session>(std::move(s), ctx.track())->read();

@@ -27,6 +27,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <system_error>
 #include <thread>
 #include <utility>
@@ -50,9 +51,12 @@ struct spawn_request {
   std::uint64_t generation = 0;
   /// Descriptors a forked worker keeps besides stdio: listeners, its channel end.
   std::vector<int> keep_fds;
-  /// Runs the worker on `io`; returns its exit code. `own_process` is false
-  /// when the worker shares the master's process.
-  std::function<int(boost::asio::io_context& io, bool own_process)> body;
+  /// Runs the worker; returns its exit code. `own_process` is false when the
+  /// worker shares the master's process. The body calls `attach(&loop)` once
+  /// its loop exists and `attach(nullptr)` before the loop is gone, so that
+  /// an in-process worker can be stopped from outside.
+  using attach_fn = std::function<void(boost::asio::io_context*)>;
+  std::function<int(bool own_process, const attach_fn& attach)> body;
   /// The master's loop, where in-process workers report their exit.
   boost::asio::io_context* master = nullptr;
   /// Called on the master's loop when an in-process worker ends.
@@ -74,8 +78,7 @@ class fork_spawner {
     try {
       detail::reset_signals_after_fork();
       detail::close_all_except(req.keep_fds);
-      boost::asio::io_context io(1);
-      code = req.body(io, true);
+      code = req.body(true, [](boost::asio::io_context*) {});
     } catch (const std::exception& e) {
       std::fprintf(stderr, "worker %d: %s\n", static_cast<int>(::getpid()), e.what());
     } catch (...) {
@@ -111,21 +114,21 @@ class inline_spawner {
   inline_spawner(const inline_spawner&) = delete;
   inline_spawner& operator=(const inline_spawner&) = delete;
   ~inline_spawner() {
-    for (auto& [id, w] : workers_) w.io->stop();
+    for (auto& [id, w] : workers_) w.loop->stop();
     for (auto& [id, w] : workers_)
       if (w.thread.joinable()) w.thread.join();
   }
 
   pid_t spawn(const spawn_request& req) {
     pid_t id = next_id_--;
-    auto io = std::make_shared<boost::asio::io_context>(1);
+    auto loop = std::make_shared<stoppable>();
     auto& w = workers_[id];
-    w.io = io;
-    w.thread = std::thread([this, id, io, body = req.body, master = req.master,
+    w.loop = loop;
+    w.thread = std::thread([this, id, loop, body = req.body, master = req.master,
                             on_exit = req.on_exit] {
       int code = 1;
       try {
-        code = body(*io, false);
+        code = body(false, [&](boost::asio::io_context* io) { loop->attach(io); });
       } catch (const std::exception& e) {
         std::fprintf(stderr, "in-process worker %d: %s\n", static_cast<int>(id), e.what());
       }
@@ -141,7 +144,7 @@ class inline_spawner {
   }
 
   void kill(pid_t id) {
-    if (auto it = workers_.find(id); it != workers_.end()) it->second.io->stop();
+    if (auto it = workers_.find(id); it != workers_.end()) it->second.loop->stop();
   }
 
   void reap(const std::function<void(pid_t, int)>& on_exit) {
@@ -150,9 +153,28 @@ class inline_spawner {
   }
 
  private:
+  // The worker thread's loop, stoppable from the master's thread.
+  class stoppable {
+   public:
+    void attach(boost::asio::io_context* io) {
+      std::lock_guard lock(mutex_);
+      io_ = io;
+      if (io_ && stop_requested_) io_->stop();
+    }
+    void stop() {
+      std::lock_guard lock(mutex_);
+      stop_requested_ = true;
+      if (io_) io_->stop();
+    }
+
+   private:
+    std::mutex mutex_;
+    boost::asio::io_context* io_ = nullptr;
+    bool stop_requested_ = false;
+  };
   struct worker {
     std::thread thread;
-    std::shared_ptr<boost::asio::io_context> io;
+    std::shared_ptr<stoppable> loop;
   };
   std::map<pid_t, worker> workers_;
   pid_t next_id_ = -1;

@@ -197,9 +197,9 @@ class basic_supervisor {
     setup.shutdown_timeout = opt_.shutdown_timeout;
     setup.orphan_timeout = opt_.orphan_timeout;
     int worker_fd = worker_end.fd();
-    req.body = [this, worker_fd, setup](boost::asio::io_context& io, bool own_process) {
-      return detail::run_worker<Signals>(worker_, io, channel(detail::unique_fd(worker_fd)), setup,
-                                         own_process);
+    req.body = [this, worker_fd, setup](bool own_process, const spawn_request::attach_fn& attach) {
+      return detail::run_worker<Signals>(worker_, channel(detail::unique_fd(worker_fd)), setup,
+                                         own_process, attach);
     };
     pid_t pid = 0;
     try {

@@ -267,9 +267,19 @@ void drain_acceptor(boost::asio::ip::tcp::acceptor& acceptor, OnSocket&& on_sock
 namespace detail {
 
 /// Runs a Worker in this process or thread until it stops; returns its exit code.
+/// Each worker gets its own copy of `prototype`. Destruction order matters:
+/// the loop's pending handlers (which may own connections that refer to the
+/// worker) go before the worker copy does.
 template <class Signals, class Worker>
-int run_worker(Worker& worker, boost::asio::io_context& io, channel ch,
-               worker_context::setup setup, bool own_signals) {
+int run_worker(const Worker& prototype, channel ch, worker_context::setup setup, bool own_signals,
+               const std::function<void(boost::asio::io_context*)>& attach) {
+  Worker worker = prototype;
+  boost::asio::io_context io(1);
+  attach(&io);
+  struct detach_guard {
+    const std::function<void(boost::asio::io_context*)>& attach;
+    ~detach_guard() { attach(nullptr); }
+  } detach{attach};
   worker_context ctx(io, std::move(ch), std::move(setup));
 
   // Commands from the master; end-of-file means the master is gone.

@@ -1,0 +1,76 @@
+#pragma once
+
+// http_server's configuration file: one `key = value` per line, `#` starts a
+// comment. Keys: greeting (text), workers (1..1024).
+
+#include <fstream>
+#include <optional>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+#include <procmodel/options.hpp>
+
+namespace http_example {
+
+struct config {
+  std::string greeting = "hello";
+  std::optional<unsigned> workers;
+};
+
+inline std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r')) s.remove_suffix(1);
+  return s;
+}
+
+/// Parses configuration text; throws std::runtime_error naming the line.
+inline config parse_config(std::string_view text, std::string_view name = "config") {
+  config c;
+  int lineno = 0;
+  while (!text.empty()) {
+    auto nl = text.find('\n');
+    std::string_view line = text.substr(0, nl);
+    text = nl == std::string_view::npos ? std::string_view{} : text.substr(nl + 1);
+    ++lineno;
+    if (auto hash = line.find('#'); hash != std::string_view::npos) line = line.substr(0, hash);
+    line = trim(line);
+    if (line.empty()) continue;
+    auto fail = [&](std::string_view why) {
+      return std::runtime_error(std::string(name) + ":" + std::to_string(lineno) + ": " +
+                                std::string(why));
+    };
+    auto eq = line.find('=');
+    if (eq == std::string_view::npos) throw fail("expected 'key = value'");
+    std::string_view key = trim(line.substr(0, eq)), value = trim(line.substr(eq + 1));
+    if (key == "greeting") {
+      if (value.size() >= 2 && value.front() == '"' && value.back() == '"')
+        value = value.substr(1, value.size() - 2);
+      if (value.empty()) throw fail("greeting must not be empty");
+      for (char ch : value)
+        if (static_cast<unsigned char>(ch) < 0x20) throw fail("greeting holds a control character");
+      c.greeting = std::string(value);
+    } else if (key == "workers") {
+      try {
+        c.workers = static_cast<unsigned>(procmodel::parse_number("workers", value, 1, 1024));
+      } catch (const std::invalid_argument& e) {
+        throw fail(e.what());
+      }
+    } else {
+      throw fail("unknown key '" + std::string(key) + "' (known: greeting, workers)");
+    }
+  }
+  return c;
+}
+
+/// Reads and parses a configuration file; throws std::runtime_error.
+inline config load_config(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw std::runtime_error("cannot read config file " + path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return parse_config(ss.str(), path);
+}
+
+}  // namespace http_example
