@@ -51,6 +51,8 @@ struct options {
   bool daemon = false;
   /// Set by `-s CMD`: send this command to the running master and exit.
   std::optional<command> signal;
+  /// Set by `-s status`: print the running master's process table and exit.
+  bool query_status = false;
   /// The program name used in messages; argv[0]'s last component by default.
   std::string program_name = "procmodel";
 };
@@ -115,12 +117,14 @@ class command_line {
               milliseconds(parse_number("--terminate-timeout", v, 0, 86'400'000));
         });
     add_flag("--daemon", "detach from the terminal", [this] { opt_.daemon = true; });
-    add("-s", "COMMAND", "tell the running master: stop, quit, reload, reopen, upgrade",
+    add("-s", "COMMAND", "tell the running master: stop, quit, reload, reopen, upgrade, status",
         [this](auto v) {
+          if (v == "status") return void(opt_.query_status = true);
           auto c = parse_command(v);
           if (!c)
             throw std::invalid_argument(fmt::format(
-                "-s: unknown command '{}' (expected stop, quit, reload, reopen or upgrade)", v));
+                "-s: unknown command '{}' (expected stop, quit, reload, reopen, upgrade or status)",
+                v));
           opt_.signal = c;
         });
   }

@@ -7,6 +7,7 @@
 /// and the lifecycle's actions are carried out here.
 
 #include <csignal>
+#include <cstdio>
 #include <deque>
 #include <exception>
 #include <map>
@@ -65,6 +66,11 @@ class basic_supervisor {
   /// With `options::signal` set, only tells the running master and returns.
   int run() {
     if (opt_.signal) return send_command<Signals>(opt_, *opt_.signal);
+    if (opt_.query_status) {
+      std::fprintf(stderr, "%s: -s status: this version has no control socket yet\n",
+                   opt_.program_name.c_str());
+      return 1;
+    }
     log_.set_level(opt_.level);
     try {
       log_.open(opt_.log_file);
