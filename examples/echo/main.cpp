@@ -49,9 +49,10 @@ struct echo_worker {
     auto accept = std::make_shared<std::function<void()>>();
     *accept = [acceptor, start, accept] {
       acceptor->async_accept([acceptor, start, accept](auto ec, tcp::socket s) {
-        if (ec == asio::error::operation_aborted || !acceptor->is_open()) return;
+        // A connection accepted just before a drain closed the acceptor is
+        // still served: dropping it here would reset it.
         if (!ec) start(std::move(s));
-        (*accept)();
+        if (acceptor->is_open() && *accept) (*accept)();
       });
     };
     (*accept)();

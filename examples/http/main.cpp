@@ -90,9 +90,10 @@ class server {
  private:
   void accept(tcp::acceptor& a) {
     a.async_accept([this, &a](beast::error_code ec, tcp::socket s) {
-      if (!a.is_open() || ec == asio::error::operation_aborted) return;
+      // A connection accepted just before a drain closed the acceptor is
+      // still served: dropping it here would reset it.
       if (!ec) open(std::move(s));
-      accept(a);
+      if (a.is_open()) accept(a);
     });
   }
 

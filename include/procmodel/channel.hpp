@@ -11,6 +11,7 @@
 #include <cstring>
 #include <utility>
 
+#include <poll.h>
 #include <sys/socket.h>
 
 #include "detail/unique_fd.hpp"
@@ -79,7 +80,8 @@ class channel {
     std::array<unsigned char, detail::wire_size + 1> buf{};
     ssize_t n = detail::retry_eintr(
         [&] { return ::recv(fd_.get(), buf.data(), buf.size(), MSG_DONTWAIT); });
-    if (n == 0) return receive_status::closed;
+    // Zero bytes is end-of-file, or an empty datagram from a live peer.
+    if (n == 0) return peer_gone() ? receive_status::closed : receive_status::failed;
     if (n < 0) {
       if (errno == EAGAIN || errno == EWOULDBLOCK) return receive_status::would_block;
       if (errno == ECONNRESET) return receive_status::closed;
@@ -95,6 +97,12 @@ class channel {
   }
 
  private:
+  [[nodiscard]] bool peer_gone() const noexcept {
+    pollfd p{fd_.get(), POLLRDHUP, 0};
+    int r = detail::retry_eintr([&] { return ::poll(&p, 1, 0); });
+    return r < 0 || (r == 1 && (p.revents & (POLLHUP | POLLRDHUP)) != 0);
+  }
+
   detail::unique_fd fd_;
 };
 

@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
+#include <iterator>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -112,8 +113,9 @@ class listener_set {
     return out;
   }
 
-  /// Stops the accept queues from filling: a drop-all socket filter makes the
-  /// kernel ignore new handshakes, while connections already queued stay
+  /// Stops the accept queues from filling: a socket filter makes the kernel
+  /// drop new handshakes (a TCP segment with SYN and without ACK), while
+  /// handshakes already under way complete and connections already queued stay
   /// there for the workers to accept. A client that arrives later is refused
   /// once the last worker closes the socket, instead of being accepted and reset.
   void freeze() const noexcept {
@@ -121,8 +123,15 @@ class listener_set {
   }
 
   static bool freeze(int fd) noexcept {
-    sock_filter drop_all[] = {{BPF_RET | BPF_K, 0, 0, 0}};
-    sock_fprog prog{1, drop_all};
+    // The filter sees the segment from its TCP header; byte 13 holds the flags.
+    sock_filter drop_syn[] = {
+        {BPF_LD | BPF_B | BPF_ABS, 0, 0, 13},
+        {BPF_ALU | BPF_AND | BPF_K, 0, 0, 0x12},  // SYN | ACK
+        {BPF_JMP | BPF_JEQ | BPF_K, 0, 1, 0x02},  // SYN alone: a new handshake
+        {BPF_RET | BPF_K, 0, 0, 0},               // drop
+        {BPF_RET | BPF_K, 0, 0, 0xffffffff},      // keep
+    };
+    sock_fprog prog{static_cast<unsigned short>(std::size(drop_syn)), drop_syn};
     return ::setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof prog) == 0;
   }
 

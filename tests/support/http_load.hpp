@@ -1,0 +1,250 @@
+#pragma once
+
+// A small HTTP/1.1 load client for integration tests: N connections on one
+// poll loop, each with exactly one request in flight at a time. It tells
+// apart what the design allows (a connect refused after the server stopped)
+// from what it forbids (a request sent and never answered: reset, EOF,
+// garbage). Plain POSIX, no Asio.
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstdint>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+namespace test_support {
+
+struct load_result {
+  std::uint64_t ok = 0;         ///< 2xx responses
+  std::uint64_t non_2xx = 0;    ///< answered, but not 2xx
+  std::uint64_t failed = 0;     ///< sent and never answered: reset, EOF, timeout, garbage
+  std::uint64_t refused = 0;    ///< connect refused or timed out (server gone: allowed)
+  std::uint64_t closes = 0;     ///< answers that carried Connection: close
+  std::vector<std::string> failures;       ///< first few failure descriptions
+  std::map<std::string, std::uint64_t> bodies;  ///< body text -> count
+};
+
+struct load_options {
+  int connections = 20;
+  bool connection_close = false;  ///< send Connection: close on every request
+  std::chrono::milliseconds connect_timeout{3000};
+  std::chrono::milliseconds response_timeout{10000};
+  bool stop_on_refused = true;  ///< a connection that is refused stops (server gone)
+  bool record_bodies = true;
+};
+
+/// Runs in its own thread from start() until stop().
+class http_load {
+ public:
+  http_load(std::uint16_t port, load_options opt = {}) : port_(port), opt_(opt) {}
+  ~http_load() { stop(); }
+
+  void start() {
+    running_ = true;
+    thread_ = std::thread([this] { run(); });
+  }
+  load_result stop() {
+    running_ = false;
+    if (thread_.joinable()) thread_.join();
+    std::lock_guard lock(mutex_);
+    return result_;
+  }
+  load_result snapshot() {
+    std::lock_guard lock(mutex_);
+    return result_;
+  }
+  /// True when every connection has stopped (refused after the server left).
+  bool all_stopped() const { return active_ == 0 && started_; }
+
+ private:
+  using clock = std::chrono::steady_clock;
+  enum class st { connecting, sending, reading, done };
+  struct conn {
+    int fd = -1;
+    st state = st::done;
+    std::string out;
+    std::size_t sent = 0;
+    std::string in;
+    clock::time_point since;
+  };
+
+  void fail(conn& c, const std::string& why) {
+    {
+      std::lock_guard lock(mutex_);
+      ++result_.failed;
+      if (result_.failures.size() < 10) result_.failures.push_back(why);
+    }
+    reconnect(c);
+  }
+
+  void refused(conn& c) {
+    {
+      std::lock_guard lock(mutex_);
+      ++result_.refused;
+    }
+    ::close(c.fd);
+    c.fd = -1;
+    if (opt_.stop_on_refused) {
+      c.state = st::done;
+      --active_;
+    } else {
+      reconnect(c);
+    }
+  }
+
+  void reconnect(conn& c) {
+    if (c.fd >= 0) ::close(c.fd);
+    c.fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    sockaddr_in sa{};
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons(port_);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int one = 1;
+    ::setsockopt(c.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    int rc = ::connect(c.fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa);
+    c.since = clock::now();
+    c.in.clear();
+    if (rc == 0) {
+      begin_request(c);
+    } else if (errno == EINPROGRESS) {
+      c.state = st::connecting;
+    } else {
+      refused(c);
+    }
+  }
+
+  void begin_request(conn& c) {
+    c.out = "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n";
+    if (opt_.connection_close) c.out += "Connection: close\r\n";
+    c.out += "\r\n";
+    c.sent = 0;
+    c.in.clear();
+    c.state = st::sending;
+    c.since = clock::now();
+  }
+
+  // Parses a complete response in c.in; returns false while incomplete.
+  bool parse(conn& c, bool eof) {
+    auto end = c.in.find("\r\n\r\n");
+    if (end == std::string::npos) return false;
+    std::string head = c.in.substr(0, end);
+    std::size_t length = 0;
+    bool close = false;
+    std::string lower;
+    for (char ch : head) lower += static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    if (auto p = lower.find("\r\ncontent-length:"); p != std::string::npos)
+      length = std::strtoul(lower.c_str() + p + 17, nullptr, 10);
+    if (lower.find("\r\nconnection: close") != std::string::npos) close = true;
+    if (c.in.size() < end + 4 + length) return false;
+    (void)eof;
+    int status = 0;
+    if (head.rfind("HTTP/1.", 0) == 0 && head.size() > 12) status = std::atoi(head.c_str() + 9);
+    std::string body = c.in.substr(end + 4, length);
+    {
+      std::lock_guard lock(mutex_);
+      if (status >= 200 && status < 300) ++result_.ok;
+      else ++result_.non_2xx;
+      if (close) ++result_.closes;
+      if (opt_.record_bodies) ++result_.bodies[body];
+    }
+    if (close || opt_.connection_close) {
+      reconnect(c);
+    } else {
+      begin_request(c);
+    }
+    return true;
+  }
+
+  void run() {
+    std::vector<conn> conns(static_cast<std::size_t>(opt_.connections));
+    active_ = opt_.connections;
+    started_ = true;
+    for (auto& c : conns) reconnect(c);
+    std::vector<pollfd> pfds;
+    while (running_ && active_ > 0) {
+      pfds.clear();
+      for (auto& c : conns) {
+        short ev = 0;
+        if (c.state == st::connecting || c.state == st::sending) ev = POLLOUT;
+        if (c.state == st::reading) ev = POLLIN;
+        pfds.push_back({c.state == st::done ? -1 : c.fd, ev, 0});
+      }
+      ::poll(pfds.data(), pfds.size(), 20);
+      auto now = clock::now();
+      for (std::size_t i = 0; i < conns.size(); ++i) {
+        conn& c = conns[i];
+        short re = pfds[i].revents;
+        if (c.state == st::done) continue;
+        if (c.state == st::connecting) {
+          if (re) {
+            int err = 0;
+            socklen_t len = sizeof err;
+            ::getsockopt(c.fd, SOL_SOCKET, SO_ERROR, &err, &len);
+            if (err == 0) begin_request(c);
+            else refused(c);
+          } else if (now - c.since > opt_.connect_timeout) {
+            refused(c);
+          }
+          continue;
+        }
+        if (c.state == st::sending) {
+          if (re & (POLLERR | POLLHUP)) {
+            fail(c, "connection closed before the request was sent");
+            continue;
+          }
+          if (re & POLLOUT) {
+            ssize_t n = ::send(c.fd, c.out.data() + c.sent, c.out.size() - c.sent, MSG_NOSIGNAL);
+            if (n < 0 && errno != EAGAIN) {
+              fail(c, std::string("send: ") + std::strerror(errno));
+              continue;
+            }
+            if (n > 0) c.sent += static_cast<std::size_t>(n);
+            if (c.sent == c.out.size()) c.state = st::reading;
+          }
+          continue;
+        }
+        // reading
+        if (re & (POLLIN | POLLERR | POLLHUP)) {
+          char buf[4096];
+          ssize_t n = ::recv(c.fd, buf, sizeof buf, 0);
+          if (n > 0) {
+            c.in.append(buf, static_cast<std::size_t>(n));
+            parse(c, false);
+          } else if (n == 0) {
+            if (!parse(c, true)) fail(c, "EOF before a complete response");
+          } else if (errno != EAGAIN) {
+            fail(c, std::string("recv: ") + std::strerror(errno));
+          }
+        } else if (now - c.since > opt_.response_timeout) {
+          fail(c, "no response within the timeout");
+        }
+      }
+    }
+    for (auto& c : conns)
+      if (c.fd >= 0) ::close(c.fd);
+  }
+
+  std::uint16_t port_;
+  load_options opt_;
+  std::atomic<bool> running_{false};
+  std::atomic<int> active_{0};
+  std::atomic<bool> started_{false};
+  std::thread thread_;
+  std::mutex mutex_;
+  load_result result_;
+};
+
+}  // namespace test_support
