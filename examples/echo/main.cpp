@@ -8,6 +8,8 @@
 #include <array>
 #include <cstdlib>
 #include <functional>
+
+#include <unistd.h>
 #include <memory>
 
 #include <boost/asio/ip/tcp.hpp>
@@ -41,7 +43,7 @@ class echo_session : public std::enable_shared_from_this<echo_session> {
 
 struct echo_worker {
   void operator()(procmodel::worker_context& ctx) {
-    if (std::getenv("ECHO_CRASH_AT_START")) std::exit(3);  // for the crash-loop test
+    if (std::getenv("ECHO_CRASH_AT_START")) ::_exit(3);  // for the crash-loop test
     auto acceptor = std::make_shared<tcp::acceptor>(ctx.acceptor(0));
     auto start = [&ctx](tcp::socket s) {
       std::make_shared<echo_session>(std::move(s), ctx.track())->read();

@@ -37,6 +37,11 @@ int send_command(const options& opt, command c) {
   } catch (const std::runtime_error& e) {
     return fail(e.what());
   }
+  // A pid file left behind by a crash may name a pid reused by anything.
+  if (::kill(pid, 0) == 0 && !pid_file::same_executable(pid))
+    return fail(fmt::format("pid file {} names process {}, which runs {}, not this program "
+                            "(stale pid file?)",
+                            opt.pid_file, pid, pid_file::executable(pid)));
   if (::kill(pid, signo) != 0) {
     if (errno == ESRCH)
       return fail(fmt::format("no process {} is running (stale pid file {})", pid, opt.pid_file));

@@ -129,6 +129,10 @@ class command_line {
         });
   }
 
+  // The standard flags' handlers point back at this object.
+  command_line(const command_line&) = delete;
+  command_line& operator=(const command_line&) = delete;
+
   /// Adds a flag that takes a value (`--name VALUE` or `--name=VALUE`).
   command_line& add(std::string name, std::string metavar, std::string help, handler h) {
     flags_.push_back({std::move(name), std::move(metavar), std::move(help), std::move(h), {}});

@@ -111,13 +111,29 @@ struct pid_file {
   }
 
  private:
-  static bool same_executable(pid_t pid) {
-    char mine[PATH_MAX + 1] = {}, theirs[PATH_MAX + 1] = {};
-    std::string link = fmt::format("/proc/{}/exe", pid);
-    if (::readlink("/proc/self/exe", mine, PATH_MAX) <= 0) return false;
-    if (::readlink(link.c_str(), theirs, PATH_MAX) <= 0) return false;
-    return std::strcmp(mine, theirs) == 0;
+  /// The executable a process runs, "" when it cannot be read. A binary
+  /// replaced on disk (a package upgrade) reads "PATH (deleted)": that is PATH.
+  static std::string executable_of(const std::string& proc_link) {
+    char buf[PATH_MAX + 1] = {};
+    ssize_t n = ::readlink(proc_link.c_str(), buf, PATH_MAX);
+    if (n <= 0) return {};
+    std::string path(buf, static_cast<std::size_t>(n));
+    constexpr std::string_view deleted = " (deleted)";
+    if (path.ends_with(deleted)) path.resize(path.size() - deleted.size());
+    return path;
   }
+
+ public:
+  /// Whether process `pid` runs the same executable as this process.
+  /// Unknown (another user's process, no /proc) counts as the same.
+  static bool same_executable(pid_t pid) {
+    std::string mine = executable_of("/proc/self/exe");
+    std::string theirs = executable_of(fmt::format("/proc/{}/exe", pid));
+    return mine.empty() || theirs.empty() || mine == theirs;
+  }
+
+  /// The executable of process `pid`, for messages.
+  static std::string executable(pid_t pid) { return executable_of(fmt::format("/proc/{}/exe", pid)); }
 };
 
 }  // namespace procmodel

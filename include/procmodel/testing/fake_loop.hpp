@@ -38,6 +38,7 @@ namespace procmodel::testing {
 /// test's control. Its io_context is never run.
 class fake_loop {
  public:
+  /// The clock's time points.
   using time_point = steady_clock::time_point;
   /// What run() runs.
   using script = std::function<void(fake_loop&)>;

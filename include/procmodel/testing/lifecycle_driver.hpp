@@ -141,6 +141,7 @@ inline std::string to_string(const action_list& list) {
 template <class Lifecycle = nginx_lifecycle>
 class basic_lifecycle_driver {
  public:
+  /// The clock's time points.
   using time_point = steady_clock::time_point;
 
   /// A driver whose clock reads `origin()` and whose first spawn gets `first_pid`.

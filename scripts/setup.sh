@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Set up procmodel on Debian/Ubuntu and run it.
+#
+#   scripts/setup.sh demo    install what is missing, build (release), run the http example
+#   scripts/setup.sh test    install what is missing, build (ci preset), run ctest
+#   scripts/setup.sh bench   install what is missing (plus wrk, nginx-light), run bench/run.sh
+#
+# Non-interactive: fine under CI=true with no stdin. Set PROCMODEL_SKIP_APT=1 to
+# skip the package step (the tools and libraries must then already be there).
+set -euo pipefail
+
+usage() {
+  echo "usage: $0 demo|test|bench" >&2
+  exit 2
+}
+
+log() { echo "setup: $*" >&2; }
+
+[[ $# -eq 1 ]] || usage
+mode=$1
+case "$mode" in
+  demo | test | bench) ;;
+  *) usage ;;
+esac
+
+root=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
+cd -- "$root"
+
+if [[ $mode == bench && ! -f bench/run.sh ]]; then
+  log "bench/run.sh is not there yet"
+  exit 2
+fi
+
+# --- (a) Debian packages ------------------------------------------------------
+
+packages=(g++ cmake make libboost-dev libfmt-dev catch2)
+if [[ $mode == bench ]]; then
+  packages+=(wrk nginx-light)
+fi
+
+install_missing() {
+  if ! command -v dpkg-query >/dev/null 2>&1; then
+    log "no dpkg-query (not Debian?): make sure these are installed: ${packages[*]}"
+    return
+  fi
+  local missing=() p status
+  for p in "${packages[@]}"; do
+    status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+    [[ $status == "install ok installed" ]] || missing+=("$p")
+  done
+  if [[ ${#missing[@]} -eq 0 ]]; then
+    return
+  fi
+
+  local sudo=()
+  if [[ $(id -u) -ne 0 ]]; then
+    if ! command -v sudo >/dev/null 2>&1; then
+      log "missing packages: ${missing[*]}; run as root or install sudo"
+      exit 1
+    fi
+    sudo=(sudo)
+    # Without a terminal nobody can type a password: fail instead of waiting.
+    [[ -t 0 ]] || sudo+=(-n)
+  fi
+  log "installing: ${missing[*]}"
+  "${sudo[@]}" apt-get update
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y --no-install-recommends "${missing[@]}"
+}
+
+if [[ ${PROCMODEL_SKIP_APT:-0} != 1 ]]; then
+  install_missing
+fi
+
+# --- (b) configure and build, (c)/(d) run -------------------------------------
+
+jobs=$(nproc 2>/dev/null || echo 2)
+
+case "$mode" in
+  test)
+    cmake --preset ci
+    cmake --build --preset ci -j"$jobs"
+    exec ctest --preset ci
+    ;;
+
+  demo)
+    cmake --preset release
+    cmake --build --preset release -j"$jobs" --target http_server
+    server="$root/build/release/examples/http/http_server"
+    pid_file=/tmp/procmodel-demo.pid
+    cat >&2 <<EOF
+
+procmodel demo: master + 2 workers on http://127.0.0.1:8080/
+try, from another terminal:
+  curl http://127.0.0.1:8080/
+  $server -s reload --pid-file $pid_file
+  $server -s status --pid-file $pid_file
+Ctrl-C or '$server -s quit --pid-file $pid_file' to stop.
+
+EOF
+    exec "$server" --workers 2 --listen 127.0.0.1:8080 --pid-file "$pid_file"
+    ;;
+
+  bench)
+    cmake --preset release
+    cmake --build --preset release -j"$jobs"
+    export PROCMODEL_BUILD_DIR="$root/build/release"
+    exec bash bench/run.sh
+    ;;
+esac

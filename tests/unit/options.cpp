@@ -1,0 +1,350 @@
+#include <procmodel/options.hpp>
+
+#include "support/catch.hpp"
+
+#include <chrono>
+#include <cstdio>
+#include <initializer_list>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include <unistd.h>
+
+#include <procmodel/listeners.hpp>
+
+using namespace std::chrono_literals;
+using namespace procmodel;
+
+namespace {
+
+// Redirects a standard stream (1 or 2) into a temporary file while alive.
+class capture {
+ public:
+  explicit capture(int fd) : fd_(fd), file_(std::tmpfile()) {
+    REQUIRE(file_ != nullptr);
+    std::fflush(nullptr);
+    saved_ = ::dup(fd_);
+    REQUIRE(saved_ >= 0);
+    REQUIRE(::dup2(::fileno(file_), fd_) == fd_);
+  }
+  ~capture() { restore(); if (file_) std::fclose(file_); }
+  capture(const capture&) = delete;
+  capture& operator=(const capture&) = delete;
+
+  // Everything written so far; restores the stream.
+  std::string text() {
+    restore();
+    std::string out;
+    std::rewind(file_);
+    char buf[512];
+    std::size_t n = 0;
+    while ((n = std::fread(buf, 1, sizeof buf, file_)) > 0) out.append(buf, n);
+    return out;
+  }
+
+ private:
+  void restore() {
+    if (saved_ < 0) return;
+    std::fflush(nullptr);
+    ::dup2(saved_, fd_);
+    ::close(saved_);
+    saved_ = -1;
+  }
+  int fd_;
+  std::FILE* file_;
+  int saved_ = -1;
+};
+
+struct parsed {
+  std::optional<int> code;
+  std::string out, err;
+};
+
+// Parses `args` (argv[0] is "/usr/sbin/demo") over `opt` with `cli`.
+parsed parse(command_line& cli, std::initializer_list<const char*> args) {
+  std::vector<const char*> argv{"/usr/sbin/demo"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  argv.push_back(nullptr);
+  parsed p;
+  capture out(STDOUT_FILENO), err(STDERR_FILENO);
+  p.code = cli.parse(static_cast<int>(argv.size() - 1), argv.data());
+  p.out = out.text();
+  p.err = err.text();
+  return p;
+}
+
+parsed parse(options& opt, std::initializer_list<const char*> args) {
+  command_line cli(opt);
+  return parse(cli, args);
+}
+
+}  // namespace
+
+TEST_CASE("command_line: no arguments leave the defaults", "[options]") {
+  options opt;
+  opt.listen = {"127.0.0.1:8080"};
+  auto p = parse(opt, {});
+  CHECK_FALSE(p.code);
+  CHECK(p.err.empty());
+  CHECK(opt.workers >= 1);
+  CHECK(opt.listen == std::vector<std::string>{"127.0.0.1:8080"});
+  CHECK(opt.pid_file.empty());
+  CHECK(opt.log_file.empty());
+  CHECK(opt.level == log_level::info);
+  CHECK(opt.shutdown_timeout == 10s);
+  CHECK(opt.terminate_timeout == 5s);
+  CHECK_FALSE(opt.daemon);
+  CHECK_FALSE(opt.signal);
+  CHECK_FALSE(opt.query_status);
+  CHECK(opt.program_name == "demo");  // argv[0]'s last component
+}
+
+TEST_CASE("command_line cannot be copied: its handlers point back at it", "[options]") {
+  STATIC_REQUIRE_FALSE(std::is_copy_constructible_v<command_line>);
+  STATIC_REQUIRE_FALSE(std::is_move_constructible_v<command_line>);
+  STATIC_REQUIRE_FALSE(std::is_copy_assignable_v<command_line>);
+}
+
+TEST_CASE("command_line: every standard flag", "[options]") {
+  options opt;
+  auto p = parse(opt, {"--listen", "127.0.0.1:8080", "--workers", "3", "--pid-file", "/run/demo.pid",
+                       "--log-file", "/var/log/demo.log", "--log-level", "debug",
+                       "--shutdown-timeout", "2500", "--terminate-timeout", "750", "--daemon",
+                       "-s", "reopen"});
+  INFO(p.err);
+  REQUIRE_FALSE(p.code);
+  CHECK(opt.listen == std::vector<std::string>{"127.0.0.1:8080"});
+  CHECK(opt.workers == 3);
+  CHECK(opt.pid_file == "/run/demo.pid");
+  CHECK(opt.log_file == "/var/log/demo.log");
+  CHECK(opt.level == log_level::debug);
+  CHECK(opt.shutdown_timeout == 2500ms);
+  CHECK(opt.terminate_timeout == 750ms);
+  CHECK(opt.daemon);
+  CHECK(opt.signal == command::reopen);
+}
+
+TEST_CASE("command_line: --flag=value", "[options]") {
+  options opt;
+  auto p = parse(opt, {"--workers=7", "--listen=[::1]:9000", "--pid-file=/tmp/x=y.pid",
+                       "--log-level=warn", "--shutdown-timeout=0", "--terminate-timeout=86400000"});
+  INFO(p.err);
+  REQUIRE_FALSE(p.code);
+  CHECK(opt.workers == 7);
+  CHECK(opt.listen == std::vector<std::string>{"[::1]:9000"});
+  CHECK(opt.pid_file == "/tmp/x=y.pid");  // split at the first '='
+  CHECK(opt.level == log_level::warn);
+  CHECK(opt.shutdown_timeout == 0ms);
+  CHECK(opt.terminate_timeout == 86'400'000ms);
+}
+
+TEST_CASE("command_line: each log level", "[options]") {
+  auto [name, level] = GENERATE(std::pair{"debug", log_level::debug}, std::pair{"info", log_level::info},
+                                std::pair{"notice", log_level::notice},
+                                std::pair{"warn", log_level::warn},
+                                std::pair{"error", log_level::error});
+  options opt;
+  opt.level = level == log_level::info ? log_level::error : log_level::info;
+  REQUIRE_FALSE(parse(opt, {"--log-level", name}).code);
+  CHECK(opt.level == level);
+}
+
+TEST_CASE("command_line: each -s command", "[options]") {
+  auto c = GENERATE(command::stop, command::quit, command::reload, command::reopen,
+                    command::upgrade, command::drain_workers, command::add_worker,
+                    command::remove_worker);
+  options opt;
+  std::string name(to_string(c));
+  REQUIRE_FALSE(parse(opt, {"-s", name.c_str()}).code);
+  CHECK(opt.signal == c);
+  CHECK(parse_command(name) == c);
+}
+
+TEST_CASE("command_line: -s status asks for the process table", "[options]") {
+  options opt;
+  REQUIRE_FALSE(parse(opt, {"-s", "status"}).code);
+  CHECK(opt.query_status);
+  CHECK_FALSE(opt.signal);
+}
+
+TEST_CASE("command_line: --listen repeats - and the first replaces the default", "[options]") {
+  options opt;
+  opt.listen = {"0.0.0.0:80"};
+  REQUIRE_FALSE(parse(opt, {"--listen", "127.0.0.1:1", "--listen=127.0.0.1:2", "--listen",
+                            "[::1]:3"})
+                    .code);
+  CHECK(opt.listen == std::vector<std::string>{"127.0.0.1:1", "127.0.0.1:2", "[::1]:3"});
+
+  SECTION("without --listen the default stays") {
+    options o2;
+    o2.listen = {"0.0.0.0:80"};
+    REQUIRE_FALSE(parse(o2, {"--workers", "2"}).code);
+    CHECK(o2.listen == std::vector<std::string>{"0.0.0.0:80"});
+  }
+}
+
+TEST_CASE("command_line: a program's own flags", "[options]") {
+  options opt;
+  command_line cli(opt);
+  std::string config;
+  int verbose = 0;
+  cli.add("--config", "PATH", "configuration file", [&](std::string_view v) { config = v; })
+      .add_flag("--verbose", "say more", [&] { ++verbose; })
+      .add("--port", "N", "a port", [](std::string_view v) { parse_number("--port", v, 1, 65535); });
+
+  SECTION("parsed alongside the standard ones") {
+    auto p = parse(cli, {"--config", "/etc/demo.conf", "--workers", "2", "--verbose", "--verbose"});
+    REQUIRE_FALSE(p.code);
+    CHECK(config == "/etc/demo.conf");
+    CHECK(verbose == 2);
+    CHECK(opt.workers == 2);
+  }
+  SECTION("--name=value works for them too") {
+    REQUIRE_FALSE(parse(cli, {"--config=/a.conf"}).code);
+    CHECK(config == "/a.conf");
+  }
+  SECTION("a flag without a value refuses one") {
+    auto p = parse(cli, {"--verbose=1"});
+    CHECK(p.code == 2);
+    CHECK(p.err.find("--verbose takes no value") != std::string::npos);
+    CHECK(verbose == 0);
+  }
+  SECTION("a handler's rejection is a usage error naming the flag") {
+    auto p = parse(cli, {"--port", "0"});
+    CHECK(p.code == 2);
+    CHECK(p.err.find("--port") != std::string::npos);
+  }
+  SECTION("they appear in --help") {
+    auto p = parse(cli, {"--help"});
+    CHECK(p.code == 0);
+    CHECK(p.out.find("--config PATH") != std::string::npos);
+    CHECK(p.out.find("configuration file") != std::string::npos);
+    CHECK(p.out.find("--verbose") != std::string::npos);
+  }
+}
+
+TEST_CASE("command_line: usage errors return 2 and name the flag", "[options]") {
+  struct row {
+    std::vector<const char*> args;
+    const char* needle;
+  };
+  auto r = GENERATE(values<row>({
+      {{"--bogus"}, "unknown option '--bogus'"},
+      {{"--bogus=1"}, "unknown option '--bogus=1'"},
+      {{"-x"}, "unknown option '-x'"},
+      {{"workers"}, "unknown option 'workers'"},
+      {{"--workers"}, "--workers needs a value"},
+      {{"--listen"}, "--listen needs a value"},
+      {{"-s"}, "-s needs a value"},
+      {{"--workers", "two"}, "--workers: expected a whole number from 1 to 1024, got 'two'"},
+      {{"--workers", "3x"}, "--workers: expected a whole number"},
+      {{"--workers", ""}, "--workers: expected a whole number"},
+      {{"--workers", "-1"}, "--workers: expected a whole number"},
+      {{"--workers", "0"}, "--workers: expected a whole number from 1 to 1024, got '0'"},
+      {{"--workers", "1025"}, "got '1025'"},
+      {{"--workers=99999999999999999999"}, "--workers: expected a whole number"},
+      {{"--shutdown-timeout", "86400001"}, "--shutdown-timeout: expected a whole number"},
+      {{"--terminate-timeout", "1.5"}, "--terminate-timeout: expected a whole number"},
+      {{"--log-level", "loud"}, "--log-level: unknown level 'loud'"},
+      {{"-s", "restart"}, "-s: unknown command 'restart'"},
+      {{"--daemon=yes"}, "--daemon takes no value"},
+  }));
+  options opt;
+  std::vector<const char*> argv{"demo"};
+  argv.insert(argv.end(), r.args.begin(), r.args.end());
+  argv.push_back(nullptr);
+  command_line cli(opt);
+  std::optional<int> code;
+  std::string err;
+  {
+    capture c(STDERR_FILENO);
+    code = cli.parse(static_cast<int>(argv.size() - 1), argv.data());
+    err = c.text();
+  }
+  INFO(err);
+  CHECK(code == 2);
+  CHECK(err.find(r.needle) != std::string::npos);
+  CHECK(err.starts_with("demo: "));
+  CHECK(err.find("Try 'demo --help'.") != std::string::npos);
+}
+
+TEST_CASE("command_line: --help and -h print usage and return 0", "[options]") {
+  auto flag = GENERATE("--help", "-h");
+  options opt;
+  opt.workers = 4;
+  auto p = parse(opt, {"--workers", "2", flag, "--bogus"});
+  CHECK(p.code == 0);  // stops at --help, before the bad flag
+  CHECK(p.err.empty());
+  CHECK(p.out.starts_with("usage: demo [options]"));
+  for (const char* f : {"--listen HOST:PORT", "--workers N", "--pid-file PATH", "--log-file PATH",
+                        "--log-level LEVEL", "--shutdown-timeout MS", "--terminate-timeout MS",
+                        "--daemon", "-s COMMAND", "-h, --help"})
+    CHECK(p.out.find(f) != std::string::npos);
+}
+
+TEST_CASE("parse_number", "[options]") {
+  CHECK(parse_number("n", "0", 0, 10) == 0);
+  CHECK(parse_number("n", "10", 0, 10) == 10);
+  CHECK(parse_number("n", "-3", -5, 10) == -3);
+  CHECK_THROWS_AS(parse_number("n", "11", 0, 10), std::invalid_argument);
+  CHECK_THROWS_AS(parse_number("n", "+1", 0, 10), std::invalid_argument);
+  CHECK_THROWS_AS(parse_number("n", " 1", 0, 10), std::invalid_argument);
+  CHECK_THROWS_WITH(parse_number("the count", "x", 0, 10),
+                    "the count: expected a whole number from 0 to 10, got 'x'");
+}
+
+TEST_CASE("parse_endpoint accepts", "[options][endpoint]") {
+  struct row {
+    const char* text;
+    const char* host;
+    std::uint16_t port;
+  };
+  auto r = GENERATE(values<row>({
+      {"127.0.0.1:8080", "127.0.0.1", 8080},
+      {"0.0.0.0:0", "0.0.0.0", 0},
+      {"[::1]:443", "::1", 443},
+      {"[fe80::1%lo]:80", "fe80::1%lo", 80},
+      {"[::]:65535", "::", 65535},
+      {"*:80", "", 80},
+      {":80", "", 80},
+      {"localhost:80", "localhost", 80},
+      {"example.org:8443", "example.org", 8443},
+  }));
+  INFO(r.text);
+  auto spec = parse_endpoint(r.text);
+  CHECK(spec.host == r.host);
+  CHECK(spec.port == r.port);
+}
+
+TEST_CASE("parse_endpoint refuses - naming the address", "[options][endpoint]") {
+  struct row {
+    const char* text;
+    const char* why;
+  };
+  auto r = GENERATE(values<row>({
+      {"127.0.0.1", "expected HOST:PORT"},
+      {"", "expected HOST:PORT"},
+      {"localhost", "expected HOST:PORT"},
+      {"127.0.0.1:", "expected a whole number"},
+      {"127.0.0.1:70000", "expected a whole number from 0 to 65535, got '70000'"},
+      {"127.0.0.1:-1", "expected a whole number"},
+      {"127.0.0.1:http", "expected a whole number"},
+      {"::1:80", "write IPv6 addresses as [HOST]:PORT"},
+      {"::1", "write IPv6 addresses as [HOST]:PORT"},
+      {"[::1]", "expected [HOST]:PORT"},
+      {"[::1]80", "expected [HOST]:PORT"},
+      {"[::1]:", "expected a whole number"},
+      {"[::1:80", "missing ']'"},
+  }));
+  INFO(r.text);
+  try {
+    parse_endpoint(r.text);
+    FAIL("accepted '" << r.text << "'");
+  } catch (const std::invalid_argument& e) {
+    std::string what = e.what();
+    CHECK(what.find(fmt::format("'{}'", r.text)) != std::string::npos);
+    CHECK(what.find(r.why) != std::string::npos);
+  }
+}
