@@ -13,9 +13,12 @@
 #include <utility>
 #include <vector>
 
+#include "support/http_load.hpp"
 #include "support/process.hpp"
 
 namespace pmtest {
+
+using test_support::http_get;
 
 /// How to start a server.
 struct server_config {
@@ -26,7 +29,8 @@ struct server_config {
   std::vector<std::string> extra;   ///< more flags
   std::vector<std::pair<std::string, std::string>> env;
   bool wait_workers = true;  ///< wait until `workers` workers run
-  bool wait_ready = true;    ///< then until every one reported ready and echo works
+  bool wait_ready = true;    ///< then until every one reported ready and the probe works
+  bool http = false;         ///< probe with an HTTP GET instead of an echo
   milliseconds timeout = 10s;
 };
 
@@ -86,8 +90,10 @@ class server {
       why_ = "not every worker reported ready";
       return false;
     }
-    if (!wait_for([&] { return echo_once(port_); }, c.timeout, 50ms)) {
-      why_ = "no echo through port " + std::to_string(port_);
+    auto probe = [&] { return c.http ? http_get(port_).has_value() : echo_once(port_); };
+    if (!wait_for(probe, c.timeout, 50ms)) {
+      why_ = std::string(c.http ? "no HTTP answer" : "no echo") + " through port " +
+             std::to_string(port_);
       return false;
     }
     return true;

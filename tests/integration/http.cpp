@@ -1,0 +1,308 @@
+// The http example end to end: real masters, real signals, real keep-alive
+// clients on loopback. The claim under test is the design's: a graceful stop
+// under load drops nothing — no client that got a connection sees a reset or a
+// request without an answer; a refused connect after the listeners are gone
+// is allowed.
+
+#include "support/catch.hpp"
+#include "support/http_load.hpp"
+#include "support/process.hpp"
+#include "support/server.hpp"
+
+#include <csignal>
+#include <regex>
+#include <string>
+
+#ifndef PROCMODEL_HTTP_SERVER
+#error "PROCMODEL_HTTP_SERVER must name the http_server binary"
+#endif
+
+using namespace pmtest;
+using test_support::http_load;
+using test_support::load_options;
+using test_support::load_result;
+
+namespace {
+
+const std::string http_server = PROCMODEL_HTTP_SERVER;
+
+server_config http_config(unsigned workers = 2) {
+  server_config c;
+  c.workers = workers;
+  c.http = true;
+  return c;
+}
+
+std::string describe(const load_result& r) {
+  std::string s = "ok " + std::to_string(r.ok) + ", non-2xx " + std::to_string(r.non_2xx) +
+                  ", failed " + std::to_string(r.failed) + ", refused " +
+                  std::to_string(r.refused) + ", Connection: close answers " +
+                  std::to_string(r.closes);
+  for (const auto& f : r.failures) s += "\n  failure: " + f;
+  return s;
+}
+
+// One request on an open keep-alive connection; the raw answer (headers and
+// body) or what went wrong.
+std::string request(tcp_client& c) {
+  if (!c.send_all("GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")) return "send failed";
+  std::string in;
+  for (;;) {
+    auto end = in.find("\r\n\r\n");
+    if (end != std::string::npos) {
+      auto cl = in.find("Content-Length: ");
+      if (cl != std::string::npos) {
+        std::size_t len = std::stoul(in.substr(cl + 16));
+        if (in.size() >= end + 4 + len) return in;
+      }
+    }
+    auto st = c.recv_some(in, 5s);
+    if (st != tcp_client::status::data) return std::string("recv: ") + to_string(st) + " after '" + in + "'";
+  }
+}
+
+// Runs `load` against a fresh server, sends `signo` to the master once some
+// requests were answered, and returns the load's verdict after the master exited.
+load_result load_then_signal(server& srv, const load_options& lo, int signo) {
+  http_load load(srv.port(), lo);
+  load.start();
+  wait_for([&] { return load.snapshot().ok >= 500; }, 10s);
+  srv.master().signal(signo);
+  auto status = srv.master().wait_exit(15s);
+  INFO(srv.describe());
+  REQUIRE(status.has_value());
+  CHECK(exit_code_of(*status) == 0);
+  wait_for([&] { return load.all_stopped(); }, 10s);
+  return load.stop();
+}
+
+}  // namespace
+
+TEST_CASE("http_server answers with its greeting, slot, generation and pid", "[http]") {
+  server srv(http_server, "procmodel-http");
+  PM_REQUIRE(srv, srv.start(http_config()));
+  auto workers = srv.workers();
+  PM_REQUIRE(srv, workers.size() == 2);
+
+  auto c = tcp_client::connect(srv.port());
+  REQUIRE(c);
+  std::string first = request(*c), second = request(*c);
+  static const std::regex body(
+      R"(HTTP/1\.1 200 OK\r\n(.|\r\n)*\r\n\r\nhello from worker ([01]) generation 1 pid (\d+)\n)");
+  std::smatch m1, m2;
+  INFO(first << "\n---\n" << second);
+  REQUIRE(std::regex_match(first, m1, body));
+  REQUIRE(std::regex_match(second, m2, body));
+  // Kept alive: the same worker answers both.
+  CHECK(m1[3] == m2[3]);
+  CHECK(first.find("Connection: close") == std::string::npos);
+  pid_t pid = std::stoi(m1[3]);
+  CHECK(std::find(workers.begin(), workers.end(), pid) != workers.end());
+}
+
+TEST_CASE("http_server takes its greeting and worker count from --config", "[http]") {
+  server srv(http_server, "procmodel-http");
+  std::string conf = srv.dir().file("http.conf");
+  write_file(conf, "# demo\ngreeting = howdy   \nworkers = 3\n");
+  auto c = http_config(3);
+  c.extra = {"--config", conf};
+  PM_REQUIRE(srv, srv.start(c));
+  PM_CHECK(srv, srv.workers().size() == 3);
+  auto body = http_get(srv.port());
+  REQUIRE(body);
+  CHECK(body->rfind("howdy from worker ", 0) == 0);
+}
+
+TEST_CASE("http_server refuses a config file that does not parse", "[http]") {
+  temp_dir dir("procmodel-http");
+  std::string conf = dir.file("bad.conf");
+  write_file(conf, "greeting = hi\nworkers = many\n");
+  auto r = run(dir, http_server, {"--listen", "127.0.0.1:0", "--config", conf});
+  INFO(r.err);
+  CHECK(r.code() == 1);
+  CHECK(r.err.find("bad.conf:2") != std::string::npos);
+  CHECK(r.err.find("workers") != std::string::npos);
+
+  auto missing = run(dir, http_server, {"--listen", "127.0.0.1:0", "--config", dir.file("nope")});
+  CHECK(missing.code() == 1);
+  CHECK(missing.err.find("cannot read config file") != std::string::npos);
+}
+
+TEST_CASE("QUIT under keep-alive load: no request fails, the master exits last", "[http][drain]") {
+  server srv(http_server, "procmodel-http");
+  auto c = http_config();
+  c.extra = {"--shutdown-timeout", "5000"};
+  PM_REQUIRE(srv, srv.start(c));
+  auto workers = srv.workers();
+  load_options lo;
+  lo.connections = 50;
+  auto r = load_then_signal(srv, lo, SIGQUIT);
+  INFO(describe(r) << "\n" << srv.describe());
+  CHECK(r.ok >= 500);
+  CHECK(r.failed == 0);
+  CHECK(r.non_2xx == 0);
+  // Each kept-alive connection was told to close before the worker left.
+  CHECK(r.closes >= 1);
+  CHECK(!file_exists(srv.pid_path()));
+  for (pid_t w : workers) CHECK(!is_running(w));
+}
+
+TEST_CASE("QUIT under Connection: close load: no request fails", "[http][drain]") {
+  server srv(http_server, "procmodel-http");
+  PM_REQUIRE(srv, srv.start(http_config()));
+  load_options lo;
+  lo.connections = 50;
+  lo.connection_close = true;
+  auto r = load_then_signal(srv, lo, SIGQUIT);
+  INFO(describe(r) << "\n" << srv.describe());
+  CHECK(r.ok >= 500);
+  CHECK(r.failed == 0);
+  CHECK(r.non_2xx == 0);
+}
+
+TEST_CASE("QUIT: an idle kept-alive connection is answered with Connection: close",
+          "[http][drain]") {
+  server srv(http_server, "procmodel-http");
+  auto c = http_config(1);
+  c.extra = {"--shutdown-timeout", "4000"};
+  PM_REQUIRE(srv, srv.start(c));
+  auto client = tcp_client::connect(srv.port());
+  REQUIRE(client);
+  std::string before = request(*client);
+  REQUIRE(before.rfind("HTTP/1.1 200", 0) == 0);
+  CHECK(before.find("Connection: close") == std::string::npos);
+
+  srv.master().signal(SIGQUIT);
+  // The worker drains but keeps the idle connection open until its deadline,
+  // so the next request is answered — and told to close.
+  wait_for([&] { return count_of(srv.log(), "draining") >= 1; }, 5s);
+  std::string after = request(*client);
+  INFO(after << "\n" << srv.describe());
+  CHECK(after.rfind("HTTP/1.1 200", 0) == 0);
+  CHECK(after.find("Connection: close") != std::string::npos);
+  std::string rest;
+  CHECK(client->recv_some(rest, 5s) == tcp_client::status::eof);
+  auto status = srv.master().wait_exit(10s);
+  REQUIRE(status);
+  CHECK(exit_code_of(*status) == 0);
+}
+
+TEST_CASE("QUIT: a connection idle until the deadline is closed then, and the master exits",
+          "[http][drain]") {
+  server srv(http_server, "procmodel-http");
+  auto c = http_config(1);
+  c.extra = {"--shutdown-timeout", "1500"};
+  PM_REQUIRE(srv, srv.start(c));
+  auto client = tcp_client::connect(srv.port());
+  REQUIRE(client);
+  REQUIRE(request(*client).rfind("HTTP/1.1 200", 0) == 0);
+  auto t0 = steady::now();
+  srv.master().signal(SIGQUIT);
+  std::string rest;
+  // Closed cleanly (FIN, not RST) at the drain deadline.
+  CHECK(client->recv_some(rest, 10s) == tcp_client::status::eof);
+  auto status = srv.master().wait_exit(10s);
+  REQUIRE(status);
+  CHECK(exit_code_of(*status) == 0);
+  double ms = ms_since(t0);
+  WARN("QUIT with one idle keep-alive connection, --shutdown-timeout 1500: master exited after "
+       << ms << " ms");
+  CHECK(ms < 5000);
+  // The worker met its own deadline; the master did not need SIGKILL.
+  CHECK(srv.log().find("SIGKILL") == std::string::npos);
+}
+
+TEST_CASE("TERM stops http_server within terminate_timeout even with open connections", "[http]") {
+  server srv(http_server, "procmodel-http");
+  auto c = http_config();
+  c.extra = {"--terminate-timeout", "2000"};
+  PM_REQUIRE(srv, srv.start(c));
+  auto client = tcp_client::connect(srv.port());
+  REQUIRE(client);
+  REQUIRE(request(*client).rfind("HTTP/1.1 200", 0) == 0);
+  auto workers = srv.workers();
+  auto t0 = steady::now();
+  srv.master().signal(SIGTERM);
+  auto status = srv.master().wait_exit(10s);
+  REQUIRE(status);
+  CHECK(exit_code_of(*status) == 0);
+  WARN("TERM with an open connection: master exited after " << ms_since(t0) << " ms");
+  CHECK(ms_since(t0) < 2000 + 3000);
+  for (pid_t w : workers) CHECK(wait_for([&] { return !is_running(w); }, 3s));
+  CHECK(!file_exists(srv.pid_path()));
+}
+
+TEST_CASE("-s quit, -s stop and -s reopen reach the master through the pid file", "[http][cli]") {
+  for (const char* cmd : {"quit", "stop"}) {
+    server srv(http_server, "procmodel-http");
+    PM_REQUIRE(srv, srv.start(http_config(1)));
+    auto r = run(srv.dir(), http_server, {"-s", "reopen", "--pid-file", srv.pid_path()});
+    CHECK(r.code() == 0);
+    CHECK(wait_for([&] { return count_of(srv.log(), "reopening log files") == 1; }, 5s));
+    auto s = run(srv.dir(), http_server, {"-s", cmd, "--pid-file", srv.pid_path()});
+    INFO(cmd << ": " << s.err);
+    CHECK(s.code() == 0);
+    auto status = srv.master().wait_exit(10s);
+    REQUIRE(status);
+    CHECK(exit_code_of(*status) == 0);
+    CHECK(!file_exists(srv.pid_path()));
+  }
+}
+
+TEST_CASE("--daemon detaches, serves, and stops with -s quit", "[http][daemon]") {
+  temp_dir dir("procmodel-http");
+  std::string pid_path = dir.file("d.pid"), log_path = dir.file("d.log");
+  auto r = run(dir, http_server,
+               {"--daemon", "--listen", "127.0.0.1:0", "--workers", "1", "--pid-file", pid_path,
+                "--log-file", log_path},
+               10s);
+  INFO(r.err << read_file(log_path));
+  REQUIRE(r.code() == 0);  // the parent returns once the daemon is up
+  REQUIRE(file_exists(pid_path));
+  pid_t daemon_pid = std::stoi(read_file(pid_path));
+  // Clean up by pid whatever happens below.
+  struct reaper {
+    pid_t pid;
+    ~reaper() {
+      for (pid_t c : descendants_of(pid)) ::kill(c, SIGKILL);
+      ::kill(pid, SIGKILL);
+    }
+  } guard{daemon_pid};
+  CHECK(is_running(daemon_pid));
+  // Detached: its own session, not our child.
+  CHECK(::getsid(daemon_pid) == daemon_pid);
+  auto port = parse_port(read_file(log_path));
+  REQUIRE(port != 0);
+  CHECK(wait_for([&] { return http_get(port).has_value(); }, 5s));
+
+  auto q = run(dir, http_server, {"-s", "quit", "--pid-file", pid_path});
+  CHECK(q.code() == 0);
+  CHECK(wait_for([&] { return !is_running(daemon_pid); }, 10s));
+  CHECK(wait_for([&] { return !file_exists(pid_path); }, 5s));
+}
+
+TEST_CASE("--daemon reports a start-up failure with a non-zero exit", "[http][daemon]") {
+  temp_dir dir("procmodel-http");
+  // Take a port, then ask the daemon to listen on it too.
+  auto first = run(dir, http_server, {"--daemon", "--listen", "127.0.0.1:0", "--workers", "1",
+                                      "--pid-file", dir.file("a.pid"), "--log-file",
+                                      dir.file("a.log")});
+  REQUIRE(first.code() == 0);
+  pid_t a = std::stoi(read_file(dir.file("a.pid")));
+  struct reaper {
+    pid_t pid;
+    ~reaper() {
+      for (pid_t c : descendants_of(pid)) ::kill(c, SIGKILL);
+      ::kill(pid, SIGKILL);
+    }
+  } guard{a};
+  auto port = parse_port(read_file(dir.file("a.log")));
+  REQUIRE(port != 0);
+  auto second = run(dir, http_server,
+                    {"--daemon", "--listen", "127.0.0.1:" + std::to_string(port), "--pid-file",
+                     dir.file("b.pid")});
+  INFO(second.err);
+  CHECK(second.code() == 1);
+  CHECK(second.err.find("cannot listen on") != std::string::npos);
+  CHECK(!file_exists(dir.file("b.pid")));
+}
