@@ -38,7 +38,7 @@ int send_command(const options& opt, command c) {
     return fail(e.what());
   }
   // A pid file left behind by a crash may name a pid reused by anything.
-  if (::kill(pid, 0) == 0 && !pid_file::same_executable(pid))
+  if (::kill(pid, 0) == 0 && !pid_file::same_executable(pid).value_or(true))
     return fail(fmt::format("pid file {} names process {}, which runs {}, not this program "
                             "(stale pid file?)",
                             opt.pid_file, pid, pid_file::executable(pid)));

@@ -48,9 +48,9 @@ using steady_clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
 /// Restart intensity: up to `max_restarts` respawns of a slot within `period`
-/// are immediate; past that each respawn waits, doubling from
-/// `backoff_initial` to `backoff_max`. A worker that stays up for `period`
-/// clears its slot's record.
+/// are immediate; past that every respawn waits, doubling from
+/// `backoff_initial` to `backoff_max`, until a worker of the slot stays up for
+/// `period`, which clears the slot's record.
 struct restart_policy {
   unsigned max_restarts = 5;
   milliseconds period{10'000};
@@ -248,6 +248,7 @@ class nginx_lifecycle {
     log(log_level::error, "cannot start a worker for slot {}: {}", f.slot,
         std::system_category().message(f.error));
     if (phase_ == phase::running && f.slot < config_.workers) schedule_respawn(f.slot, true);
+    maybe_exit();  // a stop under way may have been waiting for nothing else
   }
 
   void on(const events::exited& x) {
@@ -417,7 +418,10 @@ class nginx_lifecycle {
     if (s.respawn_pending) return;
     while (!s.recent.empty() && now_ - s.recent.front() >= config_.restart.period)
       s.recent.pop_front();
-    if (!failed_to_start && s.recent.size() < config_.restart.max_restarts) {
+    // Once a slot is backing off it keeps backing off until a worker of it
+    // stays up for a whole period: at most R quick restarts, never R again.
+    if (!failed_to_start && s.backoff_level == 0 &&
+        s.recent.size() < config_.restart.max_restarts) {
       respawn(slot);
       return;
     }

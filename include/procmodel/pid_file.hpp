@@ -8,6 +8,7 @@
 #include <climits>
 #include <csignal>
 #include <cstring>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -67,7 +68,7 @@ struct pid_file {
       return false;  // stale or junk: it will be replaced
     }
     if (pid == self || (::kill(pid, 0) != 0 && errno == ESRCH)) return false;
-    return same_executable(pid);
+    return same_executable(pid).value_or(false);  // unknown: a stranger's reused pid
   }
 
   /// Writes `pid` to `path` atomically. Refuses when `path` is a symbolic link
@@ -124,12 +125,13 @@ struct pid_file {
   }
 
  public:
-  /// Whether process `pid` runs the same executable as this process.
-  /// Unknown (another user's process, no /proc) counts as the same.
-  static bool same_executable(pid_t pid) {
+  /// Whether process `pid` runs the same executable as this process; nothing
+  /// when that cannot be told (another user's process, no /proc).
+  static std::optional<bool> same_executable(pid_t pid) {
     std::string mine = executable_of("/proc/self/exe");
     std::string theirs = executable_of(fmt::format("/proc/{}/exe", pid));
-    return mine.empty() || theirs.empty() || mine == theirs;
+    if (mine.empty() || theirs.empty()) return std::nullopt;
+    return mine == theirs;
   }
 
   /// The executable of process `pid`, for messages.

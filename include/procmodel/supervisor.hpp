@@ -102,6 +102,7 @@ class basic_supervisor {
   [[nodiscard]] const Lifecycle& lifecycle() const noexcept { return *lifecycle_; }
   [[nodiscard]] const listener_set& listeners() const noexcept { return listeners_; }
   Loop& loop() noexcept { return loop_; }
+  Spawner& spawner() noexcept { return spawner_; }
   logger& log() noexcept { return log_; }
 
  private:
@@ -179,7 +180,7 @@ class basic_supervisor {
       event next = std::move(pending_.front());
       pending_.pop_front();
       for (auto& a : lifecycle_->handle(next, loop_.now()))
-        std::visit([this](auto& act) { perform(act); }, a);
+        std::visit([this](auto& act) { this->perform(act); }, a);
     }
     dispatching_ = false;
   }
