@@ -196,5 +196,14 @@ int main(int argc, char** argv) {
     }
     if (conf.workers) opt.workers = *conf.workers;
   }
-  return procmodel::supervisor<http_worker>(opt, http_worker{conf.greeting, nullptr}).run();
+  procmodel::supervisor<http_worker> master(opt, http_worker{conf.greeting, nullptr});
+  // HUP re-reads the file; a file that does not parse refuses the reload and
+  // the serving generation goes on untouched.
+  if (!config_path.empty())
+    master.on_reload([config_path](http_worker& next, procmodel::options& next_opt) {
+      auto c = http_example::load_config(config_path);
+      next.greeting = c.greeting;
+      if (c.workers) next_opt.workers = *c.workers;
+    });
+  return master.run();
 }

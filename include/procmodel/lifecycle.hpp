@@ -29,6 +29,8 @@
 #include <concepts>
 #include <cstdint>
 #include <deque>
+#include <optional>
+#include <set>
 #include <string>
 #include <utility>
 #include <variant>
@@ -63,6 +65,10 @@ struct lifecycle_config {
   unsigned workers = 1;
   milliseconds terminate_timeout{5'000};
   milliseconds shutdown_timeout{10'000};
+  /// A reload's new workers must all be ready within this, or it is rolled back.
+  milliseconds ready_timeout{10'000};
+  /// Generations still draining after reloads, at most; past it the oldest is terminated.
+  unsigned max_draining_generations = 2;
   restart_policy restart{};
 };
 
@@ -123,9 +129,21 @@ enum class worker_command : std::uint8_t {
 
 /// Names a timer the lifecycle arms; arming it again replaces it.
 enum class timer_kind : std::uint8_t {
-  respawn,         ///< key: slot waiting out its backoff
-  kill_escalation  ///< key: 0; SIGKILL whatever is left of a stop
+  respawn,          ///< key: slot waiting out its backoff
+  kill_escalation,  ///< key: 0; SIGKILL whatever is left of a stop
+  ready_deadline,   ///< key: generation a reload is waiting for
+  retire_deadline,  ///< key: pid of a retired worker; SIGKILL if still there
 };
+
+constexpr std::string_view to_string(timer_kind k) noexcept {
+  switch (k) {
+    case timer_kind::respawn: return "respawn";
+    case timer_kind::kill_escalation: return "kill_escalation";
+    case timer_kind::ready_deadline: return "ready_deadline";
+    case timer_kind::retire_deadline: return "retire_deadline";
+  }
+  return "?";
+}
 
 struct timer_id {
   timer_kind kind{};
@@ -142,11 +160,18 @@ struct spawn_failed { unsigned slot; std::uint64_t generation; int error; };
 struct exited { pid_t pid; int status; };  ///< a reaped child and its wait status
 struct ready { pid_t pid; };          ///< a worker reports it serves
 struct timer_fired { timer_id id; };
+/// The answer to actions::load_config: the configuration for the next
+/// generation, or why there is none.
+struct config_loaded {
+  bool ok = false;
+  lifecycle_config config{};
+  std::string error{};
+};
 }  // namespace events
 
 using event = std::variant<events::started, events::commanded, events::spawned,
                            events::spawn_failed, events::exited, events::ready,
-                           events::timer_fired>;
+                           events::timer_fired, events::config_loaded>;
 
 /// Actions: what the lifecycle asks the supervisor to do, in order.
 namespace actions {
@@ -159,11 +184,17 @@ struct stop_listening {};  ///< freeze the accept queues and close the master's 
 struct reopen_logs {};     ///< the master's own log file
 struct log { log_level level; std::string text; };
 struct exit { int code; };
+/// Re-read the configuration; answer with events::config_loaded.
+struct load_config {};
+/// The set of serving workers changed: `generation` now serves with `workers`
+/// slots (first start, reload, TTIN/TTOU). Per-slot listeners follow it.
+struct serving { std::uint64_t generation; unsigned workers; };
 }  // namespace actions
 
 using action = std::variant<actions::spawn, actions::send, actions::kill, actions::arm_timer,
                             actions::cancel_timer, actions::stop_listening,
-                            actions::reopen_logs, actions::log, actions::exit>;
+                            actions::reopen_logs, actions::log, actions::exit,
+                            actions::load_config, actions::serving>;
 
 /// "exited with code 1", "killed by signal 9 (Killed)", from a wait status.
 inline std::string describe_wait_status(int status) {
@@ -176,8 +207,9 @@ inline std::string describe_wait_status(int status) {
   return fmt::format("changed state (status {:#x})", status);
 }
 
-/// The nginx master's behaviour, as a pure state machine, with crash-loop
-/// backoff and SIGKILL escalation added.
+/// The nginx master's behaviour, as a pure state machine, with what nginx
+/// lacks: readiness-gated reloads with rollback, a cap on draining
+/// generations, crash-loop backoff and SIGKILL escalation.
 class nginx_lifecycle {
  public:
   explicit nginx_lifecycle(const lifecycle_config& config) : config_(config) {
@@ -194,7 +226,12 @@ class nginx_lifecycle {
   [[nodiscard]] const std::vector<process_info>& processes() const noexcept { return procs_; }
   [[nodiscard]] phase current_phase() const noexcept { return phase_; }
   [[nodiscard]] unsigned workers() const noexcept { return config_.workers; }
+  /// The generation that serves.
   [[nodiscard]] std::uint64_t generation() const noexcept { return generation_; }
+  /// The generation a reload is starting, if one is.
+  [[nodiscard]] std::optional<std::uint64_t> pending_generation() const noexcept {
+    return pending_ ? std::optional<std::uint64_t>(pending_->generation) : std::nullopt;
+  }
   [[nodiscard]] const lifecycle_config& config() const noexcept { return config_; }
 
  private:
@@ -204,12 +241,18 @@ class nginx_lifecycle {
     unsigned restarts = 0;
     bool respawn_pending = false;
   };
+  struct reload_state {
+    std::uint64_t generation = 0;
+    lifecycle_config config{};
+    steady_clock::time_point since{};
+  };
 
   // --- events ---
 
   void on(const events::started&) {
     if (phase_ != phase::idle) return;
     phase_ = phase::running;
+    emit(actions::serving{generation_, config_.workers});
     for (unsigned k = 0; k < config_.workers; ++k) emit(actions::spawn{k, generation_});
   }
 
@@ -218,11 +261,11 @@ class nginx_lifecycle {
       case command::stop: return stop();
       case command::quit: return quit();
       case command::reopen: return reopen();
+      case command::reload: return reload();
+      case command::drain_workers: return drain_workers();
       case command::add_worker: return add_worker();
       case command::remove_worker: return remove_worker();
-      case command::reload:
       case command::upgrade:
-      case command::drain_workers:
         log(log_level::warn, "{} is not supported by this version; ignored", to_string(c.what));
         return;
     }
@@ -235,7 +278,7 @@ class nginx_lifecycle {
     p.generation = s.generation;
     p.state = process_state::starting;
     p.started = now_;
-    p.restarts = s.slot < slots_.size() ? slots_[s.slot].restarts : 0;
+    p.restarts = s.generation == generation_ && s.slot < slots_.size() ? slots_[s.slot].restarts : 0;
     procs_.push_back(p);
     log(log_level::info, "started worker {} in slot {} (generation {})", s.pid, s.slot,
         s.generation);
@@ -247,7 +290,12 @@ class nginx_lifecycle {
   void on(const events::spawn_failed& f) {
     log(log_level::error, "cannot start a worker for slot {}: {}", f.slot,
         std::system_category().message(f.error));
-    if (phase_ == phase::running && f.slot < config_.workers) schedule_respawn(f.slot, true);
+    if (pending_ && f.generation == pending_->generation) {
+      rollback(fmt::format("worker for slot {} could not start", f.slot));
+    } else if (phase_ == phase::running && !idle_ && f.generation == generation_ &&
+               f.slot < config_.workers) {
+      schedule_respawn(f.slot, true);
+    }
     maybe_exit();  // a stop under way may have been waiting for nothing else
   }
 
@@ -257,15 +305,22 @@ class nginx_lifecycle {
     if (it == procs_.end()) return;  // not a worker of ours (an adopted orphan, a helper)
     process_info p = *it;
     procs_.erase(it);
+    if (retire_timers_.erase(p.pid))
+      emit(actions::cancel_timer{{timer_kind::retire_deadline, static_cast<unsigned>(p.pid)}});
 
     const bool expected = p.state == process_state::draining ||
                           p.state == process_state::terminating || phase_ != phase::running;
     if (expected) {
-      log(log_level::info, "worker {} (slot {}) {}", p.pid, p.slot, describe_wait_status(x.status));
-    } else {
-      log(log_level::warn, "worker {} (slot {}) {} unexpectedly", p.pid, p.slot,
+      log(log_level::info, "worker {} (slot {}, generation {}) {}", p.pid, p.slot, p.generation,
           describe_wait_status(x.status));
-      if (p.slot < config_.workers && !slot_taken(p.slot)) {
+    } else {
+      log(log_level::warn, "worker {} (slot {}, generation {}) {} unexpectedly", p.pid, p.slot,
+          p.generation, describe_wait_status(x.status));
+      if (pending_ && p.generation == pending_->generation) {
+        rollback(fmt::format("worker {} (slot {}) {} before the generation was ready", p.pid,
+                             p.slot, describe_wait_status(x.status)));
+      } else if (p.generation == generation_ && p.slot < config_.workers && !idle_ &&
+                 !slot_taken(p.slot)) {
         if (now_ - p.started >= config_.restart.period) forgive(p.slot);
         schedule_respawn(p.slot, false);
       }
@@ -274,10 +329,11 @@ class nginx_lifecycle {
   }
 
   void on(const events::ready& r) {
-    if (auto* p = find(r.pid); p && p->state == process_state::starting) {
-      p->state = process_state::ready;
-      log(log_level::debug, "worker {} (slot {}) is ready", p->pid, p->slot);
-    }
+    process_info* p = find(r.pid);
+    if (!p || p->state != process_state::starting) return;
+    p->state = process_state::ready;
+    log(log_level::debug, "worker {} (slot {}) is ready", p->pid, p->slot);
+    if (pending_ && p->generation == pending_->generation && generation_ready(*pending_)) promote();
   }
 
   void on(const events::timer_fired& t) {
@@ -286,19 +342,46 @@ class nginx_lifecycle {
         unsigned slot = t.id.key;
         if (slot >= slots_.size()) return;
         slots_[slot].respawn_pending = false;
-        if (phase_ == phase::running && slot < config_.workers && !slot_taken(slot))
+        if (phase_ == phase::running && !idle_ && slot < config_.workers && !slot_taken(slot))
           respawn(slot);
         return;
       }
       case timer_kind::kill_escalation:
-        for (auto& p : procs_) {
-          log(log_level::warn, "worker {} (slot {}) did not exit in time; sending SIGKILL", p.pid,
-              p.slot);
-          emit(actions::kill{p.pid, SIGKILL});
-          p.state = process_state::terminating;
-        }
+        for (auto& p : procs_) kill(p, "did not exit in time");
         return;
+      case timer_kind::ready_deadline:
+        if (pending_ && t.id.key == static_cast<unsigned>(pending_->generation))
+          rollback(fmt::format("not every worker was ready within {} ms",
+                               pending_->config.ready_timeout.count()));
+        return;
+      case timer_kind::retire_deadline: {
+        retire_timers_.erase(static_cast<pid_t>(t.id.key));
+        if (process_info* p = find(static_cast<pid_t>(t.id.key)))
+          kill(*p, "did not finish draining in time");
+        return;
+      }
     }
+  }
+
+  void on(const events::config_loaded& c) {
+    if (!loading_) return;
+    loading_ = false;
+    if (phase_ != phase::running) return;
+    if (!c.ok) {
+      log(log_level::error, "reload refused: {}; generation {} keeps serving", c.error,
+          generation_);
+      return reload_again_if_asked();
+    }
+    if (c.config.workers == 0) {
+      log(log_level::error, "reload refused: 0 workers; generation {} keeps serving", generation_);
+      return reload_again_if_asked();
+    }
+    pending_ = reload_state{++last_generation_, c.config, now_};
+    log(log_level::notice, "reload: starting generation {} with {} worker(s)", pending_->generation,
+        c.config.workers);
+    emit(actions::arm_timer{ready_timer(pending_->generation), c.config.ready_timeout});
+    for (unsigned k = 0; k < c.config.workers; ++k)
+      emit(actions::spawn{k, pending_->generation});
   }
 
   // --- commands ---
@@ -312,6 +395,7 @@ class nginx_lifecycle {
     }
     log(log_level::notice, "fast stop: terminating {} worker(s)", procs_.size());
     phase_ = phase::stopping;
+    abandon_reload();
     cancel_respawns();
     for (auto& p : procs_) terminate(p);
     arm_escalation(config_.terminate_timeout);
@@ -328,6 +412,7 @@ class nginx_lifecycle {
     log(log_level::notice, "graceful stop: draining {} worker(s)", procs_.size());
     phase_ = phase::quitting;
     emit(actions::stop_listening{});
+    abandon_reload();
     cancel_respawns();
     for (auto& p : procs_) drain(p);
     arm_escalation(config_.shutdown_timeout);
@@ -342,33 +427,155 @@ class nginx_lifecycle {
         emit(actions::send{p.pid, worker_command::reopen});
   }
 
+  void reload() {
+    if (phase_ != phase::running) {
+      log(log_level::warn, "reload ignored: the master is {}", to_string(phase_));
+      return;
+    }
+    if (loading_ || pending_) {
+      reload_again_ = true;
+      log(log_level::notice, "reload already under way; another follows when it is done");
+      return;
+    }
+    log(log_level::notice, "reload: reading the configuration");
+    loading_ = true;
+    emit(actions::load_config{});
+  }
+
+  // WINCH: every worker drains; the master and its sockets stay; HUP brings
+  // workers back (nginx's step after starting a new binary).
+  void drain_workers() {
+    if (phase_ != phase::running || idle_) return;
+    log(log_level::notice, "draining every worker; the master stays (HUP starts workers again)");
+    abandon_reload();
+    idle_ = true;
+    cancel_respawns();
+    for (auto& p : procs_) retire(p);
+  }
+
   void add_worker() {
-    if (phase_ != phase::running) return;
+    if (phase_ != phase::running || idle_) return;
+    if (pending_ || loading_) {
+      log(log_level::warn, "one worker more: refused while a reload is under way");
+      return;
+    }
     unsigned slot = config_.workers++;
     if (slots_.size() < config_.workers) slots_.resize(config_.workers);
     slots_[slot] = slot_state{};
     log(log_level::notice, "one worker more: now {}", config_.workers);
-    emit(actions::cancel_timer{{timer_kind::respawn, slot}});
+    emit(actions::serving{generation_, config_.workers});
     if (!slot_taken(slot)) emit(actions::spawn{slot, generation_});
   }
 
   void remove_worker() {
-    if (phase_ != phase::running) return;
+    if (phase_ != phase::running || idle_) return;
+    if (pending_ || loading_) {
+      log(log_level::warn, "one worker fewer: refused while a reload is under way");
+      return;
+    }
     if (config_.workers <= 1) {
       log(log_level::warn, "one worker fewer: refused, 1 worker is the least");
       return;
     }
     unsigned slot = --config_.workers;
     log(log_level::notice, "one worker fewer: now {}", config_.workers);
+    emit(actions::serving{generation_, config_.workers});
     if (slots_[slot].respawn_pending) {
       slots_[slot].respawn_pending = false;
       emit(actions::cancel_timer{{timer_kind::respawn, slot}});
     }
     for (auto& p : procs_)
-      if (p.slot == slot && p.state != process_state::terminating) drain(p);
+      if (p.slot == slot && p.generation == generation_) retire(p);
+  }
+
+  // --- reload ---
+
+  [[nodiscard]] bool generation_ready(const reload_state& r) const {
+    for (unsigned k = 0; k < r.config.workers; ++k) {
+      bool ready = std::any_of(procs_.begin(), procs_.end(), [&](const process_info& p) {
+        return p.generation == r.generation && p.slot == k && p.state == process_state::ready;
+      });
+      if (!ready) return false;
+    }
+    return true;
+  }
+
+  // Every worker of the new generation serves: the old ones may go.
+  void promote() {
+    reload_state r = std::move(*pending_);
+    pending_.reset();
+    emit(actions::cancel_timer{ready_timer(r.generation)});
+    const std::uint64_t old = generation_;
+    generation_ = r.generation;
+    config_ = r.config;
+    idle_ = false;
+    cancel_respawns();
+    slots_.assign(config_.workers, slot_state{});
+    emit(actions::serving{generation_, config_.workers});
+    unsigned retired = 0;
+    for (auto& p : procs_)
+      if (p.generation != generation_ && retire(p)) ++retired;
+    auto took = std::chrono::duration_cast<milliseconds>(now_ - r.since);
+    log(log_level::notice,
+        "reload: generation {} serves with {} worker(s) after {} ms; {} worker(s) of generation "
+        "{} drain",
+        generation_, config_.workers, took.count(), retired, old);
+    cap_draining_generations();
+    reload_again_if_asked();
+  }
+
+  // The new generation failed: it drains (it may hold connections already),
+  // the old one keeps serving.
+  void rollback(const std::string& why) {
+    reload_state r = std::move(*pending_);
+    pending_.reset();
+    emit(actions::cancel_timer{ready_timer(r.generation)});
+    log(log_level::error, "reload to generation {} rolled back: {}; generation {} keeps serving",
+        r.generation, why, generation_);
+    for (auto& p : procs_)
+      if (p.generation == r.generation) retire(p);
+    reload_again_if_asked();
+  }
+
+  void abandon_reload() {
+    loading_ = false;
+    reload_again_ = false;
+    if (!pending_) return;
+    emit(actions::cancel_timer{ready_timer(pending_->generation)});
+    pending_.reset();
+  }
+
+  void reload_again_if_asked() {
+    if (!std::exchange(reload_again_, false)) return;
+    reload();
+  }
+
+  // Past max_draining_generations, the oldest draining generations are terminated.
+  void cap_draining_generations() {
+    std::vector<std::uint64_t> draining;
+    for (const auto& p : procs_)
+      if (p.state == process_state::draining && p.generation != generation_ &&
+          std::find(draining.begin(), draining.end(), p.generation) == draining.end())
+        draining.push_back(p.generation);
+    if (draining.size() <= config_.max_draining_generations) return;
+    std::sort(draining.begin(), draining.end());
+    draining.resize(draining.size() - config_.max_draining_generations);
+    for (std::uint64_t g : draining) {
+      log(log_level::warn, "more than {} generation(s) draining: terminating generation {}",
+          config_.max_draining_generations, g);
+      for (auto& p : procs_)
+        if (p.generation == g && p.state == process_state::draining) {
+          terminate(p);
+          arm_retire_deadline(p.pid, config_.terminate_timeout);
+        }
+    }
   }
 
   // --- helpers ---
+
+  static timer_id ready_timer(std::uint64_t generation) {
+    return {timer_kind::ready_deadline, static_cast<unsigned>(generation)};
+  }
 
   void terminate(process_info& p) {
     p.state = process_state::terminating;
@@ -379,6 +586,26 @@ class nginx_lifecycle {
     if (p.state == process_state::terminating || p.state == process_state::draining) return;
     p.state = process_state::draining;
     emit(actions::send{p.pid, worker_command::quit, config_.shutdown_timeout.count()});
+  }
+
+  // Drains one worker while the master goes on: it gets its own deadline.
+  bool retire(process_info& p) {
+    if (p.state == process_state::terminating || p.state == process_state::draining) return false;
+    drain(p);
+    arm_retire_deadline(p.pid, config_.shutdown_timeout);
+    return true;
+  }
+
+  void arm_retire_deadline(pid_t pid, milliseconds after) {
+    retire_timers_.insert(pid);
+    emit(actions::arm_timer{{timer_kind::retire_deadline, static_cast<unsigned>(pid)}, after});
+  }
+
+  void kill(process_info& p, std::string_view why) {
+    log(log_level::warn, "worker {} (slot {}, generation {}) {}; sending SIGKILL", p.pid, p.slot,
+        p.generation, why);
+    emit(actions::kill{p.pid, SIGKILL});
+    p.state = process_state::terminating;
   }
 
   void arm_escalation(milliseconds after) {
@@ -469,8 +696,14 @@ class nginx_lifecycle {
   lifecycle_config config_;
   phase phase_ = phase::idle;
   std::uint64_t generation_ = 1;
+  std::uint64_t last_generation_ = 1;
+  std::optional<reload_state> pending_;
+  bool loading_ = false;
+  bool reload_again_ = false;
+  bool idle_ = false;  // WINCH: no workers until the next reload
   std::vector<process_info> procs_;
   std::vector<slot_state> slots_;
+  std::set<pid_t> retire_timers_;
   bool escalation_armed_ = false;
   steady_clock::time_point escalate_at_{};
   steady_clock::time_point now_{};

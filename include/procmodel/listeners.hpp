@@ -99,18 +99,88 @@ inline std::string local_address(int fd) {
 }  // namespace detail
 
 /// The master's listening sockets. Owns the descriptors.
+///
+/// Shared mode (the default): one socket per address, inherited by every
+/// worker. Per-slot mode (`SO_REUSEPORT`): one socket per address and worker
+/// slot, in one reuseport group; slot k's worker holds only slot k's sockets,
+/// and the socket passes from the old worker of slot k to the new one on a
+/// reload. A reuseport program steers new connections to the first `n`
+/// sockets only, so a slot that goes away (fewer workers) gets nothing new
+/// while its worker drains the queue; its socket is kept, never closed with
+/// connections queued, and serves the slot again if it comes back.
 class listener_set {
  public:
-  /// Binds every address; throws std::runtime_error naming the first that fails.
-  void bind_all(const std::vector<std::string>& addresses, int backlog) {
-    for (const auto& a : addresses) bind_one(a, backlog);
+  /// Binds every address: shared, or `reuseport_slots` sockets each.
+  /// Throws std::runtime_error naming the first address that fails.
+  void bind_all(const std::vector<std::string>& addresses, int backlog,
+                unsigned reuseport_slots = 0) {
+    backlog_ = backlog;
+    reuseport_ = reuseport_slots > 0;
+    for (const auto& a : addresses) {
+      group g;
+      g.configured = a;
+      resolve(g);
+      groups_.push_back(std::move(g));
+      add_socket(groups_.back());
+    }
+    if (reuseport_) {
+      ensure_slots(reuseport_slots);
+      steer(reuseport_slots);
+    }
   }
 
-  [[nodiscard]] const std::vector<listener>& all() const noexcept { return listeners_; }
+  [[nodiscard]] bool per_slot() const noexcept { return reuseport_; }
+
+  /// Every socket the master holds (shared mode: one per address).
+  [[nodiscard]] std::vector<listener> all() const {
+    std::vector<listener> out;
+    for (const auto& g : groups_) out.insert(out.end(), g.views.begin(), g.views.end());
+    return out;
+  }
   [[nodiscard]] std::vector<int> fds() const {
     std::vector<int> out;
-    for (const auto& l : listeners_) out.push_back(l.fd);
+    for (const auto& l : all()) out.push_back(l.fd);
     return out;
+  }
+
+  /// The sockets the worker of `slot` gets, one per address.
+  [[nodiscard]] std::vector<listener> for_slot(unsigned slot) const {
+    if (!reuseport_) return all();
+    std::vector<listener> out;
+    for (const auto& g : groups_)
+      if (slot < g.views.size()) out.push_back(g.views[slot]);
+    return out;
+  }
+
+  [[nodiscard]] std::vector<int> fds_for_slot(unsigned slot) const {
+    std::vector<int> out;
+    for (const auto& l : for_slot(slot)) out.push_back(l.fd);
+    return out;
+  }
+
+  /// Per-slot mode: makes sure slots 0..n-1 have their sockets.
+  void ensure_slots(unsigned n) {
+    if (!reuseport_) return;
+    for (auto& g : groups_)
+      while (g.views.size() < n) add_socket(g);
+  }
+
+  /// Per-slot mode: new connections go to the sockets of slots 0..n-1 only.
+  void steer(unsigned n) {
+    if (!reuseport_ || n == 0) return;
+    ensure_slots(n);
+    // A random pick among the first n sockets of the group (join order = slot).
+    sock_filter pick[] = {
+        {BPF_LD | BPF_W | BPF_ABS, 0, 0, static_cast<std::uint32_t>(SKF_AD_OFF + SKF_AD_RANDOM)},
+        {BPF_ALU | BPF_MOD | BPF_K, 0, 0, n},
+        {BPF_RET | BPF_A, 0, 0, 0},
+    };
+    sock_fprog prog{static_cast<unsigned short>(std::size(pick)), pick};
+    for (auto& g : groups_)
+      if (::setsockopt(g.views.front().fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog,
+                       sizeof prog) != 0)
+        throw std::runtime_error(fmt::format("cannot steer connections on {}: {}", g.configured,
+                                             std::strerror(errno)));
   }
 
   /// Stops the accept queues from filling: a socket filter makes the kernel
@@ -119,7 +189,7 @@ class listener_set {
   /// there for the workers to accept. A client that arrives later is refused
   /// once the last worker closes the socket, instead of being accepted and reset.
   void freeze() const noexcept {
-    for (const auto& l : listeners_) freeze(l.fd);
+    for (const auto& l : all()) freeze(l.fd);
   }
 
   static bool freeze(int fd) noexcept {
@@ -136,16 +206,22 @@ class listener_set {
   }
 
   /// Closes the master's copies (workers keep theirs).
-  void close_all() noexcept {
-    owned_.clear();
-    listeners_.clear();
-  }
+  void close_all() noexcept { groups_.clear(); }
 
  private:
-  void bind_one(const std::string& address, int backlog) {
+  struct group {
+    std::string configured;
+    sockaddr_storage addr{};
+    socklen_t addr_len = 0;
+    int family = AF_INET;
+    std::vector<detail::unique_fd> socks;
+    std::vector<listener> views;
+  };
+
+  void resolve(group& g) {
     endpoint_spec spec;
     try {
-      spec = parse_endpoint(address);
+      spec = parse_endpoint(g.configured);
     } catch (const std::invalid_argument& e) {
       throw std::runtime_error(e.what());
     }
@@ -158,8 +234,8 @@ class listener_set {
     int rc = ::getaddrinfo(spec.host.empty() ? nullptr : spec.host.c_str(), port.c_str(), &hints,
                            &res);
     if (rc != 0)
-      throw std::runtime_error(
-          fmt::format("cannot resolve listen address '{}': {}", address, ::gai_strerror(rc)));
+      throw std::runtime_error(fmt::format("cannot resolve listen address '{}': {}",
+                                           g.configured, ::gai_strerror(rc)));
     // Prefer IPv4 for names like localhost that resolve to both.
     addrinfo* pick = res;
     for (addrinfo* ai = res; ai; ai = ai->ai_next)
@@ -167,34 +243,47 @@ class listener_set {
         pick = ai;
         break;
       }
-    detail::unique_fd fd(::socket(pick->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    std::memcpy(&g.addr, pick->ai_addr, pick->ai_addrlen);
+    g.addr_len = pick->ai_addrlen;
+    g.family = pick->ai_family;
+    ::freeaddrinfo(res);
+  }
+
+  void add_socket(group& g) {
+    detail::unique_fd fd(::socket(g.family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
     int err = errno;
     if (fd) {
       int one = 1;
       ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-      if (pick->ai_family == AF_INET6)
-        ::setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
-      if (::bind(fd.get(), pick->ai_addr, pick->ai_addrlen) != 0 || ::listen(fd.get(), backlog) != 0) {
+      if (reuseport_) ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+      if (g.family == AF_INET6) ::setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+      if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&g.addr), g.addr_len) != 0 ||
+          ::listen(fd.get(), backlog_) != 0) {
         err = errno;
         fd.reset();
       }
     }
-    int family = pick->ai_family;
-    ::freeaddrinfo(res);
     if (!fd)
       throw std::runtime_error(
-          fmt::format("cannot listen on {}: {}", address, std::strerror(err)));
+          fmt::format("cannot listen on {}: {}", g.configured, std::strerror(err)));
+    if (g.socks.empty()) {
+      // Port 0: the sockets that join later take the port the first one got.
+      socklen_t len = sizeof g.addr;
+      ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&g.addr), &len);
+      g.addr_len = len;
+    }
     listener l;
     l.fd = fd.get();
-    l.configured = address;
+    l.configured = g.configured;
     l.local = detail::local_address(fd.get());
-    l.family = family;
-    listeners_.push_back(std::move(l));
-    owned_.push_back(std::move(fd));
+    l.family = g.family;
+    g.views.push_back(std::move(l));
+    g.socks.push_back(std::move(fd));
   }
 
-  std::vector<listener> listeners_;
-  std::vector<detail::unique_fd> owned_;
+  int backlog_ = 511;
+  bool reuseport_ = false;
+  std::vector<group> groups_;
 };
 
 }  // namespace procmodel

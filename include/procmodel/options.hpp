@@ -45,6 +45,12 @@ struct options {
   milliseconds shutdown_timeout{10'000};
   /// How long a worker whose master died may take to drain.
   milliseconds orphan_timeout{500};
+  /// Reload: every new worker must call ready() within this, or the reload is rolled back.
+  milliseconds ready_timeout{10'000};
+  /// Reload: at most this many old generations drain at once; the oldest past it is terminated.
+  unsigned max_draining_generations = 2;
+  /// One SO_REUSEPORT socket per worker slot instead of one shared socket.
+  bool reuseport = false;
   /// Crash-loop protection.
   restart_policy restart{};
   /// Detach from the terminal (fork, setsid, stdio to /dev/null).
@@ -56,6 +62,18 @@ struct options {
   /// The program name used in messages; argv[0]'s last component by default.
   std::string program_name = "procmodel";
 };
+
+/// The part of the options the lifecycle works with.
+inline lifecycle_config to_lifecycle_config(const options& opt) {
+  lifecycle_config c;
+  c.workers = opt.workers;
+  c.terminate_timeout = opt.terminate_timeout;
+  c.shutdown_timeout = opt.shutdown_timeout;
+  c.ready_timeout = opt.ready_timeout;
+  c.max_draining_generations = opt.max_draining_generations;
+  c.restart = opt.restart;
+  return c;
+}
 
 /// Parses a whole decimal number in [lo, hi]; throws std::invalid_argument.
 inline long long parse_number(std::string_view what, std::string_view text, long long lo,
@@ -116,6 +134,12 @@ class command_line {
           opt_.terminate_timeout =
               milliseconds(parse_number("--terminate-timeout", v, 0, 86'400'000));
         });
+    add("--ready-timeout", "MS", "reload: roll back if new workers are not ready after MS",
+        [this](auto v) {
+          opt_.ready_timeout = milliseconds(parse_number("--ready-timeout", v, 1, 86'400'000));
+        });
+    add_flag("--reuseport", "one SO_REUSEPORT socket per worker instead of a shared one",
+             [this] { opt_.reuseport = true; });
     add_flag("--daemon", "detach from the terminal", [this] { opt_.daemon = true; });
     add("-s", "COMMAND", "tell the running master: stop, quit, reload, reopen, upgrade, status",
         [this](auto v) {

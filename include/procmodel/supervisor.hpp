@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <deque>
 #include <exception>
+#include <functional>
 #include <map>
 #include <optional>
 #include <span>
@@ -49,8 +50,20 @@ class basic_supervisor {
   static_assert(detail::check_loop_policy<Loop>());
 
  public:
+  /// Re-reads the configuration on reload (HUP): edits the Worker and the
+  /// options the next generation starts with, or throws to refuse the reload
+  /// (the message is logged; the serving generation is untouched).
+  using reloader = std::function<void(Worker& next, options& next_options)>;
+
   explicit basic_supervisor(options opt, Worker worker = Worker{})
       : opt_(std::move(opt)), worker_(std::move(worker)) {}
+
+  /// Sets what a reload re-reads. Without one a reload starts a new
+  /// generation with the same Worker and options (nginx's HUP without edits).
+  basic_supervisor& on_reload(reloader r) {
+    reloader_ = std::move(r);
+    return *this;
+  }
 
   basic_supervisor(const basic_supervisor&) = delete;
   basic_supervisor& operator=(const basic_supervisor&) = delete;
@@ -112,8 +125,9 @@ class basic_supervisor {
       throw std::runtime_error(fmt::format(
           "another master is running (pid {} in {}); stop it or use another pid file",
           pid_file::read(opt_.pid_file), opt_.pid_file));
-    listeners_.bind_all(opt_.listen, opt_.backlog);
-    for (const auto& l : listeners_.all()) log_.notice("listening on {}", l.local);
+    listeners_.bind_all(opt_.listen, opt_.backlog, opt_.reuseport ? opt_.workers : 0);
+    for (const auto& l : listeners_.for_slot(0))
+      log_.notice("listening on {}{}", l.local, opt_.reuseport ? " (a socket per worker)" : "");
     if (opt_.daemon) daemon_.detach(opt_.log_file.empty());
     if (!opt_.pid_file.empty()) pid_file::write(opt_.pid_file, ::getpid());
 
@@ -121,12 +135,7 @@ class basic_supervisor {
     watched.push_back(SIGCHLD);
     loop_.watch_signals(watched, [this](int signo) { on_signal(signo); });
 
-    lifecycle_config lc;
-    lc.workers = opt_.workers;
-    lc.terminate_timeout = opt_.terminate_timeout;
-    lc.shutdown_timeout = opt_.shutdown_timeout;
-    lc.restart = opt_.restart;
-    lifecycle_.emplace(lc);
+    lifecycle_.emplace(to_lifecycle_config(opt_));
     log_.notice("master {} started with {} worker(s)", ::getpid(), opt_.workers);
     dispatch(events::started{});
   }
@@ -186,26 +195,34 @@ class basic_supervisor {
   }
 
   void perform(const actions::spawn& a) {
+    try {
+      listeners_.ensure_slots(a.slot + 1);
+    } catch (const std::exception& e) {
+      log_.error("{}", e.what());
+      dispatch(events::spawn_failed{a.slot, a.generation, EADDRINUSE});
+      return;
+    }
     auto [master_end, worker_end] = channel::make_pair();
     spawn_request req;
     req.slot = a.slot;
     req.generation = a.generation;
-    req.keep_fds = listeners_.fds();
+    req.keep_fds = listeners_.fds_for_slot(a.slot);
     req.keep_fds.push_back(worker_end.fd());
     req.master = &loop_.context();
     req.on_exit = [this](pid_t id, int status) { on_exit(id, status); };
     worker_context::setup setup;
     setup.slot = a.slot;
     setup.generation = a.generation;
-    setup.listeners = listeners_.all();
+    setup.listeners = listeners_.for_slot(a.slot);
     setup.owns_listeners = Spawner::separate_processes;
     setup.log_file = opt_.log_file;
     setup.level = opt_.level;
     setup.shutdown_timeout = opt_.shutdown_timeout;
     setup.orphan_timeout = opt_.orphan_timeout;
     int worker_fd = worker_end.fd();
-    req.body = [this, worker_fd, setup](bool own_process, const spawn_request::attach_fn& attach) {
-      return detail::run_worker<Signals>(worker_, channel(detail::unique_fd(worker_fd)), setup,
+    req.body = [worker = worker_, worker_fd, setup](bool own_process,
+                                                    const spawn_request::attach_fn& attach) {
+      return detail::run_worker<Signals>(worker, channel(detail::unique_fd(worker_fd)), setup,
                                          own_process, attach);
     };
     pid_t pid = 0;
@@ -246,6 +263,38 @@ class basic_supervisor {
 
   void perform(const actions::log& a) { log_.write_line(a.level, a.text); }
 
+  void perform(const actions::serving& a) {
+    try {
+      listeners_.steer(a.workers);
+    } catch (const std::exception& e) {
+      log_.error("{}", e.what());
+    }
+  }
+
+  // Runs the embedder's reloader on copies; only a complete success is kept.
+  void perform(const actions::load_config&) {
+    Worker next = worker_;
+    options next_opt = opt_;
+    events::config_loaded result;
+    try {
+      if (reloader_) reloader_(next, next_opt);
+      if (next_opt.workers == 0) throw std::invalid_argument("workers must be at least 1");
+      if (next_opt.listen != opt_.listen)
+        log_.warn("reload: listen addresses change only with a restart or an upgrade; kept");
+      next_opt.listen = opt_.listen;
+      next_opt.reuseport = opt_.reuseport;
+      if (next_opt.log_file != opt_.log_file) log_.open(next_opt.log_file);
+      log_.set_level(next_opt.level);
+      worker_ = std::move(next);
+      opt_ = std::move(next_opt);
+      result.ok = true;
+      result.config = to_lifecycle_config(opt_);
+    } catch (const std::exception& e) {
+      result.error = e.what();
+    }
+    dispatch(std::move(result));
+  }
+
   void perform(const actions::exit& a) {
     exit_code_ = a.code;
     loop_.stop();
@@ -253,6 +302,7 @@ class basic_supervisor {
 
   options opt_;
   Worker worker_;
+  reloader reloader_;
   logger log_;
   Loop loop_;
   Spawner spawner_;

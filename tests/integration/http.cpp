@@ -232,7 +232,7 @@ TEST_CASE("TERM stops http_server within terminate_timeout even with open connec
   CHECK(!file_exists(srv.pid_path()));
 }
 
-TEST_CASE("-s quit, -s stop and -s reopen reach the master through the pid file", "[http][cli]") {
+TEST_CASE("the control commands quit, stop and reopen reach the master through the pid file", "[http][cli]") {
   for (const char* cmd : {"quit", "stop"}) {
     server srv(http_server, "procmodel-http");
     PM_REQUIRE(srv, srv.start(http_config(1)));
@@ -249,7 +249,7 @@ TEST_CASE("-s quit, -s stop and -s reopen reach the master through the pid file"
   }
 }
 
-TEST_CASE("--daemon detaches, serves, and stops with -s quit", "[http][daemon]") {
+TEST_CASE("daemon mode detaches, serves, and stops with -s quit", "[http][daemon]") {
   temp_dir dir("procmodel-http");
   std::string pid_path = dir.file("d.pid"), log_path = dir.file("d.log");
   auto r = run(dir, http_server,
@@ -281,7 +281,7 @@ TEST_CASE("--daemon detaches, serves, and stops with -s quit", "[http][daemon]")
   CHECK(wait_for([&] { return !file_exists(pid_path); }, 5s));
 }
 
-TEST_CASE("--daemon reports a start-up failure with a non-zero exit", "[http][daemon]") {
+TEST_CASE("daemon mode reports a start-up failure with a non-zero exit", "[http][daemon]") {
   temp_dir dir("procmodel-http");
   // Take a port, then ask the daemon to listen on it too.
   auto first = run(dir, http_server, {"--daemon", "--listen", "127.0.0.1:0", "--workers", "1",

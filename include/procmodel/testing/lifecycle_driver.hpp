@@ -96,8 +96,7 @@ constexpr std::string_view to_string(worker_command c) noexcept {
 
 /// The name of a timer: "respawn[3]", "kill_escalation[0]".
 inline std::string to_string(const timer_id& id) {
-  return fmt::format("{}[{}]", id.kind == timer_kind::respawn ? "respawn" : "kill_escalation",
-                     id.key);
+  return fmt::format("{}[{}]", procmodel::to_string(id.kind), id.key);
 }
 
 /// One action, readably: "spawn(slot 0, gen 1)", "send(1000, quit, 10000)".
@@ -121,6 +120,10 @@ inline std::string to_string(const action& a) {
           return "reopen_logs";
         else if constexpr (std::is_same_v<A, actions::log>)
           return fmt::format("log({}, \"{}\")", procmodel::to_string(x.level), x.text);
+        else if constexpr (std::is_same_v<A, actions::load_config>)
+          return "load_config";
+        else if constexpr (std::is_same_v<A, actions::serving>)
+          return fmt::format("serving(gen {}, {} workers)", x.generation, x.workers);
         else
           return fmt::format("exit({})", x.code);
       },
