@@ -41,9 +41,20 @@ class echo_session : public std::enable_shared_from_this<echo_session> {
   std::array<char, 4096> buf_{};
 };
 
+// Test hooks: whether the file named by environment variable `var` exists.
+bool hook_file_exists(const char* var) {
+  const char* path = std::getenv(var);
+  return path && *path && ::access(path, F_OK) == 0;
+}
+
 struct echo_worker {
   void operator()(procmodel::worker_context& ctx) {
     if (std::getenv("ECHO_CRASH_AT_START")) ::_exit(3);  // for the crash-loop test
+    // For the reload tests: a worker that starts while ECHO_CRASH_FILE's file
+    // exists exits at once; one that starts while ECHO_NOT_READY_FILE's file
+    // exists neither serves nor reports ready (it leaves when told to quit).
+    if (hook_file_exists("ECHO_CRASH_FILE")) ::_exit(3);
+    if (hook_file_exists("ECHO_NOT_READY_FILE")) return;
     auto acceptor = std::make_shared<tcp::acceptor>(ctx.acceptor(0));
     auto start = [&ctx](tcp::socket s) {
       std::make_shared<echo_session>(std::move(s), ctx.track())->read();

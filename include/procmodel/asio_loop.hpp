@@ -79,24 +79,28 @@ class asio_loop {
   void arm_timer(timer_id id, milliseconds after, std::function<void()> fire) {
     auto& t = timers_[id];
     if (!t) t = std::make_unique<timer>(io_);
-    std::uint64_t seq = ++t->seq;
+    // Loop-wide, so that a handler of a timer since erased never matches a
+    // new timer of the same id.
+    std::uint64_t seq = ++last_seq_;
+    t->seq = seq;
     t->t.expires_after(after);
     t->t.async_wait([this, id, seq, fire = std::move(fire)](boost::system::error_code ec) {
       auto it = timers_.find(id);
       // A timer re-armed or cancelled after it expired must not fire.
-      if (ec || it == timers_.end() || it->second->seq != seq || !it->second->armed) return;
-      it->second->armed = false;
+      if (ec || it == timers_.end() || it->second->seq != seq) return;
+      // Forgotten once it fired: ids (pids, generations) do not repeat, and
+      // the table must not grow with every one ever armed.
+      timers_.erase(it);
       fire();
     });
-    t->armed = true;
   }
 
   void cancel_timer(timer_id id) {
     auto it = timers_.find(id);
     if (it == timers_.end()) return;
-    it->second->armed = false;
-    ++it->second->seq;
-    it->second->t.cancel();
+    // Destroying the timer cancels its wait; a handler already queued finds
+    // no entry (or a newer one, with another seq) and does nothing.
+    timers_.erase(it);
   }
 
   /// Runs until stop() (or until nothing is left to wait for).
@@ -119,7 +123,6 @@ class asio_loop {
     explicit timer(boost::asio::io_context& io) : t(io) {}
     boost::asio::steady_timer t;
     std::uint64_t seq = 0;
-    bool armed = false;
   };
 
   void wait_signal() {
@@ -146,7 +149,8 @@ class asio_loop {
   std::function<void(int)> on_signal_;
   std::unique_ptr<boost::asio::posix::stream_descriptor> signal_desc_;
   std::map<int, std::shared_ptr<watch>> watches_;
-  std::map<timer_id, std::unique_ptr<timer>> timers_;
+  std::map<timer_id, std::unique_ptr<timer>> timers_;  // armed timers only
+  std::uint64_t last_seq_ = 0;
 };
 
 namespace detail {

@@ -1,16 +1,28 @@
 #pragma once
 
 /// @file control.hpp
-/// `prog -s COMMAND`: tells the running master what to do, through the pid file.
+/// `prog -s COMMAND`: tells the running master what to do. Signals go through
+/// the pid file; `status` and `upgrade` (which need an answer) go over the
+/// master's control socket, a unix socket of mode 0600 whose peer's uid is
+/// checked.
 
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <stdexcept>
+#include <optional>
 #include <string>
 
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
 #include <fmt/format.h>
+
+#include "detail/unique_fd.hpp"
 
 #include "options.hpp"
 #include "pid_file.hpp"
@@ -47,6 +59,153 @@ int send_command(const options& opt, command c) {
       return fail(fmt::format("no process {} is running (stale pid file {})", pid, opt.pid_file));
     return fail(fmt::format("cannot signal process {}: {}", pid, std::strerror(errno)));
   }
+  return 0;
+}
+
+/// Where the control socket is: options::control_socket, else "<pid file>.sock".
+inline std::string control_path(const options& opt) {
+  if (!opt.control_socket.empty()) return opt.control_socket;
+  if (!opt.pid_file.empty()) return opt.pid_file + ".sock";
+  return {};
+}
+
+namespace detail {
+
+inline bool fill_unix_address(const std::string& path, sockaddr_un& sa) {
+  sa = {};
+  sa.sun_family = AF_UNIX;
+  if (path.empty() || path.size() >= sizeof sa.sun_path) return false;
+  std::memcpy(sa.sun_path, path.data(), path.size());
+  return true;
+}
+
+}  // namespace detail
+
+/// The master's end of the control socket.
+class control_server {
+ public:
+  /// Listens on `path` (mode 0600). A stale socket file is replaced; a live
+  /// one is an error unless `take_over` (a new master during an upgrade).
+  void open(const std::string& path, bool take_over) {
+    sockaddr_un sa{};
+    if (!detail::fill_unix_address(path, sa))
+      throw std::runtime_error(fmt::format("control socket path '{}' is empty or too long", path));
+    struct stat st {};
+    if (::lstat(path.c_str(), &st) == 0) {
+      if (!S_ISSOCK(st.st_mode))
+        throw std::runtime_error(
+            fmt::format("control socket path {} exists and is not a socket", path));
+      detail::unique_fd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+      bool live = ::connect(probe.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0;
+      if (live && !take_over)
+        throw std::runtime_error(
+            fmt::format("another master answers on control socket {}", path));
+      ::unlink(path.c_str());
+    }
+    detail::unique_fd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    if (!fd) detail::throw_errno("socket");
+    mode_t old = ::umask(0177);  // born 0600: no window where others may connect
+    int rc = ::bind(fd.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa);
+    int err = errno;
+    ::umask(old);
+    if (rc != 0 || ::listen(fd.get(), 16) != 0)
+      throw std::runtime_error(
+          fmt::format("cannot listen on control socket {}: {}", path, std::strerror(rc ? err : errno)));
+    ::chmod(path.c_str(), 0600);
+    struct stat bound {};
+    bound_inode_ = ::stat(path.c_str(), &bound) == 0 ? bound.st_ino : 0;
+    fd_ = std::move(fd);
+    path_ = path;
+  }
+
+  [[nodiscard]] int fd() const noexcept { return fd_.get(); }
+  [[nodiscard]] const std::string& path() const noexcept { return path_; }
+
+  /// Accepts one client whose uid is ours (or root's); others are told no.
+  /// Returns nothing when no client is waiting.
+  std::optional<detail::unique_fd> accept() {
+    for (;;) {
+      detail::unique_fd c(::accept4(fd_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+      if (!c) return std::nullopt;
+      ucred cred{};
+      socklen_t len = sizeof cred;
+      if (::getsockopt(c.get(), SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 &&
+          (cred.uid == ::geteuid() || cred.uid == 0))
+        return c;
+      static constexpr std::string_view denied = "error: permission denied\n";
+      (void)!::send(c.get(), denied.data(), denied.size(), MSG_NOSIGNAL);
+    }
+  }
+
+  /// Stops listening; removes the socket file if it is still ours.
+  void close(bool unlink_path) noexcept {
+    if (!fd_) return;
+    struct stat on_disk {};
+    // Only if the file is the socket we bound (a successor may have replaced it).
+    if (unlink_path && ::stat(path_.c_str(), &on_disk) == 0 && on_disk.st_ino == bound_inode_)
+      ::unlink(path_.c_str());
+    fd_.reset();
+  }
+
+ private:
+  detail::unique_fd fd_;
+  std::string path_;
+  ino_t bound_inode_ = 0;
+};
+
+/// Sends one request line to the master's control socket and returns its
+/// whole answer. Throws std::runtime_error when the master cannot be reached.
+inline std::string control_request(const std::string& path, std::string_view request,
+                                   milliseconds timeout) {
+  sockaddr_un sa{};
+  if (!detail::fill_unix_address(path, sa))
+    throw std::runtime_error(fmt::format("control socket path '{}' is empty or too long", path));
+  detail::unique_fd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd) detail::throw_errno("socket");
+  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0)
+    throw std::runtime_error(fmt::format("cannot reach the master on {}: {}", path,
+                                         std::strerror(errno)));
+  std::string line = std::string(request) + "\n";
+  if (::send(fd.get(), line.data(), line.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(line.size()))
+    throw std::runtime_error(fmt::format("cannot talk to the master on {}", path));
+  std::string answer;
+  auto deadline = steady_clock::now() + timeout;
+  for (;;) {
+    auto left = std::chrono::duration_cast<milliseconds>(deadline - steady_clock::now());
+    if (left.count() <= 0) throw std::runtime_error("no answer from the master in time");
+    pollfd p{fd.get(), POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) continue;
+    char buf[4096];
+    ssize_t n = ::recv(fd.get(), buf, sizeof buf, 0);
+    if (n <= 0) break;
+    answer.append(buf, static_cast<std::size_t>(n));
+  }
+  return answer;
+}
+
+/// `-s status` and `-s upgrade`: asks the master, prints its answer. 0 when
+/// the answer starts with "ok" (status: any table), 1 otherwise.
+inline int query_master(const options& opt) {
+  std::string path = control_path(opt);
+  auto fail = [&](const std::string& why) {
+    std::fprintf(stderr, "%s: -s %s: %s\n", opt.program_name.c_str(), opt.query.c_str(),
+                 why.c_str());
+    return 1;
+  };
+  if (path.empty()) return fail("needs --pid-file PATH (or --control PATH) to find the master");
+  std::string request = opt.query;
+  if (opt.query == "status" && opt.json) request += " json";
+  if (opt.query == "upgrade") request += fmt::format(" {}", opt.upgrade_timeout.count());
+  milliseconds timeout = opt.query == "upgrade" ? opt.upgrade_timeout + milliseconds(10'000)
+                                                : milliseconds(5'000);
+  std::string answer;
+  try {
+    answer = control_request(path, request, timeout);
+  } catch (const std::exception& e) {
+    return fail(e.what());
+  }
+  if (answer.rfind("error", 0) == 0) return fail(answer.substr(answer.find(' ') + 1));
+  std::fputs(answer.c_str(), stdout);
   return 0;
 }
 

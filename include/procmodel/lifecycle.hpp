@@ -133,6 +133,8 @@ enum class timer_kind : std::uint8_t {
   kill_escalation,  ///< key: 0; SIGKILL whatever is left of a stop
   ready_deadline,   ///< key: generation a reload is waiting for
   retire_deadline,  ///< key: pid of a retired worker; SIGKILL if still there
+  upgrade_deadline, ///< the supervisor's: a new master must be ready by then
+  watchdog,         ///< the supervisor's: time for systemd's WATCHDOG=1
 };
 
 constexpr std::string_view to_string(timer_kind k) noexcept {
@@ -141,6 +143,8 @@ constexpr std::string_view to_string(timer_kind k) noexcept {
     case timer_kind::kill_escalation: return "kill_escalation";
     case timer_kind::ready_deadline: return "ready_deadline";
     case timer_kind::retire_deadline: return "retire_deadline";
+    case timer_kind::upgrade_deadline: return "upgrade_deadline";
+    case timer_kind::watchdog: return "watchdog";
   }
   return "?";
 }
@@ -160,6 +164,8 @@ struct spawn_failed { unsigned slot; std::uint64_t generation; int error; };
 struct exited { pid_t pid; int status; };  ///< a reaped child and its wait status
 struct ready { pid_t pid; };          ///< a worker reports it serves
 struct timer_fired { timer_id id; };
+/// A hot upgrade ended (the new master took over, failed, or was rolled back).
+struct upgrade_finished {};
 /// The answer to actions::load_config: the configuration for the next
 /// generation, or why there is none.
 struct config_loaded {
@@ -171,7 +177,8 @@ struct config_loaded {
 
 using event = std::variant<events::started, events::commanded, events::spawned,
                            events::spawn_failed, events::exited, events::ready,
-                           events::timer_fired, events::config_loaded>;
+                           events::timer_fired, events::config_loaded,
+                           events::upgrade_finished>;
 
 /// Actions: what the lifecycle asks the supervisor to do, in order.
 namespace actions {
@@ -189,12 +196,19 @@ struct load_config {};
 /// The set of serving workers changed: `generation` now serves with `workers`
 /// slots (first start, reload, TTIN/TTOU). Per-slot listeners follow it.
 struct serving { std::uint64_t generation; unsigned workers; };
+/// Start a new master from the binary on disk, handing it the listeners;
+/// answer with events::upgrade_finished when that is over.
+struct exec_upgrade {};
+/// What the service manager is told (systemd's READY=1, RELOADING=1, STOPPING=1).
+enum class notice : std::uint8_t { ready, reloading, stopping };
+struct notify { notice what; };
 }  // namespace actions
 
 using action = std::variant<actions::spawn, actions::send, actions::kill, actions::arm_timer,
                             actions::cancel_timer, actions::stop_listening,
                             actions::reopen_logs, actions::log, actions::exit,
-                            actions::load_config, actions::serving>;
+                            actions::load_config, actions::serving, actions::exec_upgrade,
+                            actions::notify>;
 
 /// "exited with code 1", "killed by signal 9 (Killed)", from a wait status.
 inline std::string describe_wait_status(int status) {
@@ -265,9 +279,7 @@ class nginx_lifecycle {
       case command::drain_workers: return drain_workers();
       case command::add_worker: return add_worker();
       case command::remove_worker: return remove_worker();
-      case command::upgrade:
-        log(log_level::warn, "{} is not supported by this version; ignored", to_string(c.what));
-        return;
+      case command::upgrade: return upgrade();
     }
   }
 
@@ -285,6 +297,15 @@ class nginx_lifecycle {
     // A stop that raced the spawn: the new worker leaves at once.
     if (phase_ == phase::stopping) terminate(procs_.back());
     if (phase_ == phase::quitting) drain(procs_.back());
+    // A reload rolled back while its spawns were still being answered (slot
+    // 0 failed, slot 1 then started): the late worker of the dead generation
+    // leaves too, or it would sit in the table serving nobody, never retired.
+    if (phase_ == phase::running && s.generation != generation_ &&
+        !(pending_ && s.generation == pending_->generation)) {
+      log(log_level::notice, "worker {} belongs to generation {}, which is not starting; retired",
+          s.pid, s.generation);
+      retire(procs_.back());
+    }
   }
 
   void on(const events::spawn_failed& f) {
@@ -334,6 +355,11 @@ class nginx_lifecycle {
     p->state = process_state::ready;
     log(log_level::debug, "worker {} (slot {}) is ready", p->pid, p->slot);
     if (pending_ && p->generation == pending_->generation && generation_ready(*pending_)) promote();
+    if (!announced_ && phase_ == phase::running && p->generation == generation_ &&
+        all_ready(generation_, config_.workers)) {
+      announced_ = true;
+      emit(actions::notify{actions::notice::ready});
+    }
   }
 
   void on(const events::timer_fired& t) {
@@ -360,8 +386,12 @@ class nginx_lifecycle {
           kill(*p, "did not finish draining in time");
         return;
       }
+      case timer_kind::upgrade_deadline:
+      case timer_kind::watchdog: return;  // the supervisor's own
     }
   }
+
+  void on(const events::upgrade_finished&) { upgrading_ = false; }
 
   void on(const events::config_loaded& c) {
     if (!loading_) return;
@@ -370,10 +400,12 @@ class nginx_lifecycle {
     if (!c.ok) {
       log(log_level::error, "reload refused: {}; generation {} keeps serving", c.error,
           generation_);
+      emit(actions::notify{actions::notice::ready});
       return reload_again_if_asked();
     }
     if (c.config.workers == 0) {
       log(log_level::error, "reload refused: 0 workers; generation {} keeps serving", generation_);
+      emit(actions::notify{actions::notice::ready});
       return reload_again_if_asked();
     }
     pending_ = reload_state{++last_generation_, c.config, now_};
@@ -395,6 +427,7 @@ class nginx_lifecycle {
     }
     log(log_level::notice, "fast stop: terminating {} worker(s)", procs_.size());
     phase_ = phase::stopping;
+    emit(actions::notify{actions::notice::stopping});
     abandon_reload();
     cancel_respawns();
     for (auto& p : procs_) terminate(p);
@@ -411,6 +444,7 @@ class nginx_lifecycle {
     }
     log(log_level::notice, "graceful stop: draining {} worker(s)", procs_.size());
     phase_ = phase::quitting;
+    emit(actions::notify{actions::notice::stopping});
     emit(actions::stop_listening{});
     abandon_reload();
     cancel_respawns();
@@ -439,7 +473,23 @@ class nginx_lifecycle {
     }
     log(log_level::notice, "reload: reading the configuration");
     loading_ = true;
+    emit(actions::notify{actions::notice::reloading});
     emit(actions::load_config{});
+  }
+
+  // USR2: a new master from the binary on disk; one upgrade at a time.
+  void upgrade() {
+    if (phase_ != phase::running) {
+      log(log_level::warn, "upgrade ignored: the master is {}", to_string(phase_));
+      return;
+    }
+    if (upgrading_) {
+      log(log_level::warn, "upgrade refused: another upgrade is under way");
+      return;
+    }
+    upgrading_ = true;
+    log(log_level::notice, "upgrade: starting a new master from the binary on disk");
+    emit(actions::exec_upgrade{});
   }
 
   // WINCH: every worker drains; the master and its sockets stay; HUP brings
@@ -491,9 +541,14 @@ class nginx_lifecycle {
   // --- reload ---
 
   [[nodiscard]] bool generation_ready(const reload_state& r) const {
-    for (unsigned k = 0; k < r.config.workers; ++k) {
+    return all_ready(r.generation, r.config.workers);
+  }
+
+  // Every slot below `workers` has a ready worker of `generation`.
+  [[nodiscard]] bool all_ready(std::uint64_t generation, unsigned workers) const {
+    for (unsigned k = 0; k < workers; ++k) {
       bool ready = std::any_of(procs_.begin(), procs_.end(), [&](const process_info& p) {
-        return p.generation == r.generation && p.slot == k && p.state == process_state::ready;
+        return p.generation == generation && p.slot == k && p.state == process_state::ready;
       });
       if (!ready) return false;
     }
@@ -521,6 +576,8 @@ class nginx_lifecycle {
         "{} drain",
         generation_, config_.workers, took.count(), retired, old);
     cap_draining_generations();
+    announced_ = true;
+    emit(actions::notify{actions::notice::ready});
     reload_again_if_asked();
   }
 
@@ -534,6 +591,7 @@ class nginx_lifecycle {
         r.generation, why, generation_);
     for (auto& p : procs_)
       if (p.generation == r.generation) retire(p);
+    emit(actions::notify{actions::notice::ready});
     reload_again_if_asked();
   }
 
@@ -701,6 +759,8 @@ class nginx_lifecycle {
   bool loading_ = false;
   bool reload_again_ = false;
   bool idle_ = false;  // WINCH: no workers until the next reload
+  bool upgrading_ = false;
+  bool announced_ = false;  // the first generation was announced ready
   std::vector<process_info> procs_;
   std::vector<slot_state> slots_;
   std::set<pid_t> retire_timers_;

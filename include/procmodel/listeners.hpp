@@ -6,7 +6,9 @@
 
 #include <cerrno>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <iterator>
 #include <stdexcept>
 #include <string>
@@ -15,6 +17,7 @@
 #include <vector>
 
 #include <arpa/inet.h>
+#include <sys/stat.h>
 #include <fcntl.h>
 #include <linux/filter.h>
 #include <netdb.h>
@@ -98,6 +101,111 @@ inline std::string local_address(int fd) {
 
 }  // namespace detail
 
+/// The environment variable a master hands its listeners to its successor in
+/// (hot upgrade): "INDEX:FD,INDEX:FD,...", INDEX being the position of the
+/// address in the options' listen list; per-slot sockets of one address are
+/// listed in slot order.
+inline constexpr const char* handover_env = "PROCMODEL_LISTENERS";
+
+/// One descriptor named by handover_env.
+struct inherited_fd {
+  std::size_t index = 0;
+  int fd = -1;
+};
+
+/// Parses the value of handover_env; throws std::runtime_error saying what is wrong.
+inline std::vector<inherited_fd> parse_handover(std::string_view text) {
+  auto fail = [&](std::string_view why) {
+    return std::runtime_error(
+        fmt::format("{}='{}' is not usable: {}", handover_env, text, why));
+  };
+  std::vector<inherited_fd> out;
+  if (text.empty()) throw fail("it is empty");
+  while (!text.empty()) {
+    auto comma = text.find(',');
+    std::string_view item = text.substr(0, comma);
+    text = comma == std::string_view::npos ? std::string_view{} : text.substr(comma + 1);
+    auto colon = item.find(':');
+    if (colon == std::string_view::npos) throw fail(fmt::format("'{}' is not INDEX:FD", item));
+    inherited_fd f;
+    try {
+      f.index = static_cast<std::size_t>(parse_number("index", item.substr(0, colon), 0, 1023));
+      f.fd = static_cast<int>(parse_number("descriptor", item.substr(colon + 1), 3, 1 << 20));
+    } catch (const std::invalid_argument& e) {
+      throw fail(e.what());
+    }
+    for (const auto& seen : out)
+      if (seen.fd == f.fd) throw fail(fmt::format("descriptor {} is named twice", f.fd));
+    out.push_back(f);
+  }
+  return out;
+}
+
+/// Descriptors handed over by systemd socket activation (LISTEN_FDS from 3
+/// on), honoured only when LISTEN_PID names this process; nothing otherwise.
+/// Throws std::runtime_error when LISTEN_FDS is garbage.
+inline std::optional<std::vector<int>> systemd_listen_fds(pid_t self) {
+  const char* fds = std::getenv("LISTEN_FDS");
+  const char* pid = std::getenv("LISTEN_PID");
+  if (!fds) return std::nullopt;
+  long long owner = 0;
+  try {
+    owner = parse_number("LISTEN_PID", pid ? pid : "", 1, 1LL << 31);
+  } catch (const std::invalid_argument&) {
+    throw std::runtime_error(fmt::format("LISTEN_PID='{}' is not a pid", pid ? pid : ""));
+  }
+  if (owner != self) return std::nullopt;  // meant for another process
+  long long n = 0;
+  try {
+    n = parse_number("LISTEN_FDS", fds, 1, 4096);
+  } catch (const std::invalid_argument& e) {
+    throw std::runtime_error(fmt::format("LISTEN_FDS='{}' is not usable: {}", fds, e.what()));
+  }
+  std::vector<int> out;
+  for (int i = 0; i < n; ++i) out.push_back(3 + i);
+  return out;
+}
+
+namespace detail {
+
+/// Checks that `fd` is a listening stream socket; throws std::runtime_error
+/// naming `what` and the problem otherwise.
+inline void check_listening(int fd, std::string_view what) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0)
+    throw std::runtime_error(fmt::format("{}: descriptor {} is not open", what, fd));
+  if (!S_ISSOCK(st.st_mode))
+    throw std::runtime_error(fmt::format("{}: descriptor {} is not a socket", what, fd));
+  int type = 0, accepting = 0;
+  socklen_t len = sizeof type;
+  ::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len);
+  len = sizeof accepting;
+  ::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &accepting, &len);
+  if (type != SOCK_STREAM || !accepting)
+    throw std::runtime_error(
+        fmt::format("{}: descriptor {} is not a listening stream socket", what, fd));
+}
+
+/// Whether two socket addresses name the same place; port 0 in `wanted`
+/// matches any port.
+inline bool same_address(const sockaddr_storage& wanted, const sockaddr_storage& got) {
+  if (wanted.ss_family != got.ss_family) return false;
+  if (wanted.ss_family == AF_INET) {
+    auto& a = reinterpret_cast<const sockaddr_in&>(wanted);
+    auto& b = reinterpret_cast<const sockaddr_in&>(got);
+    return a.sin_addr.s_addr == b.sin_addr.s_addr && (a.sin_port == 0 || a.sin_port == b.sin_port);
+  }
+  if (wanted.ss_family == AF_INET6) {
+    auto& a = reinterpret_cast<const sockaddr_in6&>(wanted);
+    auto& b = reinterpret_cast<const sockaddr_in6&>(got);
+    return std::memcmp(&a.sin6_addr, &b.sin6_addr, sizeof a.sin6_addr) == 0 &&
+           (a.sin6_port == 0 || a.sin6_port == b.sin6_port);
+  }
+  return false;
+}
+
+}  // namespace detail
+
 /// The master's listening sockets. Owns the descriptors.
 ///
 /// Shared mode (the default): one socket per address, inherited by every
@@ -127,6 +235,79 @@ class listener_set {
       ensure_slots(reuseport_slots);
       steer(reuseport_slots);
     }
+  }
+
+  /// Takes over sockets a previous master handed over (hot upgrade) instead of
+  /// binding: each must be a listening stream socket bound to the address at
+  /// its index (and made with SO_REUSEPORT in per-slot mode). Addresses with no
+  /// socket handed over are bound. Throws std::runtime_error naming the
+  /// descriptor and what is wrong with it; nothing is guessed.
+  void adopt_all(const std::vector<std::string>& addresses, int backlog, unsigned reuseport_slots,
+                 const std::vector<inherited_fd>& handed) {
+    backlog_ = backlog;
+    reuseport_ = reuseport_slots > 0;
+    for (const auto& h : handed)
+      if (h.index >= addresses.size())
+        throw std::runtime_error(fmt::format(
+            "{}: descriptor {} is for listen address #{}, but only {} are configured",
+            handover_env, h.fd, h.index, addresses.size()));
+    for (std::size_t i = 0; i < addresses.size(); ++i) {
+      group g;
+      g.configured = addresses[i];
+      resolve(g);
+      for (const auto& h : handed) {
+        if (h.index != i) continue;
+        std::string what = fmt::format("{} descriptor {} for {}", handover_env, h.fd, g.configured);
+        detail::check_listening(h.fd, what);
+        sockaddr_storage got{};
+        socklen_t len = sizeof got;
+        ::getsockname(h.fd, reinterpret_cast<sockaddr*>(&got), &len);
+        if (!detail::same_address(g.addr, got))
+          throw std::runtime_error(fmt::format("{} is bound to {}, not to {}", what,
+                                               detail::local_address(h.fd), g.configured));
+        int rp = 0;
+        len = sizeof rp;
+        ::getsockopt(h.fd, SOL_SOCKET, SO_REUSEPORT, &rp, &len);
+        if ((rp != 0) != reuseport_)
+          throw std::runtime_error(fmt::format(
+              "{} was made {} SO_REUSEPORT; this master is configured {} --reuseport", what,
+              rp ? "with" : "without", reuseport_ ? "with" : "without"));
+        if (!reuseport_ && !g.socks.empty())
+          throw std::runtime_error(fmt::format("{}: a second socket for a shared address", what));
+        adopt_socket(g, h.fd);
+      }
+      if (g.socks.empty()) add_socket(g);
+      groups_.push_back(std::move(g));
+    }
+    if (reuseport_) {
+      ensure_slots(reuseport_slots);
+      steer(reuseport_slots);
+    }
+  }
+
+  /// Takes over systemd's sockets (socket activation) as the listeners, in order.
+  void adopt_activated(const std::vector<int>& fds) {
+    for (int fd : fds) {
+      detail::check_listening(fd, "LISTEN_FDS");
+      group g;
+      g.configured = detail::local_address(fd);
+      socklen_t len = sizeof g.addr;
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&g.addr), &len);
+      g.addr_len = len;
+      g.family = g.addr.ss_family;
+      adopt_socket(g, fd);
+      groups_.push_back(std::move(g));
+    }
+  }
+
+  /// What a successor master needs to take the sockets over: the value of
+  /// handover_env. The descriptors must be made inheritable by the caller.
+  [[nodiscard]] std::string handover() const {
+    std::string out;
+    for (std::size_t i = 0; i < groups_.size(); ++i)
+      for (const auto& v : groups_[i].views)
+        out += fmt::format("{}{}:{}", out.empty() ? "" : ",", i, v.fd);
+    return out;
   }
 
   [[nodiscard]] bool per_slot() const noexcept { return reuseport_; }
@@ -279,6 +460,24 @@ class listener_set {
     l.family = g.family;
     g.views.push_back(std::move(l));
     g.socks.push_back(std::move(fd));
+  }
+
+  void adopt_socket(group& g, int fd) {
+    // Ours now: close-on-exec and non-blocking like the ones we bind.
+    ::fcntl(fd, F_SETFD, FD_CLOEXEC);
+    ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
+    if (g.socks.empty()) {
+      socklen_t len = sizeof g.addr;
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&g.addr), &len);
+      g.addr_len = len;
+    }
+    listener l;
+    l.fd = fd;
+    l.configured = g.configured;
+    l.local = detail::local_address(fd);
+    l.family = g.family;
+    g.views.push_back(std::move(l));
+    g.socks.emplace_back(fd);
   }
 
   int backlog_ = 511;

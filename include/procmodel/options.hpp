@@ -57,8 +57,15 @@ struct options {
   bool daemon = false;
   /// Set by `-s CMD`: send this command to the running master and exit.
   std::optional<command> signal;
-  /// Set by `-s status`: print the running master's process table and exit.
-  bool query_status = false;
+  /// Set by `-s status` or `-s upgrade`: ask the running master over its
+  /// control socket, print the answer and exit.
+  std::string query;
+  /// `-s status --json`: the table as JSON.
+  bool json = false;
+  /// The control socket; empty: "<pid file>.sock".
+  std::string control_socket;
+  /// Automatic upgrade: the new master must be ready within this, or it is stopped.
+  milliseconds upgrade_timeout{30'000};
   /// The program name used in messages; argv[0]'s last component by default.
   std::string program_name = "procmodel";
 };
@@ -141,9 +148,16 @@ class command_line {
     add_flag("--reuseport", "one SO_REUSEPORT socket per worker instead of a shared one",
              [this] { opt_.reuseport = true; });
     add_flag("--daemon", "detach from the terminal", [this] { opt_.daemon = true; });
+    add("--control", "PATH", "control socket (default: <pid file>.sock)",
+        [this](auto v) { opt_.control_socket = v; });
+    add("--upgrade-timeout", "MS", "-s upgrade: give up if the new master is not ready after MS",
+        [this](auto v) {
+          opt_.upgrade_timeout = milliseconds(parse_number("--upgrade-timeout", v, 1, 86'400'000));
+        });
+    add_flag("--json", "-s status: print JSON", [this] { opt_.json = true; });
     add("-s", "COMMAND", "tell the running master: stop, quit, reload, reopen, upgrade, status",
         [this](auto v) {
-          if (v == "status") return void(opt_.query_status = true);
+          if (v == "status" || v == "upgrade") return void(opt_.query = std::string(v));
           auto c = parse_command(v);
           if (!c)
             throw std::invalid_argument(fmt::format(

@@ -6,7 +6,10 @@
 /// signals, child exits and channel messages all become lifecycle events on it,
 /// and the lifecycle's actions are carried out here.
 
+#include <climits>
 #include <csignal>
+#include <cstring>
+#include <fstream>
 #include <cstdio>
 #include <deque>
 #include <exception>
@@ -19,6 +22,9 @@
 #include <utility>
 #include <vector>
 
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <unistd.h>
 
@@ -33,9 +39,38 @@
 #include "pid_file.hpp"
 #include "signals.hpp"
 #include "spawner.hpp"
+#include "systemd.hpp"
 #include "worker_context.hpp"
 
 namespace procmodel {
+
+namespace detail {
+
+/// The variable naming the descriptor a new master reports ready on.
+inline constexpr const char* upgrade_channel_env = "PROCMODEL_UPGRADE_FD";
+
+/// This program's absolute path, as the kernel knows it; a binary replaced
+/// on disk since ("PATH (deleted)") is the new one at PATH.
+inline std::string own_executable() {
+  char buf[PATH_MAX + 1] = {};
+  ssize_t n = ::readlink("/proc/self/exe", buf, PATH_MAX);
+  if (n <= 0) return {};
+  std::string path(buf, static_cast<std::size_t>(n));
+  constexpr std::string_view deleted = " (deleted)";
+  if (path.ends_with(deleted)) path.resize(path.size() - deleted.size());
+  return path;
+}
+
+/// This program's arguments, argv[0] included, as it was started.
+inline std::vector<std::string> own_arguments() {
+  std::ifstream in("/proc/self/cmdline", std::ios::binary);
+  std::vector<std::string> out;
+  std::string arg;
+  while (std::getline(in, arg, '\0')) out.push_back(arg);
+  return out;
+}
+
+}  // namespace detail
 
 /// A master process supervising workers of type `Worker`, a callable
 /// `void operator()(worker_context&)` copied into each worker.
@@ -79,11 +114,7 @@ class basic_supervisor {
   /// With `options::signal` set, only tells the running master and returns.
   int run() {
     if (opt_.signal) return send_command<Signals>(opt_, *opt_.signal);
-    if (opt_.query_status) {
-      std::fprintf(stderr, "%s: -s status: this version has no control socket yet\n",
-                   opt_.program_name.c_str());
-      return 1;
-    }
+    if (!opt_.query.empty()) return query_master(opt_);
     log_.set_level(opt_.level);
     try {
       log_.open(opt_.log_file);
@@ -106,7 +137,14 @@ class basic_supervisor {
       log_.error("master failed: {}; workers will drain and exit", e.what());
       exit_code_ = 1;
     }
-    if (!opt_.pid_file.empty()) pid_file::remove_if_ours(opt_.pid_file, ::getpid());
+    // A new master that took over (manual upgrade) becomes systemd's main pid.
+    if (upgrade_ && upgrade_->ready && ::kill(upgrade_->pid, 0) == 0)
+      systemd_.main_pid(upgrade_->pid);
+    control_.close(true);
+    if (!opt_.pid_file.empty()) {
+      pid_file::remove_if_ours(opt_.pid_file, ::getpid());
+      pid_file::remove_if_ours(opt_.pid_file + ".oldbin", ::getpid());
+    }
     log_.notice("exit");
     return exit_code_;
   }
@@ -125,7 +163,9 @@ class basic_supervisor {
       throw std::runtime_error(fmt::format(
           "another master is running (pid {} in {}); stop it or use another pid file",
           pid_file::read(opt_.pid_file), opt_.pid_file));
-    listeners_.bind_all(opt_.listen, opt_.backlog, opt_.reuseport ? opt_.workers : 0);
+    exe_ = detail::own_executable();
+    args_ = detail::own_arguments();
+    take_listeners();
     for (const auto& l : listeners_.for_slot(0))
       log_.notice("listening on {}{}", l.local, opt_.reuseport ? " (a socket per worker)" : "");
     if (opt_.daemon) daemon_.detach(opt_.log_file.empty());
@@ -134,6 +174,8 @@ class basic_supervisor {
     std::vector<int> watched(Signals::watched.begin(), Signals::watched.end());
     watched.push_back(SIGCHLD);
     loop_.watch_signals(watched, [this](int signo) { on_signal(signo); });
+    open_control(parent_master_ != 0);
+    if (auto every = systemd_.watchdog()) arm_watchdog(std::chrono::duration_cast<milliseconds>(*every / 2));
 
     lifecycle_.emplace(to_lifecycle_config(opt_));
     log_.notice("master {} started with {} worker(s)", ::getpid(), opt_.workers);
@@ -152,7 +194,276 @@ class basic_supervisor {
     }
   }
 
+  // --- listeners: inherited from a previous master or systemd, or bound ---
+
+  void take_listeners() {
+    unsigned slots = opt_.reuseport ? opt_.workers : 0;
+    if (const char* handed = std::getenv(handover_env)) {
+      std::string text = handed;
+      ::unsetenv(handover_env);
+      listeners_.adopt_all(opt_.listen, opt_.backlog, slots, parse_handover(text));
+      if (const char* chan = std::getenv(detail::upgrade_channel_env)) {
+        std::string fd_text = chan;
+        ::unsetenv(detail::upgrade_channel_env);
+        int fd = 0;
+        try {
+          fd = static_cast<int>(parse_number(detail::upgrade_channel_env, fd_text, 3, 1 << 20));
+        } catch (const std::invalid_argument& e) {
+          throw std::runtime_error(e.what());
+        }
+        struct stat st {};
+        if (::fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode))
+          throw std::runtime_error(fmt::format("{}={}: not an open socket",
+                                               detail::upgrade_channel_env, fd_text));
+        ::fcntl(fd, F_SETFD, FD_CLOEXEC);
+        parent_channel_ = channel(detail::unique_fd(fd));
+        parent_master_ = ::getppid();
+      }
+      log_.notice("took over {} listening socket(s) from the previous master",
+                  listeners_.all().size());
+      return;
+    }
+    if (auto activated = systemd_listen_fds(::getpid())) {
+      ::unsetenv("LISTEN_FDS");
+      ::unsetenv("LISTEN_PID");
+      ::unsetenv("LISTEN_FDNAMES");
+      listeners_.adopt_activated(*activated);
+      log_.notice("took over {} socket(s) from systemd (socket activation)", activated->size());
+      return;
+    }
+    listeners_.bind_all(opt_.listen, opt_.backlog, slots);
+  }
+
+  // Whether another master (the one we upgraded to, or the one we came from)
+  // still holds our listening sockets.
+  [[nodiscard]] bool sockets_shared() const {
+    if (upgrade_ && ::kill(upgrade_->pid, 0) == 0) return true;
+    return parent_master_ != 0 && ::getppid() == parent_master_;
+  }
+
+  // --- control socket ---
+
+  void open_control(bool take_over) {
+    std::string path = control_path(opt_);
+    if (path.empty()) return;
+    control_.open(path, take_over);
+    loop_.watch_readable(control_.fd(), [this] {
+      while (auto client = control_.accept()) serve_control(std::move(*client));
+      return true;
+    });
+  }
+
+  void serve_control(detail::unique_fd client) {
+    // Requests are one short line; wait briefly for it.
+    pollfd p{client.get(), POLLIN, 0};
+    char buf[256] = {};
+    ssize_t n = ::poll(&p, 1, 1000) == 1 ? ::recv(client.get(), buf, sizeof buf - 1, 0) : -1;
+    std::string_view req(buf, n > 0 ? static_cast<std::size_t>(n) : 0);
+    while (!req.empty() && (req.back() == '\n' || req.back() == '\r')) req.remove_suffix(1);
+    if (req == "status" || req == "status json") {
+      reply(client, status_table(req == "status json"));
+    } else if (req == "upgrade" || req.starts_with("upgrade ")) {
+      // "upgrade MS": the client's own --upgrade-timeout.
+      upgrade_timeout_ = opt_.upgrade_timeout;
+      if (req.size() > 8) {
+        try {
+          upgrade_timeout_ = milliseconds(parse_number("timeout", req.substr(8), 1, 86'400'000));
+        } catch (const std::invalid_argument& e) {
+          return reply(client, fmt::format("error: {}\n", e.what()));
+        }
+      }
+      upgrade_client_ = std::move(client);
+      dispatch(events::commanded{command::upgrade});
+      if (upgrade_client_)  // the lifecycle did not start one
+        reply(upgrade_client_,
+              upgrade_ ? fmt::format("error: an upgrade is already under way (new master {})\n",
+                                     upgrade_->pid)
+                       : std::string("error: the master is not running normally\n"));
+    } else {
+      reply(client, fmt::format("error: unknown request '{}' (status, status json, upgrade)\n", req));
+    }
+  }
+
+  static void reply(detail::unique_fd& client, const std::string& text) {
+    if (!client) return;
+    (void)!::send(client.get(), text.data(), text.size(), MSG_NOSIGNAL);
+    client.reset();
+  }
+
+  [[nodiscard]] std::string status_table(bool json) const {
+    auto now = loop_.now();
+    auto secs = [&](steady_clock::time_point t) {
+      return std::chrono::duration<double>(now - t).count();
+    };
+    struct row {
+      pid_t pid;
+      std::string role, slot, generation, state;
+      double uptime;
+      std::string restarts;
+    };
+    std::vector<row> rows;
+    rows.push_back({::getpid(), "master", "-", std::to_string(lifecycle_->generation()),
+                    std::string(to_string(lifecycle_->current_phase())), secs(started_at_), "-"});
+    if (upgrade_)
+      rows.push_back({upgrade_->pid, "new master", "-", "-",
+                      upgrade_->ready ? "ready" : "starting", secs(upgrade_->since), "-"});
+    for (const auto& p : lifecycle_->processes())
+      rows.push_back({p.pid, "worker", std::to_string(p.slot), std::to_string(p.generation),
+                      std::string(to_string(p.state)), secs(p.started), std::to_string(p.restarts)});
+    std::string out;
+    if (json) {
+      out = "[";
+      for (std::size_t i = 0; i < rows.size(); ++i) {
+        const auto& r = rows[i];
+        out += fmt::format(
+            "{}{{\"pid\":{},\"role\":\"{}\",\"slot\":{},\"generation\":{},\"state\":\"{}\","
+            "\"uptime\":{:.3f},\"restarts\":{}}}",
+            i ? "," : "", r.pid, r.role, r.slot == "-" ? "null" : r.slot,
+            r.generation == "-" ? "null" : r.generation, r.state, r.uptime,
+            r.restarts == "-" ? "null" : r.restarts);
+      }
+      out += "]\n";
+      return out;
+    }
+    out = fmt::format("{:>8}  {:<10}  {:>4}  {:>10}  {:<11}  {:>10}  {:>8}\n", "PID", "ROLE", "SLOT",
+                      "GENERATION", "STATE", "UPTIME", "RESTARTS");
+    for (const auto& r : rows)
+      out += fmt::format("{:>8}  {:<10}  {:>4}  {:>10}  {:<11}  {:>9.1f}s  {:>8}\n", r.pid, r.role,
+                         r.slot, r.generation, r.state, r.uptime, r.restarts);
+    return out;
+  }
+
+  // --- hot upgrade ---
+
+  void perform(const actions::exec_upgrade&) {
+    detail::unique_fd client = std::move(upgrade_client_);
+    auto fail = [&](const std::string& why) {
+      log_.error("upgrade failed: {}; this master keeps serving", why);
+      reply(client, "error: " + why + "\n");
+      dispatch(events::upgrade_finished{});
+    };
+    if (exe_.empty() || ::access(exe_.c_str(), X_OK) != 0)
+      return fail(fmt::format("cannot execute {}", exe_.empty() ? "this binary" : exe_));
+    auto [mine, theirs] = channel::make_pair();
+    if (!opt_.pid_file.empty() &&
+        ::rename(opt_.pid_file.c_str(), (opt_.pid_file + ".oldbin").c_str()) != 0)
+      return fail(fmt::format("cannot rename {} to {}.oldbin: {}", opt_.pid_file, opt_.pid_file,
+                              std::strerror(errno)));
+    std::vector<int> keep = listeners_.fds();
+    keep.push_back(theirs.fd());
+    std::string handover = listeners_.handover();
+    std::fflush(nullptr);
+    pid_t pid = ::fork();
+    if (pid == 0) {
+      detail::reset_signals_after_fork();
+      ::signal(SIGPIPE, SIG_DFL);
+      detail::close_all_except(keep);
+      for (int fd : keep) ::fcntl(fd, F_SETFD, 0);  // these, and only these, cross the exec
+      ::setenv(handover_env, handover.c_str(), 1);
+      ::setenv(detail::upgrade_channel_env, std::to_string(theirs.fd()).c_str(), 1);
+      std::vector<char*> argv;
+      for (auto& a : args_) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      ::execv(exe_.c_str(), argv.data());
+      std::fprintf(stderr, "cannot execute %s: %s\n", exe_.c_str(), std::strerror(errno));
+      ::_exit(127);
+    }
+    if (pid < 0) {
+      restore_pid_file();
+      return fail(fmt::format("fork: {}", std::strerror(errno)));
+    }
+    upgrade_state u;
+    u.pid = pid;
+    u.line = std::move(mine);
+    u.client = std::move(client);
+    u.automatic = static_cast<bool>(u.client);
+    u.since = loop_.now();
+    upgrade_ = std::move(u);
+    log_.notice("upgrade: new master {} started from {}{}", pid, exe_,
+                upgrade_->automatic ? "" : " (manual: WINCH and QUIT this master once it is ready)");
+    loop_.watch_readable(upgrade_->line.fd(), [this] { return on_upgrade_channel(); });
+    if (upgrade_->automatic)
+      loop_.arm_timer({timer_kind::upgrade_deadline, 0}, upgrade_timeout_, [this] {
+        if (!upgrade_ || upgrade_->ready) return;
+        log_.error("upgrade failed: new master {} was not ready within {} ms; stopping it",
+                   upgrade_->pid, upgrade_timeout_.count());
+        reply(upgrade_->client, fmt::format("error: the new master was not ready within {} ms\n",
+                                            upgrade_timeout_.count()));
+        ::kill(upgrade_->pid, SIGQUIT);
+      });
+  }
+
+  bool on_upgrade_channel() {
+    if (!upgrade_) return false;
+    message m;
+    for (;;) {
+      auto st = upgrade_->line.receive(m);
+      if (st == receive_status::would_block) return true;
+      if (st != receive_status::received) return false;  // its exit tells the rest
+      if (m.type == message_type::ready && !upgrade_->ready) upgrade_ready();
+    }
+  }
+
+  void upgrade_ready() {
+    upgrade_->ready = true;
+    loop_.cancel_timer({timer_kind::upgrade_deadline, 0});
+    if (!upgrade_->automatic) {
+      log_.notice("upgrade: new master {} is ready; send WINCH then QUIT to this master ({}) to "
+                  "finish, or QUIT to the new one to roll back",
+                  upgrade_->pid, ::getpid());
+      return;
+    }
+    log_.notice("upgrade: new master {} is ready; this master quits", upgrade_->pid);
+    reply(upgrade_->client,
+          fmt::format("ok: new master {} serves; old master {} quits\n", upgrade_->pid, ::getpid()));
+    systemd_.main_pid(upgrade_->pid);
+    dispatch(events::commanded{command::quit});
+  }
+
+  // The new master is gone: unless it had taken over, this master goes on.
+  void upgrade_exited(int status) {
+    upgrade_state u = std::move(*upgrade_);
+    upgrade_.reset();
+    loop_.unwatch(u.line.fd());
+    loop_.cancel_timer({timer_kind::upgrade_deadline, 0});
+    if (lifecycle_->current_phase() != phase::running) {
+      log_.info("new master {} {}", u.pid, describe_wait_status(status));
+      return;
+    }
+    log_.error("upgrade {}: new master {} {}; this master keeps serving",
+               u.ready ? "rolled back" : "failed", u.pid, describe_wait_status(status));
+    reply(u.client, fmt::format("error: the new master {}\n", describe_wait_status(status)));
+    restore_pid_file();
+    try {
+      control_.close(false);
+      open_control(true);
+    } catch (const std::exception& e) {
+      log_.error("{}", e.what());
+    }
+    dispatch(events::upgrade_finished{});
+  }
+
+  void restore_pid_file() {
+    if (opt_.pid_file.empty()) return;
+    std::string old = opt_.pid_file + ".oldbin";
+    try {
+      if (pid_file::read(old) != ::getpid()) return;
+    } catch (const std::runtime_error&) {
+      return;
+    }
+    if (::rename(old.c_str(), opt_.pid_file.c_str()) != 0)
+      log_.error("cannot restore pid file {}: {}", opt_.pid_file, std::strerror(errno));
+  }
+
+  void arm_watchdog(milliseconds every) {
+    loop_.arm_timer({timer_kind::watchdog, 0}, every, [this, every] {
+      systemd_.watchdog_ping();
+      arm_watchdog(every);
+    });
+  }
+
   void on_exit(pid_t pid, int status) {
+    if (upgrade_ && pid == upgrade_->pid) return upgrade_exited(status);
     if (auto it = channels_.find(pid); it != channels_.end()) {
       loop_.unwatch(it->second.fd());
       channels_.erase(it);
@@ -255,8 +566,25 @@ class basic_supervisor {
   void perform(const actions::cancel_timer& a) { loop_.cancel_timer(a.id); }
 
   void perform(const actions::stop_listening&) {
-    listeners_.freeze();
+    // The last master to hold the sockets stops the queues filling; one that
+    // hands over to (or came from) a live master must not.
+    if (!sockets_shared()) listeners_.freeze();
     listeners_.close_all();
+    control_.close(true);
+  }
+
+  void perform(const actions::notify& a) {
+    switch (a.what) {
+      case actions::notice::ready:
+        systemd_.ready();
+        if (parent_channel_.is_open()) {  // the previous master waits for this
+          parent_channel_.send({message_type::ready, 0});
+          parent_channel_.close();
+        }
+        break;
+      case actions::notice::reloading: systemd_.reloading(); break;
+      case actions::notice::stopping: systemd_.stopping(); break;
+    }
   }
 
   void perform(const actions::reopen_logs&) { log_.reopen(); }
@@ -313,6 +641,24 @@ class basic_supervisor {
   std::deque<event> pending_;
   bool dispatching_ = false;
   int exit_code_ = 0;
+  steady_clock::time_point started_at_ = steady_clock::now();
+  std::string exe_;                 // resolved at start: what an upgrade runs
+  std::vector<std::string> args_;   // and with which arguments
+  systemd_notifier systemd_;
+  control_server control_;
+  struct upgrade_state {
+    pid_t pid = 0;
+    channel line;                  // the new master reports ready here
+    detail::unique_fd client;      // `-s upgrade` waiting for the verdict
+    bool automatic = false;
+    bool ready = false;
+    steady_clock::time_point since{};
+  };
+  std::optional<upgrade_state> upgrade_;
+  detail::unique_fd upgrade_client_;  // a request not yet taken by exec_upgrade
+  milliseconds upgrade_timeout_{30'000};
+  channel parent_channel_;            // a new master's line to the previous one
+  pid_t parent_master_ = 0;
 };
 
 /// The common case: forked workers, nginx's signals and lifecycle, Asio.

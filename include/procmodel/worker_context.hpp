@@ -147,8 +147,8 @@ class worker_context {
     // idle connections happens before the loop is stopped.
     milliseconds margin = std::min(within / 5, milliseconds(500));
     deadline_ = now + within - margin;
-    if (why == drain_reason::master_lost)  // nobody else will freeze the queues
-      for (const auto& l : listeners_) listener_set::freeze(l.fd);
+    // No freeze here, even with the master gone: after an upgrade another
+    // master may serve from the same sockets, and a filter would starve it.
     log_.info("draining ({}), deadline in {} ms", why == drain_reason::quit ? "asked by master"
                                                   : why == drain_reason::signal ? "SIGQUIT"
                                                                                 : "master is gone",

@@ -32,11 +32,21 @@ lifecycle_config config(unsigned workers = 2) {
   return c;
 }
 
-// The actions that do something, rendered; logs left out.
+// The actions that do something, rendered; logs and service-manager notices
+// left out (the notices have their own test).
 std::vector<std::string> effects(const action_list& list) {
   std::vector<std::string> out;
   for (const auto& a : list)
-    if (!std::holds_alternative<actions::log>(a)) out.push_back(to_string(a));
+    if (!std::holds_alternative<actions::log>(a) && !std::holds_alternative<actions::notify>(a))
+      out.push_back(to_string(a));
+  return out;
+}
+
+// Only the service-manager notices, rendered.
+std::vector<std::string> notices(const action_list& list) {
+  std::vector<std::string> out;
+  for (const auto& a : list)
+    if (std::holds_alternative<actions::notify>(a)) out.push_back(to_string(a));
   return out;
 }
 
@@ -588,22 +598,50 @@ TEST_CASE("the exit of an unknown pid is ignored", "[lifecycle]") {
   CHECK(d.current_phase() == phase::quitting);
 }
 
-TEST_CASE("upgrade is not supported yet: a warning - no change", "[lifecycle]") {
-  auto c = command::upgrade;
+TEST_CASE("upgrade: exec_upgrade once - a second is refused until the first finishes",
+          "[lifecycle][upgrade]") {
   auto d = started();
   d.ready(1000);
   auto before = d.processes();
-  auto acts = d.command(c);
-  REQUIRE(acts.size() == 1);
-  CHECK(logs_with(acts, log_level::warn, std::string(to_string(c))) == 1);
-  CHECK(d.current_phase() == phase::running);
-  CHECK(d.lifecycle().generation() == 1);
+  auto acts = d.command(command::upgrade);
+  CHECK(effects(acts) == strings{"exec_upgrade"});
+  // The workers are untouched: the old master serves on while the new one starts.
   REQUIRE(d.processes().size() == before.size());
-  for (std::size_t i = 0; i < before.size(); ++i) {
-    CHECK(d.processes()[i].pid == before[i].pid);
-    CHECK(d.processes()[i].state == before[i].state);
+  for (std::size_t i = 0; i < before.size(); ++i) CHECK(d.processes()[i].state == before[i].state);
+
+  acts = d.command(command::upgrade);
+  CHECK(effects(acts).empty());
+  CHECK(logs_with(acts, log_level::warn, "another upgrade is under way") == 1);
+
+  d.send(events::upgrade_finished{});
+  CHECK(effects(d.command(command::upgrade)) == strings{"exec_upgrade"});
+}
+
+TEST_CASE("upgrade before start or during a stop is ignored", "[lifecycle][upgrade]") {
+  lifecycle_driver idle(config());
+  CHECK(effects(idle.command(command::upgrade)).empty());
+  auto d = started();
+  d.command(command::quit);
+  CHECK(effects(d.command(command::upgrade)).empty());
+}
+
+TEST_CASE("notices: ready once every first worker is ready - stopping - reloading then ready",
+          "[lifecycle][notify]") {
+  auto d = started();
+  CHECK(notices(d.ready(1000)).empty());  // slot 1 is not ready yet
+  CHECK(notices(d.ready(1001)) == strings{"notify(ready)"});
+  // A respawned worker being ready is no news.
+  d.exit(1000, exited_with(1));
+  CHECK(notices(d.ready(d.in_slot(0)->pid)).empty());
+
+  SECTION("reload refused: reloading, then ready again") {
+    CHECK(notices(d.command(command::reload)) == strings{"notify(reloading)"});
+    CHECK(notices(d.refused("bad config")) == strings{"notify(ready)"});
   }
-  CHECK(d.timers().empty());
+  SECTION("quit and stop: stopping") {
+    auto c = GENERATE(command::quit, command::stop);
+    CHECK(notices(d.command(c)) == strings{"notify(stopping)"});
+  }
 }
 
 // ---------------------------------------------------------------- helpers

@@ -97,7 +97,7 @@ TEST_CASE("command_line: no arguments leave the defaults", "[options]") {
   CHECK(opt.terminate_timeout == 5s);
   CHECK_FALSE(opt.daemon);
   CHECK_FALSE(opt.signal);
-  CHECK_FALSE(opt.query_status);
+  CHECK(opt.query.empty());
   CHECK(opt.program_name == "demo");  // argv[0]'s last component
 }
 
@@ -153,20 +153,26 @@ TEST_CASE("command_line: each log level", "[options]") {
 
 TEST_CASE("command_line: each -s command", "[options]") {
   auto c = GENERATE(command::stop, command::quit, command::reload, command::reopen,
-                    command::upgrade, command::drain_workers, command::add_worker,
-                    command::remove_worker);
+                    command::drain_workers, command::add_worker, command::remove_worker);
   options opt;
   std::string name(to_string(c));
   REQUIRE_FALSE(parse(opt, {"-s", name.c_str()}).code);
   CHECK(opt.signal == c);
   CHECK(parse_command(name) == c);
+  CHECK(opt.query.empty());
 }
 
-TEST_CASE("command_line: -s status asks for the process table", "[options]") {
+TEST_CASE("command_line: -s status and -s upgrade ask the master over its control socket",
+          "[options]") {
+  std::string q = GENERATE(std::string("status"), std::string("upgrade"));
   options opt;
-  REQUIRE_FALSE(parse(opt, {"-s", "status"}).code);
-  CHECK(opt.query_status);
+  REQUIRE_FALSE(parse(opt, {"-s", q.c_str(), "--json", "--control", "/tmp/x.sock",
+                            "--upgrade-timeout", "1234"}).code);
+  CHECK(opt.query == q);
   CHECK_FALSE(opt.signal);
+  CHECK(opt.json);
+  CHECK(opt.control_socket == "/tmp/x.sock");
+  CHECK(opt.upgrade_timeout == 1234ms);
 }
 
 TEST_CASE("command_line: --listen repeats - and the first replaces the default", "[options]") {

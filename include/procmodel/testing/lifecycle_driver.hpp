@@ -14,6 +14,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <deque>
 #include <map>
 #include <optional>
@@ -124,6 +125,12 @@ inline std::string to_string(const action& a) {
           return "load_config";
         else if constexpr (std::is_same_v<A, actions::serving>)
           return fmt::format("serving(gen {}, {} workers)", x.generation, x.workers);
+        else if constexpr (std::is_same_v<A, actions::exec_upgrade>)
+          return "exec_upgrade";
+        else if constexpr (std::is_same_v<A, actions::notify>)
+          return x.what == actions::notice::ready       ? "notify(ready)"
+                 : x.what == actions::notice::reloading ? "notify(reloading)"
+                                                        : "notify(stopping)";
         else
           return fmt::format("exit({})", x.code);
       },
@@ -180,7 +187,8 @@ class basic_lifecycle_driver {
 
   /// Feeds `e`, then answers every spawn action (its own and those that
   /// follow) with `spawned` (or `spawn_failed` while fail_spawns() is on),
-  /// queued as basic_supervisor queues them. Returns every action, in order.
+  /// and every load_config with the answer_load_config() answer if one is
+  /// set, queued as basic_supervisor queues them. Returns every action, in order.
   action_list dispatch(const event& e) {
     std::deque<event> pending{e};
     action_list all;
@@ -194,6 +202,8 @@ class basic_lifecycle_driver {
           else
             pending.push_back(events::spawned{s->slot, s->generation, next_pid_++});
         }
+        if (std::holds_alternative<actions::load_config>(a) && config_answer_)
+          pending.push_back(*config_answer_);
         all.push_back(std::move(a));
       }
     }
@@ -234,6 +244,39 @@ class basic_lifecycle_driver {
 
   /// Answer spawns with `spawn_failed{error}` (non-zero) or `spawned` (0).
   void fail_spawns(int error) noexcept { spawn_error_ = error; }
+
+  /// From now on dispatch() answers every `load_config` with `answer`
+  /// (queued like a spawn's answer); `std::nullopt` (the default) leaves
+  /// load_config unanswered, for the test to answer with loaded()/refused().
+  void answer_load_config(std::optional<events::config_loaded> answer) {
+    config_answer_ = std::move(answer);
+  }
+  /// As answer_load_config(), with a configuration that loads.
+  void answer_load_config(const lifecycle_config& config) {
+    config_answer_ = events::config_loaded{true, config, {}};
+  }
+
+  /// `config_loaded{ok = true, config}`, dispatched.
+  action_list loaded(const lifecycle_config& config) {
+    return dispatch(events::config_loaded{true, config, {}});
+  }
+  /// `config_loaded{ok = false, error}`, dispatched.
+  action_list refused(std::string error) {
+    return dispatch(events::config_loaded{false, {}, std::move(error)});
+  }
+
+  /// A readiness report from every starting worker of `generation`, in table
+  /// order, dispatched. Returns every action, in order.
+  action_list ready_generation(std::uint64_t generation) {
+    std::vector<pid_t> starting;
+    for (const auto& p : processes())
+      if (p.generation == generation && p.state == process_state::starting)
+        starting.push_back(p.pid);
+    action_list all;
+    for (pid_t pid : starting)
+      for (auto& a : ready(pid)) all.push_back(std::move(a));
+    return all;
+  }
 
   /// Armed timers and when each falls due.
   [[nodiscard]] const std::map<timer_id, time_point>& timers() const noexcept { return timers_; }
@@ -276,6 +319,13 @@ class basic_lifecycle_driver {
         return &p;
     return nullptr;
   }
+  /// The pids of `generation` in the process table, in table order.
+  [[nodiscard]] std::vector<pid_t> pids_of(std::uint64_t generation) const {
+    std::vector<pid_t> out;
+    for (const auto& p : processes())
+      if (p.generation == generation) out.push_back(p.pid);
+    return out;
+  }
   /// The pid the next answered spawn gets.
   [[nodiscard]] pid_t next_pid() const noexcept { return next_pid_; }
 
@@ -298,6 +348,7 @@ class basic_lifecycle_driver {
   time_point now_ = origin();
   pid_t next_pid_;
   int spawn_error_ = 0;
+  std::optional<events::config_loaded> config_answer_;
   std::map<timer_id, time_point> timers_;
   action_list history_;
   std::optional<int> exit_code_;
