@@ -176,11 +176,12 @@ TEST_CASE("echo_server starts one master and N workers with only the descriptors
   for (pid_t w : workers)
     audit_worker_fds(srv, w, channel_inodes);
 
-  // The master holds the listener once and one channel end per worker.
+  // The master holds the listener once, its control socket (there is a pid
+  // file) and one channel end per worker.
   {
     auto master_sockets = socket_inodes(master);
     INFO("master descriptors:\n" << describe_fds(master));
-    PM_CHECK(srv, master_sockets.size() == 3);
+    PM_CHECK(srv, master_sockets.size() == 4);
     PM_CHECK(srv, master_sockets[listening_inode(srv.port())] == 1);
   }
 
@@ -237,7 +238,7 @@ TEST_CASE("a worker killed with SIGKILL is replaced in its slot", "[supervision]
   PM_CHECK(srv, replacement != victim);
   PM_CHECK(srv, in_slot1.back().generation == 1);
   PM_CHECK(srv, srv.log().find("worker " + std::to_string(victim) +
-                               " (slot 1) killed by signal 9") != std::string::npos);
+                               " (slot 1, generation 1) killed by signal 9") != std::string::npos);
 
   // The victim is reaped (no zombie), the replacement runs beside the survivor.
   PM_CHECK(srv, wait_for([&] { return !is_alive(victim); }, 5s));

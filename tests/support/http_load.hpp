@@ -68,6 +68,18 @@ class http_load {
     std::lock_guard lock(mutex_);
     return result_;
   }
+  /// Ends the run without abandoning a request: no new request is sent, the
+  /// ones in flight get up to `grace` to be answered, and any still
+  /// unanswered then counts as failed ("no answer by the end of the run").
+  /// stop() instead drops what is in flight uncounted.
+  load_result finish(std::chrono::milliseconds grace = std::chrono::seconds(5)) {
+    finish_by_ = clock::now() + grace;
+    finishing_ = true;
+    if (thread_.joinable()) thread_.join();
+    running_ = false;
+    std::lock_guard lock(mutex_);
+    return result_;
+  }
   /// True when every connection has stopped (refused after the server left).
   bool all_stopped() const { return active_ == 0 && started_; }
 
@@ -107,7 +119,15 @@ class http_load {
     }
   }
 
+  // The connection ends here (finish(): nothing more is sent on it).
+  void retire(conn& c) {
+    if (c.fd >= 0) ::close(c.fd);
+    c.fd = -1;
+    c.state = st::done;
+  }
+
   void reconnect(conn& c) {
+    if (finishing_) return retire(c);
     if (c.fd >= 0) ::close(c.fd);
     c.fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     sockaddr_in sa{};
@@ -162,7 +182,9 @@ class http_load {
       if (close) ++result_.closes;
       if (opt_.record_bodies) ++result_.bodies[body];
     }
-    if (close || opt_.connection_close) {
+    if (finishing_) {
+      retire(c);
+    } else if (close || opt_.connection_close) {
       reconnect(c);
     } else {
       begin_request(c);
@@ -177,6 +199,7 @@ class http_load {
     for (auto& c : conns) reconnect(c);
     std::vector<pollfd> pfds;
     while (running_ && active_ > 0) {
+      if (finishing_ && !finish_step(conns)) break;
       pfds.clear();
       for (auto& c : conns) {
         short ev = 0;
@@ -239,11 +262,40 @@ class http_load {
       if (c.fd >= 0) ::close(c.fd);
   }
 
+  // finish(): drops connections that have not sent anything yet; false once
+  // nothing is in flight, or at the deadline (what is left counts as failed).
+  bool finish_step(std::vector<conn>& conns) {
+    bool in_flight = false;
+    for (auto& c : conns) {
+      if (c.state == st::connecting || (c.state == st::sending && c.sent == 0)) retire(c);
+      if (c.state == st::sending || c.state == st::reading) in_flight = true;
+    }
+    if (!in_flight) return false;
+    if (clock::now() < finish_by_.load()) return true;
+    for (auto& c : conns) {
+      if (c.state != st::sending && c.state != st::reading) continue;
+      {
+        std::lock_guard lock(mutex_);
+        ++result_.failed;
+        if (result_.failures.size() < 10)
+          result_.failures.push_back("no answer by the end of the run (request sent " +
+                                     std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                        clock::now() - c.since)
+                                                        .count()) +
+                                     " ms before)");
+      }
+      retire(c);
+    }
+    return false;
+  }
+
   std::uint16_t port_;
   load_options opt_;
   std::atomic<bool> running_{false};
   std::atomic<int> active_{0};
   std::atomic<bool> started_{false};
+  std::atomic<bool> finishing_{false};
+  std::atomic<clock::time_point> finish_by_{};
   std::thread thread_;
   std::mutex mutex_;
   load_result result_;

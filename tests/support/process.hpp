@@ -33,6 +33,9 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <linux/inet_diag.h>
+#include <linux/netlink.h>
+#include <linux/sock_diag.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -337,6 +340,92 @@ inline std::string listening_inode(std::uint16_t port) {
   return {};
 }
 
+/// The inodes of the IPv4 TCP sockets in LISTEN state bound to `port`, from
+/// the kernel's sock_diag netlink interface (what ss(8) uses): unlike
+/// /proc/net/tcp it is not slowed down by the thousands of TIME_WAIT
+/// entries a load test leaves. Nothing when netlink is not available.
+inline std::optional<std::set<std::string>> listening_inodes_netlink(std::uint16_t port) {
+  int fd = ::socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+  if (fd < 0)
+    return std::nullopt;
+  struct {
+    nlmsghdr nlh;
+    inet_diag_req_v2 req;
+  } msg{};
+  msg.nlh.nlmsg_len = sizeof msg;
+  msg.nlh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+  msg.nlh.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+  msg.req.sdiag_family = AF_INET;
+  msg.req.sdiag_protocol = IPPROTO_TCP;
+  msg.req.idiag_states = 1U << 10;  // TCP_LISTEN
+  sockaddr_nl kernel{};
+  kernel.nl_family = AF_NETLINK;
+  if (::sendto(fd, &msg, sizeof msg, 0, reinterpret_cast<sockaddr*>(&kernel), sizeof kernel) !=
+      static_cast<ssize_t>(sizeof msg)) {
+    ::close(fd);
+    return std::nullopt;
+  }
+  timeval tv{2, 0};  // never hang a test on a silent kernel
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  constexpr auto align4 = [](std::size_t v) { return (v + 3) & ~std::size_t{3}; };
+  const std::size_t header = align4(sizeof(nlmsghdr));
+  std::set<std::string> out;
+  std::vector<char> buf(65536);
+  // The dump comes in as many datagrams as it takes, then NLMSG_DONE.
+  enum class step { more, done, failed };
+  auto parse = [&](std::size_t n) {
+    for (std::size_t off = 0; off + sizeof(nlmsghdr) <= n;) {
+      nlmsghdr h{};
+      std::memcpy(&h, buf.data() + off, sizeof h);
+      if (h.nlmsg_len < sizeof h || off + h.nlmsg_len > n || h.nlmsg_type == NLMSG_ERROR)
+        return step::failed;
+      if (h.nlmsg_type == NLMSG_DONE)
+        return step::done;
+      if (h.nlmsg_len >= header + sizeof(inet_diag_msg)) {
+        inet_diag_msg d{};
+        std::memcpy(&d, buf.data() + off + header, sizeof d);
+        if (ntohs(d.id.idiag_sport) == port)
+          out.insert(std::to_string(d.idiag_inode));
+      }
+      off += align4(h.nlmsg_len);
+    }
+    return step::more;
+  };
+  step st = step::more;
+  while (st == step::more) {
+    ssize_t got = ::recv(fd, buf.data(), buf.size(), 0);
+    if (got < 0 && errno == EINTR)
+      continue;
+    st = got <= 0 ? step::failed : parse(static_cast<std::size_t>(got));
+  }
+  ::close(fd);
+  if (st != step::done)
+    return std::nullopt;
+  return out;
+}
+
+/// The inodes of every TCP socket listening on `port` (IPv4): one per socket
+/// of a SO_REUSEPORT group. From netlink, else from /proc/net/tcp.
+inline std::set<std::string> listening_inodes(std::uint16_t port) {
+  if (auto fast = listening_inodes_netlink(port))
+    return *fast;
+  std::set<std::string> out;
+  std::istringstream in(read_file("/proc/net/tcp"));
+  std::string line;
+  std::getline(in, line);  // header
+  while (std::getline(in, line)) {
+    std::istringstream f(line);
+    std::string sl, local, remote, st, queues, timer, retr, uid, timeout, inode;
+    if (!(f >> sl >> local >> remote >> st >> queues >> timer >> retr >> uid >> timeout >> inode))
+      continue;
+    auto colon = local.find(':');
+    if (st == "0A" && colon != std::string::npos &&
+        std::stoul(local.substr(colon + 1), nullptr, 16) == port)
+      out.insert(inode);
+  }
+  return out;
+}
+
 // ---------------------------------------------------------------------------
 // Log parsing
 
@@ -396,6 +485,17 @@ struct spawn_options {
   std::string stderr_path;  ///< appended to; "" means the same as stdout_path
   /// Variables added to (or replacing in) the environment.
   std::vector<std::pair<std::string, std::string>> env;
+  /// The directory the program starts in ("" keeps the test's); a relative
+  /// `program` is found from there.
+  std::string cwd;
+  /// A descriptor of the test's to hand to the program as descriptor 3 (the
+  /// systemd socket activation layout); -1 for none.
+  int fd3 = -1;
+  /// Sets LISTEN_PID to the program's own pid (socket activation: it is only
+  /// known in the child, after the fork).
+  bool listen_pid_self = false;
+  /// More variables set to the program's own pid (WATCHDOG_PID, ...).
+  std::vector<std::string> own_pid_env;
 };
 
 /// Exit code of a wait status; -signal when killed by a signal.
@@ -443,6 +543,16 @@ class process {
       env_s.push_back(k + "=" + v);
       replaced.insert(k);
     }
+    // "NAME=" with room for the pid, filled in by the child (no allocation
+    // after the fork).
+    std::vector<std::string> own_pid = opt.own_pid_env;
+    if (opt.listen_pid_self)
+      own_pid.push_back("LISTEN_PID");
+    for (auto& name : own_pid) {
+      replaced.insert(name);
+      name += '=';
+      name.resize(name.size() + 24, '\0');
+    }
     for (char** e = environ; e && *e; ++e) {
       std::string_view kv(*e);
       std::string key(kv.substr(0, kv.find('=')));
@@ -452,7 +562,11 @@ class process {
     std::vector<char*> envp;
     for (auto& e : env_s)
       envp.push_back(e.data());
+    for (auto& e : own_pid)
+      envp.push_back(e.data());
     envp.push_back(nullptr);
+    const std::string cwd = opt.cwd;
+    const int fd3 = opt.fd3;
     std::string out_path = opt.stdout_path;
     std::string err_path = opt.stderr_path.empty() ? opt.stdout_path : opt.stderr_path;
 
@@ -484,10 +598,30 @@ class process {
           ::_exit(126);
         ::dup2(err, 2);
       }
-      // The program must start with only stdio: the test's own descriptors
-      // would otherwise show up in its fd audit.
-      if (::syscall(SYS_close_range, 3U, ~0U, 0U) != 0)
-        for (int fd = 3; fd < 1024; ++fd)
+      unsigned first_closed = 3;
+      if (fd3 >= 0) {
+        // dup2 leaves the copy inheritable; fd 3 itself only loses close-on-exec.
+        if (fd3 == 3 ? ::fcntl(3, F_SETFD, 0) != 0 : ::dup2(fd3, 3) != 3)
+          ::_exit(126);
+        first_closed = 4;
+      }
+      for (auto& e : own_pid) {
+        // The digits of our pid after "NAME=", without allocating.
+        char digits[16];
+        int n = 0;
+        for (long v = ::getpid(); v > 0 && n < 15; v /= 10)
+          digits[n++] = static_cast<char>('0' + v % 10);
+        char* at = e.data() + std::strlen(e.data());
+        while (n > 0)
+          *at++ = digits[--n];
+        *at = '\0';
+      }
+      if (!cwd.empty() && ::chdir(cwd.c_str()) != 0)
+        ::_exit(126);
+      // The program must start with only stdio (and fd3): the test's own
+      // descriptors would otherwise show up in its fd audit.
+      if (::syscall(SYS_close_range, first_closed, ~0U, 0U) != 0)
+        for (int fd = static_cast<int>(first_closed); fd < 1024; ++fd)
           ::close(fd);
       ::execve(program.c_str(), argv.data(), envp.data());
       ::_exit(127);
@@ -524,6 +658,13 @@ class process {
       return;
     for (pid_t d : descendants_of(pid_))
       record(d);
+  }
+
+  /// Stops tracking descendants that made themselves session leaders
+  /// (daemons): a command that daemonizes must leave its daemon running.
+  void forget_daemons() {
+    for (auto it = seen_.begin(); it != seen_.end();)
+      it = (it->first != pid_ && ::getsid(it->first) == it->first) ? seen_.erase(it) : std::next(it);
   }
 
   /// Records one pid (with its start time) to kill on cleanup.
@@ -678,6 +819,7 @@ inline run_result run(const temp_dir& dir, const std::string& program,
       },
       timeout, 5ms);
   r.status = p.try_wait();
+  p.forget_daemons();  // `--daemon` runs: the test owns the daemon, by pid
   p.kill_all();
   r.out = read_file(opt.stdout_path);
   r.err = read_file(opt.stderr_path);

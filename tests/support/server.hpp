@@ -32,6 +32,7 @@ struct server_config {
   bool wait_ready = true;    ///< then until every one reported ready and the probe works
   bool http = false;         ///< probe with an HTTP GET instead of an echo
   milliseconds timeout = 10s;
+  std::string cwd;  ///< the directory the master starts in ("" keeps the test's)
 };
 
 /// A master started from `program` with its own temporary directory.
@@ -54,6 +55,7 @@ class server {
     spawn_options opt;
     opt.stdout_path = stdio_path();
     opt.env = c.env;
+    opt.cwd = c.cwd;
     master_ = process::spawn(program_, args, opt);
 
     if (!wait_for([&] { return parse_port(log()) != 0 || master_.exited(); }, c.timeout)) {
