@@ -497,6 +497,7 @@ class nginx_lifecycle {
   void drain_workers() {
     if (phase_ != phase::running || idle_) return;
     log(log_level::notice, "draining every worker; the master stays (HUP starts workers again)");
+    if (loading_ || pending_) log(log_level::warn, "the reload under way is abandoned");
     abandon_reload();
     idle_ = true;
     cancel_respawns();
@@ -504,7 +505,11 @@ class nginx_lifecycle {
   }
 
   void add_worker() {
-    if (phase_ != phase::running || idle_) return;
+    if (phase_ != phase::running) return;
+    if (idle_) {
+      log(log_level::warn, "one worker more: refused, workers are drained (WINCH); HUP first");
+      return;
+    }
     if (pending_ || loading_) {
       log(log_level::warn, "one worker more: refused while a reload is under way");
       return;
@@ -518,7 +523,11 @@ class nginx_lifecycle {
   }
 
   void remove_worker() {
-    if (phase_ != phase::running || idle_) return;
+    if (phase_ != phase::running) return;
+    if (idle_) {
+      log(log_level::warn, "one worker fewer: refused, workers are drained (WINCH); HUP first");
+      return;
+    }
     if (pending_ || loading_) {
       log(log_level::warn, "one worker fewer: refused while a reload is under way");
       return;

@@ -660,11 +660,14 @@ class process {
       record(d);
   }
 
-  /// Stops tracking descendants that made themselves session leaders
-  /// (daemons): a command that daemonizes must leave its daemon running.
+  /// Stops tracking descendants that left our session (a daemon and its
+  /// workers): a command that daemonizes must leave its daemon running.
   void forget_daemons() {
-    for (auto it = seen_.begin(); it != seen_.end();)
-      it = (it->first != pid_ && ::getsid(it->first) == it->first) ? seen_.erase(it) : std::next(it);
+    const pid_t ours = ::getsid(0);
+    for (auto it = seen_.begin(); it != seen_.end();) {
+      pid_t sid = ::getsid(it->first);
+      it = (it->first != pid_ && sid > 0 && sid != ours) ? seen_.erase(it) : std::next(it);
+    }
   }
 
   /// Records one pid (with its start time) to kill on cleanup.
