@@ -88,23 +88,24 @@ case "$mode" in
     cmake --build --preset release -j"$jobs" --target http_server
     server="$root/build/release/examples/http/http_server"
     pid_file=/tmp/procmodel-demo.pid
-    cat >&2 <<EOF
+    config=/tmp/procmodel-demo.conf
+    [[ -f $config ]] || echo "greeting = hello" >"$config"
+    cat >&2 <<HINT
 
 procmodel demo: master + 2 workers on http://127.0.0.1:8080/
 try, from another terminal:
   curl http://127.0.0.1:8080/
-  $server -s reload --pid-file $pid_file
   $server -s status --pid-file $pid_file
+  sed -i 's/= .*/= howdy/' $config && $server -s reload --pid-file $pid_file && curl http://127.0.0.1:8080/
+  $server -s upgrade --pid-file $pid_file      # hot upgrade of the binary
+  kill -9 <a worker pid>                        # respawned at once
 Ctrl-C or '$server -s quit --pid-file $pid_file' to stop.
 
-EOF
-    exec "$server" --workers 2 --listen 127.0.0.1:8080 --pid-file "$pid_file"
+HINT
+    exec "$server" --workers 2 --listen 127.0.0.1:8080 --pid-file "$pid_file" --config "$config"
     ;;
 
   bench)
-    cmake --preset release
-    cmake --build --preset release -j"$jobs"
-    export PROCMODEL_BUILD_DIR="$root/build/release"
     exec bash bench/run.sh
     ;;
 esac
