@@ -48,6 +48,8 @@ namespace detail {
 
 /// The variable naming the descriptor a new master reports ready on.
 inline constexpr const char* upgrade_channel_env = "PROCMODEL_UPGRADE_FD";
+/// Set beside the handover when the sockets came from systemd, not --listen.
+inline constexpr const char* activated_env = "PROCMODEL_ACTIVATED";
 
 /// This program's absolute path, as the kernel knows it; a binary replaced
 /// on disk since ("PATH (deleted)") is the new one at PATH.
@@ -201,7 +203,15 @@ class basic_supervisor {
     if (const char* handed = std::getenv(handover_env)) {
       std::string text = handed;
       ::unsetenv(handover_env);
-      listeners_.adopt_all(opt_.listen, opt_.backlog, slots, parse_handover(text));
+      activated_ = std::getenv(detail::activated_env) != nullptr;
+      ::unsetenv(detail::activated_env);
+      if (activated_) {  // systemd's sockets, passed on as they came
+        std::vector<int> fds;
+        for (const auto& h : parse_handover(text)) fds.push_back(h.fd);
+        listeners_.adopt_activated(fds);
+      } else {
+        listeners_.adopt_all(opt_.listen, opt_.backlog, slots, parse_handover(text));
+      }
       if (const char* chan = std::getenv(detail::upgrade_channel_env)) {
         std::string fd_text = chan;
         ::unsetenv(detail::upgrade_channel_env);
@@ -228,6 +238,7 @@ class basic_supervisor {
       ::unsetenv("LISTEN_PID");
       ::unsetenv("LISTEN_FDNAMES");
       listeners_.adopt_activated(*activated);
+      activated_ = true;
       log_.notice("took over {} socket(s) from systemd (socket activation)", activated->size());
       return;
     }
@@ -360,7 +371,10 @@ class basic_supervisor {
       detail::close_all_except(keep);
       for (int fd : keep) ::fcntl(fd, F_SETFD, 0);  // these, and only these, cross the exec
       ::setenv(handover_env, handover.c_str(), 1);
+      if (activated_) ::setenv(detail::activated_env, "1", 1);
       ::setenv(detail::upgrade_channel_env, std::to_string(theirs.fd()).c_str(), 1);
+      // systemd's WATCHDOG_PID names the main pid, which this one becomes.
+      if (systemd_.watchdog()) ::setenv("WATCHDOG_PID", std::to_string(::getpid()).c_str(), 1);
       std::vector<char*> argv;
       for (auto& a : args_) argv.push_back(a.data());
       argv.push_back(nullptr);
@@ -382,15 +396,23 @@ class basic_supervisor {
     log_.notice("upgrade: new master {} started from {}{}", pid, exe_,
                 upgrade_->automatic ? "" : " (manual: WINCH and QUIT this master once it is ready)");
     loop_.watch_readable(upgrade_->line.fd(), [this] { return on_upgrade_channel(); });
-    if (upgrade_->automatic)
-      loop_.arm_timer({timer_kind::upgrade_deadline, 0}, upgrade_timeout_, [this] {
-        if (!upgrade_ || upgrade_->ready) return;
-        log_.error("upgrade failed: new master {} was not ready within {} ms; stopping it",
-                   upgrade_->pid, upgrade_timeout_.count());
-        reply(upgrade_->client, fmt::format("error: the new master was not ready within {} ms\n",
-                                            upgrade_timeout_.count()));
-        ::kill(upgrade_->pid, SIGQUIT);
+    // -s upgrade's timeout, or for USR2 ready_timeout, as for new workers. The
+    // timeout is this upgrade's: a refused request meanwhile overwrites upgrade_timeout_.
+    milliseconds limit = upgrade_->automatic ? upgrade_timeout_ : opt_.ready_timeout;
+    loop_.arm_timer({timer_kind::upgrade_deadline, 0}, limit, [this, timeout = limit] {
+      if (!upgrade_ || upgrade_->ready) return;
+      log_.error("upgrade failed: new master {} was not ready within {} ms; stopping it",
+                 upgrade_->pid, timeout.count());
+      reply(upgrade_->client, fmt::format("error: the new master was not ready within {} ms\n",
+                                          timeout.count()));
+      ::kill(upgrade_->pid, SIGQUIT);
+      // One that ignores QUIT too would block every later upgrade.
+      loop_.arm_timer({timer_kind::upgrade_deadline, 1}, opt_.shutdown_timeout, [this] {
+        if (!upgrade_) return;
+        log_.warn("new master {} did not stop in time; sending SIGKILL", upgrade_->pid);
+        ::kill(upgrade_->pid, SIGKILL);
       });
+    });
   }
 
   bool on_upgrade_channel() {
@@ -426,6 +448,7 @@ class basic_supervisor {
     upgrade_.reset();
     loop_.unwatch(u.line.fd());
     loop_.cancel_timer({timer_kind::upgrade_deadline, 0});
+    loop_.cancel_timer({timer_kind::upgrade_deadline, 1});
     if (lifecycle_->current_phase() != phase::running) {
       log_.info("new master {} {}", u.pid, describe_wait_status(status));
       return;
@@ -583,7 +606,15 @@ class basic_supervisor {
         }
         break;
       case actions::notice::reloading: systemd_.reloading(); break;
-      case actions::notice::stopping: systemd_.stopping(); break;
+      case actions::notice::stopping:
+        // Handing over to a ready new master, or rolled back while the old one
+        // goes on: the service does not stop. systemd would act on STOPPING=1
+        // (from its main pid, or any pid with NotifyAccess=all) and stop it.
+        if (upgrade_ && upgrade_->ready && ::kill(upgrade_->pid, 0) == 0)
+          systemd_.main_pid(upgrade_->pid);
+        else if (!sockets_shared())
+          systemd_.stopping();
+        break;
     }
   }
 
@@ -659,6 +690,7 @@ class basic_supervisor {
   milliseconds upgrade_timeout_{30'000};
   channel parent_channel_;            // a new master's line to the previous one
   pid_t parent_master_ = 0;
+  bool activated_ = false;  // the listeners came from systemd
 };
 
 /// The common case: forked workers, nginx's signals and lifecycle, Asio.

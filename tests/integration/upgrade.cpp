@@ -1,0 +1,1354 @@
+// Hot upgrade of the master's own binary, end to end, and what goes with it:
+// the control socket (-s upgrade, -s status), systemd notifications
+// (NOTIFY_SOCKET), socket activation (LISTEN_FDS) and the validation of
+// inherited descriptors (PROCMODEL_LISTENERS). Real masters, real signals,
+// real clients on loopback.
+//
+// The claims under test are the design's: an automatic upgrade (`-s upgrade`)
+// starts the binary on disk — found by its absolute path even when the master
+// was started from a relative one — waits until it serves, then retires the
+// old master, and no client sees a failed request; the manual dance (USR2,
+// WINCH, QUIT, or HUP and QUIT the new one to roll back) works as nginx's;
+// a new binary that exits or never gets ready is rolled back while the old
+// master serves on; one upgrade at a time; inherited descriptors are checked,
+// never guessed.
+//
+// Every process a test starts is killed by pid at the end. A new master is a
+// child of the old one and outlives it: the test process is child subreaper
+// (subreaper_scope), so those masters are reparented here, and `family`
+// records each master and worker seen and reaps them.
+//
+// Figures (upgrade latency from `-s upgrade` to its exit, requests served
+// under load) are reported with WARN; nothing asserts on timing.
+
+#include "support/catch.hpp"
+#include "support/http_load.hpp"
+#include "support/process.hpp"
+#include "support/server.hpp"
+
+#include <algorithm>
+#include <csignal>
+#include <cstdio>
+#include <ctime>
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <regex>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#ifndef PROCMODEL_HTTP_SERVER
+#error "PROCMODEL_HTTP_SERVER must name the http_server binary"
+#endif
+
+using namespace pmtest;
+using test_support::http_load;
+using test_support::load_options;
+using test_support::load_result;
+
+namespace {
+
+const std::string http_server = PROCMODEL_HTTP_SERVER;
+
+server_config http_config(unsigned workers = 2) {
+  server_config c;
+  c.workers = workers;
+  c.http = true;
+  return c;
+}
+
+std::string describe(const load_result& r) {
+  std::string s = "ok " + std::to_string(r.ok) + ", non-2xx " + std::to_string(r.non_2xx) +
+                  ", failed " + std::to_string(r.failed) + ", refused " +
+                  std::to_string(r.refused) + ", Connection: close answers " +
+                  std::to_string(r.closes);
+  for (const auto& f : r.failures) s += "\n  failure: " + f;
+  return s;
+}
+
+std::string describe(const run_result& r) {
+  return "exit " + std::to_string(r.code()) + "\n--- stdout ---\n" + r.out + "--- stderr ---\n" +
+         r.err;
+}
+
+// --- files ----------------------------------------------------------------------
+
+// The pid a pid file names; 0 when there is none or it does not parse.
+pid_t pid_in(const std::string& path) {
+  std::string text = read_file(path);
+  if (text.empty() || text.back() != '\n') return 0;
+  try {
+    return static_cast<pid_t>(std::stol(text));
+  } catch (const std::exception&) {
+    return 0;
+  }
+}
+
+// A copy of the http_server binary in `dir`, named http_server.
+std::string copy_binary(const temp_dir& dir) {
+  std::string to = dir.file("http_server");
+  std::filesystem::copy_file(http_server, to, std::filesystem::copy_options::overwrite_existing);
+  ::chmod(to.c_str(), 0755);
+  return to;
+}
+
+// Replaces `path` on disk the way a package manager does: a new file renamed
+// over it (cp onto a running binary fails with ETXTBSY).
+void replace_file(const std::string& path, const std::string& from_file) {
+  REQUIRE(::rename(from_file.c_str(), path.c_str()) == 0);
+}
+
+void replace_with_script(const std::string& path, const std::string& script) {
+  std::string tmp = path + ".new";
+  write_file(tmp, script);
+  ::chmod(tmp.c_str(), 0755);
+  replace_file(path, tmp);
+}
+
+void restore_binary(const std::string& path) {
+  std::string tmp = path + ".new";
+  std::filesystem::copy_file(http_server, tmp, std::filesystem::copy_options::overwrite_existing);
+  ::chmod(tmp.c_str(), 0755);
+  replace_file(path, tmp);
+}
+
+// argv[0] of a process, from /proc/<pid>/cmdline.
+std::string argv0_of(pid_t pid) {
+  std::string cmdline = read_file("/proc/" + std::to_string(pid) + "/cmdline");
+  return cmdline.substr(0, cmdline.find('\0'));
+}
+
+// --- what the master and -s upgrade say -------------------------------------------
+
+// "ok: new master N serves; old master M quits": {N, M}.
+std::optional<std::pair<pid_t, pid_t>> parse_upgrade_ok(const std::string& out) {
+  static const std::regex re(R"(ok: new master (\d+) serves; old master (\d+) quits)");
+  std::smatch m;
+  if (!std::regex_search(out, m, re)) return std::nullopt;
+  return std::make_pair(static_cast<pid_t>(std::stol(m[1])), static_cast<pid_t>(std::stol(m[2])));
+}
+
+// The pid in the last match of `re` (first group) in `log`; 0 if none.
+pid_t last_pid(const std::string& log, const std::regex& re) {
+  pid_t out = 0;
+  for (auto it = std::sregex_iterator(log.begin(), log.end(), re); it != std::sregex_iterator();
+       ++it)
+    out = static_cast<pid_t>(std::stol((*it)[1].str()));
+  return out;
+}
+
+// "upgrade: new master N started from ...": the newest N.
+pid_t started_new_master(const std::string& log) {
+  static const std::regex re(R"(upgrade: new master (\d+) started from)");
+  return last_pid(log, re);
+}
+
+// "upgrade: new master N is ready; send WINCH ...": the newest N.
+pid_t manual_ready_new_master(const std::string& log) {
+  static const std::regex re(R"(upgrade: new master (\d+) is ready; send WINCH)");
+  return last_pid(log, re);
+}
+
+// The worker pid a body names ("hello from worker 0 generation 1 pid 4242").
+pid_t body_pid(const std::string& body) {
+  static const std::regex re(R"(pid (\d+))");
+  std::smatch m;
+  if (!std::regex_search(body, m, re)) return 0;
+  return static_cast<pid_t>(std::stol(m[1]));
+}
+
+double median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
+}
+
+std::string join(const std::vector<double>& v) {
+  std::string out;
+  for (double d : v) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%s%.1f", out.empty() ? "" : ", ", d);
+    out += buf;
+  }
+  return out;
+}
+
+// --- every master and worker a test sees ------------------------------------------
+
+// Records masters and workers (with their start time, so a reused pid is
+// never mistaken for one), in the server's guard too; reaps those that were
+// reparented to this process (child subreaper) once they exit; SIGKILLs and
+// reaps whatever is left when it goes out of scope.
+class family {
+ public:
+  explicit family(process& guard) : guard_(guard) {}
+  family(const family&) = delete;
+  family& operator=(const family&) = delete;
+  ~family() { kill_all(); }
+
+  void note(pid_t p) {
+    auto st = read_stat(p);
+    if (!st) return;
+    start_.emplace(p, st->starttime);
+    guard_.record(p);
+  }
+  /// `root` and everything under it now.
+  void note_tree(pid_t root) {
+    note(root);
+    for (pid_t d : descendants_of(root)) note(d);
+  }
+
+  /// Whether `p` is the process recorded under that pid, alive and not a zombie.
+  bool running(pid_t p) const {
+    auto it = start_.find(p);
+    auto st = read_stat(p);
+    return it != start_.end() && st && st->starttime == it->second && st->state != 'Z' &&
+           st->state != 'X';
+  }
+
+  /// Live children of `master` that are not themselves masters (its workers).
+  std::vector<pid_t> workers_of(pid_t master) {
+    std::vector<pid_t> out;
+    for (pid_t c : children_of(master))
+      if (is_running(c) && !masters_.count(c)) {
+        note(c);
+        out.push_back(c);
+      }
+    return out;
+  }
+
+  void master(pid_t m) {
+    masters_.insert(m);
+    note_tree(m);
+  }
+
+  /// Reaps the recorded processes that exited as children of ours.
+  void reap() {
+    for (const auto& [p, start] : start_) {
+      if (p == guard_.pid() || statuses_.count(p)) continue;
+      auto st = read_stat(p);
+      if (!st || st->starttime != start || st->ppid != ::getpid() || st->state != 'Z') continue;
+      int ws = 0;
+      if (::waitpid(p, &ws, WNOHANG) == p) statuses_[p] = ws;
+    }
+  }
+
+  /// Waits until `p` has exited; reaps it if it is ours. The guard's own
+  /// process (the first master) is waited for through the guard.
+  bool wait_gone(pid_t p, milliseconds timeout) {
+    if (p == guard_.pid()) return guard_.wait_exit(timeout).has_value();
+    return wait_for(
+        [&] {
+          reap();
+          return !running(p);
+        },
+        timeout, 5ms);
+  }
+
+  /// The wait status of a recorded process that exited as our child.
+  std::optional<int> status_of(pid_t p) {
+    if (p == guard_.pid()) return guard_.try_wait();
+    reap();
+    auto it = statuses_.find(p);
+    if (it == statuses_.end()) return std::nullopt;
+    return it->second;
+  }
+
+  std::vector<pid_t> all() const {
+    std::vector<pid_t> out;
+    for (const auto& [p, s] : start_) out.push_back(p);
+    return out;
+  }
+
+  /// SIGKILLs every recorded process still running, then reaps those that
+  /// end up as our children (for a while: orphans are reparented only once
+  /// their parent is gone).
+  void kill_all() noexcept {
+    try {
+      for (const auto& [p, start] : start_) {
+        if (p == guard_.pid()) continue;
+        auto st = read_stat(p);
+        if (st && st->starttime == start) ::kill(p, SIGKILL);
+      }
+      wait_for(
+          [&] {
+            reap();
+            for (const auto& [p, start] : start_) {
+              if (p == guard_.pid() || statuses_.count(p)) continue;
+              auto st = read_stat(p);
+              if (st && st->starttime == start) return false;
+            }
+            return true;
+          },
+          3s, 5ms);
+    } catch (...) {
+    }
+  }
+
+ private:
+  process& guard_;
+  std::map<pid_t, unsigned long long> start_;
+  std::set<pid_t> masters_;
+  std::map<pid_t, int> statuses_;
+};
+
+// --- sockets ------------------------------------------------------------------
+
+// A TCP socket of the test's, bound (and listening, unless told not to) on
+// HOST:0.
+class test_socket {
+ public:
+  explicit test_socket(const char* host = "127.0.0.1", bool listening = true) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    REQUIRE(fd_ >= 0);
+    sockaddr_in sa{};
+    sa.sin_family = AF_INET;
+    REQUIRE(::inet_pton(AF_INET, host, &sa.sin_addr) == 1);
+    REQUIRE(::bind(fd_, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0);
+    if (listening) REQUIRE(::listen(fd_, 128) == 0);
+    socklen_t len = sizeof sa;
+    ::getsockname(fd_, reinterpret_cast<sockaddr*>(&sa), &len);
+    port_ = ntohs(sa.sin_port);
+  }
+  test_socket(const test_socket&) = delete;
+  test_socket& operator=(const test_socket&) = delete;
+  ~test_socket() { ::close(fd_); }
+  [[nodiscard]] int fd() const noexcept { return fd_; }
+  [[nodiscard]] std::uint16_t port() const noexcept { return port_; }
+
+ private:
+  int fd_ = -1;
+  std::uint16_t port_ = 0;
+};
+
+// A unix datagram socket standing in for systemd's NOTIFY_SOCKET; tells who
+// sent each message (SO_PASSCRED), as systemd does.
+class notify_socket {
+ public:
+  struct message {
+    std::string text;
+    pid_t sender = 0;
+  };
+
+  explicit notify_socket(std::string path) : path_(std::move(path)) {
+    fd_ = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    REQUIRE(fd_ >= 0);
+    sockaddr_un sa{};
+    sa.sun_family = AF_UNIX;
+    REQUIRE(path_.size() < sizeof sa.sun_path);
+    std::memcpy(sa.sun_path, path_.data(), path_.size());
+    REQUIRE(::bind(fd_, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0);
+    int one = 1;
+    REQUIRE(::setsockopt(fd_, SOL_SOCKET, SO_PASSCRED, &one, sizeof one) == 0);
+  }
+  notify_socket(const notify_socket&) = delete;
+  notify_socket& operator=(const notify_socket&) = delete;
+  ~notify_socket() {
+    ::close(fd_);
+    ::unlink(path_.c_str());
+  }
+  [[nodiscard]] const std::string& path() const noexcept { return path_; }
+
+  /// The next message, waiting up to `timeout`.
+  std::optional<message> next(milliseconds timeout) {
+    pollfd p{fd_, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(timeout.count())) != 1) return std::nullopt;
+    char buf[4096];
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(ucred))];
+    iovec iov{buf, sizeof buf};
+    msghdr mh{};
+    mh.msg_iov = &iov;
+    mh.msg_iovlen = 1;
+    mh.msg_control = control;
+    mh.msg_controllen = sizeof control;
+    ssize_t n = ::recvmsg(fd_, &mh, 0);
+    if (n < 0) return std::nullopt;
+    message m;
+    m.text.assign(buf, static_cast<std::size_t>(n));
+    for (cmsghdr* c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c))
+      if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_CREDENTIALS) {
+        ucred cred{};
+        std::memcpy(&cred, CMSG_DATA(c), sizeof cred);
+        m.sender = cred.pid;
+      }
+    seen_.push_back(m);
+    return m;
+  }
+
+  /// Reads until a message whose text is `text` arrives (true) or `timeout` passes.
+  bool until(const std::string& text, milliseconds timeout) {
+    auto deadline = steady::now() + timeout;
+    for (;;) {
+      auto left = std::chrono::duration_cast<milliseconds>(deadline - steady::now());
+      if (left.count() <= 0) return false;
+      auto m = next(left);
+      if (m && m->text == text) return true;
+    }
+  }
+
+  /// Whatever arrives within `quiet` of the last message.
+  void drain(milliseconds quiet) {
+    while (next(quiet)) {
+    }
+  }
+
+  /// Every message so far.
+  [[nodiscard]] const std::vector<message>& seen() const noexcept { return seen_; }
+  [[nodiscard]] std::string describe() const {
+    std::string out = "notifications:\n";
+    for (const auto& m : seen_) {
+      std::string t = m.text;
+      std::replace(t.begin(), t.end(), '\n', '|');
+      out += "  from " + std::to_string(m.sender) + ": " + t + "\n";
+    }
+    return out;
+  }
+
+ private:
+  std::string path_;
+  int fd_ = -1;
+  std::vector<message> seen_;
+};
+
+std::uint64_t monotonic_usec() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000ULL +
+         static_cast<std::uint64_t>(ts.tv_nsec) / 1000ULL;
+}
+
+// --- running a program with a descriptor handed over --------------------------------
+
+// run() with spawn_options of our own (fd 3, LISTEN_PID): to completion.
+run_result run_with(const temp_dir& dir, const std::vector<std::string>& args, spawn_options opt,
+                    milliseconds timeout = 10s) {
+  static int counter = 0;
+  ++counter;
+  opt.stdout_path = dir.file("with" + std::to_string(counter) + ".out");
+  opt.stderr_path = dir.file("with" + std::to_string(counter) + ".err");
+  process p = process::spawn(http_server, args, opt);
+  run_result r;
+  wait_for(
+      [&] {
+        p.record_descendants();
+        return p.exited();
+      },
+      timeout, 5ms);
+  r.status = p.try_wait();
+  p.kill_all();
+  r.out = read_file(opt.stdout_path);
+  r.err = read_file(opt.stderr_path);
+  return r;
+}
+
+run_result upgrade_now(const server& srv, std::vector<std::string> extra = {},
+                       milliseconds timeout = 30s) {
+  std::vector<std::string> args = {"-s", "upgrade", "--pid-file", srv.pid_path()};
+  args.insert(args.end(), extra.begin(), extra.end());
+  return run(srv.dir(), http_server, args, timeout);
+}
+
+}  // namespace
+
+// -----------------------------------------------------------------------------------
+
+TEST_CASE("8 automatic upgrades under keep-alive load from a relative argv0 drop nothing",
+          "[upgrade][auto]") {
+  subreaper_scope reaper;
+  server srv("./http_server", "procmodel-upgrade");
+  copy_binary(srv.dir());
+  auto c = http_config();
+  c.cwd = srv.dir().path();  // started as ./http_server from its own directory
+  PM_REQUIRE(srv, srv.start(c));
+  family fam(srv.master());
+  pid_t current = srv.master_pid();
+  fam.master(current);
+  CHECK(argv0_of(current) == "./http_server");
+  const std::string absolute = "started from " + srv.dir().file("http_server") + "\n";
+  PM_REQUIRE(srv, fam.workers_of(current).size() == 2);
+  int first_fds = count_open_fds(current);
+
+  load_options lo;
+  lo.connections = 50;
+  http_load load(srv.port(), lo);
+  load.start();
+  PM_REQUIRE(srv, wait_for([&] { return load.snapshot().ok >= 500; }, 10s));
+
+  std::vector<double> latencies;
+  for (int i = 0; i < 8; ++i) {
+    INFO("upgrade #" << i + 1 << " of master " << current);
+    fam.note_tree(current);
+    auto before = load.snapshot().ok;
+    auto t0 = steady::now();
+    auto r = upgrade_now(srv, {"--upgrade-timeout", "10000"});
+    latencies.push_back(ms_since(t0));
+    INFO(describe(r) << "\n" << srv.describe());
+    REQUIRE(r.code() == 0);
+    auto ok = parse_upgrade_ok(r.out);
+    REQUIRE(ok);
+    auto [next, old] = *ok;
+    CHECK(old == current);
+    CHECK(next != current);
+    fam.master(next);
+    // The new master is up when -s upgrade says so: the pid file names it.
+    CHECK(pid_in(srv.pid_path()) == next);
+    CHECK(fam.workers_of(next).size() == 2);
+    // The old master quits gracefully, its workers first; exit code 0.
+    REQUIRE(fam.wait_gone(current, 15s));
+    auto st = fam.status_of(current);
+    REQUIRE(st);
+    CHECK(exit_code_of(*st) == 0);
+    CHECK(!file_exists(srv.pid_path() + ".oldbin"));
+    current = next;
+    // The new generation serves the load before the next upgrade.
+    CHECK(wait_for([&] { return load.snapshot().ok >= before + 300; }, 10s));
+  }
+
+  auto r = load.finish();
+  fam.note_tree(current);
+  WARN("8 automatic upgrades under keep-alive load (50 connections, 2 workers): "
+       << r.ok << " requests answered, " << r.failed << " failed, " << r.non_2xx
+       << " non-2xx; -s upgrade took " << join(latencies) << " ms (median " << median(latencies)
+       << " ms)");
+  int last_fds = count_open_fds(current);
+  WARN("descriptors of the first master: " << first_fds << "; of the 9th: " << last_fds);
+  INFO(describe(r) << "\n" << srv.describe());
+  CHECK(r.failed == 0);
+  CHECK(r.non_2xx == 0);
+  CHECK(r.ok > 500);
+
+  // Only the newest master and its workers remain; it serves and is named.
+  auto newest_workers = fam.workers_of(current);
+  CHECK(newest_workers.size() == 2);
+  for (pid_t p : fam.all()) {
+    bool newest = p == current ||
+                  std::find(newest_workers.begin(), newest_workers.end(), p) != newest_workers.end();
+    INFO("pid " << p);
+    CHECK(fam.running(p) == newest);
+  }
+  CHECK(pid_in(srv.pid_path()) == current);
+  CHECK(!file_exists(srv.pid_path() + ".oldbin"));
+  // Each new master was started from the absolute path, not from ./http_server.
+  CHECK(count_of(srv.log(), absolute) == 8);
+  auto body = http_get(srv.port());
+  REQUIRE(body);
+  pid_t served_by = body_pid(*body);
+  CHECK(std::find(newest_workers.begin(), newest_workers.end(), served_by) != newest_workers.end());
+  // Eight hand-overs leave the newest master with what the first one had.
+  INFO(describe_fds(current));
+  CHECK(last_fds == first_fds);
+
+  // It stops like any master.
+  ::kill(current, SIGQUIT);
+  REQUIRE(fam.wait_gone(current, 15s));
+  auto st = fam.status_of(current);
+  REQUIRE(st);
+  CHECK(exit_code_of(*st) == 0);
+  CHECK(!file_exists(srv.pid_path()));
+}
+
+TEST_CASE("manual upgrade: USR2 then WINCH and QUIT the old master under light load",
+          "[upgrade][manual]") {
+  subreaper_scope reaper;
+  server srv(http_server, "procmodel-upgrade");
+  PM_REQUIRE(srv, srv.start(http_config()));
+  family fam(srv.master());
+  pid_t old_master = srv.master_pid();
+  fam.master(old_master);
+  auto old_workers = fam.workers_of(old_master);
+  PM_REQUIRE(srv, old_workers.size() == 2);
+
+  load_options lo;
+  lo.connections = 4;
+  http_load load(srv.port(), lo);
+  load.start();
+  PM_REQUIRE(srv, wait_for([&] { return load.snapshot().ok >= 50; }, 10s));
+
+  srv.master().signal(SIGUSR2);
+  pid_t new_master = 0;
+  PM_REQUIRE(srv, wait_for([&] { return (new_master = manual_ready_new_master(srv.log())) != 0; },
+                           10s));
+  fam.master(new_master);
+  INFO("old master " << old_master << ", new master " << new_master);
+  PM_CHECK(srv, pid_in(srv.pid_path()) == new_master);
+  PM_CHECK(srv, pid_in(srv.pid_path() + ".oldbin") == old_master);
+  std::vector<pid_t> new_workers;
+  PM_REQUIRE(srv, wait_for([&] { return (new_workers = fam.workers_of(new_master)).size() == 2; },
+                           10s));
+
+  // Both masters' workers accept on the shared socket.
+  std::set<pid_t> answered;
+  auto any_of = [&](const std::vector<pid_t>& pids) {
+    return std::any_of(pids.begin(), pids.end(), [&](pid_t p) { return answered.count(p) > 0; });
+  };
+  bool both = wait_for(
+      [&] {
+        if (auto b = http_get(srv.port())) answered.insert(body_pid(*b));
+        return any_of(old_workers) && any_of(new_workers);
+      },
+      10s, 1ms);
+  PM_CHECK(srv, both);
+
+  // WINCH: the old workers leave, the old master stays (and holds the sockets).
+  srv.master().signal(SIGWINCH);
+  for (pid_t w : old_workers) PM_CHECK(srv, fam.wait_gone(w, 15s));
+  PM_CHECK(srv, fam.running(old_master));
+  PM_CHECK(srv, pid_in(srv.pid_path() + ".oldbin") == old_master);
+  auto body = http_get(srv.port());
+  PM_REQUIRE(srv, body.has_value());
+  PM_CHECK(srv, std::count(new_workers.begin(), new_workers.end(), body_pid(*body)) == 1);
+
+  // QUIT: the old master leaves; the new one is the master now.
+  srv.master().signal(SIGQUIT);
+  auto st = srv.master().wait_exit(15s);
+  PM_REQUIRE(srv, st.has_value());
+  CHECK(exit_code_of(*st) == 0);
+  PM_CHECK(srv, !file_exists(srv.pid_path() + ".oldbin"));
+  PM_CHECK(srv, pid_in(srv.pid_path()) == new_master);
+  PM_CHECK(srv, fam.running(new_master));
+  body = http_get(srv.port());
+  PM_REQUIRE(srv, body.has_value());
+  PM_CHECK(srv, std::count(new_workers.begin(), new_workers.end(), body_pid(*body)) == 1);
+  // The control socket answers for the new master.
+  auto status = run(srv.dir(), http_server, {"-s", "status", "--pid-file", srv.pid_path()});
+  PM_CHECK(srv, status.code() == 0);
+  PM_CHECK(srv, status.out.find(std::to_string(new_master)) != std::string::npos);
+
+  auto r = load.finish();
+  INFO(describe(r));
+  WARN("manual upgrade (USR2, WINCH, QUIT) under light load: " << r.ok << " requests, "
+                                                               << r.failed << " failed");
+  CHECK(r.failed == 0);
+  CHECK(r.non_2xx == 0);
+
+  ::kill(new_master, SIGQUIT);
+  PM_REQUIRE(srv, fam.wait_gone(new_master, 15s));
+  auto nst = fam.status_of(new_master);
+  REQUIRE(nst);
+  CHECK(exit_code_of(*nst) == 0);
+  CHECK(!file_exists(srv.pid_path()));
+}
+
+TEST_CASE("manual upgrade rolled back: WINCH then HUP the old master and QUIT the new one",
+          "[upgrade][manual]") {
+  subreaper_scope reaper;
+  server srv(http_server, "procmodel-upgrade");
+  notify_socket sd(srv.dir().file("notify.sock"));
+  auto c = http_config();
+  c.env = {{"NOTIFY_SOCKET", sd.path()}, {"WATCHDOG_USEC", ""}};
+  PM_REQUIRE(srv, srv.start(c));
+  family fam(srv.master());
+  pid_t old_master = srv.master_pid();
+  fam.master(old_master);
+  auto old_workers = fam.workers_of(old_master);
+
+  load_options lo;
+  lo.connections = 4;
+  http_load load(srv.port(), lo);
+  load.start();
+  PM_REQUIRE(srv, wait_for([&] { return load.snapshot().ok >= 50; }, 10s));
+
+  srv.master().signal(SIGUSR2);
+  pid_t new_master = 0;
+  PM_REQUIRE(srv, wait_for([&] { return (new_master = manual_ready_new_master(srv.log())) != 0; },
+                           10s));
+  fam.master(new_master);
+  INFO("old master " << old_master << ", new master " << new_master);
+  std::vector<pid_t> new_workers;
+  PM_REQUIRE(srv, wait_for([&] { return (new_workers = fam.workers_of(new_master)).size() == 2; },
+                           10s));
+
+  srv.master().signal(SIGWINCH);
+  for (pid_t w : old_workers) PM_CHECK(srv, fam.wait_gone(w, 15s));
+
+  // HUP brings the old master's workers back.
+  srv.master().signal(SIGHUP);
+  std::vector<pid_t> back;
+  PM_REQUIRE(srv, wait_for(
+                      [&] {
+                        back = fam.workers_of(old_master);
+                        return back.size() == 2 &&
+                               std::all_of(back.begin(), back.end(),
+                                           [&](pid_t w) { return srv.is_ready(w); });
+                      },
+                      10s));
+
+  // QUIT to the new master: the old one takes its pid file back and serves alone.
+  ::kill(new_master, SIGQUIT);
+  PM_REQUIRE(srv, fam.wait_gone(new_master, 15s));
+  for (pid_t w : new_workers) PM_CHECK(srv, fam.wait_gone(w, 15s));
+  PM_CHECK(srv, wait_for([&] { return pid_in(srv.pid_path()) == old_master; }, 5s));
+  PM_CHECK(srv, !file_exists(srv.pid_path() + ".oldbin"));
+  PM_CHECK(srv, wait_for([&] { return srv.log().find("upgrade rolled back") != std::string::npos; },
+                         5s));
+  PM_CHECK(srv, fam.running(old_master));
+  auto body = http_get(srv.port());
+  PM_REQUIRE(srv, body.has_value());
+  PM_CHECK(srv, std::count(back.begin(), back.end(), body_pid(*body)) == 1);
+  // Its control socket is back too.
+  auto status = run(srv.dir(), http_server, {"-s", "status", "--pid-file", srv.pid_path()});
+  PM_CHECK(srv, status.code() == 0);
+  PM_CHECK(srv, status.out.find(std::to_string(old_master)) != std::string::npos);
+
+  auto r = load.finish();
+  INFO(describe(r));
+  WARN("manual upgrade rolled back (USR2, WINCH, HUP, QUIT new) under light load: "
+       << r.ok << " requests, " << r.failed << " failed");
+  CHECK(r.failed == 0);
+  CHECK(r.non_2xx == 0);
+
+  srv.master().signal(SIGQUIT);
+  auto st = srv.master().wait_exit(15s);
+  PM_REQUIRE(srv, st.has_value());
+  CHECK(exit_code_of(*st) == 0);
+  CHECK(!file_exists(srv.pid_path()));
+
+  // systemd saw one service all along: the new master, rolled back, did not
+  // say STOPPING=1 (with NotifyAccess=all that stops the service) and named
+  // no main pid; the old master stopped only at the end.
+  sd.drain(200ms);
+  INFO(sd.describe());
+  std::vector<std::string> from_old, from_new;
+  for (const auto& n : sd.seen()) {
+    if (n.sender == old_master) from_old.push_back(n.text);
+    if (n.sender == new_master) from_new.push_back(n.text);
+  }
+  CHECK(std::count(from_new.begin(), from_new.end(), "STOPPING=1") == 0);
+  CHECK(std::none_of(from_new.begin(), from_new.end(),
+                     [](const std::string& t) { return t.rfind("MAINPID=", 0) == 0; }));
+  CHECK(std::none_of(from_old.begin(), from_old.end(),
+                     [](const std::string& t) { return t.rfind("MAINPID=", 0) == 0; }));
+  REQUIRE(!from_old.empty());
+  CHECK(from_old.back() == "STOPPING=1");
+  CHECK(std::count(from_old.begin(), from_old.end(), "STOPPING=1") == 1);
+}
+
+TEST_CASE("an upgrade to a binary that exits or never gets ready fails while the old master serves",
+          "[upgrade][auto][rollback]") {
+  subreaper_scope reaper;
+  server srv("./http_server", "procmodel-upgrade");
+  std::string bin = copy_binary(srv.dir());
+  auto c = http_config();
+  c.cwd = srv.dir().path();
+  PM_REQUIRE(srv, srv.start(c));
+  family fam(srv.master());
+  pid_t master = srv.master_pid();
+  fam.master(master);
+
+  load_options lo;
+  lo.connections = 10;
+  http_load load(srv.port(), lo);
+  load.start();
+  PM_REQUIRE(srv, wait_for([&] { return load.snapshot().ok >= 100; }, 10s));
+
+  // 1. A binary that exits at once.
+  replace_with_script(bin, "#!/bin/sh\nexit 3\n");
+  auto before = load.snapshot().ok;
+  auto r = upgrade_now(srv, {"--upgrade-timeout", "5000"});
+  {
+    INFO(describe(r) << "\n" << srv.describe());
+    CHECK(r.code() == 1);
+    CHECK(r.err.find("exited with code 3") != std::string::npos);
+    CHECK(pid_in(srv.pid_path()) == master);
+    CHECK(!file_exists(srv.pid_path() + ".oldbin"));
+    CHECK(srv.log().find("upgrade failed") != std::string::npos);
+    CHECK(fam.running(master));
+    CHECK(wait_for([&] { return load.snapshot().ok >= before + 100; }, 10s));
+  }
+
+  // 2. A binary that never reports ready: stopped with SIGQUIT at the deadline.
+  replace_with_script(bin, "#!/bin/sh\nexec sleep 1000\n");
+  before = load.snapshot().ok;
+  auto t0 = steady::now();
+  r = upgrade_now(srv, {"--upgrade-timeout", "1000"});
+  double waited = ms_since(t0);
+  pid_t sleeper = started_new_master(srv.log());
+  {
+    INFO(describe(r) << "\n" << srv.describe());
+    CHECK(r.code() == 1);
+    CHECK(r.err.find("not ready within 1000 ms") != std::string::npos);
+    CHECK(waited >= 1000);
+    REQUIRE(sleeper != 0);
+    fam.note(sleeper);
+    // SIGQUIT ended it and the master reaped it.
+    CHECK(wait_for([&] { return !is_alive(sleeper); }, 10s));
+    CHECK(pid_in(srv.pid_path()) == master);
+    CHECK(!file_exists(srv.pid_path() + ".oldbin"));
+    CHECK(fam.running(master));
+    CHECK(wait_for([&] { return load.snapshot().ok >= before + 100; }, 10s));
+  }
+
+  // 3. The failures left nothing behind: the real binary upgrades at once.
+  restore_binary(bin);
+  r = upgrade_now(srv, {"--upgrade-timeout", "10000"});
+  pid_t next = 0;
+  {
+    INFO(describe(r) << "\n" << srv.describe());
+    CHECK(r.code() == 0);
+    auto ok = parse_upgrade_ok(r.out);
+    REQUIRE(ok);
+    next = ok->first;
+    fam.master(next);
+    CHECK(srv.master().wait_exit(15s).has_value());
+    CHECK(pid_in(srv.pid_path()) == next);
+  }
+
+  auto res = load.finish();
+  INFO(describe(res));
+  WARN("failed upgrades (exit 3, never ready) then a good one, under load: "
+       << res.ok << " requests, " << res.failed << " failed");
+  CHECK(res.failed == 0);
+  CHECK(res.non_2xx == 0);
+
+  ::kill(next, SIGQUIT);
+  CHECK(fam.wait_gone(next, 15s));
+}
+
+TEST_CASE("a manual upgrade whose new master never gets ready is stopped after the ready timeout",
+          "[upgrade][manual][rollback]") {
+  subreaper_scope reaper;
+  server srv("./http_server", "procmodel-upgrade");
+  std::string bin = copy_binary(srv.dir());
+  auto c = http_config();
+  c.cwd = srv.dir().path();
+  c.extra = {"--ready-timeout", "1000"};
+  PM_REQUIRE(srv, srv.start(c));
+  family fam(srv.master());
+  pid_t master = srv.master_pid();
+  fam.master(master);
+
+  replace_with_script(bin, "#!/bin/sh\nexec sleep 1000\n");
+  srv.master().signal(SIGUSR2);
+  pid_t sleeper = 0;
+  PM_REQUIRE(srv, wait_for([&] { return (sleeper = started_new_master(srv.log())) != 0; }, 10s));
+  fam.note(sleeper);
+  PM_CHECK(srv, pid_in(srv.pid_path() + ".oldbin") == master);
+  // The design: a successor (new workers, or a new master after USR2) not
+  // ready within ready_timeout is killed and the old one keeps serving.
+  PM_REQUIRE(srv, wait_for([&] { return !is_alive(sleeper); }, 10s));
+  PM_CHECK(srv, wait_for([&] { return pid_in(srv.pid_path()) == master; }, 5s));
+  PM_CHECK(srv, !file_exists(srv.pid_path() + ".oldbin"));
+  PM_CHECK(srv, srv.log().find("was not ready within 1000 ms") != std::string::npos);
+  PM_CHECK(srv, http_get(srv.port()).has_value());
+
+  // And the next USR2 is not refused as "under way".
+  restore_binary(bin);
+  srv.master().signal(SIGUSR2);
+  pid_t next = 0;
+  PM_CHECK(srv, wait_for([&] { return (next = manual_ready_new_master(srv.log())) != 0; }, 10s));
+  if (next) {
+    fam.master(next);
+    ::kill(next, SIGQUIT);
+    PM_CHECK(srv, fam.wait_gone(next, 15s));
+  }
+}
+
+TEST_CASE("a new master that ignores SIGQUIT at the upgrade deadline is killed and the next upgrade works",
+          "[upgrade][auto][rollback]") {
+  subreaper_scope reaper;
+  server srv("./http_server", "procmodel-upgrade");
+  std::string bin = copy_binary(srv.dir());
+  auto c = http_config();
+  c.cwd = srv.dir().path();
+  c.extra = {"--shutdown-timeout", "1000", "--terminate-timeout", "1000"};
+  PM_REQUIRE(srv, srv.start(c));
+  family fam(srv.master());
+  pid_t master = srv.master_pid();
+  fam.master(master);
+
+  // An ignored signal stays ignored across exec: sleep never sees the QUIT.
+  replace_with_script(bin, "#!/bin/sh\ntrap '' QUIT\nexec sleep 1000\n");
+  auto r = upgrade_now(srv, {"--upgrade-timeout", "1000"});
+  pid_t sleeper = started_new_master(srv.log());
+  {
+    INFO(describe(r) << "\n" << srv.describe());
+    CHECK(r.code() == 1);
+    CHECK(r.err.find("not ready within 1000 ms") != std::string::npos);
+    REQUIRE(sleeper != 0);
+  }
+  fam.note(sleeper);
+  // QUIT did nothing; the master must not wait for it forever (one upgrade
+  // at a time: it would refuse every upgrade from now on).
+  bool gone = wait_for([&] { return !is_alive(sleeper); }, 10s);
+  PM_CHECK(srv, gone);
+  restore_binary(bin);
+  auto next = upgrade_now(srv, {"--upgrade-timeout", "10000"});
+  INFO(describe(next) << "\n" << srv.describe());
+  CHECK(next.code() == 0);
+  if (auto ok = parse_upgrade_ok(next.out)) {
+    fam.master(ok->first);
+    CHECK(srv.master().wait_exit(15s).has_value());
+    ::kill(ok->first, SIGQUIT);
+    CHECK(fam.wait_gone(ok->first, 15s));
+  }
+}
+
+TEST_CASE("one upgrade at a time: a second -s upgrade or USR2 is refused while one is under way",
+          "[upgrade][auto]") {
+  subreaper_scope reaper;
+  server srv("./http_server", "procmodel-upgrade");
+  std::string bin = copy_binary(srv.dir());
+  auto c = http_config();
+  c.cwd = srv.dir().path();
+  PM_REQUIRE(srv, srv.start(c));
+  family fam(srv.master());
+  pid_t master = srv.master_pid();
+  fam.master(master);
+
+  replace_with_script(bin, "#!/bin/sh\nexec sleep 1000\n");
+  spawn_options bg_opt;
+  bg_opt.stdout_path = srv.dir().file("first.out");
+  bg_opt.stderr_path = srv.dir().file("first.err");
+  process first = process::spawn(
+      http_server, {"-s", "upgrade", "--pid-file", srv.pid_path(), "--upgrade-timeout", "2000"},
+      bg_opt);
+  pid_t sleeper = 0;
+  PM_REQUIRE(srv, wait_for([&] { return (sleeper = started_new_master(srv.log())) != 0; }, 10s));
+  fam.note(sleeper);
+
+  // The table shows the new master while it starts.
+  auto status = run(srv.dir(), http_server, {"-s", "status", "--pid-file", srv.pid_path()});
+  {
+    INFO(describe(status));
+    CHECK(status.code() == 0);
+    CHECK(std::regex_search(status.out,
+                            std::regex(std::to_string(sleeper) + R"(\s+new master\s+-\s+-\s+starting)")));
+  }
+
+  auto second = upgrade_now(srv);
+  {
+    INFO(describe(second) << "\n" << srv.describe());
+    CHECK(second.code() == 1);
+    CHECK(second.err.find("already under way") != std::string::npos);
+    CHECK(second.err.find(std::to_string(sleeper)) != std::string::npos);
+  }
+  srv.master().signal(SIGUSR2);
+  PM_CHECK(srv, wait_for([&] { return count_of(srv.log(), "upgrade refused") >= 2; }, 5s));
+  PM_CHECK(srv, count_of(srv.log(), "started from") == 1);
+
+  // The first one fails on its own deadline, and says which.
+  auto st = first.wait_exit(15s);
+  REQUIRE(st);
+  std::string first_err = read_file(bg_opt.stderr_path);
+  INFO(first_err << "\n" << srv.describe());
+  CHECK(exit_code_of(*st) == 1);
+  CHECK(first_err.find("not ready within 2000 ms") != std::string::npos);
+  CHECK(wait_for([&] { return !is_alive(sleeper); }, 10s));
+  CHECK(pid_in(srv.pid_path()) == master);
+  CHECK(!file_exists(srv.pid_path() + ".oldbin"));
+  CHECK(http_get(srv.port()).has_value());
+}
+
+TEST_CASE("NOTIFY_SOCKET gets READY then RELOADING and READY around HUP then STOPPING",
+          "[upgrade][systemd]") {
+  server srv(http_server, "procmodel-upgrade");
+  notify_socket sd(srv.dir().file("notify.sock"));
+  auto c = http_config();
+  c.env = {{"NOTIFY_SOCKET", sd.path()}, {"WATCHDOG_USEC", ""}};
+  PM_REQUIRE(srv, srv.start(c));
+  pid_t master = srv.master_pid();
+
+  PM_CHECK(srv, sd.until("READY=1", 5s));
+  std::uint64_t t_before = monotonic_usec();
+  srv.master().signal(SIGHUP);
+  PM_CHECK(srv, sd.until("READY=1", 10s));
+  std::uint64_t t_after = monotonic_usec();
+  srv.master().signal(SIGQUIT);
+  PM_CHECK(srv, sd.until("STOPPING=1", 10s));
+  auto st = srv.master().wait_exit(15s);
+  PM_REQUIRE(srv, st.has_value());
+  sd.drain(200ms);
+
+  INFO(sd.describe() << srv.describe());
+  const auto& m = sd.seen();
+  REQUIRE(m.size() == 4);
+  CHECK(m[0].text == "READY=1");
+  std::smatch reloading;
+  REQUIRE(std::regex_match(m[1].text, reloading, std::regex(R"(RELOADING=1\nMONOTONIC_USEC=(\d+))")));
+  std::uint64_t usec = std::stoull(reloading[1]);
+  CHECK(usec >= t_before);
+  CHECK(usec <= t_after);
+  CHECK(m[2].text == "READY=1");
+  CHECK(m[3].text == "STOPPING=1");
+  for (const auto& n : m) CHECK(n.sender == master);
+}
+
+TEST_CASE("WATCHDOG_USEC makes the master send WATCHDOG=1 again and again", "[upgrade][systemd]") {
+  server srv(http_server, "procmodel-upgrade");
+  notify_socket sd(srv.dir().file("notify.sock"));
+  auto c = http_config(1);
+  c.env = {{"NOTIFY_SOCKET", sd.path()}, {"WATCHDOG_USEC", "200000"}};
+  PM_REQUIRE(srv, srv.start(c));
+  auto t0 = steady::now();
+  int pings = 0;
+  while (ms_since(t0) < 1000)
+    if (auto n = sd.next(100ms); n && n->text == "WATCHDOG=1") {
+      ++pings;
+      CHECK(n->sender == srv.master_pid());
+    }
+  WARN("WATCHDOG_USEC=200000: " << pings << " WATCHDOG=1 in 1 s");
+  INFO(sd.describe());
+  CHECK(pings >= 3);
+  srv.master().signal(SIGQUIT);
+  CHECK(srv.master().wait_exit(15s).has_value());
+}
+
+TEST_CASE("after an automatic upgrade the new master keeps the systemd watchdog fed",
+          "[upgrade][systemd]") {
+  subreaper_scope reaper;
+  temp_dir dir("procmodel-upgrade");
+  notify_socket sd(dir.file("notify.sock"));
+  std::string pid_path = dir.file("master.pid");
+  spawn_options opt;
+  opt.stdout_path = dir.file("master.log");
+  // As systemd starts a service with WatchdogSec=: WATCHDOG_PID is the main pid.
+  opt.env = {{"NOTIFY_SOCKET", sd.path()}, {"WATCHDOG_USEC", "200000"}};
+  opt.own_pid_env = {"WATCHDOG_PID"};
+  process master = process::spawn(
+      http_server, {"--listen", "127.0.0.1:0", "--workers", "1", "--pid-file", pid_path}, opt);
+  family fam(master);
+  fam.master(master.pid());
+  auto log = [&] { return read_file(opt.stdout_path); };
+  auto ping_from = [&](pid_t p, milliseconds within) {
+    auto deadline = steady::now() + within;
+    while (steady::now() < deadline)
+      if (auto n = sd.next(50ms); n && n->text == "WATCHDOG=1" && n->sender == p) return true;
+    return false;
+  };
+  INFO(log());
+  REQUIRE(ping_from(master.pid(), 5s));
+
+  auto r = run(dir, http_server, {"-s", "upgrade", "--pid-file", pid_path, "--upgrade-timeout",
+                                  "10000"});
+  INFO(describe(r));
+  REQUIRE(r.code() == 0);
+  auto ok = parse_upgrade_ok(r.out);
+  REQUIRE(ok);
+  pid_t next = ok->first;
+  fam.master(next);
+  REQUIRE(master.wait_exit(15s).has_value());
+  // systemd now watches the new main pid: it must ping (WATCHDOG_PID names
+  // the old master in the environment it inherited).
+  bool fed = ping_from(next, 2s);
+  INFO(sd.describe() << log());
+  CHECK(fed);
+  ::kill(next, SIGQUIT);
+  CHECK(fam.wait_gone(next, 15s));
+}
+
+TEST_CASE("after an automatic upgrade the old master names the new one with MAINPID",
+          "[upgrade][systemd]") {
+  subreaper_scope reaper;
+  server srv(http_server, "procmodel-upgrade");
+  notify_socket sd(srv.dir().file("notify.sock"));
+  auto c = http_config();
+  c.env = {{"NOTIFY_SOCKET", sd.path()}, {"WATCHDOG_USEC", ""}};
+  PM_REQUIRE(srv, srv.start(c));
+  family fam(srv.master());
+  pid_t old_master = srv.master_pid();
+  fam.master(old_master);
+  PM_CHECK(srv, sd.until("READY=1", 5s));
+
+  auto r = upgrade_now(srv, {"--upgrade-timeout", "10000"});
+  INFO(describe(r));
+  REQUIRE(r.code() == 0);
+  auto ok = parse_upgrade_ok(r.out);
+  REQUIRE(ok);
+  pid_t new_master = ok->first;
+  fam.master(new_master);
+  PM_CHECK(srv, sd.until("MAINPID=" + std::to_string(new_master), 10s));
+  REQUIRE(srv.master().wait_exit(15s).has_value());
+  sd.drain(300ms);
+
+  INFO(sd.describe() << srv.describe());
+  std::size_t mainpid_at = sd.seen().size();
+  for (std::size_t i = 0; i < sd.seen().size(); ++i) {
+    const auto& n = sd.seen()[i];
+    if (n.text == "MAINPID=" + std::to_string(new_master) && mainpid_at == sd.seen().size()) {
+      mainpid_at = i;
+      CHECK(n.sender == old_master);
+    }
+  }
+  REQUIRE(mainpid_at < sd.seen().size());
+  // The service does not stop: neither master says STOPPING=1 (with
+  // NotifyAccess=all systemd would stop the service and kill the new master).
+  for (const auto& n : sd.seen()) CHECK(n.text != "STOPPING=1");
+
+  ::kill(new_master, SIGQUIT);
+  CHECK(sd.until("STOPPING=1", 10s));
+  CHECK(fam.wait_gone(new_master, 15s));
+}
+
+TEST_CASE("after a manual upgrade the old master names the new one with MAINPID and not STOPPING",
+          "[upgrade][systemd][manual]") {
+  subreaper_scope reaper;
+  server srv(http_server, "procmodel-upgrade");
+  notify_socket sd(srv.dir().file("notify.sock"));
+  auto c = http_config();
+  c.env = {{"NOTIFY_SOCKET", sd.path()}, {"WATCHDOG_USEC", ""}};
+  PM_REQUIRE(srv, srv.start(c));
+  family fam(srv.master());
+  pid_t old_master = srv.master_pid();
+  fam.master(old_master);
+  PM_CHECK(srv, sd.until("READY=1", 5s));
+
+  srv.master().signal(SIGUSR2);
+  pid_t new_master = 0;
+  PM_REQUIRE(srv, wait_for([&] { return (new_master = manual_ready_new_master(srv.log())) != 0; },
+                           10s));
+  fam.master(new_master);
+  srv.master().signal(SIGWINCH);
+  srv.master().signal(SIGQUIT);
+  REQUIRE(srv.master().wait_exit(15s).has_value());
+  sd.drain(300ms);
+  INFO(sd.describe() << srv.describe());
+  // systemd's main pid moves to the new master; the old one's quitting is
+  // not the service stopping (STOPPING=1 from the main pid would make
+  // systemd stop the service and kill the new master with it).
+  bool named = false;
+  for (const auto& n : sd.seen()) {
+    if (n.sender == old_master && n.text == "STOPPING=1" && !named)
+      FAIL_CHECK("the old master said STOPPING=1 before it named its successor");
+    if (n.sender == old_master && n.text == "MAINPID=" + std::to_string(new_master)) named = true;
+  }
+  CHECK(named);
+  CHECK(http_get(srv.port()).has_value());
+  ::kill(new_master, SIGQUIT);
+  CHECK(fam.wait_gone(new_master, 15s));
+}
+
+TEST_CASE("socket activation: the listener on fd 3 is served and --listen is not bound",
+          "[upgrade][systemd][activation]") {
+  subreaper_scope reaper;
+  temp_dir dir("procmodel-upgrade");
+  test_socket activated;  // what systemd would have bound
+  test_socket taken;      // --listen names this port: binding it would fail
+  std::string pid_path = dir.file("master.pid");
+  spawn_options opt;
+  opt.stdout_path = dir.file("master.log");
+  opt.fd3 = activated.fd();
+  opt.listen_pid_self = true;
+  opt.env = {{"LISTEN_FDS", "1"}};
+  process master = process::spawn(
+      http_server,
+      {"--listen", "127.0.0.1:" + std::to_string(taken.port()), "--workers", "2", "--pid-file",
+       pid_path, "--log-level", "debug"},
+      opt);
+  family fam(master);
+  fam.master(master.pid());
+  auto log = [&] { return read_file(opt.stdout_path); };
+  INFO("activated port " << activated.port() << ", --listen port " << taken.port());
+  bool served = wait_for([&] { return http_get(activated.port()).has_value() || master.exited(); },
+                         10s, 20ms) &&
+                !master.exited();
+  INFO(log());
+  REQUIRE(served);
+  CHECK(log().find("(socket activation)") != std::string::npos);
+  CHECK(parse_port(log()) == activated.port());
+  CHECK(log().find("cannot listen") == std::string::npos);
+  CHECK(fam.running(master.pid()));
+  // The master holds the very socket it was given (same inode), nothing on --listen's port
+  // but ours.
+  CHECK(listening_inodes(activated.port()).size() == 1);
+  CHECK(listening_inodes(taken.port()).size() == 1);
+
+  SECTION("and it upgrades: the new master takes the activated socket over") {
+    run_result r = run(dir, http_server, {"-s", "upgrade", "--pid-file", pid_path,
+                                          "--upgrade-timeout", "10000"});
+    INFO(describe(r) << "\n" << log());
+    CHECK(r.code() == 0);
+    if (auto ok = parse_upgrade_ok(r.out)) {
+      fam.master(ok->first);
+      CHECK(master.wait_exit(15s).has_value());
+      CHECK(http_get(activated.port()).has_value());
+      ::kill(ok->first, SIGQUIT);
+      CHECK(fam.wait_gone(ok->first, 15s));
+    }
+  }
+  SECTION("and it stops") {
+    master.signal(SIGQUIT);
+    auto st = master.wait_exit(15s);
+    REQUIRE(st);
+    CHECK(exit_code_of(*st) == 0);
+  }
+}
+
+TEST_CASE("socket activation: bad LISTEN_FDS or fd 3 fail clearly and LISTEN_PID of another is ignored",
+          "[upgrade][systemd][activation]") {
+  temp_dir dir("procmodel-upgrade");
+  test_socket activated;
+  const std::vector<std::string> args = {"--listen", "127.0.0.1:0", "--workers", "1"};
+
+  spawn_options garbage;
+  garbage.fd3 = activated.fd();
+  garbage.listen_pid_self = true;
+  garbage.env = {{"LISTEN_FDS", "abc"}};
+  auto r = run_with(dir, args, garbage);
+  {
+    INFO(describe(r));
+    CHECK(r.code() != 0);
+    CHECK(r.code() != -1000);  // it exited by itself
+    CHECK((r.out + r.err).find("LISTEN_FDS") != std::string::npos);
+  }
+
+  std::string plain = dir.file("plain.txt");
+  write_file(plain, "not a socket\n");
+  int file_fd = ::open(plain.c_str(), O_RDONLY | O_CLOEXEC);
+  REQUIRE(file_fd >= 0);
+  spawn_options not_socket;
+  not_socket.fd3 = file_fd;
+  not_socket.listen_pid_self = true;
+  not_socket.env = {{"LISTEN_FDS", "1"}};
+  r = run_with(dir, args, not_socket);
+  ::close(file_fd);
+  {
+    INFO(describe(r));
+    CHECK(r.code() != 0);
+    CHECK(r.code() != -1000);
+    CHECK((r.out + r.err).find("LISTEN_FDS") != std::string::npos);
+    CHECK((r.out + r.err).find("not a socket") != std::string::npos);
+  }
+
+  // Meant for another process (pid 1): ignored, --listen is bound as usual.
+  subreaper_scope reaper;
+  spawn_options other;
+  other.stdout_path = dir.file("other.log");
+  other.fd3 = activated.fd();
+  other.env = {{"LISTEN_FDS", "1"}, {"LISTEN_PID", "1"}};
+  process master = process::spawn(http_server, args, other);
+  family fam(master);
+  fam.master(master.pid());
+  auto log = [&] { return read_file(other.stdout_path); };
+  REQUIRE(wait_for([&] { return parse_port(log()) != 0 || master.exited(); }, 10s));
+  INFO(log());
+  REQUIRE(!master.exited());
+  std::uint16_t port = parse_port(log());
+  CHECK(port != activated.port());
+  CHECK(log().find("socket activation") == std::string::npos);
+  CHECK(wait_for([&] { return http_get(port).has_value(); }, 10s, 20ms));
+  master.signal(SIGQUIT);
+  CHECK(master.wait_exit(15s).has_value());
+}
+
+TEST_CASE("PROCMODEL_LISTENERS that is garbage or names a bad descriptor is refused with a clear message",
+          "[upgrade][handover]") {
+  temp_dir dir("procmodel-upgrade");
+  std::string pid_path = dir.file("master.pid");
+  auto args = [&](const std::string& listen) {
+    return std::vector<std::string>{"--listen", listen, "--workers", "1", "--pid-file", pid_path};
+  };
+  auto refused = [&](const run_result& r, std::initializer_list<std::string_view> words) {
+    INFO(describe(r));
+    CHECK(r.code() != 0);
+    CHECK(r.code() != -1000);  // it exited by itself
+    for (auto w : words) {
+      INFO("expected: " << w);
+      CHECK(r.err.find(w) != std::string::npos);
+    }
+    CHECK(!file_exists(pid_path));
+  };
+
+  spawn_options o;
+  o.env = {{"PROCMODEL_LISTENERS", "garbage"}};
+  refused(run_with(dir, args("127.0.0.1:0"), o), {"PROCMODEL_LISTENERS", "garbage"});
+
+  o.env = {{"PROCMODEL_LISTENERS", "0:99"}};
+  refused(run_with(dir, args("127.0.0.1:0"), o), {"PROCMODEL_LISTENERS", "descriptor 99", "not open"});
+
+  o.env = {{"PROCMODEL_LISTENERS", "1:3"}};
+  test_socket one;
+  o.fd3 = one.fd();
+  refused(run_with(dir, args("127.0.0.1:0"), o), {"PROCMODEL_LISTENERS", "descriptor 3", "#1"});
+
+  std::string plain = dir.file("plain.txt");
+  write_file(plain, "not a socket\n");
+  int file_fd = ::open(plain.c_str(), O_RDONLY | O_CLOEXEC);
+  REQUIRE(file_fd >= 0);
+  o.env = {{"PROCMODEL_LISTENERS", "0:3"}};
+  o.fd3 = file_fd;
+  refused(run_with(dir, args("127.0.0.1:0"), o), {"PROCMODEL_LISTENERS", "descriptor 3", "not a socket"});
+  ::close(file_fd);
+
+  test_socket bound_only("127.0.0.1", false);
+  o.fd3 = bound_only.fd();
+  refused(run_with(dir, args("127.0.0.1:0"), o),
+          {"PROCMODEL_LISTENERS", "descriptor 3", "not a listening stream socket"});
+
+  test_socket elsewhere("127.0.0.1");
+  o.fd3 = elsewhere.fd();
+  refused(run_with(dir, args("127.0.0.2:0"), o),
+          {"PROCMODEL_LISTENERS", "bound to 127.0.0.1:" + std::to_string(elsewhere.port()),
+           "not to 127.0.0.2:0"});
+
+  o.env = {{"PROCMODEL_LISTENERS", "0:3"}, {"PROCMODEL_UPGRADE_FD", "nonsense"}};
+  refused(run_with(dir, args("127.0.0.1:0"), o), {"PROCMODEL_UPGRADE_FD"});
+}
+
+TEST_CASE("the status command lists the master and its workers as a table and as JSON over a 0600 socket",
+          "[upgrade][cli][status]") {
+  server srv(http_server, "procmodel-upgrade");
+  PM_REQUIRE(srv, srv.start(http_config(3)));
+  pid_t master = srv.master_pid();
+  auto workers = srv.workers();
+  PM_REQUIRE(srv, workers.size() == 3);
+
+  struct stat st {};
+  std::string sock = srv.pid_path() + ".sock";
+  REQUIRE(::lstat(sock.c_str(), &st) == 0);
+  CHECK(S_ISSOCK(st.st_mode));
+  CHECK((st.st_mode & 07777) == 0600);
+
+  auto table = run(srv.dir(), http_server, {"-s", "status", "--pid-file", srv.pid_path()});
+  {
+    INFO(describe(table));
+    CHECK(table.code() == 0);
+    CHECK(table.out.find("PID") != std::string::npos);
+    CHECK(table.out.find("RESTARTS") != std::string::npos);
+    CHECK(std::regex_search(table.out,
+                            std::regex("\\b" + std::to_string(master) + R"(\s+master\s+-\s+1\s+running\s)")));
+    for (pid_t w : workers)
+      CHECK(std::regex_search(table.out, std::regex("\\b" + std::to_string(w) +
+                                                    R"(\s+worker\s+[0-2]\s+1\s+ready\s+[0-9.]+s\s+0\b)")));
+    CHECK(count_of(table.out, "\n") == 1 + 1 + 3);
+  }
+
+  auto json = run(srv.dir(), http_server, {"-s", "status", "--json", "--pid-file", srv.pid_path()});
+  {
+    INFO(describe(json));
+    CHECK(json.code() == 0);
+    CHECK(json.out.rfind("[{", 0) == 0);
+    CHECK(json.out.find("}]") != std::string::npos);
+    CHECK(count_of(json.out, "\"pid\":") == 4);
+    CHECK(json.out.find("{\"pid\":" + std::to_string(master) + ",\"role\":\"master\"") !=
+          std::string::npos);
+    for (pid_t w : workers)
+      CHECK(json.out.find("{\"pid\":" + std::to_string(w) + ",\"role\":\"worker\"") !=
+            std::string::npos);
+    for (const char* field : {"\"role\":", "\"slot\":", "\"generation\":", "\"state\":",
+                              "\"uptime\":", "\"restarts\":"})
+      CHECK(count_of(json.out, field) == 4);
+  }
+
+  srv.master().signal(SIGQUIT);
+  REQUIRE(srv.master().wait_exit(15s).has_value());
+  CHECK(!file_exists(sock));
+  auto gone = run(srv.dir(), http_server, {"-s", "status", "--pid-file", srv.pid_path()});
+  INFO(describe(gone));
+  CHECK(gone.code() == 1);
+  CHECK(gone.err.find("-s status") != std::string::npos);
+  CHECK(gone.err.find("cannot reach the master") != std::string::npos);
+  auto up = run(srv.dir(), http_server, {"-s", "upgrade", "--pid-file", srv.pid_path()});
+  CHECK(up.code() == 1);
+  CHECK(up.err.find("cannot reach the master") != std::string::npos);
+}
