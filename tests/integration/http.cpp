@@ -8,6 +8,7 @@
 #include "support/http_load.hpp"
 #include "support/process.hpp"
 #include "support/server.hpp"
+#include "support/http_checks.hpp"
 
 #include <csignal>
 #include <regex>
@@ -25,41 +26,6 @@ using test_support::load_result;
 namespace {
 
 const std::string http_server = PROCMODEL_HTTP_SERVER;
-
-server_config http_config(unsigned workers = 2) {
-  server_config c;
-  c.workers = workers;
-  c.http = true;
-  return c;
-}
-
-std::string describe(const load_result& r) {
-  std::string s = "ok " + std::to_string(r.ok) + ", non-2xx " + std::to_string(r.non_2xx) +
-                  ", failed " + std::to_string(r.failed) + ", refused " +
-                  std::to_string(r.refused) + ", Connection: close answers " +
-                  std::to_string(r.closes);
-  for (const auto& f : r.failures) s += "\n  failure: " + f;
-  return s;
-}
-
-// One request on an open keep-alive connection; the raw answer (headers and
-// body) or what went wrong.
-std::string request(tcp_client& c) {
-  if (!c.send_all("GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")) return "send failed";
-  std::string in;
-  for (;;) {
-    auto end = in.find("\r\n\r\n");
-    if (end != std::string::npos) {
-      auto cl = in.find("Content-Length: ");
-      if (cl != std::string::npos) {
-        std::size_t len = std::stoul(in.substr(cl + 16));
-        if (in.size() >= end + 4 + len) return in;
-      }
-    }
-    auto st = c.recv_some(in, 5s);
-    if (st != tcp_client::status::data) return std::string("recv: ") + to_string(st) + " after '" + in + "'";
-  }
-}
 
 // Runs `load` against a fresh server, sends `signo` to the master once some
 // requests were answered, and returns the load's verdict after the master exited.
@@ -86,7 +52,7 @@ TEST_CASE("http_server answers with its greeting, slot, generation and pid", "[h
 
   auto c = tcp_client::connect(srv.port());
   REQUIRE(c);
-  std::string first = request(*c), second = request(*c);
+  std::string first = keepalive_request(*c), second = keepalive_request(*c);
   static const std::regex body(
       R"(HTTP/1\.1 200 OK\r\n(.|\r\n)*\r\n\r\nhello from worker ([01]) generation 1 pid (\d+)\n)");
   std::smatch m1, m2;
@@ -168,7 +134,7 @@ TEST_CASE("QUIT: an idle kept-alive connection is answered with Connection: clos
   PM_REQUIRE(srv, srv.start(c));
   auto client = tcp_client::connect(srv.port());
   REQUIRE(client);
-  std::string before = request(*client);
+  std::string before = keepalive_request(*client);
   REQUIRE(before.rfind("HTTP/1.1 200", 0) == 0);
   CHECK(before.find("Connection: close") == std::string::npos);
 
@@ -176,7 +142,7 @@ TEST_CASE("QUIT: an idle kept-alive connection is answered with Connection: clos
   // The worker drains but keeps the idle connection open until its deadline,
   // so the next request is answered — and told to close.
   wait_for([&] { return count_of(srv.log(), "draining") >= 1; }, 5s);
-  std::string after = request(*client);
+  std::string after = keepalive_request(*client);
   INFO(after << "\n" << srv.describe());
   CHECK(after.rfind("HTTP/1.1 200", 0) == 0);
   CHECK(after.find("Connection: close") != std::string::npos);
@@ -195,7 +161,7 @@ TEST_CASE("QUIT: a connection idle until the deadline is closed then, and the ma
   PM_REQUIRE(srv, srv.start(c));
   auto client = tcp_client::connect(srv.port());
   REQUIRE(client);
-  REQUIRE(request(*client).rfind("HTTP/1.1 200", 0) == 0);
+  REQUIRE(keepalive_request(*client).rfind("HTTP/1.1 200", 0) == 0);
   auto t0 = steady::now();
   srv.master().signal(SIGQUIT);
   std::string rest;
@@ -219,7 +185,7 @@ TEST_CASE("TERM stops http_server within terminate_timeout even with open connec
   PM_REQUIRE(srv, srv.start(c));
   auto client = tcp_client::connect(srv.port());
   REQUIRE(client);
-  REQUIRE(request(*client).rfind("HTTP/1.1 200", 0) == 0);
+  REQUIRE(keepalive_request(*client).rfind("HTTP/1.1 200", 0) == 0);
   auto workers = srv.workers();
   auto t0 = steady::now();
   srv.master().signal(SIGTERM);

@@ -25,6 +25,7 @@
 #include "support/http_load.hpp"
 #include "support/process.hpp"
 #include "support/server.hpp"
+#include "support/http_checks.hpp"
 
 #include <algorithm>
 #include <csignal>
@@ -60,22 +61,6 @@ using test_support::load_result;
 namespace {
 
 const std::string http_server = PROCMODEL_HTTP_SERVER;
-
-server_config http_config(unsigned workers = 2) {
-  server_config c;
-  c.workers = workers;
-  c.http = true;
-  return c;
-}
-
-std::string describe(const load_result& r) {
-  std::string s = "ok " + std::to_string(r.ok) + ", non-2xx " + std::to_string(r.non_2xx) +
-                  ", failed " + std::to_string(r.failed) + ", refused " +
-                  std::to_string(r.refused) + ", Connection: close answers " +
-                  std::to_string(r.closes);
-  for (const auto& f : r.failures) s += "\n  failure: " + f;
-  return s;
-}
 
 std::string describe(const run_result& r) {
   return "exit " + std::to_string(r.code()) + "\n--- stdout ---\n" + r.out + "--- stderr ---\n" +
