@@ -1,3 +1,9 @@
 #pragma once
 
+// The one place tests include Catch2 from: v2.13 (what Debian 12 ships) or v3,
+// which tests/CMakeLists.txt announces with PROCMODEL_CATCH2_V3.
+#ifdef PROCMODEL_CATCH2_V3
+#include <catch2/catch_all.hpp>
+#else
 #include <catch2/catch.hpp>
+#endif
