@@ -259,17 +259,32 @@ class basic_supervisor {
     if (path.empty()) return;
     control_.open(path, take_over);
     loop_.watch_readable(control_.fd(), [this] {
-      while (auto client = control_.accept()) serve_control(std::move(*client));
+      while (auto client = control_.accept()) await_request(std::move(*client));
       return true;
     });
   }
 
-  void serve_control(detail::unique_fd client) {
-    // Requests are one short line; wait briefly for it.
-    pollfd p{client.get(), POLLIN, 0};
-    char buf[256] = {};
-    ssize_t n = ::poll(&p, 1, 1000) == 1 ? ::recv(client.get(), buf, sizeof buf - 1, 0) : -1;
-    std::string_view req(buf, n > 0 ? static_cast<std::size_t>(n) : 0);
+  // A client's request line is read when it arrives, on the loop: a slow or
+  // silent client never stalls the master.
+  void await_request(detail::unique_fd client) {
+    int fd = client.get();
+    ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
+    control_clients_[fd] = std::move(client);
+    loop_.watch_readable(fd, [this, fd] {
+      auto it = control_clients_.find(fd);
+      if (it == control_clients_.end()) return false;
+      char buf[256] = {};
+      ssize_t n = ::recv(fd, buf, sizeof buf - 1, 0);
+      if (n < 0 && (errno == EAGAIN || errno == EINTR)) return true;
+      detail::unique_fd waiting = std::move(it->second);
+      control_clients_.erase(it);
+      loop_.unwatch(fd);
+      serve_control(std::move(waiting), std::string_view(buf, n > 0 ? static_cast<std::size_t>(n) : 0));
+      return false;
+    });
+  }
+
+  void serve_control(detail::unique_fd client, std::string_view req) {
     while (!req.empty() && (req.back() == '\n' || req.back() == '\r')) req.remove_suffix(1);
     if (req == "status" || req == "status json") {
       reply(client, status_table(req == "status json"));
@@ -687,6 +702,7 @@ class basic_supervisor {
   };
   std::optional<upgrade_state> upgrade_;
   detail::unique_fd upgrade_client_;  // a request not yet taken by exec_upgrade
+  std::map<int, detail::unique_fd> control_clients_;  // waiting for their request line
   milliseconds upgrade_timeout_{30'000};
   channel parent_channel_;            // a new master's line to the previous one
   pid_t parent_master_ = 0;

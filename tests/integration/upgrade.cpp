@@ -1337,3 +1337,30 @@ TEST_CASE("the status command lists the master and its workers as a table and as
   CHECK(up.code() == 1);
   CHECK(up.err.find("cannot reach the master") != std::string::npos);
 }
+
+TEST_CASE("silent control clients do not stall the master", "[upgrade][cli][status]") {
+  server srv(http_server, "procmodel-upgrade");
+  PM_REQUIRE(srv, srv.start(http_config(1)));
+  std::string sock = srv.pid_path() + ".sock";
+  // Ten clients connect and say nothing; the master must go on serving both
+  // its control socket and HTTP while they sit there.
+  std::vector<int> silent;
+  for (int i = 0; i < 10; ++i) {
+    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un sa{};
+    sa.sun_family = AF_UNIX;
+    std::snprintf(sa.sun_path, sizeof sa.sun_path, "%s", sock.c_str());
+    REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0);
+    silent.push_back(fd);
+  }
+  auto t0 = steady::now();
+  auto r = run(srv.dir(), http_server, {"-s", "status", "--pid-file", srv.pid_path()}, 20s);
+  double ms = ms_since(t0);
+  INFO(r.err);
+  CHECK(r.code() == 0);
+  CHECK(r.out.find("master") != std::string::npos);
+  WARN("status with 10 silent control clients connected took " << ms << " ms");
+  CHECK(ms < 5000);  // a master that waited a second per silent client takes 10 s
+  CHECK(http_get(srv.port()).has_value());
+  for (int fd : silent) ::close(fd);
+}
