@@ -406,6 +406,15 @@ class notify_socket {
   std::vector<message> seen_;
 };
 
+// An http_server fixture that talks to `sd` as its NOTIFY_SOCKET; WATCHDOG_USEC
+// is `watchdog_usec` (empty: no watchdog, whatever the test's environment says).
+server_config notified_config(const notify_socket& sd, unsigned workers = 2,
+                              std::string watchdog_usec = "") {
+  auto c = http_config(workers);
+  c.env = {{"NOTIFY_SOCKET", sd.path()}, {"WATCHDOG_USEC", std::move(watchdog_usec)}};
+  return c;
+}
+
 std::uint64_t monotonic_usec() {
   timespec ts{};
   ::clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -630,8 +639,7 @@ TEST_CASE("manual upgrade rolled back: WINCH then HUP the old master and QUIT th
   subreaper_scope reaper;
   server srv(http_server, "procmodel-upgrade");
   notify_socket sd(srv.dir().file("notify.sock"));
-  auto c = http_config();
-  c.env = {{"NOTIFY_SOCKET", sd.path()}, {"WATCHDOG_USEC", ""}};
+  auto c = notified_config(sd, 2);
   PM_REQUIRE(srv, srv.start(c));
   family fam(srv.master());
   pid_t old_master = srv.master_pid();
@@ -939,8 +947,7 @@ TEST_CASE("NOTIFY_SOCKET gets READY then RELOADING and READY around HUP then STO
           "[upgrade][systemd]") {
   server srv(http_server, "procmodel-upgrade");
   notify_socket sd(srv.dir().file("notify.sock"));
-  auto c = http_config();
-  c.env = {{"NOTIFY_SOCKET", sd.path()}, {"WATCHDOG_USEC", ""}};
+  auto c = notified_config(sd, 2);
   PM_REQUIRE(srv, srv.start(c));
   pid_t master = srv.master_pid();
 
@@ -972,8 +979,7 @@ TEST_CASE("NOTIFY_SOCKET gets READY then RELOADING and READY around HUP then STO
 TEST_CASE("WATCHDOG_USEC makes the master send WATCHDOG=1 again and again", "[upgrade][systemd]") {
   server srv(http_server, "procmodel-upgrade");
   notify_socket sd(srv.dir().file("notify.sock"));
-  auto c = http_config(1);
-  c.env = {{"NOTIFY_SOCKET", sd.path()}, {"WATCHDOG_USEC", "200000"}};
+  auto c = notified_config(sd, 1, "200000");
   PM_REQUIRE(srv, srv.start(c));
   auto t0 = steady::now();
   int pings = 0;
@@ -1037,8 +1043,7 @@ TEST_CASE("after an automatic upgrade the old master names the new one with MAIN
   subreaper_scope reaper;
   server srv(http_server, "procmodel-upgrade");
   notify_socket sd(srv.dir().file("notify.sock"));
-  auto c = http_config();
-  c.env = {{"NOTIFY_SOCKET", sd.path()}, {"WATCHDOG_USEC", ""}};
+  auto c = notified_config(sd, 2);
   PM_REQUIRE(srv, srv.start(c));
   family fam(srv.master());
   pid_t old_master = srv.master_pid();
@@ -1080,8 +1085,7 @@ TEST_CASE("after a manual upgrade the old master names the new one with MAINPID 
   subreaper_scope reaper;
   server srv(http_server, "procmodel-upgrade");
   notify_socket sd(srv.dir().file("notify.sock"));
-  auto c = http_config();
-  c.env = {{"NOTIFY_SOCKET", sd.path()}, {"WATCHDOG_USEC", ""}};
+  auto c = notified_config(sd, 2);
   PM_REQUIRE(srv, srv.start(c));
   family fam(srv.master());
   pid_t old_master = srv.master_pid();

@@ -1,6 +1,7 @@
 #include <procmodel/channel.hpp>
 
 #include "support/catch.hpp"
+#include "support/fd_flags.hpp"
 
 #include <array>
 #include <cstdint>
@@ -16,15 +17,8 @@ using namespace procmodel;
 
 namespace {
 
-bool cloexec(int fd) {
-  int flags = ::fcntl(fd, F_GETFD);
-  return flags >= 0 && (flags & FD_CLOEXEC) != 0;
-}
-
-bool nonblocking(int fd) {
-  int flags = ::fcntl(fd, F_GETFL);
-  return flags >= 0 && (flags & O_NONBLOCK) != 0;
-}
+using test_support::cloexec;
+using test_support::nonblocking;
 
 int socket_type(int fd) {
   int type = 0;

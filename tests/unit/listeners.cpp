@@ -1,6 +1,7 @@
 #include <procmodel/listeners.hpp>
 
 #include "support/catch.hpp"
+#include "support/fd_flags.hpp"
 
 #include <cerrno>
 #include <chrono>
@@ -26,15 +27,8 @@ using namespace procmodel;
 
 namespace {
 
-bool cloexec(int fd) {
-  int flags = ::fcntl(fd, F_GETFD);
-  return flags >= 0 && (flags & FD_CLOEXEC) != 0;
-}
-
-bool nonblocking(int fd) {
-  int flags = ::fcntl(fd, F_GETFL);
-  return flags >= 0 && (flags & O_NONBLOCK) != 0;
-}
+using test_support::cloexec;
+using test_support::nonblocking;
 
 bool accepting(int fd) {
   int on = 0;
