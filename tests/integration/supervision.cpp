@@ -124,6 +124,20 @@ void audit_worker_fds(server& srv, pid_t worker, std::set<std::string>& channels
   }
 }
 
+// Starts `srv` with 2 workers and `extra` flags, then opens one client that
+// has had `first` echoed back: the session a drain has to wait for.
+tcp_client start_with_client(server& srv, std::vector<std::string> extra, std::string_view first) {
+  server_config cfg;
+  cfg.workers = 2;
+  cfg.extra = std::move(extra);
+  PM_REQUIRE(srv, srv.start(cfg));
+  PM_REQUIRE(srv, srv.workers().size() == 2);
+  auto client = tcp_client::connect(srv.port());
+  PM_REQUIRE(srv, client.has_value());
+  PM_REQUIRE(srv, client->echo(first));
+  return std::move(*client);
+}
+
 }  // namespace
 
 TEST_CASE("echo_server starts one master and N workers with only the descriptors they need",
@@ -370,16 +384,8 @@ TEST_CASE("QUIT serves the connections still waiting in the accept queue",
 TEST_CASE("QUIT drains: an open session is served to its end, then the master exits",
           "[supervision][echo][quit]") {
   server srv(echo_server);
-  server_config cfg;
-  cfg.workers = 2;
-  cfg.extra = {"--shutdown-timeout", "60000"};
-  PM_REQUIRE(srv, srv.start(cfg));
+  auto client = start_with_client(srv, {"--shutdown-timeout", "60000"}, "before quit\n");
   const auto workers = srv.workers();
-  PM_REQUIRE(srv, workers.size() == 2);
-
-  auto client = tcp_client::connect(srv.port());
-  PM_REQUIRE(srv, client.has_value());
-  PM_REQUIRE(srv, client->echo("before quit\n"));
 
   PM_REQUIRE(srv, srv.master().signal(SIGQUIT));
   PM_REQUIRE(srv,
@@ -388,16 +394,16 @@ TEST_CASE("QUIT drains: an open session is served to its end, then the master ex
   PM_CHECK(srv, wait_for([&] { return srv.workers().size() == 1; }, 10s));
 
   // Data sent after the QUIT is still echoed, more than once.
-  PM_CHECK(srv, client->echo("after quit 1\n"));
-  PM_CHECK(srv, client->echo("after quit 2\n"));
+  PM_CHECK(srv, client.echo("after quit 1\n"));
+  PM_CHECK(srv, client.echo("after quit 2\n"));
 
   // The master waits for that client: still up a while later, pid file in place.
   PM_CHECK(srv, !srv.master().wait_exit(500ms).has_value());
-  PM_CHECK(srv, client->echo("still served\n"));
+  PM_CHECK(srv, client.echo("still served\n"));
   PM_CHECK(srv, file_exists(srv.pid_path()));
   check_no_zombies(srv);
 
-  client->close();
+  client.close();
   auto status = srv.master().wait_exit(10s);
   PM_REQUIRE(srv, status.has_value());
   INFO("master " << describe_status(*status));
@@ -412,16 +418,8 @@ TEST_CASE("QUIT drains: an open session is served to its end, then the master ex
 TEST_CASE("QUIT with a client that never closes ends at the shutdown timeout",
           "[supervision][echo][quit]") {
   server srv(echo_server);
-  server_config cfg;
-  cfg.workers = 2;
-  cfg.extra = {"--shutdown-timeout", "1000"};
-  PM_REQUIRE(srv, srv.start(cfg));
+  auto client = start_with_client(srv, {"--shutdown-timeout", "1000"}, "hold\n");
   const auto workers = srv.workers();
-  PM_REQUIRE(srv, workers.size() == 2);
-
-  auto client = tcp_client::connect(srv.port());
-  PM_REQUIRE(srv, client.has_value());
-  PM_REQUIRE(srv, client->echo("hold\n"));
 
   // Through the control command this time: `-s quit` reads the pid file.
   const auto t0 = steady::now();
@@ -446,26 +444,22 @@ TEST_CASE("QUIT with a client that never closes ends at the shutdown timeout",
     PM_CHECK(srv, !is_alive(w));
   PM_CHECK(srv, !file_exists(srv.pid_path()));
   // The client is cut off at the deadline.
-  auto end = client->wait_closed(5s);
+  auto end = client.wait_closed(5s);
   INFO("client saw " << to_string(end));
   PM_CHECK(srv, (end == tcp_client::status::eof || end == tcp_client::status::reset));
 }
 
 TEST_CASE("TERM during a graceful stop turns it into a fast stop", "[supervision][echo][stop]") {
   server srv(echo_server);
-  server_config cfg;
-  cfg.workers = 2;
-  cfg.extra = {"--shutdown-timeout", "60000", "--terminate-timeout", "3000"};
-  PM_REQUIRE(srv, srv.start(cfg));
+  // The client holds the drain open.
+  auto client = start_with_client(srv, {"--shutdown-timeout", "60000", "--terminate-timeout", "3000"},
+                                  "x");
   const auto workers = srv.workers();
-  auto client = tcp_client::connect(srv.port());  // holds the drain open
-  PM_REQUIRE(srv, client.has_value());
-  PM_REQUIRE(srv, client->echo("x"));
 
   PM_REQUIRE(srv, srv.master().signal(SIGQUIT));
   PM_REQUIRE(srv,
              wait_for([&] { return srv.log().find("graceful stop") != std::string::npos; }, 10s));
-  PM_CHECK(srv, client->echo("still served"));
+  PM_CHECK(srv, client.echo("still served"));
 
   const auto t0 = steady::now();
   PM_REQUIRE(srv, srv.master().signal(SIGTERM));
@@ -478,7 +472,7 @@ TEST_CASE("TERM during a graceful stop turns it into a fast stop", "[supervision
   for (pid_t w : workers)
     PM_CHECK(srv, !is_alive(w));
   PM_CHECK(srv, !file_exists(srv.pid_path()));
-  auto end = client->wait_closed(5s);
+  auto end = client.wait_closed(5s);
   INFO("client saw " << to_string(end));
   PM_CHECK(srv, end != tcp_client::status::timeout);
 }
