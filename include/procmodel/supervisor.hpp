@@ -32,6 +32,7 @@
 #include "channel.hpp"
 #include "control.hpp"
 #include "detail/daemon.hpp"
+#include "detail/signal_fd.hpp"
 #include "lifecycle.hpp"
 #include "listeners.hpp"
 #include "log.hpp"
@@ -175,6 +176,7 @@ class basic_supervisor {
 
     std::vector<int> watched(Signals::watched.begin(), Signals::watched.end());
     watched.push_back(SIGCHLD);
+    detail::take_over_signals(watched);
     loop_.watch_signals(watched, [this](int signo) { on_signal(signo); });
     open_control(parent_master_ != 0);
     if (auto every = systemd_.watchdog()) arm_watchdog(std::chrono::duration_cast<milliseconds>(*every / 2));

@@ -496,6 +496,13 @@ struct spawn_options {
   bool listen_pid_self = false;
   /// More variables set to the program's own pid (WATCHDOG_PID, ...).
   std::vector<std::string> own_pid_env;
+  /// Signals the program starts with ignored (SIG_IGN survives exec), as a
+  /// careless parent (a shell script, a CI runner) may leave them.
+  std::vector<int> ignored_signals;
+  /// Signals the program starts with blocked (the mask survives exec).
+  std::vector<int> blocked_signals;
+  /// Descriptors among 0, 1, 2 the program starts without (closed before exec).
+  std::vector<int> closed_stdio;
 };
 
 /// Exit code of a wait status; -signal when killed by a signal.
@@ -567,6 +574,12 @@ class process {
     envp.push_back(nullptr);
     const std::string cwd = opt.cwd;
     const int fd3 = opt.fd3;
+    const std::vector<int> ignored = opt.ignored_signals;
+    const std::vector<int> closed_stdio = opt.closed_stdio;
+    sigset_t blocked;
+    sigemptyset(&blocked);
+    for (int s : opt.blocked_signals)
+      sigaddset(&blocked, s);
     std::string out_path = opt.stdout_path;
     std::string err_path = opt.stderr_path.empty() ? opt.stdout_path : opt.stderr_path;
 
@@ -618,11 +631,16 @@ class process {
       }
       if (!cwd.empty() && ::chdir(cwd.c_str()) != 0)
         ::_exit(126);
+      for (int s : ignored)
+        ::signal(s, SIG_IGN);
+      ::sigprocmask(SIG_SETMASK, &blocked, nullptr);
       // The program must start with only stdio (and fd3): the test's own
       // descriptors would otherwise show up in its fd audit.
       if (::syscall(SYS_close_range, first_closed, ~0U, 0U) != 0)
         for (int fd = static_cast<int>(first_closed); fd < 1024; ++fd)
           ::close(fd);
+      for (int fd : closed_stdio)
+        ::close(fd);
       ::execve(program.c_str(), argv.data(), envp.data());
       ::_exit(127);
     }

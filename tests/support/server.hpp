@@ -33,6 +33,9 @@ struct server_config {
   bool http = false;         ///< probe with an HTTP GET instead of an echo
   milliseconds timeout = 10s;
   std::string cwd;  ///< the directory the master starts in ("" keeps the test's)
+  std::vector<int> ignored_signals;  ///< signals the master starts with ignored
+  std::vector<int> blocked_signals;  ///< signals the master starts with blocked
+  std::string pid_path;              ///< --pid-file here instead of <dir>/master.pid
 };
 
 /// A master started from `program` with its own temporary directory.
@@ -56,6 +59,8 @@ class server {
     opt.stdout_path = stdio_path();
     opt.env = c.env;
     opt.cwd = c.cwd;
+    opt.ignored_signals = c.ignored_signals;
+    opt.blocked_signals = c.blocked_signals;
     master_ = process::spawn(program_, args, opt);
 
     if (!wait_for([&] { return parse_port(log()) != 0 || master_.exited(); }, c.timeout)) {
@@ -103,7 +108,9 @@ class server {
 
   [[nodiscard]] const std::string& why() const noexcept { return why_; }
   [[nodiscard]] const temp_dir& dir() const noexcept { return dir_; }
-  [[nodiscard]] std::string pid_path() const { return dir_.file("master.pid"); }
+  [[nodiscard]] std::string pid_path() const {
+    return config_.pid_path.empty() ? dir_.file("master.pid") : config_.pid_path;
+  }
   /// Where the program's stdout and stderr go.
   [[nodiscard]] std::string stdio_path() const { return dir_.file("stdio.log"); }
   /// Where the master logs: --log-file if given, else its stderr.

@@ -37,6 +37,24 @@ class signal_fd {
   unique_fd fd_;
 };
 
+/// Makes `signals` the master's to watch, whatever its parent left behind:
+/// exactly these blocked (a signalfd sees only blocked signals; anything else
+/// blocked would also be blocked in what the master starts), and each back at
+/// its default disposition. An inherited SIG_IGN on SIGCHLD makes the kernel
+/// reap children itself, so no exit would ever be seen. Blocked first, so that
+/// none of them can kill the process meanwhile.
+inline void take_over_signals(std::span<const int> signals) {
+  sigset_t set;
+  sigemptyset(&set);
+  for (int s : signals) sigaddset(&set, s);
+  if (::pthread_sigmask(SIG_SETMASK, &set, nullptr) != 0) throw_errno("pthread_sigmask");
+  struct sigaction dfl {};
+  dfl.sa_handler = SIG_DFL;
+  sigemptyset(&dfl.sa_mask);
+  for (int s : signals)
+    if (::sigaction(s, &dfl, nullptr) != 0) throw_errno("sigaction");
+}
+
 /// In a freshly forked child: every signal unblocked and at its default
 /// disposition, but SIGPIPE ignored (a server wants EPIPE, not death).
 inline void reset_signals_after_fork() noexcept {
