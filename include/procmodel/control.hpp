@@ -122,11 +122,18 @@ class control_server {
   [[nodiscard]] const std::string& path() const noexcept { return path_; }
 
   /// Accepts one client whose uid is ours (or root's); others are told no.
-  /// Returns nothing when no client is waiting.
-  std::optional<detail::unique_fd> accept() {
+  /// Returns nothing when no client is waiting (`error` 0) or accept failed
+  /// (`error` is its errno: EMFILE, ENFILE, ENOBUFS, ENOMEM ...).
+  std::optional<detail::unique_fd> accept(int& error) {
     for (;;) {
-      detail::unique_fd c(::accept4(fd_.get(), nullptr, nullptr, SOCK_CLOEXEC));
-      if (!c) return std::nullopt;
+      error = 0;
+      detail::unique_fd c(::accept4(fd_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
+      if (!c) {
+        // A client that gave up while queued is no failure of ours.
+        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED)
+          error = errno;
+        return std::nullopt;
+      }
       ucred cred{};
       socklen_t len = sizeof cred;
       if (::getsockopt(c.get(), SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 &&

@@ -135,6 +135,8 @@ enum class timer_kind : std::uint8_t {
   retire_deadline,  ///< key: pid of a retired worker; SIGKILL if still there
   upgrade_deadline, ///< the supervisor's: a new master must be ready by then
   watchdog,         ///< the supervisor's: time for systemd's WATCHDOG=1
+  control_backoff,  ///< the supervisor's: accept on the control socket again
+  control_deadline, ///< the supervisor's; key: a control client that must have spoken by then
 };
 
 constexpr std::string_view to_string(timer_kind k) noexcept {
@@ -145,6 +147,8 @@ constexpr std::string_view to_string(timer_kind k) noexcept {
     case timer_kind::retire_deadline: return "retire_deadline";
     case timer_kind::upgrade_deadline: return "upgrade_deadline";
     case timer_kind::watchdog: return "watchdog";
+    case timer_kind::control_backoff: return "control_backoff";
+    case timer_kind::control_deadline: return "control_deadline";
   }
   return "?";
 }
@@ -387,7 +391,9 @@ class nginx_lifecycle {
         return;
       }
       case timer_kind::upgrade_deadline:
-      case timer_kind::watchdog: return;  // the supervisor's own
+      case timer_kind::watchdog:
+      case timer_kind::control_backoff:
+      case timer_kind::control_deadline: return;  // the supervisor's own
     }
   }
 

@@ -15,9 +15,11 @@
 #include <exception>
 #include <functional>
 #include <map>
+#include <new>
 #include <optional>
 #include <span>
 #include <stdexcept>
+#include <system_error>
 #include <string>
 #include <utility>
 #include <vector>
@@ -256,34 +258,94 @@ class basic_supervisor {
 
   // --- control socket ---
 
+  /// Control clients waiting for their request line, at most; more are told
+  /// the master is busy. Each has control_deadline to send it, so that
+  /// clients that never speak cannot take the master's descriptors.
+  static constexpr std::size_t max_control_clients = 16;
+  static constexpr milliseconds control_deadline{2'000};
+  /// A request line is this long at most.
+  static constexpr std::size_t max_control_request = 256;
+  /// How long the control socket is left alone after accept failed (out of
+  /// descriptors): the queued client keeps it readable, and retrying at once
+  /// would spin.
+  static constexpr milliseconds control_backoff{500};
+
   void open_control(bool take_over) {
     std::string path = control_path(opt_);
     if (path.empty()) return;
     control_.open(path, take_over);
-    loop_.watch_readable(control_.fd(), [this] {
-      while (auto client = control_.accept()) await_request(std::move(*client));
-      return true;
+    loop_.cancel_timer({timer_kind::control_backoff, 0});
+    loop_.watch_readable(control_.fd(), [this] { return accept_control(); });
+  }
+
+  // Takes every waiting client; false (stop watching for control_backoff)
+  // when accept fails.
+  bool accept_control() {
+    for (;;) {
+      int error = 0;
+      auto client = control_.accept(error);
+      if (!client && error == 0) return true;
+      if (!client) {
+        if (!control_starved_)
+          log_.error("control socket: cannot accept: {}; trying again every {} ms",
+                     std::strerror(error), control_backoff.count());
+        control_starved_ = true;
+        loop_.arm_timer({timer_kind::control_backoff, 0}, control_backoff, [this] {
+          if (control_.fd() >= 0)
+            loop_.watch_readable(control_.fd(), [this] { return accept_control(); });
+        });
+        return false;
+      }
+      if (control_starved_) log_.notice("control socket: accepting again");
+      control_starved_ = false;
+      if (control_clients_.size() >= max_control_clients)
+        reply(*client, "error: the master is busy with other control clients; try again\n");
+      else
+        await_request(std::move(*client));
+    }
+  }
+
+  // A client's request line is read as it arrives, on the loop, in as many
+  // pieces as it comes: a slow or silent client never stalls the master.
+  void await_request(detail::unique_fd client) {
+    int fd = client.get();
+    unsigned serial = ++control_serial_;
+    control_clients_[fd] = control_client{std::move(client), {}, serial};
+    loop_.watch_readable(fd, [this, fd] { return read_request(fd); });
+    loop_.arm_timer({timer_kind::control_deadline, serial}, control_deadline, [this, fd, serial] {
+      auto it = control_clients_.find(fd);
+      if (it == control_clients_.end() || it->second.serial != serial) return;
+      loop_.unwatch(fd);
+      control_clients_.erase(it);
     });
   }
 
-  // A client's request line is read when it arrives, on the loop: a slow or
-  // silent client never stalls the master.
-  void await_request(detail::unique_fd client) {
-    int fd = client.get();
-    ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
-    control_clients_[fd] = std::move(client);
-    loop_.watch_readable(fd, [this, fd] {
-      auto it = control_clients_.find(fd);
-      if (it == control_clients_.end()) return false;
-      char buf[256] = {};
-      ssize_t n = ::recv(fd, buf, sizeof buf - 1, 0);
-      if (n < 0 && (errno == EAGAIN || errno == EINTR)) return true;
-      detail::unique_fd waiting = std::move(it->second);
-      control_clients_.erase(it);
-      loop_.unwatch(fd);
-      serve_control(std::move(waiting), std::string_view(buf, n > 0 ? static_cast<std::size_t>(n) : 0));
-      return false;
-    });
+  // Reads what a control client sent; once the line is whole (or the client
+  // closed, or it is too long) serves it and stops watching.
+  bool read_request(int fd) {
+    auto it = control_clients_.find(fd);
+    if (it == control_clients_.end()) return false;
+    std::string& req = it->second.request;
+    for (;;) {
+      char buf[max_control_request + 1];
+      ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return true;
+      if (n > 0) req.append(buf, static_cast<std::size_t>(n));
+      if (n > 0 && req.find('\n') == std::string::npos && req.size() <= max_control_request)
+        continue;
+      break;
+    }
+    control_client c = std::move(it->second);
+    control_clients_.erase(it);
+    loop_.unwatch(fd);
+    loop_.cancel_timer({timer_kind::control_deadline, c.serial});
+    if (auto nl = c.request.find('\n'); nl != std::string::npos) c.request.resize(nl);
+    if (c.request.size() > max_control_request)
+      reply(c.fd, fmt::format("error: request longer than {} bytes\n", max_control_request));
+    else
+      serve_control(std::move(c.fd), c.request);
+    return false;
   }
 
   void serve_control(detail::unique_fd client, std::string_view req) {
@@ -540,9 +602,46 @@ class basic_supervisor {
       event next = std::move(pending_.front());
       pending_.pop_front();
       for (auto& a : lifecycle_->handle(next, loop_.now()))
-        std::visit([this](auto& act) { this->perform(act); }, a);
+        std::visit([this](auto& act) { this->carry_out(act); }, a);
     }
     dispatching_ = false;
+  }
+
+  // Runs out of descriptors, memory or processes are events, never
+  // exceptions out of the loop: the master must outlive them.
+  template <class Action>
+  void carry_out(const Action& act) {
+    try {
+      perform(act);
+    } catch (const std::exception& e) {
+      failed(act, e);
+    }
+  }
+
+  static int error_of(const std::exception& e) {
+    if (auto* s = dynamic_cast<const std::system_error*>(&e)) return s->code().value();
+    if (dynamic_cast<const std::bad_alloc*>(&e)) return ENOMEM;
+    return EIO;
+  }
+
+  // The lifecycle retries with backoff.
+  void failed(const actions::spawn& a, const std::exception& e) {
+    log_.error("spawn for slot {}: {}", a.slot, e.what());
+    dispatch(events::spawn_failed{a.slot, a.generation, error_of(e)});
+  }
+
+  // Before the new master exists: this one keeps serving.
+  void failed(const actions::exec_upgrade&, const std::exception& e) {
+    log_.error("upgrade failed: {}; this master keeps serving", e.what());
+    if (upgrade_) return;  // it runs: its exit ends the upgrade
+    reply(upgrade_client_, fmt::format("error: {}\n", e.what()));
+    restore_pid_file();
+    dispatch(events::upgrade_finished{});
+  }
+
+  template <class Action>
+  void failed(const Action&, const std::exception& e) {
+    log_.error("{}", e.what());
   }
 
   void perform(const actions::spawn& a) {
@@ -553,7 +652,7 @@ class basic_supervisor {
       dispatch(events::spawn_failed{a.slot, a.generation, EADDRINUSE});
       return;
     }
-    auto [master_end, worker_end] = channel::make_pair();
+    auto [master_end, worker_end] = channel::make_pair();  // may throw EMFILE: see failed()
     spawn_request req;
     req.slot = a.slot;
     req.generation = a.generation;
@@ -579,8 +678,8 @@ class basic_supervisor {
     pid_t pid = 0;
     try {
       pid = spawner_.spawn(req);
-    } catch (const std::system_error& e) {
-      dispatch(events::spawn_failed{a.slot, a.generation, e.code().value()});
+    } catch (const std::exception& e) {
+      dispatch(events::spawn_failed{a.slot, a.generation, error_of(e)});
       return;
     }
     // A forked worker has its own copy; an in-process one took ownership.
@@ -704,7 +803,14 @@ class basic_supervisor {
   };
   std::optional<upgrade_state> upgrade_;
   detail::unique_fd upgrade_client_;  // a request not yet taken by exec_upgrade
-  std::map<int, detail::unique_fd> control_clients_;  // waiting for their request line
+  struct control_client {
+    detail::unique_fd fd;
+    std::string request;  // what came so far
+    unsigned serial = 0;  // tells its deadline from a later client's on the same fd
+  };
+  std::map<int, control_client> control_clients_;  // waiting for their request line
+  unsigned control_serial_ = 0;
+  bool control_starved_ = false;  // accept failed; logged once until it works again
   milliseconds upgrade_timeout_{30'000};
   channel parent_channel_;            // a new master's line to the previous one
   pid_t parent_master_ = 0;
