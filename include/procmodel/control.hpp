@@ -14,6 +14,7 @@
 #include <optional>
 #include <string>
 
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -71,13 +72,44 @@ inline std::string control_path(const options& opt) {
 
 namespace detail {
 
-inline bool fill_unix_address(const std::string& path, sockaddr_un& sa) {
-  sa = {};
-  sa.sun_family = AF_UNIX;
-  if (path.empty() || path.size() >= sizeof sa.sun_path) return false;
-  std::memcpy(sa.sun_path, path.data(), path.size());
-  return true;
-}
+/// The address of a unix socket at any path. A path that fits in sun_path
+/// (107 characters) is used as it is; a longer one is reached through its
+/// directory, opened O_PATH and named "/proc/self/fd/N/NAME", so that a pid
+/// file deep in a tree still has its control socket beside it, found the
+/// same way by `-s status`. Only NAME (the last component) must be short.
+class unix_address {
+ public:
+  explicit unix_address(const std::string& path) {
+    sa_.sun_family = AF_UNIX;
+    if (path.empty()) throw std::runtime_error("control socket path is empty");
+    std::string via = path;
+    if (path.size() >= sizeof sa_.sun_path) {
+      auto slash = path.rfind('/');
+      std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+      std::string name = slash == std::string::npos ? path : path.substr(slash + 1);
+      dir_.reset(::open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+      if (!dir_)
+        throw std::runtime_error(
+            fmt::format("control socket {}: cannot open {}: {}", path, dir, std::strerror(errno)));
+      via = fmt::format("/proc/self/fd/{}/{}", dir_.get(), name);
+      if (name.empty() || via.size() >= sizeof sa_.sun_path)
+        throw std::runtime_error(fmt::format(
+            "control socket {}: its file name '{}' is too long for a unix socket; use --control "
+            "with a shorter name",
+            path, name));
+    }
+    std::memcpy(sa_.sun_path, via.data(), via.size());
+  }
+
+  [[nodiscard]] const sockaddr* get() const noexcept {
+    return reinterpret_cast<const sockaddr*>(&sa_);
+  }
+  [[nodiscard]] static socklen_t size() noexcept { return sizeof(sockaddr_un); }
+
+ private:
+  sockaddr_un sa_{};
+  unique_fd dir_;  // the directory a long path is reached through
+};
 
 }  // namespace detail
 
@@ -87,16 +119,14 @@ class control_server {
   /// Listens on `path` (mode 0600). A stale socket file is replaced; a live
   /// one is an error unless `take_over` (a new master during an upgrade).
   void open(const std::string& path, bool take_over) {
-    sockaddr_un sa{};
-    if (!detail::fill_unix_address(path, sa))
-      throw std::runtime_error(fmt::format("control socket path '{}' is empty or too long", path));
+    detail::unix_address sa(path);
     struct stat st {};
     if (::lstat(path.c_str(), &st) == 0) {
       if (!S_ISSOCK(st.st_mode))
         throw std::runtime_error(
             fmt::format("control socket path {} exists and is not a socket", path));
       detail::unique_fd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-      bool live = ::connect(probe.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0;
+      bool live = ::connect(probe.get(), sa.get(), sa.size()) == 0;
       if (live && !take_over)
         throw std::runtime_error(
             fmt::format("another master answers on control socket {}", path));
@@ -105,7 +135,7 @@ class control_server {
     detail::unique_fd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
     if (!fd) detail::throw_errno("socket");
     mode_t old = ::umask(0177);  // born 0600: no window where others may connect
-    int rc = ::bind(fd.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa);
+    int rc = ::bind(fd.get(), sa.get(), sa.size());
     int err = errno;
     ::umask(old);
     if (rc != 0 || ::listen(fd.get(), 16) != 0)
@@ -164,12 +194,10 @@ class control_server {
 /// whole answer. Throws std::runtime_error when the master cannot be reached.
 inline std::string control_request(const std::string& path, std::string_view request,
                                    milliseconds timeout) {
-  sockaddr_un sa{};
-  if (!detail::fill_unix_address(path, sa))
-    throw std::runtime_error(fmt::format("control socket path '{}' is empty or too long", path));
+  detail::unix_address sa(path);
   detail::unique_fd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (!fd) detail::throw_errno("socket");
-  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0)
+  if (::connect(fd.get(), sa.get(), sa.size()) != 0)
     throw std::runtime_error(fmt::format("cannot reach the master on {}: {}", path,
                                          std::strerror(errno)));
   std::string line = std::string(request) + "\n";

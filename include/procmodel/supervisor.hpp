@@ -118,6 +118,7 @@ class basic_supervisor {
   /// Runs the master until it stops; returns the process exit code.
   /// With `options::signal` set, only tells the running master and returns.
   int run() {
+    detail::open_missing_stdio();
     if (opt_.signal) return send_command<Signals>(opt_, *opt_.signal);
     if (!opt_.query.empty()) return query_master(opt_);
     log_.set_level(opt_.level);
@@ -131,6 +132,9 @@ class basic_supervisor {
       start();
     } catch (const std::exception& e) {
       log_.error("{}", e.what());
+      // A failed start leaves nothing behind that names it.
+      control_.close(true);
+      if (!opt_.pid_file.empty()) pid_file::remove_if_ours(opt_.pid_file, ::getpid());
       daemon_.notify_started(1);
       return 1;
     }
@@ -168,22 +172,24 @@ class basic_supervisor {
       throw std::runtime_error(fmt::format(
           "another master is running (pid {} in {}); stop it or use another pid file",
           pid_file::read(opt_.pid_file), opt_.pid_file));
+    // From here a signal waits for the loop instead of killing a master
+    // half started (logrotate's `killall -USR1`).
+    std::vector<int> watched(Signals::watched.begin(), Signals::watched.end());
+    watched.push_back(SIGCHLD);
+    detail::take_over_signals(watched);
     exe_ = detail::own_executable();
     args_ = detail::own_arguments();
     take_listeners();
     for (const auto& l : listeners_.for_slot(0))
       log_.notice("listening on {}{}", l.local, opt_.reuseport ? " (a socket per worker)" : "");
     if (opt_.daemon) daemon_.detach(opt_.log_file.empty());
-    if (!opt_.pid_file.empty()) pid_file::write(opt_.pid_file, ::getpid());
-
-    std::vector<int> watched(Signals::watched.begin(), Signals::watched.end());
-    watched.push_back(SIGCHLD);
-    detail::take_over_signals(watched);
     loop_.watch_signals(watched, [this](int signo) { on_signal(signo); });
     open_control(parent_master_ != 0);
     if (auto every = systemd_.watchdog()) arm_watchdog(std::chrono::duration_cast<milliseconds>(*every / 2));
-
     lifecycle_.emplace(to_lifecycle_config(opt_));
+    // Last: a pid file names a master that handles its signals and answers
+    // on its control socket.
+    if (!opt_.pid_file.empty()) pid_file::write(opt_.pid_file, ::getpid());
     log_.notice("master {} started with {} worker(s)", ::getpid(), opt_.workers);
     dispatch(events::started{});
   }

@@ -9,6 +9,7 @@
 #include "support/process.hpp"
 #include "support/server.hpp"
 
+#include <algorithm>
 #include <csignal>
 #include <string>
 #include <vector>
@@ -239,4 +240,117 @@ TEST_CASE("the control socket caps and times out silent clients, and reads a req
   INFO("status: " << st.out << st.err);
   PM_CHECK(srv, st.code() == 0);
   PM_CHECK(srv, quit(srv) == 0);
+}
+
+namespace {
+
+// The descriptor numbers `pid` holds for the listening socket on `port`.
+std::vector<int> listener_fds(pid_t pid, std::uint16_t port) {
+  std::vector<int> out;
+  const std::string inode = "socket:[" + listening_inode(port) + "]";
+  for (const auto& f : open_fds(pid))
+    if (f.target == inode) out.push_back(f.fd);
+  return out;
+}
+
+// Checks that `pid` holds /dev/null on 0, 1 and 2 (or the log on 1 and 2 when
+// `log` is given) and its listener on `port` above them.
+void check_stdio_and_listener(server& srv, pid_t pid, std::uint16_t port, const std::string& log) {
+  INFO("process " << pid << ":\n" << describe_fds(pid));
+  auto fds = open_fds(pid);
+  for (int n : {0, 1, 2}) {
+    INFO("descriptor " << n);
+    auto it = std::find_if(fds.begin(), fds.end(), [&](const fd_entry& f) { return f.fd == n; });
+    PM_REQUIRE(srv, it != fds.end());
+    PM_CHECK(srv, (it->target == "/dev/null" || (!log.empty() && it->target == log)));
+  }
+  auto listeners = listener_fds(pid, port);
+  PM_CHECK(srv, !listeners.empty());
+  for (int fd : listeners) PM_CHECK(srv, fd > 2);
+}
+
+}  // namespace
+
+TEST_CASE("a master started with stdin, stdout and stderr closed keeps its listener off them",
+          "[hostile][stdio]") {
+  server srv(http_server, "procmodel-hostile");
+  auto cfg = http_config(2);
+  cfg.log_file = true;  // no stderr to log to
+  cfg.closed_stdio = {0, 1, 2};
+  PM_REQUIRE(srv, srv.start(cfg));
+  check_stdio_and_listener(srv, srv.master_pid(), srv.port(), "");
+  for (pid_t w : srv.workers()) check_stdio_and_listener(srv, w, srv.port(), "");
+  PM_CHECK(srv, http_get(srv.port()).has_value());
+  PM_CHECK(srv, quit(srv) == 0);
+}
+
+TEST_CASE("--daemon started with stdio closed reports its start truly and serves",
+          "[hostile][stdio][daemon]") {
+  temp_dir dir("procmodel-hostile");
+  const std::string pid_path = dir.file("d.pid"), log_path = dir.file("d.log");
+  spawn_options opt;
+  opt.stdout_path = dir.file("launcher.out");
+  opt.closed_stdio = {0, 1, 2};
+  process launcher = process::spawn(http_server,
+                                    {"--daemon", "--listen", "127.0.0.1:0", "--workers", "1",
+                                     "--pid-file", pid_path, "--log-file", log_path,
+                                     "--log-level", "debug"},
+                                    opt);
+  auto st = launcher.wait_exit(10s);
+  launcher.forget_daemons();
+  INFO(read_file(log_path));
+  REQUIRE(st.has_value());
+  CHECK(exit_code_of(*st) == 0);  // the daemon's verdict, not a byte of its log
+  REQUIRE(wait_for([&] { return file_exists(pid_path); }, 5s));
+  const pid_t daemon_pid = std::stoi(read_file(pid_path));
+  daemon_reaper guard{daemon_pid};
+  const auto port = parse_port(read_file(log_path));
+  REQUIRE(port != 0);
+  CHECK(wait_for([&] { return http_get(port).has_value(); }, 5s));
+  server none(http_server);  // only for the failure messages
+  check_stdio_and_listener(none, daemon_pid, port, "");
+  for (pid_t w : children_of(daemon_pid)) check_stdio_and_listener(none, w, port, "");
+  REQUIRE(::kill(daemon_pid, SIGQUIT) == 0);
+  CHECK(wait_for([&] { return !is_alive(daemon_pid); }, 10s));
+  CHECK(!file_exists(pid_path));
+}
+
+TEST_CASE("a start that fails after its listeners are bound leaves no pid file",
+          "[hostile][pidfile]") {
+  temp_dir dir("procmodel-hostile");
+  const std::string pid_path = dir.file("master.pid");
+  // The control socket cannot be created where a directory stands.
+  REQUIRE(::mkdir((pid_path + ".sock").c_str(), 0700) == 0);
+  auto r = run(dir, echo_server,
+               {"--listen", "127.0.0.1:0", "--workers", "1", "--pid-file", pid_path}, 10s);
+  INFO("stderr: " << r.err);
+  CHECK(r.code() == 1);
+  CHECK(r.err.find("control socket") != std::string::npos);
+  CHECK_FALSE(file_exists(pid_path));
+}
+
+TEST_CASE("a pid file path of 150 characters works, -s status included", "[hostile][pidfile]") {
+  server srv(echo_server, "procmodel-hostile");
+  std::string deep = srv.dir().path();
+  while (deep.size() < 150 - 12) {
+    deep += "/" + std::string(std::min<std::size_t>(40, 150 - 12 - deep.size()), 'd');
+    REQUIRE(::mkdir(deep.c_str(), 0700) == 0);
+  }
+  server_config cfg;
+  cfg.workers = 2;
+  cfg.pid_path = deep + "/master.pid";
+  INFO("pid file " << cfg.pid_path << " (" << cfg.pid_path.size() << " characters)");
+  REQUIRE(cfg.pid_path.size() >= 150);
+  PM_REQUIRE(srv, srv.start(cfg));
+  auto st = status_of(srv, echo_server);
+  INFO("status: " << st.out << st.err);
+  PM_CHECK(srv, st.code() == 0);
+  PM_CHECK(srv, count_of(st.out, "worker") == 2);
+  auto q = run(srv.dir(), echo_server, {"-s", "quit", "--pid-file", srv.pid_path()});
+  PM_CHECK(srv, q.code() == 0);
+  auto exit = srv.master().wait_exit(10s);
+  PM_REQUIRE(srv, exit.has_value());
+  PM_CHECK(srv, exit_code_of(*exit) == 0);
+  PM_CHECK(srv, !file_exists(srv.pid_path()));
+  PM_CHECK(srv, !file_exists(srv.pid_path() + ".sock"));
 }

@@ -227,13 +227,7 @@ TEST_CASE("daemon mode detaches, serves, and stops with -s quit", "[http][daemon
   REQUIRE(file_exists(pid_path));
   pid_t daemon_pid = std::stoi(read_file(pid_path));
   // Clean up by pid whatever happens below.
-  struct reaper {
-    pid_t pid;
-    ~reaper() {
-      for (pid_t c : descendants_of(pid)) ::kill(c, SIGKILL);
-      ::kill(pid, SIGKILL);
-    }
-  } guard{daemon_pid};
+  daemon_reaper guard{daemon_pid};
   CHECK(is_running(daemon_pid));
   // Detached: its own session, not our child.
   CHECK(::getsid(daemon_pid) == daemon_pid);
@@ -255,13 +249,7 @@ TEST_CASE("daemon mode reports a start-up failure with a non-zero exit", "[http]
                                       dir.file("a.log")});
   REQUIRE(first.code() == 0);
   pid_t a = std::stoi(read_file(dir.file("a.pid")));
-  struct reaper {
-    pid_t pid;
-    ~reaper() {
-      for (pid_t c : descendants_of(pid)) ::kill(c, SIGKILL);
-      ::kill(pid, SIGKILL);
-    }
-  } guard{a};
+  daemon_reaper guard{a};
   auto port = parse_port(read_file(dir.file("a.log")));
   REQUIRE(port != 0);
   auto second = run(dir, http_server,

@@ -812,6 +812,22 @@ class subreaper_scope {
   }
 };
 
+/// SIGKILLs a process that is not our child (a daemon) and its descendants
+/// on scope exit, whatever the test did meanwhile.
+struct daemon_reaper {
+  explicit daemon_reaper(pid_t p) : pid(p) {}
+  pid_t pid = 0;
+  daemon_reaper(const daemon_reaper&) = delete;
+  daemon_reaper& operator=(const daemon_reaper&) = delete;
+  ~daemon_reaper() {
+    if (pid <= 0)
+      return;
+    for (pid_t c : descendants_of(pid))
+      ::kill(c, SIGKILL);
+    ::kill(pid, SIGKILL);
+  }
+};
+
 /// Result of running a program to completion.
 struct run_result {
   std::optional<int> status;  ///< wait status; nothing if it did not exit in time (then killed)

@@ -36,6 +36,7 @@ struct server_config {
   std::vector<int> ignored_signals;  ///< signals the master starts with ignored
   std::vector<int> blocked_signals;  ///< signals the master starts with blocked
   std::string pid_path;              ///< --pid-file here instead of <dir>/master.pid
+  std::vector<int> closed_stdio;     ///< descriptors among 0-2 the master starts without
 };
 
 /// A master started from `program` with its own temporary directory.
@@ -61,6 +62,7 @@ class server {
     opt.cwd = c.cwd;
     opt.ignored_signals = c.ignored_signals;
     opt.blocked_signals = c.blocked_signals;
+    opt.closed_stdio = c.closed_stdio;
     master_ = process::spawn(program_, args, opt);
 
     if (!wait_for([&] { return parse_port(log()) != 0 || master_.exited(); }, c.timeout)) {
