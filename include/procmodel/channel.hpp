@@ -9,10 +9,14 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
+#include <stdexcept>
+#include <string_view>
 #include <utility>
 
 #include <poll.h>
 #include <sys/socket.h>
+
+#include <fmt/format.h>
 
 #include "detail/unique_fd.hpp"
 #include "lifecycle.hpp"
@@ -40,6 +44,26 @@ namespace detail {
 
 inline constexpr std::uint32_t channel_magic = 0x706d6331;  // "pmc1"
 inline constexpr std::size_t wire_size = 16;
+
+}  // namespace detail
+
+namespace detail {
+
+/// Checks that an inherited `fd` can be a channel end: an open, connected
+/// unix SOCK_SEQPACKET socket. Throws std::runtime_error naming `what`.
+inline void check_channel_fd(int fd, std::string_view what) {
+  int type = 0, domain = 0, accepting = 0;
+  socklen_t len = sizeof type;
+  if (::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0)
+    throw std::runtime_error(fmt::format("{}: descriptor {} is not an open socket", what, fd));
+  len = sizeof domain;
+  ::getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len);
+  len = sizeof accepting;
+  ::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &accepting, &len);
+  if (domain != AF_UNIX || type != SOCK_SEQPACKET || accepting)
+    throw std::runtime_error(
+        fmt::format("{}: descriptor {} is not a unix seqpacket channel", what, fd));
+}
 
 }  // namespace detail
 

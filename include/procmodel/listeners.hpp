@@ -49,6 +49,7 @@ inline endpoint_spec parse_endpoint(std::string_view text) {
     auto close = text.find(']');
     if (close == std::string_view::npos) throw fail("missing ']'");
     host = text.substr(1, close - 1);
+    if (host.empty()) throw fail("no host between '[' and ']' (write '*:PORT' for any address)");
     if (close + 1 >= text.size() || text[close + 1] != ':') throw fail("expected [HOST]:PORT");
     port = text.substr(close + 2);
   } else {
@@ -56,6 +57,7 @@ inline endpoint_spec parse_endpoint(std::string_view text) {
     if (colon == std::string_view::npos) throw fail("expected HOST:PORT");
     host = text.substr(0, colon);
     if (host.find(':') != std::string_view::npos) throw fail("write IPv6 addresses as [HOST]:PORT");
+    if (host.find_first_of("[]") != std::string_view::npos) throw fail("unbalanced '[' or ']'");
     port = text.substr(colon + 1);
   }
   if (host == "*") host = {};
@@ -115,16 +117,22 @@ struct inherited_fd {
 
 /// Parses the value of handover_env; throws std::runtime_error saying what is wrong.
 inline std::vector<inherited_fd> parse_handover(std::string_view text) {
+  const std::string_view whole = text;
   auto fail = [&](std::string_view why) {
-    return std::runtime_error(
-        fmt::format("{}='{}' is not usable: {}", handover_env, text, why));
+    // Quoted up to a point: the value comes from the environment, of any size.
+    constexpr std::size_t shown = 64;
+    return std::runtime_error(fmt::format("{}='{}{}' is not usable: {}", handover_env,
+                                          whole.substr(0, shown),
+                                          whole.size() > shown ? "..." : "", why.substr(0, 200)));
   };
   std::vector<inherited_fd> out;
   if (text.empty()) throw fail("it is empty");
-  while (!text.empty()) {
+  for (bool more = true; more;) {
     auto comma = text.find(',');
     std::string_view item = text.substr(0, comma);
-    text = comma == std::string_view::npos ? std::string_view{} : text.substr(comma + 1);
+    more = comma != std::string_view::npos;
+    text = more ? text.substr(comma + 1) : std::string_view{};
+    if (item.empty()) throw fail("an empty entry");
     auto colon = item.find(':');
     if (colon == std::string_view::npos) throw fail(fmt::format("'{}' is not INDEX:FD", item));
     inherited_fd f;
@@ -147,12 +155,12 @@ inline std::vector<inherited_fd> parse_handover(std::string_view text) {
 inline std::optional<std::vector<int>> systemd_listen_fds(pid_t self) {
   const char* fds = std::getenv("LISTEN_FDS");
   const char* pid = std::getenv("LISTEN_PID");
-  if (!fds) return std::nullopt;
+  if (!fds || !pid) return std::nullopt;  // no LISTEN_PID: meant for no one (as sd_listen_fds)
   long long owner = 0;
   try {
-    owner = parse_number("LISTEN_PID", pid ? pid : "", 1, 1LL << 31);
+    owner = parse_number("LISTEN_PID", pid, 1, 1LL << 31);
   } catch (const std::invalid_argument&) {
-    throw std::runtime_error(fmt::format("LISTEN_PID='{}' is not a pid", pid ? pid : ""));
+    throw std::runtime_error(fmt::format("LISTEN_PID='{}' is not a pid", pid));
   }
   if (owner != self) return std::nullopt;  // meant for another process
   long long n = 0;

@@ -231,10 +231,8 @@ class basic_supervisor {
         } catch (const std::invalid_argument& e) {
           throw std::runtime_error(e.what());
         }
-        struct stat st {};
-        if (::fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode))
-          throw std::runtime_error(fmt::format("{}={}: not an open socket",
-                                               detail::upgrade_channel_env, fd_text));
+        // Not a listener handed over, nor anything else but a channel.
+        detail::check_channel_fd(fd, fmt::format("{}={}", detail::upgrade_channel_env, fd_text));
         ::fcntl(fd, F_SETFD, FD_CLOEXEC);
         parent_channel_ = channel(detail::unique_fd(fd));
         parent_master_ = ::getppid();

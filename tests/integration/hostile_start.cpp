@@ -354,3 +354,148 @@ TEST_CASE("a pid file path of 150 characters works, -s status included", "[hosti
   PM_CHECK(srv, !file_exists(srv.pid_path()));
   PM_CHECK(srv, !file_exists(srv.pid_path() + ".sock"));
 }
+
+namespace {
+
+int bad_inputs = 0;  // tried by the integration tests below
+
+// The whole answer of the control socket at `path` to `request` (sent as is).
+std::string ask(const std::string& path, std::string_view request) {
+  int fd = control_client(path);
+  if (fd < 0) return "(cannot connect)";
+  fd_list one{{fd}};
+  if (!request.empty() && ::send(fd, request.data(), request.size(), MSG_NOSIGNAL) < 0)
+    return "(cannot send)";
+  ::shutdown(fd, SHUT_WR);
+  std::string answer;
+  char buf[4096];
+  for (;;) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 5000) != 1) return answer + "(no end of answer in 5 s)";
+    ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) return answer;
+    answer.append(buf, static_cast<std::size_t>(n));
+  }
+}
+
+// A TCP socket listening on 127.0.0.1:0 (close-on-exec): what a previous
+// master would hand over. Its port in `port`.
+int listening_socket(std::uint16_t& port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof sa;
+  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&sa), len) != 0 || ::listen(fd, 16) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len) != 0)
+    throw std::runtime_error("cannot make a listening socket");
+  port = ntohs(sa.sin_port);
+  return fd;
+}
+
+}  // namespace
+
+TEST_CASE("bad control requests are answered with an error and change nothing",
+          "[hostile][control][bad_input]") {
+  server srv(echo_server, "procmodel-hostile");
+  start_echo(srv, 2);
+  const std::string control = srv.pid_path() + ".sock";
+  const auto workers = srv.workers();
+  const std::vector<std::string> junk = {
+      "\n", "\r\n", "statusX\n", "status json extra\n", "STATUS\n", " status\n", "status \n",
+      "quit\n", "reload\n", "stop\n", "status\tjson\n", "upgrade abc\n", "upgrade 0\n",
+      "upgrade -5\n", "upgrade 99999999999999\n", "upgrade 1 2\n", "upgrade  5\n", "upgrade x5\n",
+      std::string(300, 'a') + "\n", std::string(5000, 's'), std::string("st\0atus\n", 8),
+      "\xff\xfe\xfd\n", "\x1b[2J\n", std::string("status\0json\n", 12), "{\"cmd\":\"status\"}\n",
+      "GET / HTTP/1.1\r\n\r\n", "upgrade\x01\n", "status json json\n",
+  };
+  for (const auto& req : junk) {
+    ++bad_inputs;
+    std::string answer = ask(control, req);
+    INFO("request '" << req.substr(0, 40) << "' (" << req.size() << " bytes): answer '" << answer
+                     << "'");
+    PM_CHECK(srv, answer.rfind("error: ", 0) == 0);
+  }
+  ++bad_inputs;  // a client that sends nothing and closes
+  PM_CHECK(srv, ask(control, "").rfind("error: ", 0) == 0);
+  // Nothing changed: same workers, no upgrade, still serving and answering.
+  PM_CHECK(srv, srv.workers() == workers);
+  PM_CHECK(srv, srv.log().find("upgrade:") == std::string::npos);
+  PM_CHECK(srv, echo_once(srv.port()));
+  auto st = status_of(srv, echo_server);
+  PM_CHECK(srv, st.code() == 0);
+  PM_CHECK(srv, quit(srv) == 0);
+}
+
+TEST_CASE("PROCMODEL_UPGRADE_FD that is not the previous master's channel is refused",
+          "[hostile][handover][bad_input]") {
+  temp_dir dir("procmodel-hostile");
+  std::uint16_t port = 0;
+  const int listener = listening_socket(port);
+  struct closer {
+    int fd;
+    ~closer() { ::close(fd); }
+  } guard{listener};
+  const std::string pid_path = dir.file("m.pid");
+  for (const char* value : {"", "-1", "0", "2", "abc", "3x", "99999999999", "99", "3"}) {
+    ++bad_inputs;
+    spawn_options opt;
+    opt.stdout_path = dir.file("u.log");
+    opt.fd3 = listener;
+    opt.env = {{"PROCMODEL_LISTENERS", "0:3"}, {"PROCMODEL_UPGRADE_FD", value}};
+    process p = process::spawn(echo_server,
+                               {"--listen", "127.0.0.1:" + std::to_string(port), "--workers", "1",
+                                "--pid-file", pid_path},
+                               opt);
+    auto st = p.wait_exit(10s);
+    p.record_descendants();
+    INFO("PROCMODEL_UPGRADE_FD='" << value << "': " << read_file(opt.stdout_path));
+    CHECK(st.has_value());
+    if (st) CHECK(exit_code_of(*st) == 1);
+    CHECK(read_file(opt.stdout_path).find("PROCMODEL_UPGRADE_FD") != std::string::npos);
+    CHECK_FALSE(file_exists(pid_path));
+    ::unlink(opt.stdout_path.c_str());
+  }
+  // The socket handed over was left as it was: still listening.
+  int accepting = 0;
+  socklen_t len = sizeof accepting;
+  ::getsockopt(listener, SOL_SOCKET, SO_ACCEPTCONN, &accepting, &len);
+  CHECK(accepting == 1);
+}
+
+TEST_CASE("a master refuses a pid file path that is a FIFO or a directory, and replaces junk",
+          "[hostile][pidfile][bad_input]") {
+  temp_dir dir("procmodel-hostile");
+  SECTION("a FIFO or a directory: a clear error, left as it was") {
+    const std::string fifo = dir.file("fifo.pid"), sub = dir.file("dir.pid");
+    REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+    REQUIRE(::mkdir(sub.c_str(), 0700) == 0);
+    for (const auto& path : {fifo, sub}) {
+      ++bad_inputs;
+      auto r = run(dir, echo_server, {"--listen", "127.0.0.1:0", "--workers", "1", "--pid-file", path});
+      INFO(path << ": " << r.err);
+      CHECK(r.code() == 1);
+      CHECK(r.err.find(path) != std::string::npos);
+    }
+    struct stat st {};
+    CHECK((::lstat(fifo.c_str(), &st) == 0 && S_ISFIFO(st.st_mode)));
+    CHECK((::lstat(sub.c_str(), &st) == 0 && S_ISDIR(st.st_mode)));
+  }
+  SECTION("junk, huge or naming a dead pid: replaced by a master that starts") {
+    for (const std::string& junk :
+         {std::string("not a pid\n"), std::string(1 << 20, '9'), std::string("1\n"),
+          std::string(64, '\0')}) {
+      ++bad_inputs;
+      server srv(echo_server, "procmodel-hostile");
+      write_file(srv.pid_path(), junk);
+      start_echo(srv, 1);
+      PM_CHECK(srv, read_file(srv.pid_path()) == std::to_string(srv.master_pid()) + "\n");
+      PM_CHECK(srv, quit(srv) == 0);
+    }
+  }
+}
+
+TEST_CASE("bad inputs tried by the integration suite", "[hostile][bad_input][zz_count]") {
+  WARN("bad inputs tried in tests/integration/hostile_start.cpp: " << bad_inputs);
+  SUCCEED();
+}
