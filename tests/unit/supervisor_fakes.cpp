@@ -285,3 +285,36 @@ TEST_CASE("supervisor with fakes: workers = 0 is refused before anything starts"
   CHECK_FALSE(ran);
   CHECK(sup.loop().watched_signals().empty());
 }
+
+TEST_CASE("supervisor with fakes: 40 failed spawns in a row back off to the cap, then recover",
+          "[supervisor][fakes][torture]") {
+  fake_supervisor sup(two_workers());
+  run(sup, [&](fake_loop& loop, fake_spawner& sp) {
+    const timer_id respawn0{timer_kind::respawn, 0};
+    const int errors[] = {EAGAIN, ENOMEM, EMFILE, ENFILE};
+    for (int i = 0; i < 40; ++i) sp.fail_next(errors[i % 4]);
+    sp.exit(1000, exited_with(1));
+    loop.raise(SIGCHLD);
+    milliseconds longest{0};
+    int retries = 0;
+    // The first respawn is at once (within the restart intensity) and fails;
+    // from then on each retry waits, twice as long, at most backoff_max.
+    while (auto due = loop.due_in(respawn0)) {
+      longest = std::max(longest, *due);
+      CHECK(*due <= 10s);
+      loop.advance(*due);
+      ++retries;
+      REQUIRE(retries < 100);
+    }
+    WARN("40 failed spawns: " << retries << " retries, longest backoff " << longest.count()
+                              << " ms");
+    CHECK(longest == 10s);
+    CHECK(sup.lifecycle().current_phase() == phase::running);
+    REQUIRE(sp.spawn_count() == 3);  // the two first, then the one that worked
+    CHECK(sp.workers()[2].request.slot == 0);
+    CHECK(loop.watched_fds().size() == 2);  // no channel of a failed attempt left over
+    loop.raise(SIGTERM);
+    sp.exit_all();
+    loop.raise(SIGCHLD);
+  });
+}
