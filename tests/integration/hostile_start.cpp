@@ -499,3 +499,30 @@ TEST_CASE("bad inputs tried by the integration suite", "[hostile][bad_input][zz_
   WARN("bad inputs tried in tests/integration/hostile_start.cpp: " << bad_inputs);
   SUCCEED();
 }
+
+TEST_CASE("an upgrade asked for while out of descriptors fails, and the master goes on",
+          "[hostile][resources][upgrade]") {
+  server srv(echo_server, "procmodel-hostile");
+  start_echo(srv, 2);
+  const pid_t master = srv.master_pid();
+  const auto workers = srv.workers();
+  rlimit old{};
+  PM_REQUIRE(srv, ::prlimit(master, RLIMIT_NOFILE, nullptr, &old) == 0);
+  rlimit starved = old;
+  starved.rlim_cur = 3;
+  PM_REQUIRE(srv, ::prlimit(master, RLIMIT_NOFILE, &starved, nullptr) == 0);
+  PM_REQUIRE(srv, srv.master().signal(SIGUSR2));
+  PM_CHECK(srv, wait_for([&] { return srv.log().find("upgrade failed") != std::string::npos; }, 5s));
+  PM_REQUIRE(srv, is_running(master));
+  PM_CHECK(srv, srv.log().find("master failed") == std::string::npos);
+  // Nothing was handed over: the pid file still names this master, the workers serve.
+  PM_CHECK(srv, read_file(srv.pid_path()) == std::to_string(master) + "\n");
+  PM_CHECK(srv, !file_exists(srv.pid_path() + ".oldbin"));
+  PM_CHECK(srv, srv.workers() == workers);
+  PM_CHECK(srv, echo_once(srv.port()));
+  PM_REQUIRE(srv, ::prlimit(master, RLIMIT_NOFILE, &old, nullptr) == 0);
+  auto st = status_of(srv, echo_server);
+  INFO("status: " << st.out << st.err);
+  PM_CHECK(srv, st.code() == 0);
+  PM_CHECK(srv, quit(srv) == 0);
+}
