@@ -125,6 +125,8 @@ inline std::vector<inherited_fd> parse_handover(std::string_view text) {
     auto comma = text.find(',');
     std::string_view item = text.substr(0, comma);
     text = comma == std::string_view::npos ? std::string_view{} : text.substr(comma + 1);
+    if (item.empty() || (comma != std::string_view::npos && text.empty()))
+      throw fail("an item is empty");
     auto colon = item.find(':');
     if (colon == std::string_view::npos) throw fail(fmt::format("'{}' is not INDEX:FD", item));
     inherited_fd f;
