@@ -2,7 +2,11 @@
 # Set up procmodel on Debian/Ubuntu and run it.
 #
 #   scripts/setup.sh demo    install what is missing, build (release), run the http example
-#   scripts/setup.sh test    install what is missing, build (ci preset), run ctest
+#   scripts/setup.sh test    install what is missing, then the whole suite four ways:
+#                            ci preset (warnings as errors), asan (ASan+UBSan, every test
+#                            but the packaging ones), tsan (the unit tests that run
+#                            workers as threads), fuzz (each parser's libFuzzer target,
+#                            bounded); a sanitizer report from any process fails the run
 #   scripts/setup.sh bench   install what is missing (plus wrk, nginx-light), run bench/run.sh
 #
 # Non-interactive: fine under CI=true with no stdin. Set PROCMODEL_SKIP_APT=1 to
@@ -34,6 +38,9 @@ fi
 # --- (a) Debian packages ------------------------------------------------------
 
 packages=(g++ cmake make libboost-dev libfmt-dev catch2)
+if [[ $mode == test ]]; then
+  packages+=(clang libclang-rt-14-dev)  # libFuzzer for the fuzz targets
+fi
 if [[ $mode == bench ]]; then
   packages+=(wrk nginx-light)
 fi
@@ -80,7 +87,58 @@ case "$mode" in
   test)
     cmake --preset ci
     cmake --build --preset ci -j"$jobs"
-    exec ctest --preset ci
+    ctest --preset ci
+
+    # Sanitized runs: every process (master, workers, daemons whose stderr is
+    # /dev/null) writes its report to a file here instead of a stream a test
+    # may not read; any file at all fails the run.
+    reports="$root/build/sanitizer-reports"
+    rm -rf -- "$reports"
+    mkdir -p -- "$reports"
+    export PROCMODEL_SANITIZER_LOG="log_path=$reports/report"
+    check_reports() {
+      local found
+      found=$(find "$reports" -type f | sort)
+      [[ -z $found ]] && return 0
+      log "sanitizer reports after the $1 run:"
+      local f
+      for f in $found; do
+        echo "===== $f" >&2
+        head -n 60 -- "$f" >&2
+      done
+      return 1
+    }
+
+    log "ASan+UBSan: the whole suite but the packaging tests"
+    cmake --preset asan
+    cmake --build --preset asan -j"$jobs"
+    asan_rc=0
+    ctest --preset asan -LE consumer || asan_rc=$?
+    check_reports asan || asan_rc=1
+
+    log "TSan: the unit tests that run workers as threads (inline_spawner)"
+    mapfile -t threaded < <(grep -l inline_spawner tests/unit/*.cpp | xargs -n1 basename | sed 's/\.cpp$//')
+    cmake --preset tsan
+    tsan_rc=0
+    if [[ ${#threaded[@]} -gt 0 ]]; then
+      targets=() regex=()
+      for t in "${threaded[@]}"; do
+        targets+=(--target "unit_$t")
+        regex+=("^unit_$t:")
+      done
+      cmake --build --preset tsan -j"$jobs" "${targets[@]}"
+      ctest --preset tsan -R "$(IFS='|'; echo "${regex[*]}")" || tsan_rc=$?
+      check_reports tsan || tsan_rc=1
+    fi
+
+    log "fuzz: each parser's libFuzzer target for ${PROCMODEL_FUZZ_SECONDS:-20} s"
+    cmake --preset fuzz -DPROCMODEL_FUZZ_SECONDS="${PROCMODEL_FUZZ_SECONDS:-20}"
+    cmake --build --preset fuzz -j"$jobs"
+    fuzz_rc=0
+    ctest --preset fuzz || fuzz_rc=$?
+
+    log "asan: rc $asan_rc, tsan: rc $tsan_rc, fuzz: rc $fuzz_rc"
+    [[ $asan_rc -eq 0 && $tsan_rc -eq 0 && $fuzz_rc -eq 0 ]]
     ;;
 
   demo)

@@ -132,7 +132,7 @@ inline std::vector<inherited_fd> parse_handover(std::string_view text) {
     std::string_view item = text.substr(0, comma);
     more = comma != std::string_view::npos;
     text = more ? text.substr(comma + 1) : std::string_view{};
-    if (item.empty()) throw fail("an empty entry");
+    if (item.empty()) throw fail("an item is empty");
     auto colon = item.find(':');
     if (colon == std::string_view::npos) throw fail(fmt::format("'{}' is not INDEX:FD", item));
     inherited_fd f;

@@ -157,6 +157,9 @@ class command_line {
     add_flag("--json", "-s status: print JSON", [this] { opt_.json = true; });
     add("-s", "COMMAND", "tell the running master: stop, quit, reload, reopen, upgrade, status",
         [this](auto v) {
+          // The last -s wins, as with nginx: a signal and a query never both stand.
+          opt_.signal.reset();
+          opt_.query.clear();
           if (v == "status" || v == "upgrade") return void(opt_.query = std::string(v));
           auto c = parse_command(v);
           if (!c)

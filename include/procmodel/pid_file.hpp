@@ -45,12 +45,11 @@ struct pid_file {
     std::string_view text(buf, static_cast<std::size_t>(n));
     if (!text.empty() && text.back() == '\n') text.remove_suffix(1);
     long long pid = 0;
+    // At most 10 digits, checked before any arithmetic: no overflow on junk.
     bool ok = !text.empty() && text.size() <= 10;
-    for (char c : text) {
-      if (c < '0' || c > '9') {
-        ok = false;
-        break;
-      }
+    for (std::size_t i = 0; ok && i < text.size(); ++i) {
+      char c = text[i];
+      ok = c >= '0' && c <= '9';
       pid = pid * 10 + (c - '0');
     }
     if (!ok || pid <= 1 || pid > INT_MAX)

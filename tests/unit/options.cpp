@@ -175,6 +175,19 @@ TEST_CASE("command_line: -s status and -s upgrade ask the master over its contro
   CHECK(opt.upgrade_timeout == 1234ms);
 }
 
+TEST_CASE("command_line: the last -s wins - '-s stop -s status' does not stop the master",
+          "[options]") {
+  // Found by tests/fuzz/command_line: both were kept and run() sent the signal.
+  options opt;
+  REQUIRE_FALSE(parse(opt, {"-s", "stop", "-s", "status"}).code);
+  CHECK(opt.query == "status");
+  CHECK_FALSE(opt.signal);
+  options back;
+  REQUIRE_FALSE(parse(back, {"-s", "upgrade", "-s", "reopen"}).code);
+  CHECK(back.signal == command::reopen);
+  CHECK(back.query.empty());
+}
+
 TEST_CASE("command_line: --listen repeats - and the first replaces the default", "[options]") {
   options opt;
   opt.listen = {"0.0.0.0:80"};

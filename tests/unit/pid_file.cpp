@@ -217,7 +217,9 @@ TEST_CASE("pid_file: read refuses a directory and a missing file", "[pid_file]")
 
 TEST_CASE("pid_file: read refuses anything but a pid", "[pid_file]") {
   auto junk = GENERATE(as<std::string>{}, "abc", "12abc", "", "\n", "-5", "0", "1", "99999999999",
-                       "2147483648", " 123", "123 ", "123\n\n", "123\r\n", "+123", "0x1f", "12\n34");
+                       "2147483648", " 123", "123 ", "123\n\n", "123\r\n", "+123", "0x1f", "12\n34",
+                       // 20 and 31 digits: no overflow on the way to refusing them (fuzz_pid_file)
+                       "99999999999999999999", "9999999999999999999999999999999");
   temp_dir dir;
   const auto path = dir / "demo.pid";
   put(path, junk);
