@@ -284,7 +284,7 @@ TEST_CASE("a master started with stdin, stdout and stderr closed keeps its liste
   PM_CHECK(srv, quit(srv) == 0);
 }
 
-TEST_CASE("--daemon started with stdio closed reports its start truly and serves",
+TEST_CASE("a daemon (--daemon) started with stdio closed reports its start truly and serves",
           "[hostile][stdio][daemon]") {
   temp_dir dir("procmodel-hostile");
   const std::string pid_path = dir.file("d.pid"), log_path = dir.file("d.log");
