@@ -616,12 +616,7 @@ TEST_CASE("USR1 reopens the log files of master and workers", "[supervision][ech
 TEST_CASE("a worker that crashes at start is respawned with backoff, not in a fork storm",
           "[supervision][echo][crash-loop]") {
   server srv(echo_server);
-  server_config cfg;
-  cfg.workers = 1;
-  cfg.wait_workers = false;
-  cfg.wait_ready = false;
-  cfg.env = {{"ECHO_CRASH_AT_START", "1"}};
-  PM_REQUIRE(srv, srv.start(cfg));
+  PM_REQUIRE(srv, srv.start(crashing_echo_config()));
   const pid_t master = srv.master_pid();
 
   const long ticks_per_s = ::sysconf(_SC_CLK_TCK);
