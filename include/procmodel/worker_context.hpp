@@ -266,21 +266,32 @@ void drain_acceptor(boost::asio::ip::tcp::acceptor& acceptor, OnSocket&& on_sock
 
 namespace detail {
 
+/// A worker's io_context whose pending handlers can be destroyed on demand,
+/// while its services (and so every I/O object) still work.
+class worker_loop : public boost::asio::io_context {
+ public:
+  using boost::asio::io_context::io_context;
+  /// Destroys every handler not yet run; services stay until the destructor.
+  using boost::asio::io_context::shutdown;
+};
+
 /// Runs a Worker in this process or thread until it stops; returns its exit code.
-/// Each worker gets its own copy of `prototype`. Destruction order matters:
-/// the loop's pending handlers (which may own connections that refer to the
-/// worker) go before the worker copy does.
+/// Each worker gets its own copy of `prototype`. Teardown follows Asio's
+/// rules in three steps: the loop's pending handlers are destroyed first
+/// (they may own connections that refer to the worker and its context), then
+/// the worker copy and the context (which may own acceptors and timers), and
+/// the loop's services last, once no I/O object is left to use them.
 template <class Signals, class Worker>
 int run_worker(const Worker& prototype, channel ch, worker_context::setup setup, bool own_signals,
                const std::function<void(boost::asio::io_context*)>& attach) {
-  Worker worker = prototype;
-  boost::asio::io_context io(1);
+  worker_loop io(1);
   attach(&io);
   struct detach_guard {
     const std::function<void(boost::asio::io_context*)>& attach;
     ~detach_guard() { attach(nullptr); }
   } detach{attach};
   worker_context ctx(io, std::move(ch), std::move(setup));
+  Worker worker = prototype;  // after ctx: what it owns may refer to ctx
 
   // Commands from the master; end-of-file means the master is gone.
   boost::asio::posix::stream_descriptor chan(io, ctx.master_channel().fd());
@@ -349,7 +360,8 @@ int run_worker(const Worker& prototype, channel ch, worker_context::setup setup,
   // The descriptors belong to the channel and the signalfd, not to asio.
   chan.release();
   if (sig_desc) sig_desc->release();
-  return code;
+  io.shutdown();  // handlers go while what they refer to lives
+  return code;    // then the worker copy, ctx, and the loop's services, in that order
 }
 
 }  // namespace detail
