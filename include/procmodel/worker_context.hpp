@@ -119,7 +119,9 @@ class worker_context {
   void on_reopen(std::function<void()> h) { reopen_handlers_.push_back(std::move(h)); }
 
   [[nodiscard]] bool draining() const noexcept { return draining_; }
+  /// Why; becomes master_lost if the master dies during the drain.
   [[nodiscard]] drain_reason why_draining() const noexcept { return drain_reason_; }
+  /// The drain's deadline; moves earlier if the master dies during the drain.
   [[nodiscard]] steady_clock::time_point deadline() const noexcept { return deadline_; }
 
   /// Counts a live connection until the guard is destroyed.
@@ -137,15 +139,18 @@ class worker_context {
   }
   [[nodiscard]] bool stopped() const noexcept { return stopped_; }
 
-  /// Starts draining now, as if the master had asked.
+  /// Starts draining now, as if the master had asked. While draining already,
+  /// only the master's loss counts: it brings the end forward to `within`.
   void drain(drain_reason why, milliseconds within) {
-    if (draining_ || stopped_) return;
+    if (stopped_) return;
+    if (draining_) {
+      if (why == drain_reason::master_lost) hasten(within);
+      return;
+    }
     draining_ = true;
     drain_reason_ = why;
     auto now = steady_clock::now();
-    // Handlers get a deadline a little before the hard one, so that closing
-    // idle connections happens before the loop is stopped.
-    milliseconds margin = std::min(within / 5, milliseconds(500));
+    milliseconds margin = margin_of(within);
     deadline_ = now + within - margin;
     // No freeze here, even with the master gone: after an upgrade another
     // master may serve from the same sockets, and a filter would starve it.
@@ -158,12 +163,7 @@ class worker_context {
       for (auto& l : listeners_) ::close(l.fd);
       owns_listeners_ = false;
     }
-    hard_stop_.expires_after(within - margin / 2);
-    hard_stop_.async_wait([this](boost::system::error_code ec) {
-      if (ec) return;
-      log_.warn("drain deadline reached with {} connection(s) open; exiting", live_);
-      stop(0);
-    });
+    arm_hard_stop(now + within - margin / 2);
     boost::asio::post(io_, [this] { maybe_finish(); });
   }
 
@@ -212,6 +212,30 @@ class worker_context {
   void untrack() noexcept {
     if (live_ > 0) --live_;
     if (draining_ && live_ == 0) boost::asio::post(io_, [this] { maybe_finish(); });
+  }
+  // Handlers get a deadline a little before the hard one, so that closing
+  // idle connections happens before the loop is stopped.
+  static milliseconds margin_of(milliseconds within) {
+    return std::min(within / 5, milliseconds(500));
+  }
+  void arm_hard_stop(steady_clock::time_point at) {
+    hard_stop_.expires_at(at);  // cancels a wait for an earlier setting
+    hard_stop_.async_wait([this](boost::system::error_code ec) {
+      if (ec) return;
+      log_.warn("drain deadline reached with {} connection(s) open; exiting", live_);
+      stop(0);
+    });
+  }
+  // The master died during a drain: no one will SIGKILL this worker at the old
+  // deadline, and a new master may need the slot, so orphan_timeout rules.
+  void hasten(milliseconds within) {
+    auto now = steady_clock::now();
+    milliseconds margin = margin_of(within);
+    if (now + within - margin / 2 >= hard_stop_.expiry()) return;
+    deadline_ = std::min(deadline_, now + within - margin);
+    log_.info("master is gone while draining; deadline in {} ms", (within - margin).count());
+    drain_reason_ = drain_reason::master_lost;
+    arm_hard_stop(now + within - margin / 2);
   }
   void maybe_finish() {
     if (draining_ && live_ == 0 && !stopped_) {
