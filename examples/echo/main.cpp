@@ -76,6 +76,10 @@ struct echo_worker {
       *accept = nullptr;
     });
     ctx.ready();
+    // For the signal tests: a command run with system() once serving, as a
+    // worker would start a helper program.
+    if (const char* cmd = std::getenv("ECHO_RUN_AT_START"); cmd && *cmd)
+      [[maybe_unused]] int rc = std::system(cmd);
   }
 };
 

@@ -345,16 +345,17 @@ int run_worker(const Worker& prototype, channel ch, worker_context::setup setup,
   };
   watch_channel();
 
-  // Signals sent to the worker directly (a forked worker only).
-  std::unique_ptr<signal_fd> sigs;
+  // Signals sent to the worker directly (a forked worker only). Handlers and
+  // a pipe, not a signalfd: the mask is left empty for programs the worker starts.
+  std::unique_ptr<signal_pipe> sigs;
   std::unique_ptr<boost::asio::posix::stream_descriptor> sig_desc;
   std::function<void()> watch_signals = [&] {
     sig_desc->async_wait(boost::asio::posix::stream_descriptor::wait_read,
                          [&](boost::system::error_code ec) {
                            if (ec) return;
-                           signalfd_siginfo info{};
-                           while (sigs->read(info)) {
-                             switch (Signals::worker(static_cast<int>(info.ssi_signo))) {
+                           int signo = 0;
+                           while (sigs->read(signo)) {
+                             switch (Signals::worker(signo)) {
                                case worker_reaction::terminate: ctx.stop(0); return;
                                case worker_reaction::drain:
                                  ctx.drain(drain_reason::signal, ctx.shutdown_timeout());
@@ -367,7 +368,7 @@ int run_worker(const Worker& prototype, channel ch, worker_context::setup setup,
                          });
   };
   if (own_signals) {
-    sigs = std::make_unique<signal_fd>(std::span<const int>(Signals::watched));
+    sigs = std::make_unique<signal_pipe>(std::span<const int>(Signals::watched));
     sig_desc = std::make_unique<boost::asio::posix::stream_descriptor>(io, sigs->fd());
     watch_signals();
   }
@@ -381,7 +382,7 @@ int run_worker(const Worker& prototype, channel ch, worker_context::setup setup,
     ctx.log().error("worker failed: {}", e.what());
     code = 1;
   }
-  // The descriptors belong to the channel and the signalfd, not to asio.
+  // The descriptors belong to the channel and the signal pipe, not to asio.
   chan.release();
   if (sig_desc) sig_desc->release();
   io.shutdown();  // handlers go while what they refer to lives

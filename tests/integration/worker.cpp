@@ -10,15 +10,23 @@
 #include "support/process.hpp"
 #include "support/server.hpp"
 
+#include <atomic>
 #include <csignal>
-#include <sys/wait.h>
 #include <map>
 #include <optional>
 #include <regex>
+#include <sstream>
+#include <stdexcept>
 #include <string>
+#include <thread>
+
+#include <sys/wait.h>
 
 #ifndef PROCMODEL_HTTP_SERVER
 #error "PROCMODEL_HTTP_SERVER must name the http_server binary"
+#endif
+#ifndef PROCMODEL_ECHO_SERVER
+#error "PROCMODEL_ECHO_SERVER must name the echo_server binary"
 #endif
 
 using namespace pmtest;
@@ -131,4 +139,92 @@ TEST_CASE("a worker already draining exits within orphan_timeout when its master
   PM_CHECK(srv, old_ms < 3000);  // orphan_timeout (500 ms), not shutdown_timeout (10 s)
   PM_REQUIRE(srv, new_status.has_value());
   PM_CHECK(srv, exit_code_of(*new_status) == 0);
+}
+
+namespace {
+
+const std::string echo_server = PROCMODEL_ECHO_SERVER;
+
+// A field of /proc/<pid>/status ("SigBlk", "SigIgn", ...) as a bit set.
+unsigned long long status_mask(pid_t pid, const std::string& field) {
+  std::istringstream in(read_file("/proc/" + std::to_string(pid) + "/status"));
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind(field + ":", 0) == 0) return std::stoull(line.substr(field.size() + 1), nullptr, 16);
+  throw std::runtime_error("no " + field + " for pid " + std::to_string(pid));
+}
+
+constexpr unsigned long long bit(int signo) { return 1ULL << (signo - 1); }
+
+}  // namespace
+
+TEST_CASE("a program a worker starts with system() has no signal blocked and stops on SIGTERM",
+          "[worker][signals]") {
+  subreaper_scope reaper;  // the program outlives its shell: it comes to us
+  server srv(echo_server, "procmodel-worker");
+  const std::string pid_file = srv.dir().file("program.pid");
+  server_config c;
+  c.workers = 1;
+  c.env = {{"ECHO_RUN_AT_START", "sleep 60 & echo $! > " + pid_file + ".tmp && mv " + pid_file +
+                                     ".tmp " + pid_file}};
+  PM_REQUIRE(srv, srv.start(c));
+  PM_REQUIRE(srv, wait_for([&] { return file_exists(pid_file); }, 10s));
+  pid_t program = static_cast<pid_t>(std::stol(read_file(pid_file)));
+  srv.master().record(program);
+  REQUIRE(is_running(program));
+
+  auto blocked = status_mask(program, "SigBlk");
+  auto ignored = status_mask(program, "SigIgn");
+  INFO("SigBlk " << std::hex << blocked << ", SigIgn " << ignored);
+  CHECK(blocked == 0);
+  // sh ignores INT and QUIT in a background job; no other standard signal
+  // may be ignored (the real-time ones are the C library's business).
+  CHECK((ignored & (bit(32) - 1) & ~(bit(SIGINT) | bit(SIGQUIT))) == 0);
+
+  ::kill(program, SIGTERM);
+  auto status = wait_child(program, 3s);
+  REQUIRE(status.has_value());
+  CHECK(exit_code_of(*status) == -SIGTERM);
+
+  srv.master().signal(SIGQUIT);
+  auto master_status = srv.master().wait_exit(10s);
+  PM_REQUIRE(srv, master_status.has_value());
+  PM_CHECK(srv, exit_code_of(*master_status) == 0);
+  check_workers_exited_cleanly(srv);
+}
+
+TEST_CASE("USR1 sent to workers while they start kills none of them", "[worker][signals]") {
+  server srv(echo_server, "procmodel-worker");
+  server_config c;
+  c.workers = 4;
+  PM_REQUIRE(srv, srv.start(c));
+  // As logrotate's `killall -USR1`: every child of the master, as fast as we
+  // can, while reloads start new workers.
+  std::atomic<bool> done{false};
+  std::atomic<long> sent{0};
+  const pid_t master = srv.master_pid();
+  std::thread flood([&] {
+    while (!done)
+      for (pid_t w : children_of(master))
+        if (::kill(w, SIGUSR1) == 0) ++sent;
+  });
+  for (int i = 0; i < 60; ++i) {
+    srv.master().signal(SIGHUP);
+    std::this_thread::sleep_for(50ms);
+  }
+  done = true;
+  flood.join();
+  srv.workers();
+
+  srv.master().signal(SIGQUIT);
+  auto status = srv.master().wait_exit(15s);
+  PM_REQUIRE(srv, status.has_value());
+  PM_CHECK(srv, exit_code_of(*status) == 0);
+  auto started = srv.started().size();
+  auto ends = worker_ends(srv.log());
+  std::size_t killed = 0;
+  for (const auto& [pid, end] : ends) killed += end.rfind("killed by signal", 0) == 0 ? 1 : 0;
+  WARN(sent << " USR1 sent; " << started << " workers started, " << killed << " killed by a signal");
+  PM_CHECK(srv, started > 100);
+  PM_CHECK(srv, killed == 0);
+  check_workers_exited_cleanly(srv);
 }
