@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
@@ -83,12 +84,15 @@ class worker_context {
   boost::asio::io_context& loop() noexcept { return io_; }
 
   /// The listening sockets, in the order of the options' listen addresses.
+  /// Once draining, each `fd` is -1: the number is closed or not ours to use.
   [[nodiscard]] const std::vector<listener>& listeners() const noexcept { return listeners_; }
 
   /// An acceptor on listener `i`, holding its own duplicate of the socket.
   /// Close it in your drain handler after drain_acceptor() or when done.
+  /// Throws std::logic_error once draining: a draining worker accepts nothing new.
   boost::asio::ip::tcp::acceptor acceptor(std::size_t i = 0) {
     const listener& l = listeners_.at(i);
+    if (l.fd < 0) throw std::logic_error(fmt::format("acceptor({}): the listeners are gone (draining)", i));
     int fd = ::fcntl(l.fd, F_DUPFD_CLOEXEC, 3);
     if (fd < 0) detail::throw_errno("dup listener");
     auto protocol = l.family == AF_INET6 ? boost::asio::ip::tcp::v6() : boost::asio::ip::tcp::v4();
@@ -159,10 +163,13 @@ class worker_context {
                                                                                 : "master is gone",
               (within - margin).count());
     for (auto& h : drain_handlers_) h(deadline_);
-    if (owns_listeners_) {
-      for (auto& l : listeners_) ::close(l.fd);
-      owns_listeners_ = false;
+    // Not handed out again: a forked worker's copies are closed (and the
+    // numbers reused), the master's own may be closed by the master any time.
+    for (auto& l : listeners_) {
+      if (owns_listeners_) ::close(l.fd);
+      l.fd = -1;
     }
+    owns_listeners_ = false;
     arm_hard_stop(now + within - margin / 2);
     boost::asio::post(io_, [this] { maybe_finish(); });
   }
