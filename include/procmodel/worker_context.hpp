@@ -297,6 +297,74 @@ void drain_acceptor(boost::asio::ip::tcp::acceptor& acceptor, OnSocket&& on_sock
 
 namespace detail {
 
+// One accept loop's state, owned by its pending handlers.
+template <class OnSocket>
+class accept_state : public std::enable_shared_from_this<accept_state<OnSocket>> {
+ public:
+  accept_state(worker_context& ctx, std::shared_ptr<boost::asio::ip::tcp::acceptor> acceptor,
+               OnSocket on_socket)
+      : ctx_(ctx), acceptor_(std::move(acceptor)), on_socket_(std::move(on_socket)),
+        retry_(ctx.loop()) {}
+
+  void accept() {
+    acceptor_->async_accept(
+        [self = this->shared_from_this()](boost::system::error_code ec,
+                                          boost::asio::ip::tcp::socket s) {
+          self->accepted(ec, std::move(s));
+        });
+  }
+
+ private:
+  static constexpr milliseconds first_backoff{100};
+  static constexpr milliseconds last_backoff{1000};
+
+  void accepted(boost::system::error_code ec, boost::asio::ip::tcp::socket s) {
+    if (!ec) {
+      if (failures_ > 0)
+        ctx_.log().notice("accepting again after {} failed accept()", failures_);
+      failures_ = 0;
+      backoff_ = milliseconds(0);
+      // Even when a drain has just closed the acceptor: dropping the
+      // connection would reset it.
+      on_socket_(std::move(s));
+    }
+    if (!acceptor_->is_open() || ec == boost::asio::error::operation_aborted) return;
+    if (!ec) return accept();
+    // Out of descriptors (EMFILE, ENFILE) or memory, the connection stays
+    // queued and the acceptor stays readable: retrying at once would spin.
+    if (failures_++ == 0)
+      ctx_.log().error("accept() failed: {}; retrying with backoff", ec.message());
+    backoff_ = backoff_.count() == 0 ? first_backoff : std::min(backoff_ * 2, last_backoff);
+    retry_.expires_after(backoff_);
+    retry_.async_wait([self = this->shared_from_this()](boost::system::error_code e) {
+      if (!e && self->acceptor_->is_open()) self->accept();
+    });
+  }
+
+  worker_context& ctx_;
+  std::shared_ptr<boost::asio::ip::tcp::acceptor> acceptor_;
+  OnSocket on_socket_;
+  boost::asio::steady_timer retry_;
+  milliseconds backoff_{0};
+  std::size_t failures_ = 0;
+};
+
+}  // namespace detail
+
+/// Accepts connections on `acceptor` and hands each to `on_socket`, until the
+/// acceptor is closed (drain_acceptor() does that). A failing accept (out of
+/// descriptors, EMFILE/ENFILE, or memory) is logged once and retried after
+/// 100 ms, doubling up to 1 s, never at once; the recovery is logged too. The
+/// loop's handlers own the acceptor and `on_socket`.
+template <class OnSocket>
+void accept_loop(worker_context& ctx, std::shared_ptr<boost::asio::ip::tcp::acceptor> acceptor,
+                 OnSocket on_socket) {
+  std::make_shared<detail::accept_state<OnSocket>>(ctx, std::move(acceptor), std::move(on_socket))
+      ->accept();
+}
+
+namespace detail {
+
 /// A worker's io_context whose pending handlers can be destroyed on demand,
 /// while its services (and so every I/O object) still work.
 class worker_loop : public boost::asio::io_context {

@@ -20,7 +20,9 @@
 #include <string>
 #include <thread>
 
+#include <sys/resource.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #ifndef PROCMODEL_HTTP_SERVER
 #error "PROCMODEL_HTTP_SERVER must name the http_server binary"
@@ -58,6 +60,15 @@ void check_workers_exited_cleanly(const server& srv) {
   CHECK(srv.log().find("AddressSanitizer") == std::string::npos);
 }
 
+// Sends `signo` to the master; it and every worker it started end with code 0.
+void stop_cleanly(server& srv, int signo) {
+  srv.master().signal(signo);
+  auto status = srv.master().wait_exit(15s);
+  PM_REQUIRE(srv, status.has_value());
+  PM_CHECK(srv, exit_code_of(*status) == 0);
+  check_workers_exited_cleanly(srv);
+}
+
 // An http_server with a kept-alive connection open in each listener's queue,
 // so that both the Worker's own objects and handler-owned sessions exist at exit.
 void stop_and_check(int signo) {
@@ -68,11 +79,7 @@ void stop_and_check(int signo) {
   auto client = tcp_client::connect(srv.port());
   REQUIRE(client);
   REQUIRE(keepalive_request(*client).rfind("HTTP/1.1 200", 0) == 0);
-  srv.master().signal(signo);
-  auto status = srv.master().wait_exit(10s);
-  PM_REQUIRE(srv, status.has_value());
-  PM_CHECK(srv, exit_code_of(*status) == 0);
-  check_workers_exited_cleanly(srv);
+  stop_cleanly(srv, signo);
 }
 
 }  // namespace
@@ -185,11 +192,7 @@ TEST_CASE("a program a worker starts with system() has no signal blocked and sto
   REQUIRE(status.has_value());
   CHECK(exit_code_of(*status) == -SIGTERM);
 
-  srv.master().signal(SIGQUIT);
-  auto master_status = srv.master().wait_exit(10s);
-  PM_REQUIRE(srv, master_status.has_value());
-  PM_CHECK(srv, exit_code_of(*master_status) == 0);
-  check_workers_exited_cleanly(srv);
+  stop_cleanly(srv, SIGQUIT);
 }
 
 TEST_CASE("USR1 sent to workers while they start kills none of them", "[worker][signals]") {
@@ -215,10 +218,7 @@ TEST_CASE("USR1 sent to workers while they start kills none of them", "[worker][
   flood.join();
   srv.workers();
 
-  srv.master().signal(SIGQUIT);
-  auto status = srv.master().wait_exit(15s);
-  PM_REQUIRE(srv, status.has_value());
-  PM_CHECK(srv, exit_code_of(*status) == 0);
+  stop_cleanly(srv, SIGQUIT);  // every worker ended with code 0: none by USR1
   auto started = srv.started().size();
   auto ends = worker_ends(srv.log());
   std::size_t killed = 0;
@@ -226,5 +226,70 @@ TEST_CASE("USR1 sent to workers while they start kills none of them", "[worker][
   WARN(sent << " USR1 sent; " << started << " workers started, " << killed << " killed by a signal");
   PM_CHECK(srv, started > 100);
   PM_CHECK(srv, killed == 0);
-  check_workers_exited_cleanly(srv);
+}
+
+namespace {
+
+// CPU time `pid` uses over `window`, in clock ticks.
+unsigned long long ticks_over(pid_t pid, milliseconds window) {
+  auto before = cpu_ticks(pid);
+  std::this_thread::sleep_for(window);
+  auto after = cpu_ticks(pid);
+  return before && after ? *after - *before : ~0ULL;
+}
+
+// Starts `program` with one worker, lowers the worker's RLIMIT_NOFILE to what
+// it holds, queues connections it cannot accept, and checks that it neither
+// spins nor floods its log, and serves them once descriptors come back.
+void check_accept_backoff(const std::string& program, bool http) {
+  server srv(program, "procmodel-worker");
+  server_config c = http ? http_config(1) : server_config{};
+  c.workers = 1;
+  PM_REQUIRE(srv, srv.start(c));
+  const pid_t w = srv.workers().at(0);
+  const double tick = static_cast<double>(::sysconf(_SC_CLK_TCK));
+
+  auto idle = ticks_over(w, 1000ms);
+  rlimit old{};
+  PM_REQUIRE(srv, ::prlimit(w, RLIMIT_NOFILE, nullptr, &old) == 0);
+  rlimit low = old;
+  low.rlim_cur = static_cast<rlim_t>(count_open_fds(w));
+  PM_REQUIRE(srv, ::prlimit(w, RLIMIT_NOFILE, &low, nullptr) == 0);
+  // Three connections the kernel completes into the queue: at least one
+  // stays there (a hole in the descriptor table may take the first ones).
+  std::vector<tcp_client> clients;
+  for (int i = 0; i < 3; ++i) {
+    auto cl = tcp_client::connect(srv.port());
+    PM_REQUIRE(srv, cl.has_value());
+    clients.push_back(std::move(*cl));
+  }
+  std::this_thread::sleep_for(200ms);
+  auto starved = ticks_over(w, 1000ms);
+  WARN((http ? "http_server" : "echo_server") << " worker: " << idle / tick * 100
+       << "% CPU idle, " << starved / tick * 100 << "% CPU with accept() failing on EMFILE");
+  PM_CHECK(srv, starved <= static_cast<unsigned long long>(tick / 20));  // at most 5% of a CPU
+  const auto log_lines = lines_with(srv.log(), "Too many open files").size();
+  PM_CHECK(srv, log_lines == 1);
+
+  // Descriptors back: the queued connections are served.
+  PM_REQUIRE(srv, ::prlimit(w, RLIMIT_NOFILE, &old, nullptr) == 0);
+  for (auto& cl : clients) {
+    if (http) PM_CHECK(srv, keepalive_request(cl).rfind("HTTP/1.1 200", 0) == 0);
+    else PM_CHECK(srv, cl.echo("back\n"));
+  }
+  PM_CHECK(srv, lines_with(srv.log(), "Too many open files").size() == log_lines);
+  PM_CHECK(srv, lines_with(srv.log(), "accepting again").size() == 1);
+
+  clients.clear();
+  stop_cleanly(srv, SIGQUIT);
+}
+
+}  // namespace
+
+TEST_CASE("out of descriptors, an http_server worker backs off and logs once", "[worker][emfile]") {
+  check_accept_backoff(http_server, true);
+}
+
+TEST_CASE("out of descriptors, an echo_server worker backs off and logs once", "[worker][emfile]") {
+  check_accept_backoff(echo_server, false);
 }
