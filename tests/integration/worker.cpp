@@ -101,7 +101,8 @@ std::optional<int> wait_child(pid_t pid, milliseconds timeout) {
   wait_for(
       [&] {
         int status = 0;
-        if (::waitpid(pid, &status, WNOHANG) == pid) out = status;
+        if (::waitpid(pid, &status, WNOHANG) == pid)
+          out = status;
         return out.has_value();
       },
       timeout, 5ms);
@@ -156,11 +157,14 @@ const std::string echo_server = PROCMODEL_ECHO_SERVER;
 unsigned long long status_mask(pid_t pid, const std::string& field) {
   std::istringstream in(read_file("/proc/" + std::to_string(pid) + "/status"));
   for (std::string line; std::getline(in, line);)
-    if (line.rfind(field + ":", 0) == 0) return std::stoull(line.substr(field.size() + 1), nullptr, 16);
+    if (line.rfind(field + ":", 0) == 0)
+      return std::stoull(line.substr(field.size() + 1), nullptr, 16);
   throw std::runtime_error("no " + field + " for pid " + std::to_string(pid));
 }
 
-constexpr unsigned long long bit(int signo) { return 1ULL << (signo - 1); }
+constexpr unsigned long long bit(int signo) {
+  return 1ULL << (signo - 1);
+}
 
 }  // namespace
 
@@ -171,8 +175,8 @@ TEST_CASE("a program a worker starts with system() has no signal blocked and sto
   const std::string pid_file = srv.dir().file("program.pid");
   server_config c;
   c.workers = 1;
-  c.env = {{"ECHO_RUN_AT_START", "sleep 60 & echo $! > " + pid_file + ".tmp && mv " + pid_file +
-                                     ".tmp " + pid_file}};
+  c.env = {{"ECHO_RUN_AT_START",
+            "sleep 60 & echo $! > " + pid_file + ".tmp && mv " + pid_file + ".tmp " + pid_file}};
   PM_REQUIRE(srv, srv.start(c));
   PM_REQUIRE(srv, wait_for([&] { return file_exists(pid_file); }, 10s));
   pid_t program = static_cast<pid_t>(std::stol(read_file(pid_file)));
@@ -208,7 +212,8 @@ TEST_CASE("USR1 sent to workers while they start kills none of them", "[worker][
   std::thread flood([&] {
     while (!done)
       for (pid_t w : children_of(master))
-        if (::kill(w, SIGUSR1) == 0) ++sent;
+        if (::kill(w, SIGUSR1) == 0)
+          ++sent;
   });
   for (int i = 0; i < 60; ++i) {
     srv.master().signal(SIGHUP);
@@ -222,8 +227,10 @@ TEST_CASE("USR1 sent to workers while they start kills none of them", "[worker][
   auto started = srv.started().size();
   auto ends = worker_ends(srv.log());
   std::size_t killed = 0;
-  for (const auto& [pid, end] : ends) killed += end.rfind("killed by signal", 0) == 0 ? 1 : 0;
-  WARN(sent << " USR1 sent; " << started << " workers started, " << killed << " killed by a signal");
+  for (const auto& [pid, end] : ends)
+    killed += end.rfind("killed by signal", 0) == 0 ? 1 : 0;
+  WARN(sent << " USR1 sent; " << started << " workers started, " << killed
+            << " killed by a signal");
   PM_CHECK(srv, started > 100);
   PM_CHECK(srv, killed == 0);
 }
@@ -265,8 +272,9 @@ void check_accept_backoff(const std::string& program, bool http) {
   }
   std::this_thread::sleep_for(200ms);
   auto starved = ticks_over(w, 1000ms);
-  WARN((http ? "http_server" : "echo_server") << " worker: " << idle / tick * 100
-       << "% CPU idle, " << starved / tick * 100 << "% CPU with accept() failing on EMFILE");
+  WARN((http ? "http_server" : "echo_server")
+       << " worker: " << idle / tick * 100 << "% CPU idle, " << starved / tick * 100
+       << "% CPU with accept() failing on EMFILE");
   PM_CHECK(srv, starved <= static_cast<unsigned long long>(tick / 20));  // at most 5% of a CPU
   const auto log_lines = lines_with(srv.log(), "Too many open files").size();
   PM_CHECK(srv, log_lines == 1);
@@ -274,8 +282,10 @@ void check_accept_backoff(const std::string& program, bool http) {
   // Descriptors back: the queued connections are served.
   PM_REQUIRE(srv, ::prlimit(w, RLIMIT_NOFILE, &old, nullptr) == 0);
   for (auto& cl : clients) {
-    if (http) PM_CHECK(srv, keepalive_request(cl).rfind("HTTP/1.1 200", 0) == 0);
-    else PM_CHECK(srv, cl.echo("back\n"));
+    if (http)
+      PM_CHECK(srv, keepalive_request(cl).rfind("HTTP/1.1 200", 0) == 0);
+    else
+      PM_CHECK(srv, cl.echo("back\n"));
   }
   PM_CHECK(srv, lines_with(srv.log(), "Too many open files").size() == log_lines);
   PM_CHECK(srv, lines_with(srv.log(), "accepting again").size() == 1);

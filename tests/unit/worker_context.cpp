@@ -52,7 +52,7 @@ TEST_CASE("after a drain the listeners are no longer handed out", "[worker][list
     ::close(other);
   }
 
-  CHECK(ctx.listeners().at(0).fd == -1);        // never a stale number
+  CHECK(ctx.listeners().at(0).fd == -1);               // never a stale number
   CHECK_THROWS_AS(ctx.acceptor(0), std::logic_error);  // never a dup of whatever it names now
   ::close(number);
 }
@@ -70,7 +70,7 @@ TEST_CASE("after a drain in single-process mode the master's listeners are not h
   procmodel::worker_context ctx(io, std::move(worker_end), std::move(s));
   ctx.drain(procmodel::drain_reason::quit, procmodel::milliseconds(1000));
 
-  CHECK(::fcntl(number, F_GETFD) >= 0);  // not the worker's to close
+  CHECK(::fcntl(number, F_GETFD) >= 0);   // not the worker's to close
   CHECK(ctx.listeners().at(0).fd == -1);  // the master may close it at any time now
   CHECK_THROWS_AS(ctx.acceptor(0), std::logic_error);
   ::close(number);

@@ -26,9 +26,9 @@ namespace asio = boost::asio;
 
 // What the teardown did, seen from each object's destructor.
 struct teardown_record {
-  std::atomic<int> owned_destroyed{0};    // Worker-owned I/O objects that died
-  std::atomic<int> owned_after_loop{0};   // ... after their io_context's services were gone
-  std::atomic<int> handler_destroyed{0};  // handler-owned objects that died
+  std::atomic<int> owned_destroyed{0};       // Worker-owned I/O objects that died
+  std::atomic<int> owned_after_loop{0};      // ... after their io_context's services were gone
+  std::atomic<int> handler_destroyed{0};     // handler-owned objects that died
   std::atomic<int> handler_after_worker{0};  // ... after the Worker copy they refer to
   std::atomic<int> started{0};
 };
@@ -58,7 +58,8 @@ struct owned_io {
   ~owned_io() {
     *alive = false;
     ++rec.owned_destroyed;
-    if (*loop_gone) ++rec.owned_after_loop;
+    if (*loop_gone)
+      ++rec.owned_after_loop;
   }
   asio::ip::tcp::acceptor acceptor;
   asio::steady_timer timer;
@@ -72,7 +73,8 @@ struct handler_state {
   explicit handler_state(std::shared_ptr<std::atomic<bool>> a) : worker_alive(std::move(a)) {}
   ~handler_state() {
     ++rec.handler_destroyed;
-    if (!*worker_alive) ++rec.handler_after_worker;
+    if (!*worker_alive)
+      ++rec.handler_after_worker;
   }
   std::shared_ptr<std::atomic<bool>> worker_alive;
 };
@@ -86,7 +88,8 @@ struct io_owning_worker {
     io->timer.async_wait([state](boost::system::error_code) {});
     io->acceptor.async_accept([state](boost::system::error_code, asio::ip::tcp::socket) {});
     ctx.ready();
-    if (++rec.started == 2) ::kill(::getpid(), stop_signal);
+    if (++rec.started == 2)
+      ::kill(::getpid(), stop_signal);
   }
 };
 
