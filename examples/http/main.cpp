@@ -72,8 +72,9 @@ class server {
 
   void start() {
     for (std::size_t i = 0; i < ctx_.listeners().size(); ++i) {
-      acceptors_.push_back(std::make_unique<tcp::acceptor>(ctx_.acceptor(i)));
-      accept(*acceptors_.back());
+      acceptors_.push_back(std::make_shared<tcp::acceptor>(ctx_.acceptor(i)));
+      // Backs off when out of descriptors instead of spinning on accept().
+      procmodel::accept_loop(ctx_, acceptors_.back(), [this](tcp::socket s) { open(std::move(s)); });
     }
     ctx_.on_drain([this](procmodel::steady_clock::time_point deadline) { drain(deadline); });
     ctx_.ready();
@@ -88,15 +89,6 @@ class server {
   void remove(session* s) { sessions_.erase(s); }
 
  private:
-  void accept(tcp::acceptor& a) {
-    a.async_accept([this, &a](beast::error_code ec, tcp::socket s) {
-      // A connection accepted just before a drain closed the acceptor is
-      // still served: dropping it here would reset it.
-      if (!ec) open(std::move(s));
-      if (a.is_open()) accept(a);
-    });
-  }
-
   void open(tcp::socket s) {
     std::make_shared<session>(std::move(s), *this, ctx_.track())->start();
   }
@@ -116,7 +108,7 @@ class server {
 
   procmodel::worker_context& ctx_;
   std::string greeting_;
-  std::vector<std::unique_ptr<tcp::acceptor>> acceptors_;
+  std::vector<std::shared_ptr<tcp::acceptor>> acceptors_;
   std::set<session*> sessions_;
   std::unique_ptr<asio::steady_timer> idle_timer_;
 };

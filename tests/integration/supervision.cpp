@@ -104,7 +104,8 @@ void audit_worker_fds(server& srv, pid_t worker, std::set<std::string>& channels
     }
     const bool loop_fd = f.target == "anon_inode:[eventpoll]" ||
                          f.target == "anon_inode:[eventfd]" || f.target == "anon_inode:[timerfd]" ||
-                         f.target == "anon_inode:[signalfd]";
+                         f.target == "anon_inode:[signalfd]" ||
+                         f.target.rfind("pipe:", 0) == 0;  // the worker's signal pipe
     PM_CHECK(srv, loop_fd);
   }
   int socket_count = 0;
