@@ -44,7 +44,7 @@ load_result load_then_signal(server& srv, const load_options& lo, int signo) {
 
 }  // namespace
 
-TEST_CASE("http_server answers with its greeting, slot, generation and pid", "[http]") {
+PM_TEST_CASE("http_server answers with its greeting, slot, generation and pid", "[http]") {
   server srv(http_server, "procmodel-http");
   PM_REQUIRE(srv, srv.start(http_config()));
   auto workers = srv.workers();
@@ -66,7 +66,7 @@ TEST_CASE("http_server answers with its greeting, slot, generation and pid", "[h
   CHECK(std::find(workers.begin(), workers.end(), pid) != workers.end());
 }
 
-TEST_CASE("http_server takes its greeting and worker count from --config", "[http]") {
+PM_TEST_CASE("http_server takes its greeting and worker count from --config", "[http]") {
   server srv(http_server, "procmodel-http");
   std::string conf = srv.dir().file("http.conf");
   write_file(conf, "# demo\ngreeting = howdy   \nworkers = 3\n");
@@ -79,7 +79,7 @@ TEST_CASE("http_server takes its greeting and worker count from --config", "[htt
   CHECK(body->rfind("howdy from worker ", 0) == 0);
 }
 
-TEST_CASE("http_server refuses a config file that does not parse", "[http]") {
+PM_TEST_CASE("http_server refuses a config file that does not parse", "[http]") {
   temp_dir dir("procmodel-http");
   std::string conf = dir.file("bad.conf");
   write_file(conf, "greeting = hi\nworkers = many\n");
@@ -94,7 +94,7 @@ TEST_CASE("http_server refuses a config file that does not parse", "[http]") {
   CHECK(missing.err.find("cannot read config file") != std::string::npos);
 }
 
-TEST_CASE("QUIT under keep-alive load: no request fails, the master exits last", "[http][drain]") {
+PM_TEST_CASE("QUIT under keep-alive load: no request fails, the master exits last", "[http][drain]") {
   server srv(http_server, "procmodel-http");
   auto c = http_config();
   c.extra = {"--shutdown-timeout", "5000"};
@@ -113,7 +113,7 @@ TEST_CASE("QUIT under keep-alive load: no request fails, the master exits last",
   for (pid_t w : workers) CHECK(!is_running(w));
 }
 
-TEST_CASE("QUIT under Connection: close load: no request fails", "[http][drain]") {
+PM_TEST_CASE("QUIT under Connection: close load: no request fails", "[http][drain]") {
   server srv(http_server, "procmodel-http");
   PM_REQUIRE(srv, srv.start(http_config()));
   load_options lo;
@@ -126,7 +126,7 @@ TEST_CASE("QUIT under Connection: close load: no request fails", "[http][drain]"
   CHECK(r.non_2xx == 0);
 }
 
-TEST_CASE("QUIT: an idle kept-alive connection is answered with Connection: close",
+PM_TEST_CASE("QUIT: an idle kept-alive connection is answered with Connection: close",
           "[http][drain]") {
   server srv(http_server, "procmodel-http");
   auto c = http_config(1);
@@ -153,7 +153,7 @@ TEST_CASE("QUIT: an idle kept-alive connection is answered with Connection: clos
   CHECK(exit_code_of(*status) == 0);
 }
 
-TEST_CASE("QUIT: a connection idle until the deadline is closed then, and the master exits",
+PM_TEST_CASE("QUIT: a connection idle until the deadline is closed then, and the master exits",
           "[http][drain]") {
   server srv(http_server, "procmodel-http");
   auto c = http_config(1);
@@ -178,7 +178,7 @@ TEST_CASE("QUIT: a connection idle until the deadline is closed then, and the ma
   CHECK(srv.log().find("SIGKILL") == std::string::npos);
 }
 
-TEST_CASE("TERM stops http_server within terminate_timeout even with open connections", "[http]") {
+PM_TEST_CASE("TERM stops http_server within terminate_timeout even with open connections", "[http]") {
   server srv(http_server, "procmodel-http");
   auto c = http_config();
   c.extra = {"--terminate-timeout", "2000"};
@@ -198,7 +198,7 @@ TEST_CASE("TERM stops http_server within terminate_timeout even with open connec
   CHECK(!file_exists(srv.pid_path()));
 }
 
-TEST_CASE("the control commands quit, stop and reopen reach the master through the pid file", "[http][cli]") {
+PM_TEST_CASE("the control commands quit, stop and reopen reach the master through the pid file", "[http][cli]") {
   for (const char* cmd : {"quit", "stop"}) {
     server srv(http_server, "procmodel-http");
     PM_REQUIRE(srv, srv.start(http_config(1)));
@@ -215,13 +215,14 @@ TEST_CASE("the control commands quit, stop and reopen reach the master through t
   }
 }
 
-TEST_CASE("daemon mode detaches, serves, and stops with -s quit", "[http][daemon]") {
+PM_TEST_CASE("daemon mode detaches, serves, and stops with -s quit", "[http][daemon]") {
   temp_dir dir("procmodel-http");
   std::string pid_path = dir.file("d.pid"), log_path = dir.file("d.log");
   auto r = run(dir, http_server,
                {"--daemon", "--listen", "127.0.0.1:0", "--workers", "1", "--pid-file", pid_path,
                 "--log-file", log_path},
                10s);
+  audit_log_file(log_path);  // the daemon's workers end in the teardown audit too
   INFO(r.err << read_file(log_path));
   REQUIRE(r.code() == 0);  // the parent returns once the daemon is up
   REQUIRE(file_exists(pid_path));
@@ -247,12 +248,13 @@ TEST_CASE("daemon mode detaches, serves, and stops with -s quit", "[http][daemon
   CHECK(wait_for([&] { return !file_exists(pid_path); }, 5s));
 }
 
-TEST_CASE("daemon mode reports a start-up failure with a non-zero exit", "[http][daemon]") {
+PM_TEST_CASE("daemon mode reports a start-up failure with a non-zero exit", "[http][daemon]") {
   temp_dir dir("procmodel-http");
   // Take a port, then ask the daemon to listen on it too.
   auto first = run(dir, http_server, {"--daemon", "--listen", "127.0.0.1:0", "--workers", "1",
                                       "--pid-file", dir.file("a.pid"), "--log-file",
                                       dir.file("a.log")});
+  audit_log_file(dir.file("a.log"));
   REQUIRE(first.code() == 0);
   pid_t a = std::stoi(read_file(dir.file("a.pid")));
   struct reaper {
@@ -264,6 +266,7 @@ TEST_CASE("daemon mode reports a start-up failure with a non-zero exit", "[http]
   } guard{a};
   auto port = parse_port(read_file(dir.file("a.log")));
   REQUIRE(port != 0);
+  expect_log_line("cannot listen on 127.0.0.1:" + std::to_string(port));
   auto second = run(dir, http_server,
                     {"--daemon", "--listen", "127.0.0.1:" + std::to_string(port), "--pid-file",
                      dir.file("b.pid")});
@@ -271,4 +274,7 @@ TEST_CASE("daemon mode reports a start-up failure with a non-zero exit", "[http]
   CHECK(second.code() == 1);
   CHECK(second.err.find("cannot listen on") != std::string::npos);
   CHECK(!file_exists(dir.file("b.pid")));
+  // The first daemon ends gracefully: its workers' ends are audited.
+  CHECK(run(dir, http_server, {"-s", "quit", "--pid-file", dir.file("a.pid")}).code() == 0);
+  CHECK(wait_for([&] { return !is_running(a); }, 10s));
 }

@@ -140,7 +140,7 @@ tcp_client start_with_client(server& srv, std::vector<std::string> extra, std::s
 
 }  // namespace
 
-TEST_CASE("echo_server starts one master and N workers with only the descriptors they need",
+PM_TEST_CASE("echo_server starts one master and N workers with only the descriptors they need",
           "[supervision][echo]") {
   server srv(echo_server);
   server_config cfg;
@@ -211,7 +211,7 @@ TEST_CASE("echo_server starts one master and N workers with only the descriptors
   check_no_zombies(srv);
 }
 
-TEST_CASE("a worker killed with SIGKILL is replaced in its slot", "[supervision][echo][respawn]") {
+PM_TEST_CASE("a worker killed with SIGKILL is replaced in its slot", "[supervision][echo][respawn]") {
   server srv(echo_server);
   server_config cfg;
   cfg.workers = 2;
@@ -228,6 +228,7 @@ TEST_CASE("a worker killed with SIGKILL is replaced in its slot", "[supervision]
   PM_REQUIRE(srv, wait_for([&] { return process_state(survivor) == 'T'; }, 5s));
 
   const auto t0 = steady::now();
+  expect_worker_end(victim, "killed by signal 9");
   PM_REQUIRE(srv, ::kill(victim, SIGKILL) == 0);
   // The master holds the listener, so the handshake completes at once; the
   // echo comes back only once a worker accepted.
@@ -279,7 +280,7 @@ TEST_CASE("a worker killed with SIGKILL is replaced in its slot", "[supervision]
     audit_worker_fds(srv, w, channels);
 }
 
-TEST_CASE("repeated respawns leak nothing in the master", "[supervision][echo][respawn]") {
+PM_TEST_CASE("repeated respawns leak nothing in the master", "[supervision][echo][respawn]") {
   server srv(echo_server);
   server_config cfg;
   cfg.workers = 2;
@@ -291,6 +292,7 @@ TEST_CASE("repeated respawns leak nothing in the master", "[supervision][echo][r
   // Kills the worker of `slot` and waits until its replacement is ready.
   auto replace = [&](unsigned slot) {
     const pid_t old = srv.slot_pids().at(slot);
+    expect_worker_end(old, "killed by signal 9");
     PM_REQUIRE(srv, ::kill(old, SIGKILL) == 0);
     PM_REQUIRE(srv, wait_for(
                         [&] {
@@ -307,8 +309,10 @@ TEST_CASE("repeated respawns leak nothing in the master", "[supervision][echo][r
   }
   // Both at once: one SIGCHLD may stand for both exits.
   auto before = srv.slot_pids();
-  for (auto [slot, pid] : before)
+  for (auto [slot, pid] : before) {
+    expect_worker_end(pid, "killed by signal 9");
     PM_REQUIRE(srv, ::kill(pid, SIGKILL) == 0);
+  }
   PM_REQUIRE(srv, wait_for(
                       [&] {
                         auto now = srv.slot_pids();
@@ -330,7 +334,7 @@ TEST_CASE("repeated respawns leak nothing in the master", "[supervision][echo][r
     PM_CHECK(srv, echo_once(srv.port()));
 }
 
-TEST_CASE("QUIT serves the connections still waiting in the accept queue",
+PM_TEST_CASE("QUIT serves the connections still waiting in the accept queue",
           "[supervision][echo][quit]") {
   server srv(echo_server);
   server_config cfg;
@@ -381,7 +385,7 @@ TEST_CASE("QUIT serves the connections still waiting in the accept queue",
   PM_CHECK(srv, !file_exists(srv.pid_path()));
 }
 
-TEST_CASE("QUIT drains: an open session is served to its end, then the master exits",
+PM_TEST_CASE("QUIT drains: an open session is served to its end, then the master exits",
           "[supervision][echo][quit]") {
   server srv(echo_server);
   auto client = start_with_client(srv, {"--shutdown-timeout", "60000"}, "before quit\n");
@@ -415,7 +419,7 @@ TEST_CASE("QUIT drains: an open session is served to its end, then the master ex
   PM_CHECK(srv, srv.log().find("every worker has exited") != std::string::npos);
 }
 
-TEST_CASE("QUIT with a client that never closes ends at the shutdown timeout",
+PM_TEST_CASE("QUIT with a client that never closes ends at the shutdown timeout",
           "[supervision][echo][quit]") {
   server srv(echo_server);
   auto client = start_with_client(srv, {"--shutdown-timeout", "1000"}, "hold\n");
@@ -449,7 +453,7 @@ TEST_CASE("QUIT with a client that never closes ends at the shutdown timeout",
   PM_CHECK(srv, (end == tcp_client::status::eof || end == tcp_client::status::reset));
 }
 
-TEST_CASE("TERM during a graceful stop turns it into a fast stop", "[supervision][echo][stop]") {
+PM_TEST_CASE("TERM during a graceful stop turns it into a fast stop", "[supervision][echo][stop]") {
   server srv(echo_server);
   // The client holds the drain open.
   auto client = start_with_client(srv, {"--shutdown-timeout", "60000", "--terminate-timeout", "3000"},
@@ -477,7 +481,7 @@ TEST_CASE("TERM during a graceful stop turns it into a fast stop", "[supervision
   PM_CHECK(srv, end != tcp_client::status::timeout);
 }
 
-TEST_CASE("TERM and INT stop master and workers fast", "[supervision][echo][stop]") {
+PM_TEST_CASE("TERM and INT stop master and workers fast", "[supervision][echo][stop]") {
   for (int signo : {SIGTERM, SIGINT}) {
     DYNAMIC_SECTION("signal " << ::sigabbrev_np(signo)) {
       server srv(echo_server);
@@ -509,7 +513,7 @@ TEST_CASE("TERM and INT stop master and workers fast", "[supervision][echo][stop
   }
 }
 
-TEST_CASE("workers leave when the master is killed with SIGKILL", "[supervision][echo][orphans]") {
+PM_TEST_CASE("workers leave when the master is killed with SIGKILL", "[supervision][echo][orphans]") {
   // Orphaned workers are reparented to this test, not to PID 1 (which may
   // never reap them in a container), so that none is left as a zombie.
   subreaper_scope reaper;
@@ -529,6 +533,7 @@ TEST_CASE("workers leave when the master is killed with SIGKILL", "[supervision]
   PM_REQUIRE(srv, client->echo("x"));
 
   const auto t0 = steady::now();
+  srv.master().expect_signal(SIGKILL);
   PM_REQUIRE(srv, srv.master().signal(SIGKILL));
   auto status = srv.master().wait_exit(5s);
   PM_REQUIRE(srv, status.has_value());
@@ -554,7 +559,7 @@ TEST_CASE("workers leave when the master is killed with SIGKILL", "[supervision]
   PM_CHECK(srv, end != tcp_client::status::timeout);
 }
 
-TEST_CASE("USR1 reopens the log files of master and workers", "[supervision][echo][reopen]") {
+PM_TEST_CASE("USR1 reopens the log files of master and workers", "[supervision][echo][reopen]") {
   server srv(echo_server);
   server_config cfg;
   cfg.workers = 2;
@@ -613,7 +618,7 @@ TEST_CASE("USR1 reopens the log files of master and workers", "[supervision][ech
 
 // Needs the test hook in examples/echo: ECHO_CRASH_AT_START=1 makes every
 // worker exit(3) as soon as it starts.
-TEST_CASE("a worker that crashes at start is respawned with backoff, not in a fork storm",
+PM_TEST_CASE("a worker that crashes at start is respawned with backoff, not in a fork storm",
           "[supervision][echo][crash-loop]") {
   server srv(echo_server);
   server_config cfg;
@@ -621,6 +626,7 @@ TEST_CASE("a worker that crashes at start is respawned with backoff, not in a fo
   cfg.wait_workers = false;
   cfg.wait_ready = false;
   cfg.env = {{"ECHO_CRASH_AT_START", "1"}};
+  expect_log_line("exited with code 3 unexpectedly");  // the crash loop under test
   PM_REQUIRE(srv, srv.start(cfg));
   const pid_t master = srv.master_pid();
 
@@ -668,7 +674,7 @@ TEST_CASE("a worker that crashes at start is respawned with backoff, not in a fo
 
 // --- bad input ---------------------------------------------------------------
 
-TEST_CASE("echo_server rejects bad command lines", "[supervision][echo][cli]") {
+PM_TEST_CASE("echo_server rejects bad command lines", "[supervision][echo][cli]") {
   temp_dir dir("procmodel-cli");
 
   SECTION("unknown flag: exit 2, the flag named on stderr") {
@@ -690,6 +696,7 @@ TEST_CASE("echo_server rejects bad command lines", "[supervision][echo][cli]") {
     CHECK(r.err.find("--workers") != std::string::npos);
   }
   SECTION("--listen nonsense: non-zero exit, the address named") {
+    expect_log_line("invalid listen address 'nonsense'");
     auto r = run(dir, echo_server, {"--listen", "nonsense", "--workers", "1"});
     INFO("stderr: " << r.err);
     CHECK(r.status.has_value());
@@ -698,13 +705,14 @@ TEST_CASE("echo_server rejects bad command lines", "[supervision][echo][cli]") {
   }
 }
 
-TEST_CASE("echo_server refuses a pid file that is a symbolic link", "[supervision][echo][cli]") {
+PM_TEST_CASE("echo_server refuses a pid file that is a symbolic link", "[supervision][echo][cli]") {
   temp_dir dir("procmodel-cli");
   const std::string target = dir.file("precious");
   const std::string link = dir.file("master.pid");
   write_file(target, "precious content\n");
   REQUIRE(::symlink(target.c_str(), link.c_str()) == 0);
 
+  expect_log_line("is a symbolic link; refusing to write through it");
   auto r =
       run(dir, echo_server, {"--listen", "127.0.0.1:0", "--workers", "1", "--pid-file", link}, 10s);
   INFO("stderr: " << r.err);
@@ -717,7 +725,7 @@ TEST_CASE("echo_server refuses a pid file that is a symbolic link", "[supervisio
   CHECK(S_ISLNK(st.st_mode));
 }
 
-TEST_CASE("the -s control command fails with a message on a bad pid file",
+PM_TEST_CASE("the -s control command fails with a message on a bad pid file",
           "[supervision][echo][cli]") {
   temp_dir dir("procmodel-cli");
   const std::string pid_path = dir.file("master.pid");
@@ -752,7 +760,7 @@ TEST_CASE("the -s control command fails with a message on a bad pid file",
   }
 }
 
-TEST_CASE("a second master with the same pid file is refused", "[supervision][echo][cli]") {
+PM_TEST_CASE("a second master with the same pid file is refused", "[supervision][echo][cli]") {
   server srv(echo_server);
   server_config cfg;
   cfg.workers = 1;
@@ -760,6 +768,7 @@ TEST_CASE("a second master with the same pid file is refused", "[supervision][ec
   const auto workers = srv.workers();
   const std::string pid_before = read_file(srv.pid_path());
 
+  expect_log_line("another master is running (pid " + std::to_string(srv.master_pid()));
   auto r = run(srv.dir(), echo_server,
                {"--listen", "127.0.0.1:0", "--workers", "1", "--pid-file", srv.pid_path()}, 10s);
   INFO("second master's stderr: " << r.err);
@@ -787,13 +796,14 @@ TEST_CASE("a second master with the same pid file is refused", "[supervision][ec
 // may be reused by any process. `-s` should then refuse, as the start-up
 // check (pid_file::names_live_master) does, instead of signalling a
 // stranger.
-TEST_CASE("the -s control command does not signal a process that is not a master",
+PM_TEST_CASE("the -s control command does not signal a process that is not a master",
           "[supervision][echo][cli]") {
   temp_dir dir("procmodel-cli");
   const std::string pid_path = dir.file("master.pid");
   spawn_options opt;
   opt.stdout_path = dir.file("sleep.log");
   process stranger = process::spawn("/bin/sleep", {"60"}, opt);
+  stranger.expect_killed();  // it must outlive the -s attempt; the guard ends it
   REQUIRE(wait_for([&] { return is_running(stranger.pid()); }, 5s));
   write_file(pid_path, std::to_string(stranger.pid()) + "\n");
 
@@ -809,7 +819,7 @@ TEST_CASE("the -s control command does not signal a process that is not a master
 // After a package upgrade replaced the binary on disk, /proc/<pid>/exe of
 // the running master reads "<path> (deleted)". It is still the master that
 // owns the pid file, and a second one must still be refused.
-TEST_CASE("a second master is refused even after the binary was replaced on disk",
+PM_TEST_CASE("a second master is refused even after the binary was replaced on disk",
           "[supervision][echo][cli]") {
   temp_dir bin("procmodel-bin");
   const std::string copy = bin.file("echo_server");
@@ -827,6 +837,7 @@ TEST_CASE("a second master is refused even after the binary was replaced on disk
   REQUIRE(::chmod((copy + ".new").c_str(), 0755) == 0);
   REQUIRE(::rename((copy + ".new").c_str(), copy.c_str()) == 0);
 
+  expect_log_line("another master is running (pid " + std::to_string(srv.master_pid()));
   auto r = run(srv.dir(), copy,
                {"--listen", "127.0.0.1:0", "--workers", "1", "--pid-file", srv.pid_path()}, 5s);
   INFO("second master's stderr: " << r.err);

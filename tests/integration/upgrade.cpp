@@ -261,6 +261,13 @@ class family {
   /// their parent is gone).
   void kill_all() noexcept {
     try {
+      // The guard's master, if it still runs, stops gracefully first: its
+      // workers then end well (a SIGKILL here would be a violation of the
+      // teardown audit, and a respawn).
+      if (!guard_.exited()) {
+        guard_.signal(SIGQUIT);
+        guard_.wait_exit(20s);
+      }
       for (const auto& [p, start] : start_) {
         if (p == guard_.pid()) continue;
         auto st = read_stat(p);
@@ -432,6 +439,7 @@ run_result run_with(const temp_dir& dir, const std::vector<std::string>& args, s
   opt.stdout_path = dir.file("with" + std::to_string(counter) + ".out");
   opt.stderr_path = dir.file("with" + std::to_string(counter) + ".err");
   process p = process::spawn(http_server, args, opt);
+  p.expect_any_exit();  // the test checks r.code()
   run_result r;
   wait_for(
       [&] {
@@ -457,7 +465,7 @@ run_result upgrade_now(const server& srv, std::vector<std::string> extra = {},
 
 // -----------------------------------------------------------------------------------
 
-TEST_CASE("8 automatic upgrades under keep-alive load from a relative argv0 drop nothing",
+PM_TEST_CASE("8 automatic upgrades under keep-alive load from a relative argv0 drop nothing",
           "[upgrade][auto]") {
   subreaper_scope reaper;
   server srv("./http_server", "procmodel-upgrade");
@@ -552,7 +560,7 @@ TEST_CASE("8 automatic upgrades under keep-alive load from a relative argv0 drop
   CHECK(!file_exists(srv.pid_path()));
 }
 
-TEST_CASE("manual upgrade: USR2 then WINCH and QUIT the old master under light load",
+PM_TEST_CASE("manual upgrade: USR2 then WINCH and QUIT the old master under light load",
           "[upgrade][manual]") {
   subreaper_scope reaper;
   server srv(http_server, "procmodel-upgrade");
@@ -634,8 +642,10 @@ TEST_CASE("manual upgrade: USR2 then WINCH and QUIT the old master under light l
   CHECK(!file_exists(srv.pid_path()));
 }
 
-TEST_CASE("manual upgrade rolled back: WINCH then HUP the old master and QUIT the new one",
+PM_TEST_CASE("manual upgrade rolled back: WINCH then HUP the old master and QUIT the new one",
           "[upgrade][manual]") {
+  // The rollback under test: the old master says so at error level.
+  expect_log_line("upgrade rolled back: new master ");
   subreaper_scope reaper;
   server srv(http_server, "procmodel-upgrade");
   notify_socket sd(srv.dir().file("notify.sock"));
@@ -727,8 +737,9 @@ TEST_CASE("manual upgrade rolled back: WINCH then HUP the old master and QUIT th
   CHECK(std::count(from_old.begin(), from_old.end(), "STOPPING=1") == 1);
 }
 
-TEST_CASE("an upgrade to a binary that exits or never gets ready fails while the old master serves",
+PM_TEST_CASE("an upgrade to a binary that exits or never gets ready fails while the old master serves",
           "[upgrade][auto][rollback]") {
+  expect_log_line("upgrade failed: new master ");  // the failures under test
   subreaper_scope reaper;
   server srv("./http_server", "procmodel-upgrade");
   std::string bin = copy_binary(srv.dir());
@@ -808,8 +819,10 @@ TEST_CASE("an upgrade to a binary that exits or never gets ready fails while the
   CHECK(fam.wait_gone(next, 15s));
 }
 
-TEST_CASE("a manual upgrade whose new master never gets ready is stopped after the ready timeout",
+PM_TEST_CASE("a manual upgrade whose new master never gets ready is stopped after the ready timeout",
           "[upgrade][manual][rollback]") {
+  expect_log_line("upgrade failed: new master ");  // the failure under test
+  expect_log_line("upgrade rolled back: new master ");  // the second new master, QUIT by the test
   subreaper_scope reaper;
   server srv("./http_server", "procmodel-upgrade");
   std::string bin = copy_binary(srv.dir());
@@ -847,8 +860,9 @@ TEST_CASE("a manual upgrade whose new master never gets ready is stopped after t
   }
 }
 
-TEST_CASE("a new master that ignores SIGQUIT at the upgrade deadline is killed and the next upgrade works",
+PM_TEST_CASE("a new master that ignores SIGQUIT at the upgrade deadline is killed and the next upgrade works",
           "[upgrade][auto][rollback]") {
+  expect_log_line("upgrade failed: new master ");  // the failure under test
   subreaper_scope reaper;
   server srv("./http_server", "procmodel-upgrade");
   std::string bin = copy_binary(srv.dir());
@@ -887,8 +901,9 @@ TEST_CASE("a new master that ignores SIGQUIT at the upgrade deadline is killed a
   }
 }
 
-TEST_CASE("one upgrade at a time: a second -s upgrade or USR2 is refused while one is under way",
+PM_TEST_CASE("one upgrade at a time: a second -s upgrade or USR2 is refused while one is under way",
           "[upgrade][auto]") {
+  expect_log_line("upgrade failed: new master ");  // the first upgrade's, on its deadline
   subreaper_scope reaper;
   server srv("./http_server", "procmodel-upgrade");
   std::string bin = copy_binary(srv.dir());
@@ -906,6 +921,7 @@ TEST_CASE("one upgrade at a time: a second -s upgrade or USR2 is refused while o
   process first = process::spawn(
       http_server, {"-s", "upgrade", "--pid-file", srv.pid_path(), "--upgrade-timeout", "2000"},
       bg_opt);
+  first.expect_exit(1);  // it fails on its own deadline (checked below)
   pid_t sleeper = 0;
   PM_REQUIRE(srv, wait_for([&] { return (sleeper = started_new_master(srv.log())) != 0; }, 10s));
   fam.note(sleeper);
@@ -943,7 +959,7 @@ TEST_CASE("one upgrade at a time: a second -s upgrade or USR2 is refused while o
   CHECK(http_get(srv.port()).has_value());
 }
 
-TEST_CASE("NOTIFY_SOCKET gets READY then RELOADING and READY around HUP then STOPPING",
+PM_TEST_CASE("NOTIFY_SOCKET gets READY then RELOADING and READY around HUP then STOPPING",
           "[upgrade][systemd]") {
   server srv(http_server, "procmodel-upgrade");
   notify_socket sd(srv.dir().file("notify.sock"));
@@ -976,7 +992,7 @@ TEST_CASE("NOTIFY_SOCKET gets READY then RELOADING and READY around HUP then STO
   for (const auto& n : m) CHECK(n.sender == master);
 }
 
-TEST_CASE("WATCHDOG_USEC makes the master send WATCHDOG=1 again and again", "[upgrade][systemd]") {
+PM_TEST_CASE("WATCHDOG_USEC makes the master send WATCHDOG=1 again and again", "[upgrade][systemd]") {
   server srv(http_server, "procmodel-upgrade");
   notify_socket sd(srv.dir().file("notify.sock"));
   auto c = notified_config(sd, 1, "200000");
@@ -995,7 +1011,7 @@ TEST_CASE("WATCHDOG_USEC makes the master send WATCHDOG=1 again and again", "[up
   CHECK(srv.master().wait_exit(15s).has_value());
 }
 
-TEST_CASE("after an automatic upgrade the new master keeps the systemd watchdog fed",
+PM_TEST_CASE("after an automatic upgrade the new master keeps the systemd watchdog fed",
           "[upgrade][systemd]") {
   subreaper_scope reaper;
   temp_dir dir("procmodel-upgrade");
@@ -1038,7 +1054,7 @@ TEST_CASE("after an automatic upgrade the new master keeps the systemd watchdog 
   CHECK(fam.wait_gone(next, 15s));
 }
 
-TEST_CASE("after an automatic upgrade the old master names the new one with MAINPID",
+PM_TEST_CASE("after an automatic upgrade the old master names the new one with MAINPID",
           "[upgrade][systemd]") {
   subreaper_scope reaper;
   server srv(http_server, "procmodel-upgrade");
@@ -1080,7 +1096,7 @@ TEST_CASE("after an automatic upgrade the old master names the new one with MAIN
   CHECK(fam.wait_gone(new_master, 15s));
 }
 
-TEST_CASE("after a manual upgrade the old master names the new one with MAINPID and not STOPPING",
+PM_TEST_CASE("after a manual upgrade the old master names the new one with MAINPID and not STOPPING",
           "[upgrade][systemd][manual]") {
   subreaper_scope reaper;
   server srv(http_server, "procmodel-upgrade");
@@ -1117,7 +1133,7 @@ TEST_CASE("after a manual upgrade the old master names the new one with MAINPID 
   CHECK(fam.wait_gone(new_master, 15s));
 }
 
-TEST_CASE("socket activation: the listener on fd 3 is served and --listen is not bound",
+PM_TEST_CASE("socket activation: the listener on fd 3 is served and --listen is not bound",
           "[upgrade][systemd][activation]") {
   subreaper_scope reaper;
   temp_dir dir("procmodel-upgrade");
@@ -1173,8 +1189,11 @@ TEST_CASE("socket activation: the listener on fd 3 is served and --listen is not
   }
 }
 
-TEST_CASE("socket activation: bad LISTEN_FDS or fd 3 fail clearly and LISTEN_PID of another is ignored",
+PM_TEST_CASE("socket activation: bad LISTEN_FDS or fd 3 fail clearly and LISTEN_PID of another is ignored",
           "[upgrade][systemd][activation]") {
+  // The refusals under test.
+  expect_log_line("master: LISTEN_FDS='abc' is not usable");
+  expect_log_line("master: LISTEN_FDS: descriptor 3 is not a socket");
   temp_dir dir("procmodel-upgrade");
   test_socket activated;
   const std::vector<std::string> args = {"--listen", "127.0.0.1:0", "--workers", "1"};
@@ -1230,8 +1249,11 @@ TEST_CASE("socket activation: bad LISTEN_FDS or fd 3 fail clearly and LISTEN_PID
   CHECK(master.wait_exit(15s).has_value());
 }
 
-TEST_CASE("PROCMODEL_LISTENERS that is garbage or names a bad descriptor is refused with a clear message",
+PM_TEST_CASE("PROCMODEL_LISTENERS that is garbage or names a bad descriptor is refused with a clear message",
           "[upgrade][handover]") {
+  // The refusals under test, one per start.
+  expect_log_line("master: PROCMODEL_LISTENERS");
+  expect_log_line("master: PROCMODEL_UPGRADE_FD: expected a whole number");
   temp_dir dir("procmodel-upgrade");
   std::string pid_path = dir.file("master.pid");
   auto args = [&](const std::string& listen) {
@@ -1284,7 +1306,7 @@ TEST_CASE("PROCMODEL_LISTENERS that is garbage or names a bad descriptor is refu
   refused(run_with(dir, args("127.0.0.1:0"), o), {"PROCMODEL_UPGRADE_FD"});
 }
 
-TEST_CASE("the status command lists the master and its workers as a table and as JSON over a 0600 socket",
+PM_TEST_CASE("the status command lists the master and its workers as a table and as JSON over a 0600 socket",
           "[upgrade][cli][status]") {
   server srv(http_server, "procmodel-upgrade");
   PM_REQUIRE(srv, srv.start(http_config(3)));
@@ -1342,7 +1364,7 @@ TEST_CASE("the status command lists the master and its workers as a table and as
   CHECK(up.err.find("cannot reach the master") != std::string::npos);
 }
 
-TEST_CASE("silent control clients do not stall the master", "[upgrade][cli][status]") {
+PM_TEST_CASE("silent control clients do not stall the master", "[upgrade][cli][status]") {
   server srv(http_server, "procmodel-upgrade");
   PM_REQUIRE(srv, srv.start(http_config(1)));
   std::string sock = srv.pid_path() + ".sock";
