@@ -526,8 +526,7 @@ PM_TEST_CASE("8 automatic upgrades under keep-alive load from a relative argv0 d
   int last_fds = count_open_fds(current);
   WARN("descriptors of the first master: " << first_fds << "; of the 9th: " << last_fds);
   INFO(describe(r) << "\n" << srv.describe());
-  CHECK(r.failed == 0);
-  CHECK(r.non_2xx == 0);
+  CHECK(losses(r) == "");  // not even refused: the listeners pass from master to master
   CHECK(r.ok > 500);
 
   // Only the newest master and its workers remain; it serves and is named.
@@ -631,8 +630,7 @@ PM_TEST_CASE("manual upgrade: USR2 then WINCH and QUIT the old master under ligh
   INFO(describe(r));
   WARN("manual upgrade (USR2, WINCH, QUIT) under light load: " << r.ok << " requests, "
                                                                << r.failed << " failed");
-  CHECK(r.failed == 0);
-  CHECK(r.non_2xx == 0);
+  CHECK(losses(r) == "");
 
   ::kill(new_master, SIGQUIT);
   PM_REQUIRE(srv, fam.wait_gone(new_master, 15s));
@@ -708,8 +706,7 @@ PM_TEST_CASE("manual upgrade rolled back: WINCH then HUP the old master and QUIT
   INFO(describe(r));
   WARN("manual upgrade rolled back (USR2, WINCH, HUP, QUIT new) under light load: "
        << r.ok << " requests, " << r.failed << " failed");
-  CHECK(r.failed == 0);
-  CHECK(r.non_2xx == 0);
+  CHECK(losses(r) == "");
 
   srv.master().signal(SIGQUIT);
   auto st = srv.master().wait_exit(15s);
@@ -812,8 +809,7 @@ PM_TEST_CASE("an upgrade to a binary that exits or never gets ready fails while 
   INFO(describe(res));
   WARN("failed upgrades (exit 3, never ready) then a good one, under load: "
        << res.ok << " requests, " << res.failed << " failed");
-  CHECK(res.failed == 0);
-  CHECK(res.non_2xx == 0);
+  CHECK(losses(res) == "");
 
   ::kill(next, SIGQUIT);
   CHECK(fam.wait_gone(next, 15s));
