@@ -400,12 +400,14 @@ class nginx_lifecycle {
     if (!c.ok) {
       log(log_level::error, "reload refused: {}; generation {} keeps serving", c.error,
           generation_);
-      emit(actions::notify{actions::notice::ready});
+      // READY=1 ends the reload; before the first generation is ready it
+      // would tell the service manager that the service started.
+      if (announced_) emit(actions::notify{actions::notice::ready});
       return reload_again_if_asked();
     }
     if (c.config.workers == 0) {
       log(log_level::error, "reload refused: 0 workers; generation {} keeps serving", generation_);
-      emit(actions::notify{actions::notice::ready});
+      if (announced_) emit(actions::notify{actions::notice::ready});
       return reload_again_if_asked();
     }
     pending_ = reload_state{++last_generation_, c.config, now_};
@@ -473,7 +475,8 @@ class nginx_lifecycle {
     }
     log(log_level::notice, "reload: reading the configuration");
     loading_ = true;
-    emit(actions::notify{actions::notice::reloading});
+    // Before the first READY=1 the service is still starting: nothing to announce.
+    if (announced_) emit(actions::notify{actions::notice::reloading});
     emit(actions::load_config{});
   }
 
@@ -600,7 +603,7 @@ class nginx_lifecycle {
         r.generation, why, generation_);
     for (auto& p : procs_)
       if (p.generation == r.generation) retire(p);
-    emit(actions::notify{actions::notice::ready});
+    if (announced_) emit(actions::notify{actions::notice::ready});  // not before the first READY
     reload_again_if_asked();
   }
 

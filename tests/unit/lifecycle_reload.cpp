@@ -952,3 +952,41 @@ TEST_CASE("lifecycle_driver can answer load_config by itself", "[testing][driver
     CHECK_FALSE(d.lifecycle().pending_generation());
   }
 }
+
+// ---------------------------------------------------------------- before the first READY
+
+// The service manager reads READY=1 before any READY=1 as "started": it must
+// wait until the first generation serves, even when a reload asked for
+// before that is refused or rolled back (found by lifecycle_walk.cpp).
+TEST_CASE("a reload refused or rolled back before the first generation is ready sends no READY",
+          "[lifecycle][reload][notify]") {
+  lifecycle_driver d(config(2));
+  d.start();  // 1000 and 1001 start; neither is ready
+  // Still starting: RELOADING=1 would be as wrong as READY=1.
+  CHECK(notices_of(d.command(command::reload)).empty());
+
+  SECTION("refused") {
+    auto acts = d.refused("does not parse");
+    INFO(to_string(acts));
+    CHECK(notices_of(acts).empty());
+  }
+  SECTION("rolled back: a new worker crashes") {
+    d.loaded(config(2));  // 1002, 1003 of generation 2
+    auto acts = d.exit(1002, exited_with(3));
+    INFO(to_string(acts));
+    REQUIRE(logs_with(acts, log_level::error, "rolled back") == 1);
+    CHECK(notices_of(acts).empty());
+  }
+  SECTION("rolled back: the ready deadline") {
+    d.loaded(config(2));
+    auto acts = d.advance(3s);
+    INFO(to_string(acts));
+    REQUIRE(logs_with(acts, log_level::error, "rolled back") == 1);
+    CHECK(notices_of(acts).empty());
+  }
+  // READY=1 once generation 1 serves, and only then.
+  CHECK(notices_of(d.ready(1000)).empty());
+  auto acts = d.ready(1001);
+  INFO(to_string(acts));
+  CHECK(notices_of(acts) == strings{"notify(ready)"});
+}
