@@ -601,6 +601,7 @@ class nginx_lifecycle {
     emit(actions::cancel_timer{ready_timer(r.generation)});
     log(log_level::error, "reload to generation {} rolled back: {}; generation {} keeps serving",
         r.generation, why, generation_);
+    rolled_back_.insert(r.generation);
     for (auto& p : procs_)
       if (p.generation == r.generation) retire(p);
     if (announced_) emit(actions::notify{actions::notice::ready});  // not before the first READY
@@ -620,15 +621,25 @@ class nginx_lifecycle {
     reload();
   }
 
-  // Past max_draining_generations, the oldest draining generations are terminated.
+  // Past max_draining_generations, the draining generations that stopped
+  // serving longest ago are terminated. A rolled-back generation never
+  // served: it goes first, or the generation that served until this
+  // promotion would be terminated while rolled-back ones drain on.
   void cap_draining_generations() {
+    std::erase_if(rolled_back_, [&](std::uint64_t g) {
+      return std::none_of(procs_.begin(), procs_.end(),
+                          [&](const process_info& p) { return p.generation == g; });
+    });
     std::vector<std::uint64_t> draining;
     for (const auto& p : procs_)
       if (p.state == process_state::draining && p.generation != generation_ &&
           std::find(draining.begin(), draining.end(), p.generation) == draining.end())
         draining.push_back(p.generation);
     if (draining.size() <= config_.max_draining_generations) return;
-    std::sort(draining.begin(), draining.end());
+    // Served generations stopped serving in the order of their numbers.
+    std::sort(draining.begin(), draining.end(), [&](std::uint64_t a, std::uint64_t b) {
+      return std::pair(!rolled_back_.count(a), a) < std::pair(!rolled_back_.count(b), b);
+    });
     draining.resize(draining.size() - config_.max_draining_generations);
     for (std::uint64_t g : draining) {
       log(log_level::warn, "more than {} generation(s) draining: terminating generation {}",
@@ -776,6 +787,7 @@ class nginx_lifecycle {
   std::vector<process_info> procs_;
   std::vector<slot_state> slots_;
   std::set<pid_t> retire_timers_;
+  std::set<std::uint64_t> rolled_back_;  // generations whose reload was rolled back, still in the table
   bool escalation_armed_ = false;
   steady_clock::time_point escalate_at_{};
   steady_clock::time_point now_{};

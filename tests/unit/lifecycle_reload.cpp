@@ -990,3 +990,31 @@ TEST_CASE("a reload refused or rolled back before the first generation is ready 
   INFO(to_string(acts));
   CHECK(notices_of(acts) == strings{"notify(ready)"});
 }
+
+// A generation rolled back never served; the cap must not make the one
+// that served a moment ago pay for it (found by lifecycle_walk.cpp).
+TEST_CASE("the draining cap terminates rolled-back generations before one that served",
+          "[lifecycle][reload]") {
+  auto c = config(1);
+  c.max_draining_generations = 2;
+  c.shutdown_timeout = 60s;  // nothing leaves by its own deadline here
+  auto d = serving(c);       // 1000 serves generation 1
+  // Two reloads whose workers hang in start-up, rolled back at the ready deadline.
+  for (std::uint64_t g = 2; g <= 3; ++g) {
+    reload_to(d, c);
+    REQUIRE(d.lifecycle().pending_generation() == g);
+    auto acts = d.advance(3s);
+    REQUIRE(logs_with(acts, log_level::error, "rolled back") == 1);
+  }
+  REQUIRE(all_in(d, 2, process_state::draining));
+  REQUIRE(all_in(d, 3, process_state::draining));
+  // The third reload serves: generation 1 drains, three generations drain.
+  auto acts = reload_and_promote(d, c);
+  INFO(to_string(acts));
+  CHECK(d.lifecycle().generation() == 4);
+  // The oldest rolled-back generation goes, not the one that served until now.
+  CHECK(d.find(1000)->state == process_state::draining);
+  CHECK(pids_sent(acts, worker_command::terminate) == d.pids_of(2));
+  CHECK(all_in(d, 3, process_state::draining));
+  CHECK(logs_with(acts, log_level::warn, "terminating generation 2") == 1);
+}
