@@ -500,7 +500,11 @@ class nginx_lifecycle {
   void drain_workers() {
     if (phase_ != phase::running || idle_) return;
     log(log_level::notice, "draining every worker; the master stays (HUP starts workers again)");
-    if (loading_ || pending_) log(log_level::warn, "the reload under way is abandoned");
+    if (loading_ || pending_) {
+      log(log_level::warn, "the reload under way is abandoned");
+      // It is over: the service manager waits for READY=1 after RELOADING=1.
+      if (announced_) emit(actions::notify{actions::notice::ready});
+    }
     abandon_reload();
     idle_ = true;
     cancel_respawns();

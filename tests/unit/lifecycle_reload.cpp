@@ -1018,3 +1018,18 @@ TEST_CASE("the draining cap terminates rolled-back generations before one that s
   CHECK(all_in(d, 3, process_state::draining));
   CHECK(logs_with(acts, log_level::warn, "terminating generation 2") == 1);
 }
+
+// systemd waits for READY=1 after RELOADING=1 (until its timeout fails the
+// reload job): a reload WINCH abandons must still end with READY=1 (found
+// by lifecycle_walk.cpp).
+TEST_CASE("WINCH abandoning a reload ends the RELOADING it announced", "[lifecycle][reload][notify]") {
+  auto d = serving(config(2));
+  REQUIRE(notices_of(d.command(command::reload)) == strings{"notify(reloading)"});
+  SECTION("while the configuration loads") {}
+  SECTION("while the new generation starts") { d.loaded(config(2)); }
+  auto acts = d.command(command::drain_workers);
+  INFO(to_string(acts));
+  CHECK(notices_of(acts) == strings{"notify(ready)"});
+  // A configuration answered late is ignored, and says nothing more.
+  CHECK(notices_of(d.refused("late")).empty());
+}
