@@ -124,14 +124,18 @@ void audit_worker_fds(server& srv, pid_t worker, std::set<std::string>& channels
   }
 }
 
-// Starts `srv` with 2 workers and `extra` flags, then opens one client that
-// has had `first` echoed back: the session a drain has to wait for.
-tcp_client start_with_client(server& srv, std::vector<std::string> extra, std::string_view first) {
+// Starts `srv` with `workers` workers and `extra` flags (and `env`), then
+// opens one client that has had `first` echoed back: the session a drain has
+// to wait for.
+tcp_client start_with_client(server& srv, std::vector<std::string> extra, std::string_view first,
+                             unsigned workers = 2,
+                             std::vector<std::pair<std::string, std::string>> env = {}) {
   server_config cfg;
-  cfg.workers = 2;
+  cfg.workers = workers;
   cfg.extra = std::move(extra);
+  cfg.env = std::move(env);
   PM_REQUIRE(srv, srv.start(cfg));
-  PM_REQUIRE(srv, srv.workers().size() == 2);
+  PM_REQUIRE(srv, srv.workers().size() == workers);
   auto client = tcp_client::connect(srv.port());
   PM_REQUIRE(srv, client.has_value());
   PM_REQUIRE(srv, client->echo(first));
@@ -846,4 +850,182 @@ PM_TEST_CASE("a second master is refused even after the binary was replaced on d
   PM_CHECK(srv, read_file(srv.pid_path()) == pid_before);
   PM_CHECK(srv, !srv.master().exited());
   PM_CHECK(srv, echo_once(srv.port()));
+}
+
+// --- the worker column of the signal table ------------------------------------
+// A worker signalled directly (by an operator, a process manager, a kill of
+// the process group): TERM/INT exit now, QUIT drains, USR1 reopens, the rest
+// is ignored. The master learns only from the exit and replaces it.
+
+namespace {
+
+// The master's line for the end of `worker` (any status), or "".
+std::string end_line(server& srv, pid_t worker) {
+  for (const auto& l : lines_with(srv.log(), "worker " + std::to_string(worker) + " (slot "))
+    if (l.find(" exited with code ") != std::string::npos ||
+        l.find(" killed by signal ") != std::string::npos)
+      return l;
+  return "";
+}
+
+// Waits until slot 0 has a ready worker other than `old`; that worker.
+pid_t replacement_of(server& srv, pid_t old) {
+  pid_t now = 0;
+  wait_for(
+      [&] {
+        now = srv.slot_pids().at(0);
+        return now != old && srv.is_ready(now);
+      },
+      10s);
+  return now != old ? now : 0;
+}
+
+}  // namespace
+
+PM_TEST_CASE("TERM or INT sent to a worker ends it at once, session and all, and it is replaced",
+             "[supervision][echo][worker-signals]") {
+  const int signo = GENERATE(SIGTERM, SIGINT);
+  INFO("signal " << signo);
+  server srv(echo_server);
+  auto client = start_with_client(srv, {"--shutdown-timeout", "60000"}, "hi\n", 1);
+  const pid_t worker = srv.workers().at(0);
+
+  const auto t0 = steady::now();
+  PM_REQUIRE(srv, ::kill(worker, signo) == 0);
+  const auto end = client.wait_closed(5s);
+  const double took = ms_since(t0);
+  INFO("client saw " << to_string(end) << " after " << fmt_ms(took));
+  PM_CHECK(srv, end != tcp_client::status::timeout);
+  PM_CHECK(srv, took < 2000.0);  // now, not after a drain of up to 60 s
+  PM_CHECK(srv, wait_for([&] { return !end_line(srv, worker).empty(); }, 5s));
+  PM_CHECK(srv, end_line(srv, worker).find("exited with code 0") != std::string::npos);
+  PM_CHECK(srv, srv.log().find("draining (SIGQUIT)") == std::string::npos);
+  PM_CHECK(srv, replacement_of(srv, worker) != 0);
+  PM_CHECK(srv, echo_once(srv.port()));
+}
+
+PM_TEST_CASE("QUIT sent to a worker drains it: its session is served to the end, then it exits 0",
+             "[supervision][echo][worker-signals]") {
+  server srv(echo_server);
+  auto client = start_with_client(srv, {"--shutdown-timeout", "60000"}, "hi\n", 1);
+  const pid_t worker = srv.workers().at(0);
+
+  PM_REQUIRE(srv, ::kill(worker, SIGQUIT) == 0);
+  PM_REQUIRE(srv, wait_for([&] { return srv.log().find("draining (SIGQUIT)") != std::string::npos; }, 5s));
+  // Still served, more than once, and still there a while later.
+  PM_CHECK(srv, client.echo("after quit 1\n"));
+  std::this_thread::sleep_for(300ms);  // a window in which it must not leave
+  PM_CHECK(srv, is_running(worker));
+  PM_CHECK(srv, end_line(srv, worker).empty());
+  PM_CHECK(srv, client.echo("after quit 2\n"));
+
+  client.close();
+  PM_CHECK(srv, wait_for([&] { return !end_line(srv, worker).empty(); }, 5s));
+  PM_CHECK(srv, end_line(srv, worker).find("exited with code 0") != std::string::npos);
+  PM_CHECK(srv, replacement_of(srv, worker) != 0);
+  PM_CHECK(srv, echo_once(srv.port()));
+}
+
+PM_TEST_CASE("USR1 sent to a worker reopens its log file, and only its own",
+             "[supervision][echo][worker-signals]") {
+  server srv(echo_server);
+  server_config cfg;
+  cfg.workers = 1;
+  cfg.log_file = true;
+  PM_REQUIRE(srv, srv.start(cfg));
+  const pid_t worker = srv.workers().at(0);
+  const std::string path = srv.log_path();
+  const std::string rotated = path + ".1";
+  audit_log_file(rotated);
+  PM_REQUIRE(srv, ::rename(path.c_str(), rotated.c_str()) == 0);
+
+  PM_REQUIRE(srv, ::kill(worker, SIGUSR1) == 0);
+  auto holds = [](pid_t pid, const std::string& file) {
+    for (const auto& f : open_fds(pid))
+      if (f.target == file) return true;
+    return false;
+  };
+  INFO("worker descriptors:\n" << describe_fds(worker));
+  PM_CHECK(srv, wait_for([&] { return holds(worker, path) && !holds(worker, rotated); }, 5s));
+  // The master was not told: it still writes to the rotated file.
+  PM_CHECK(srv, holds(srv.master_pid(), rotated));
+  PM_CHECK(srv, !holds(srv.master_pid(), path));
+  PM_CHECK(srv, is_running(worker));
+  PM_CHECK(srv, echo_once(srv.port()));
+}
+
+PM_TEST_CASE("HUP, USR2, WINCH, TTIN and TTOU sent to a worker are ignored; it serves on and exits 0 later",
+             "[supervision][echo][worker-signals]") {
+  server srv(echo_server);
+  auto client = start_with_client(srv, {}, "hi\n", 1);
+  const pid_t worker = srv.workers().at(0);
+  for (int signo : {SIGHUP, SIGUSR2, SIGWINCH, SIGTTIN, SIGTTOU}) {
+    INFO("signal " << signo);
+    PM_REQUIRE(srv, ::kill(worker, signo) == 0);
+    PM_CHECK(srv, client.echo("still here\n"));
+  }
+  // Each echo above took a turn of the worker's loop after its signal was
+  // pending on the signalfd, so each signal was read by then; a window for a
+  // late reaction anyway.
+  std::this_thread::sleep_for(200ms);
+  PM_CHECK(srv, is_running(worker));
+  PM_CHECK(srv, srv.workers() == std::vector<pid_t>{worker});
+  PM_CHECK(srv, end_line(srv, worker).empty());
+  PM_CHECK(srv, srv.log().find("draining") == std::string::npos);
+  PM_CHECK(srv, client.echo("and here\n"));
+
+  client.close();
+  PM_REQUIRE(srv, srv.master().signal(SIGQUIT));
+  auto status = srv.master().wait_exit(10s);
+  PM_REQUIRE(srv, status.has_value());
+  PM_CHECK(srv, exit_code_of(*status) == 0);
+  PM_CHECK(srv, end_line(srv, worker).find("exited with code 0") != std::string::npos);
+}
+
+// graceful_term_signals in a real supervisor (echo_server with
+// ECHO_GRACEFUL_TERM=1): TERM drains the master and the workers; -s stop
+// then means SIGINT, the fast stop.
+PM_TEST_CASE("with graceful_term_signals TERM drains: an open session is served, then the master exits 0",
+             "[supervision][echo][worker-signals][graceful-term]") {
+  server srv(echo_server);
+  auto client = start_with_client(srv, {"--shutdown-timeout", "60000"}, "hi\n", 2,
+                                  {{"ECHO_GRACEFUL_TERM", "1"}});
+  const auto workers = srv.workers();
+
+  SECTION("TERM to the master") {
+    PM_REQUIRE(srv, srv.master().signal(SIGTERM));
+    PM_REQUIRE(srv, wait_for([&] { return srv.log().find("graceful stop") != std::string::npos; }, 5s));
+    PM_CHECK(srv, srv.log().find("fast stop") == std::string::npos);
+    PM_CHECK(srv, client.echo("after term\n"));
+    PM_CHECK(srv, !srv.master().wait_exit(500ms).has_value());
+    PM_CHECK(srv, client.echo("still served\n"));
+    client.close();
+    auto status = srv.master().wait_exit(10s);
+    PM_REQUIRE(srv, status.has_value());
+    PM_CHECK(srv, exit_code_of(*status) == 0);
+    for (pid_t w : workers)
+      PM_CHECK(srv, end_line(srv, w).find("exited with code 0") != std::string::npos);
+  }
+  SECTION("TERM to each worker") {
+    for (pid_t w : workers) PM_REQUIRE(srv, ::kill(w, SIGTERM) == 0);
+    PM_REQUIRE(srv, wait_for([&] { return count_of(srv.log(), "draining (SIGQUIT)") >= 2; }, 5s));
+    PM_CHECK(srv, client.echo("after term\n"));  // the one serving it drains, not exits
+    client.close();
+    for (pid_t w : workers) {
+      PM_CHECK(srv, wait_for([&] { return !end_line(srv, w).empty(); }, 5s));
+      PM_CHECK(srv, end_line(srv, w).find("exited with code 0") != std::string::npos);
+    }
+  }
+  SECTION("-s stop is the fast stop (SIGINT)") {
+    // The control command runs the same program, with the same signal table.
+    auto r = run(srv.dir(), echo_server, {"-s", "stop", "--pid-file", srv.pid_path()}, 10s,
+                 {{"ECHO_GRACEFUL_TERM", "1"}});
+    PM_CHECK(srv, r.code() == 0);
+    auto status = srv.master().wait_exit(10s);
+    PM_REQUIRE(srv, status.has_value());
+    PM_CHECK(srv, exit_code_of(*status) == 0);
+    PM_CHECK(srv, srv.log().find("received SIGINT") != std::string::npos);
+    PM_CHECK(srv, srv.log().find("fast stop") != std::string::npos);
+    PM_CHECK(srv, client.wait_closed(5s) != tcp_client::status::timeout);
+  }
 }
