@@ -169,17 +169,22 @@ PM_TEST_CASE("QUIT: a connection idle until the deadline is closed then, and the
   auto t0 = steady::now();
   srv.master().signal(SIGQUIT);
   std::string rest;
-  // Closed cleanly (FIN, not RST) at the drain deadline.
+  // Closed cleanly (FIN, not RST) at the drain deadline: the handlers'
+  // deadline is 1500 - 1500/5 = 1200 ms after the quit. Not before (an idle
+  // connection may still send a request), not much after.
   CHECK(client->recv_some(rest, 10s) == tcp_client::status::eof);
+  const double closed_at = ms_since(t0);
   auto status = srv.master().wait_exit(10s);
   REQUIRE(status);
   CHECK(exit_code_of(*status) == 0);
   double ms = ms_since(t0);
-  WARN("QUIT with one idle keep-alive connection, --shutdown-timeout 1500: master exited after "
-       << ms << " ms");
-  CHECK(ms < 5000);
+  WARN("QUIT with one idle keep-alive connection, --shutdown-timeout 1500: closed after "
+       << closed_at << " ms, master exited after " << ms << " ms");
+  CHECK(closed_at >= 1150);
+  CHECK(closed_at < 1500 + 1500);
+  CHECK(ms < 1500 + 2000);
   // The worker met its own deadline; the master did not need SIGKILL.
-  CHECK(srv.log().find("SIGKILL") == std::string::npos);
+  CHECK(!srv.needed_sigkill());
 }
 
 PM_TEST_CASE("TERM stops http_server within terminate_timeout even with open connections", "[http]") {
@@ -196,8 +201,11 @@ PM_TEST_CASE("TERM stops http_server within terminate_timeout even with open con
   auto status = srv.master().wait_exit(10s);
   REQUIRE(status);
   CHECK(exit_code_of(*status) == 0);
-  WARN("TERM with an open connection: master exited after " << ms_since(t0) << " ms");
-  CHECK(ms_since(t0) < 2000 + 3000);
+  const double took = ms_since(t0);
+  WARN("TERM with an open connection: master exited after " << took << " ms");
+  // TERM is "exit now": well before the SIGKILL escalation at terminate_timeout.
+  CHECK(took < 2000);
+  CHECK(!srv.needed_sigkill());
   for (pid_t w : workers) CHECK(wait_for([&] { return !is_running(w); }, 3s));
   CHECK(!file_exists(srv.pid_path()));
 }

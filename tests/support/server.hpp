@@ -159,6 +159,12 @@ class server {
     return false;
   }
 
+  /// Whether the master had to SIGKILL a process (a worker that missed its
+  /// own deadline, or a new master that ignored QUIT).
+  [[nodiscard]] bool needed_sigkill() const {
+    return log().find("sending SIGKILL") != std::string::npos;
+  }
+
   /// Everything useful when a check fails: the logs and the process tree.
   [[nodiscard]] std::string describe() const {
     std::string out =
