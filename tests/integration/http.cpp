@@ -11,6 +11,12 @@
 #include "support/http_checks.hpp"
 
 #include <csignal>
+#include <string_view>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <regex>
 #include <string>
 
@@ -224,6 +230,13 @@ PM_TEST_CASE("the control commands quit, stop and reopen reach the master throug
     REQUIRE(status);
     CHECK(exit_code_of(*status) == 0);
     CHECK(!file_exists(srv.pid_path()));
+    // quit is the graceful stop (SIGQUIT), stop the fast one (SIGTERM).
+    const bool quit = std::string_view(cmd) == "quit";
+    INFO(srv.describe());
+    CHECK(srv.log().find(quit ? "received SIGQUIT: quit" : "received SIGTERM: stop") !=
+          std::string::npos);
+    CHECK(srv.log().find(quit ? "graceful stop" : "fast stop") != std::string::npos);
+    CHECK(srv.log().find(quit ? "fast stop" : "graceful stop") == std::string::npos);
   }
 }
 
@@ -289,4 +302,102 @@ PM_TEST_CASE("daemon mode reports a start-up failure with a non-zero exit", "[ht
   // The first daemon ends gracefully: its workers' ends are audited.
   CHECK(run(dir, http_server, {"-s", "quit", "--pid-file", dir.file("a.pid")}).code() == 0);
   CHECK(wait_for([&] { return !is_running(a); }, 10s));
+}
+
+PM_TEST_CASE("-s reload re-reads the config file, as a systemd ExecReload= does", "[http][cli][reload]") {
+  server srv(http_server, "procmodel-http");
+  const std::string conf = srv.dir().file("http.conf");
+  write_file(conf, "greeting = before\n");
+  auto c = http_config(2);
+  c.extra = {"--config", conf};
+  PM_REQUIRE(srv, srv.start(c));
+  auto body = http_get(srv.port());
+  PM_REQUIRE(srv, body.has_value());
+  PM_CHECK(srv, body->rfind("before from worker ", 0) == 0);
+
+  write_file(conf, "greeting = after\n");
+  auto r = run(srv.dir(), http_server, {"-s", "reload", "--pid-file", srv.pid_path()});
+  INFO(r.err);
+  PM_CHECK(srv, r.code() == 0);
+  PM_CHECK(srv, wait_for([&] { return srv.log().find("reload: generation 2 serves") != std::string::npos; }, 10s));
+  PM_CHECK(srv, srv.log().find("received SIGHUP: reload") != std::string::npos);
+  body = http_get(srv.port());
+  PM_REQUIRE(srv, body.has_value());
+  PM_CHECK(srv, body->rfind("after from worker ", 0) == 0);
+  PM_CHECK(srv, body->find(" generation 2 ") != std::string::npos);
+}
+
+namespace {
+
+// One GET over IPv6 to [::1]:`port`; the raw answer, or "".
+std::string http_get_v6(std::uint16_t port) {
+  int fd = ::socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return "";
+  timeval tv{2, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  sockaddr_in6 sa{};
+  sa.sin6_family = AF_INET6;
+  sa.sin6_port = htons(port);
+  sa.sin6_addr = in6addr_loopback;
+  std::string in;
+  const std::string req = "GET / HTTP/1.1\r\nHost: [::1]\r\nConnection: close\r\n\r\n";
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0 &&
+      ::send(fd, req.data(), req.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(req.size())) {
+    char buf[4096];
+    for (ssize_t n; (n = ::recv(fd, buf, sizeof buf, 0)) > 0;) in.append(buf, static_cast<std::size_t>(n));
+  }
+  ::close(fd);
+  return in;
+}
+
+}  // namespace
+
+PM_TEST_CASE("IPv6 end to end: http_server listens on [::1] and serves there", "[http][ipv6]") {
+  // Without IPv6 on loopback there is nothing to test.
+  int probe = ::socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in6 any{};
+  any.sin6_family = AF_INET6;
+  any.sin6_addr = in6addr_loopback;
+  const bool have_v6 = probe >= 0 && ::bind(probe, reinterpret_cast<sockaddr*>(&any), sizeof any) == 0;
+  if (probe >= 0) ::close(probe);
+  if (!have_v6) {
+    WARN("no IPv6 on loopback here: skipped");
+    return;
+  }
+  server srv(http_server, "procmodel-http");
+  server_config c = http_config(2);
+  c.wait_ready = false;  // the fixture's probe speaks IPv4
+  c.extra = {"--listen", "[::1]:0"};
+  // --listen given twice: the fixture's 127.0.0.1:0 and [::1]:0, both served.
+  PM_REQUIRE(srv, srv.start(c));
+  auto ports = parse_ports(srv.log());
+  PM_REQUIRE(srv, ports.size() == 2);
+  PM_CHECK(srv, srv.log().find("listening on [::1]:" + std::to_string(ports[1])) != std::string::npos);
+  std::string answer;
+  PM_CHECK(srv, wait_for([&] { return (answer = http_get_v6(ports[1])).rfind("HTTP/1.1 200", 0) == 0; }, 10s));
+  INFO(answer);
+  PM_CHECK(srv, answer.find("hello from worker ") != std::string::npos);
+  PM_CHECK(srv, http_get(ports[0]).has_value());
+}
+
+PM_TEST_CASE("the README's quick start compiles, serves, and stops gracefully", "[http][readme]") {
+  server srv(PROCMODEL_README_QUICKSTART, "procmodel-readme");
+  server_config c;
+  c.workers = 2;
+  c.wait_ready = false;  // it answers one line, not an echo
+  PM_REQUIRE(srv, srv.start(c));
+  std::string line;
+  PM_CHECK(srv, wait_for(
+                    [&] {
+                      auto client = tcp_client::connect(srv.port(), 1s);
+                      line.clear();
+                      return client && client->recv_some(line, 1s) == tcp_client::status::data &&
+                             line.rfind("hello from worker ", 0) == 0;
+                    },
+                    10s, 50ms));
+  INFO(line);
+  PM_REQUIRE(srv, srv.master().signal(SIGQUIT));
+  auto st = srv.master().wait_exit(10s);
+  PM_REQUIRE(srv, st.has_value());
+  PM_CHECK(srv, exit_code_of(*st) == 0);
 }

@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include <sys/inotify.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <csignal>
@@ -1045,4 +1046,55 @@ PM_TEST_CASE("with graceful_term_signals TERM drains: an open session is served,
     PM_CHECK(srv, srv.log().find("fast stop") != std::string::npos);
     PM_CHECK(srv, client.wait_closed(5s) != tcp_client::status::timeout);
   }
+}
+
+// --- the pid file -------------------------------------------------------------
+
+PM_TEST_CASE("the pid file appears whole: written to a temporary file, then renamed into place",
+             "[supervision][echo][pid-file]") {
+  // inotify on the directory sees every step: an atomic write shows the pid
+  // file only as the target of a rename, never created or written in place
+  // (a reader of a file written in place can see it empty or half written).
+  temp_dir watch_dir("procmodel-pid");
+  int in = ::inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+  REQUIRE(in >= 0);
+  struct closer {
+    int fd;
+    ~closer() { ::close(fd); }
+  } close_in{in};
+  REQUIRE(::inotify_add_watch(in, watch_dir.path().c_str(),
+                              IN_CREATE | IN_MODIFY | IN_CLOSE_WRITE | IN_MOVED_TO) >= 0);
+  server srv(echo_server);
+  server_config cfg;
+  cfg.workers = 1;
+  cfg.pid_file = false;
+  const std::string pid_path = watch_dir.file("master.pid");
+  cfg.extra = {"--pid-file", pid_path};
+  PM_REQUIRE(srv, srv.start(cfg));
+  PM_REQUIRE(srv, wait_for([&] { return read_file(pid_path) == std::to_string(srv.master_pid()) + "\n"; }, 10s));
+
+  std::vector<std::string> on_pid_file;  // what happened to "master.pid" itself
+  bool renamed_in = false;
+  alignas(inotify_event) char buf[8192];
+  for (ssize_t n; (n = ::read(in, buf, sizeof buf)) > 0;)
+    for (char* p = buf; p < buf + n;) {
+      auto* e = reinterpret_cast<inotify_event*>(p);
+      if (e->len && std::string(e->name) == "master.pid") {
+        if (e->mask & IN_MOVED_TO) renamed_in = true;
+        if (e->mask & IN_CREATE) on_pid_file.push_back("created in place");
+        if (e->mask & IN_MODIFY) on_pid_file.push_back("written in place");
+      }
+      p += sizeof(inotify_event) + e->len;
+    }
+  INFO("events on master.pid other than the rename: " << on_pid_file.size());
+  for (const auto& what : on_pid_file) INFO(what);
+  PM_CHECK(srv, renamed_in);
+  PM_CHECK(srv, on_pid_file.empty());
+  // No temporary file is left: it was the one renamed (beside the pid
+  // file lives only the control socket, master.pid.sock).
+  std::vector<std::string> names;
+  for (const auto& e : std::filesystem::directory_iterator(watch_dir.path()))
+    names.push_back(e.path().filename().string());
+  std::sort(names.begin(), names.end());
+  PM_CHECK(srv, names == std::vector<std::string>{"master.pid", "master.pid.sock"});
 }
