@@ -57,6 +57,11 @@ struct holding_worker {
       s->live_at_drain = ctx.live_connections();
     });
     ctx.on_reopen([s = s] { ++s->reopens; });
+    // A worker that misses every deadline must fail the test, not hang it.
+    auto limit = std::make_shared<boost::asio::steady_timer>(ctx.loop(), 5s);
+    limit->async_wait([limit, &ctx](boost::system::error_code ec) {
+      if (!ec) ctx.stop(99);
+    });
     if (hold > 0ms) {
       auto t = std::make_shared<boost::asio::steady_timer>(ctx.loop(), hold);
       t->async_wait([t, guard](boost::system::error_code) mutable { guard->release(); });
