@@ -7,6 +7,8 @@
 
 #include <array>
 #include <cstdlib>
+#include <functional>
+#include <string_view>
 
 #include <unistd.h>
 #include <memory>
@@ -76,5 +78,11 @@ struct echo_worker {
 int main(int argc, char** argv) {
   procmodel::options opt;
   opt.listen = {"127.0.0.1:7000"};
+  // ECHO_GRACEFUL_TERM=1: SIGTERM drains, as systemd and container runtimes
+  // expect (the signal table's policy; SIGINT stays the fast stop).
+  if (const char* v = std::getenv("ECHO_GRACEFUL_TERM"); v && std::string_view(v) == "1")
+    return procmodel::basic_supervisor<echo_worker, procmodel::fork_spawner,
+                                       procmodel::graceful_term_signals>(opt)
+        .run(argc, argv);
   return procmodel::supervisor<echo_worker>(opt).run(argc, argv);
 }

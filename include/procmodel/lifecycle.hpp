@@ -406,12 +406,14 @@ class nginx_lifecycle {
     if (!c.ok) {
       log(log_level::error, "reload refused: {}; generation {} keeps serving", c.error,
           generation_);
-      emit(actions::notify{actions::notice::ready});
+      // READY=1 ends the reload; before the first generation is ready it
+      // would tell the service manager that the service started.
+      if (announced_) emit(actions::notify{actions::notice::ready});
       return reload_again_if_asked();
     }
     if (c.config.workers == 0) {
       log(log_level::error, "reload refused: 0 workers; generation {} keeps serving", generation_);
-      emit(actions::notify{actions::notice::ready});
+      if (announced_) emit(actions::notify{actions::notice::ready});
       return reload_again_if_asked();
     }
     pending_ = reload_state{++last_generation_, c.config, now_};
@@ -479,7 +481,8 @@ class nginx_lifecycle {
     }
     log(log_level::notice, "reload: reading the configuration");
     loading_ = true;
-    emit(actions::notify{actions::notice::reloading});
+    // Before the first READY=1 the service is still starting: nothing to announce.
+    if (announced_) emit(actions::notify{actions::notice::reloading});
     emit(actions::load_config{});
   }
 
@@ -503,7 +506,11 @@ class nginx_lifecycle {
   void drain_workers() {
     if (phase_ != phase::running || idle_) return;
     log(log_level::notice, "draining every worker; the master stays (HUP starts workers again)");
-    if (loading_ || pending_) log(log_level::warn, "the reload under way is abandoned");
+    if (loading_ || pending_) {
+      log(log_level::warn, "the reload under way is abandoned");
+      // It is over: the service manager waits for READY=1 after RELOADING=1.
+      if (announced_) emit(actions::notify{actions::notice::ready});
+    }
     abandon_reload();
     idle_ = true;
     cancel_respawns();
@@ -604,9 +611,10 @@ class nginx_lifecycle {
     emit(actions::cancel_timer{ready_timer(r.generation)});
     log(log_level::error, "reload to generation {} rolled back: {}; generation {} keeps serving",
         r.generation, why, generation_);
+    rolled_back_.insert(r.generation);
     for (auto& p : procs_)
       if (p.generation == r.generation) retire(p);
-    emit(actions::notify{actions::notice::ready});
+    if (announced_) emit(actions::notify{actions::notice::ready});  // not before the first READY
     reload_again_if_asked();
   }
 
@@ -623,15 +631,25 @@ class nginx_lifecycle {
     reload();
   }
 
-  // Past max_draining_generations, the oldest draining generations are terminated.
+  // Past max_draining_generations, the draining generations that stopped
+  // serving longest ago are terminated. A rolled-back generation never
+  // served: it goes first, or the generation that served until this
+  // promotion would be terminated while rolled-back ones drain on.
   void cap_draining_generations() {
+    std::erase_if(rolled_back_, [&](std::uint64_t g) {
+      return std::none_of(procs_.begin(), procs_.end(),
+                          [&](const process_info& p) { return p.generation == g; });
+    });
     std::vector<std::uint64_t> draining;
     for (const auto& p : procs_)
       if (p.state == process_state::draining && p.generation != generation_ &&
           std::find(draining.begin(), draining.end(), p.generation) == draining.end())
         draining.push_back(p.generation);
     if (draining.size() <= config_.max_draining_generations) return;
-    std::sort(draining.begin(), draining.end());
+    // Served generations stopped serving in the order of their numbers.
+    std::sort(draining.begin(), draining.end(), [&](std::uint64_t a, std::uint64_t b) {
+      return std::pair(!rolled_back_.count(a), a) < std::pair(!rolled_back_.count(b), b);
+    });
     draining.resize(draining.size() - config_.max_draining_generations);
     for (std::uint64_t g : draining) {
       log(log_level::warn, "more than {} generation(s) draining: terminating generation {}",
@@ -779,6 +797,7 @@ class nginx_lifecycle {
   std::vector<process_info> procs_;
   std::vector<slot_state> slots_;
   std::set<pid_t> retire_timers_;
+  std::set<std::uint64_t> rolled_back_;  // generations whose reload was rolled back, still in the table
   bool escalation_armed_ = false;
   steady_clock::time_point escalate_at_{};
   steady_clock::time_point now_{};

@@ -29,6 +29,7 @@
 
 #include <algorithm>
 #include <csignal>
+#include <cstddef>
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
@@ -261,6 +262,13 @@ class family {
   /// their parent is gone).
   void kill_all() noexcept {
     try {
+      // The guard's master, if it still runs, stops gracefully first: its
+      // workers then end well (a SIGKILL here would be a violation of the
+      // teardown audit, and a respawn).
+      if (!guard_.exited()) {
+        guard_.signal(SIGQUIT);
+        guard_.wait_exit(20s);
+      }
       for (const auto& [p, start] : start_) {
         if (p == guard_.pid()) continue;
         auto st = read_stat(p);
@@ -326,6 +334,7 @@ class notify_socket {
     pid_t sender = 0;
   };
 
+  /// A path, or "@name" for Linux's abstract namespace (as systemd may give).
   explicit notify_socket(std::string path) : path_(std::move(path)) {
     fd_ = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     REQUIRE(fd_ >= 0);
@@ -333,7 +342,12 @@ class notify_socket {
     sa.sun_family = AF_UNIX;
     REQUIRE(path_.size() < sizeof sa.sun_path);
     std::memcpy(sa.sun_path, path_.data(), path_.size());
-    REQUIRE(::bind(fd_, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0);
+    socklen_t len = sizeof sa;
+    if (path_[0] == '@') {  // abstract: a leading NUL, and exactly the name's length
+      sa.sun_path[0] = '\0';
+      len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path_.size());
+    }
+    REQUIRE(::bind(fd_, reinterpret_cast<sockaddr*>(&sa), len) == 0);
     int one = 1;
     REQUIRE(::setsockopt(fd_, SOL_SOCKET, SO_PASSCRED, &one, sizeof one) == 0);
   }
@@ -341,7 +355,7 @@ class notify_socket {
   notify_socket& operator=(const notify_socket&) = delete;
   ~notify_socket() {
     ::close(fd_);
-    ::unlink(path_.c_str());
+    if (path_[0] != '@') ::unlink(path_.c_str());
   }
   [[nodiscard]] const std::string& path() const noexcept { return path_; }
 
@@ -432,6 +446,7 @@ run_result run_with(const temp_dir& dir, const std::vector<std::string>& args, s
   opt.stdout_path = dir.file("with" + std::to_string(counter) + ".out");
   opt.stderr_path = dir.file("with" + std::to_string(counter) + ".err");
   process p = process::spawn(http_server, args, opt);
+  p.expect_any_exit();  // the test checks r.code()
   run_result r;
   wait_for(
       [&] {
@@ -457,7 +472,7 @@ run_result upgrade_now(const server& srv, std::vector<std::string> extra = {},
 
 // -----------------------------------------------------------------------------------
 
-TEST_CASE("8 automatic upgrades under keep-alive load from a relative argv0 drop nothing",
+PM_TEST_CASE("8 automatic upgrades under keep-alive load from a relative argv0 drop nothing",
           "[upgrade][auto]") {
   subreaper_scope reaper;
   server srv("./http_server", "procmodel-upgrade");
@@ -518,8 +533,7 @@ TEST_CASE("8 automatic upgrades under keep-alive load from a relative argv0 drop
   int last_fds = count_open_fds(current);
   WARN("descriptors of the first master: " << first_fds << "; of the 9th: " << last_fds);
   INFO(describe(r) << "\n" << srv.describe());
-  CHECK(r.failed == 0);
-  CHECK(r.non_2xx == 0);
+  CHECK(losses(r) == "");  // not even refused: the listeners pass from master to master
   CHECK(r.ok > 500);
 
   // Only the newest master and its workers remain; it serves and is named.
@@ -552,7 +566,7 @@ TEST_CASE("8 automatic upgrades under keep-alive load from a relative argv0 drop
   CHECK(!file_exists(srv.pid_path()));
 }
 
-TEST_CASE("manual upgrade: USR2 then WINCH and QUIT the old master under light load",
+PM_TEST_CASE("manual upgrade: USR2 then WINCH and QUIT the old master under light load",
           "[upgrade][manual]") {
   subreaper_scope reaper;
   server srv(http_server, "procmodel-upgrade");
@@ -623,8 +637,7 @@ TEST_CASE("manual upgrade: USR2 then WINCH and QUIT the old master under light l
   INFO(describe(r));
   WARN("manual upgrade (USR2, WINCH, QUIT) under light load: " << r.ok << " requests, "
                                                                << r.failed << " failed");
-  CHECK(r.failed == 0);
-  CHECK(r.non_2xx == 0);
+  CHECK(losses(r) == "");
 
   ::kill(new_master, SIGQUIT);
   PM_REQUIRE(srv, fam.wait_gone(new_master, 15s));
@@ -634,8 +647,10 @@ TEST_CASE("manual upgrade: USR2 then WINCH and QUIT the old master under light l
   CHECK(!file_exists(srv.pid_path()));
 }
 
-TEST_CASE("manual upgrade rolled back: WINCH then HUP the old master and QUIT the new one",
+PM_TEST_CASE("manual upgrade rolled back: WINCH then HUP the old master and QUIT the new one",
           "[upgrade][manual]") {
+  // The rollback under test: the old master says so at error level.
+  expect_log_line("upgrade rolled back: new master ");
   subreaper_scope reaper;
   server srv(http_server, "procmodel-upgrade");
   notify_socket sd(srv.dir().file("notify.sock"));
@@ -698,8 +713,7 @@ TEST_CASE("manual upgrade rolled back: WINCH then HUP the old master and QUIT th
   INFO(describe(r));
   WARN("manual upgrade rolled back (USR2, WINCH, HUP, QUIT new) under light load: "
        << r.ok << " requests, " << r.failed << " failed");
-  CHECK(r.failed == 0);
-  CHECK(r.non_2xx == 0);
+  CHECK(losses(r) == "");
 
   srv.master().signal(SIGQUIT);
   auto st = srv.master().wait_exit(15s);
@@ -727,8 +741,9 @@ TEST_CASE("manual upgrade rolled back: WINCH then HUP the old master and QUIT th
   CHECK(std::count(from_old.begin(), from_old.end(), "STOPPING=1") == 1);
 }
 
-TEST_CASE("an upgrade to a binary that exits or never gets ready fails while the old master serves",
+PM_TEST_CASE("an upgrade to a binary that exits or never gets ready fails while the old master serves",
           "[upgrade][auto][rollback]") {
+  expect_log_line("upgrade failed: new master ");  // the failures under test
   subreaper_scope reaper;
   server srv("./http_server", "procmodel-upgrade");
   std::string bin = copy_binary(srv.dir());
@@ -801,15 +816,16 @@ TEST_CASE("an upgrade to a binary that exits or never gets ready fails while the
   INFO(describe(res));
   WARN("failed upgrades (exit 3, never ready) then a good one, under load: "
        << res.ok << " requests, " << res.failed << " failed");
-  CHECK(res.failed == 0);
-  CHECK(res.non_2xx == 0);
+  CHECK(losses(res) == "");
 
   ::kill(next, SIGQUIT);
   CHECK(fam.wait_gone(next, 15s));
 }
 
-TEST_CASE("a manual upgrade whose new master never gets ready is stopped after the ready timeout",
+PM_TEST_CASE("a manual upgrade whose new master never gets ready is stopped after the ready timeout",
           "[upgrade][manual][rollback]") {
+  expect_log_line("upgrade failed: new master ");  // the failure under test
+  expect_log_line("upgrade rolled back: new master ");  // the second new master, QUIT by the test
   subreaper_scope reaper;
   server srv("./http_server", "procmodel-upgrade");
   std::string bin = copy_binary(srv.dir());
@@ -847,8 +863,9 @@ TEST_CASE("a manual upgrade whose new master never gets ready is stopped after t
   }
 }
 
-TEST_CASE("a new master that ignores SIGQUIT at the upgrade deadline is killed and the next upgrade works",
+PM_TEST_CASE("a new master that ignores SIGQUIT at the upgrade deadline is killed and the next upgrade works",
           "[upgrade][auto][rollback]") {
+  expect_log_line("upgrade failed: new master ");  // the failure under test
   subreaper_scope reaper;
   server srv("./http_server", "procmodel-upgrade");
   std::string bin = copy_binary(srv.dir());
@@ -887,8 +904,9 @@ TEST_CASE("a new master that ignores SIGQUIT at the upgrade deadline is killed a
   }
 }
 
-TEST_CASE("one upgrade at a time: a second -s upgrade or USR2 is refused while one is under way",
+PM_TEST_CASE("one upgrade at a time: a second -s upgrade or USR2 is refused while one is under way",
           "[upgrade][auto]") {
+  expect_log_line("upgrade failed: new master ");  // the first upgrade's, on its deadline
   subreaper_scope reaper;
   server srv("./http_server", "procmodel-upgrade");
   std::string bin = copy_binary(srv.dir());
@@ -906,6 +924,7 @@ TEST_CASE("one upgrade at a time: a second -s upgrade or USR2 is refused while o
   process first = process::spawn(
       http_server, {"-s", "upgrade", "--pid-file", srv.pid_path(), "--upgrade-timeout", "2000"},
       bg_opt);
+  first.expect_exit(1);  // it fails on its own deadline (checked below)
   pid_t sleeper = 0;
   PM_REQUIRE(srv, wait_for([&] { return (sleeper = started_new_master(srv.log())) != 0; }, 10s));
   fam.note(sleeper);
@@ -943,7 +962,7 @@ TEST_CASE("one upgrade at a time: a second -s upgrade or USR2 is refused while o
   CHECK(http_get(srv.port()).has_value());
 }
 
-TEST_CASE("NOTIFY_SOCKET gets READY then RELOADING and READY around HUP then STOPPING",
+PM_TEST_CASE("NOTIFY_SOCKET gets READY then RELOADING and READY around HUP then STOPPING",
           "[upgrade][systemd]") {
   server srv(http_server, "procmodel-upgrade");
   notify_socket sd(srv.dir().file("notify.sock"));
@@ -976,26 +995,36 @@ TEST_CASE("NOTIFY_SOCKET gets READY then RELOADING and READY around HUP then STO
   for (const auto& n : m) CHECK(n.sender == master);
 }
 
-TEST_CASE("WATCHDOG_USEC makes the master send WATCHDOG=1 again and again", "[upgrade][systemd]") {
+PM_TEST_CASE("WATCHDOG_USEC makes the master send WATCHDOG=1 again and again", "[upgrade][systemd]") {
   server srv(http_server, "procmodel-upgrade");
   notify_socket sd(srv.dir().file("notify.sock"));
   auto c = notified_config(sd, 1, "200000");
   PM_REQUIRE(srv, srv.start(c));
+  // systemd kills a service silent for WatchdogSec (200 ms here): every gap
+  // between pings must stay under it (sd_watchdog_enabled(3) suggests half).
+  sd.until("WATCHDOG=1", 2s);
   auto t0 = steady::now();
+  auto last = t0;
+  double widest = 0;
   int pings = 0;
-  while (ms_since(t0) < 1000)
-    if (auto n = sd.next(100ms); n && n->text == "WATCHDOG=1") {
+  while (ms_since(t0) < 2000)
+    if (auto n = sd.next(300ms); n && n->text == "WATCHDOG=1") {
       ++pings;
       CHECK(n->sender == srv.master_pid());
+      widest = std::max(widest, ms_since(last));
+      last = steady::now();
     }
-  WARN("WATCHDOG_USEC=200000: " << pings << " WATCHDOG=1 in 1 s");
+  widest = std::max(widest, ms_since(last));
+  WARN("WATCHDOG_USEC=200000: " << pings << " WATCHDOG=1 in 2 s, widest gap " << widest << " ms");
   INFO(sd.describe());
-  CHECK(pings >= 3);
+  CHECK(widest < 200);
+  CHECK(pings >= 10);  // 2 s / 200 ms, at the very least
+  CHECK(pings <= 60);  // and not a flood
   srv.master().signal(SIGQUIT);
   CHECK(srv.master().wait_exit(15s).has_value());
 }
 
-TEST_CASE("after an automatic upgrade the new master keeps the systemd watchdog fed",
+PM_TEST_CASE("after an automatic upgrade the new master keeps the systemd watchdog fed",
           "[upgrade][systemd]") {
   subreaper_scope reaper;
   temp_dir dir("procmodel-upgrade");
@@ -1038,7 +1067,7 @@ TEST_CASE("after an automatic upgrade the new master keeps the systemd watchdog 
   CHECK(fam.wait_gone(next, 15s));
 }
 
-TEST_CASE("after an automatic upgrade the old master names the new one with MAINPID",
+PM_TEST_CASE("after an automatic upgrade the old master names the new one with MAINPID",
           "[upgrade][systemd]") {
   subreaper_scope reaper;
   server srv(http_server, "procmodel-upgrade");
@@ -1080,7 +1109,7 @@ TEST_CASE("after an automatic upgrade the old master names the new one with MAIN
   CHECK(fam.wait_gone(new_master, 15s));
 }
 
-TEST_CASE("after a manual upgrade the old master names the new one with MAINPID and not STOPPING",
+PM_TEST_CASE("after a manual upgrade the old master names the new one with MAINPID and not STOPPING",
           "[upgrade][systemd][manual]") {
   subreaper_scope reaper;
   server srv(http_server, "procmodel-upgrade");
@@ -1117,7 +1146,7 @@ TEST_CASE("after a manual upgrade the old master names the new one with MAINPID 
   CHECK(fam.wait_gone(new_master, 15s));
 }
 
-TEST_CASE("socket activation: the listener on fd 3 is served and --listen is not bound",
+PM_TEST_CASE("socket activation: the listener on fd 3 is served and --listen is not bound",
           "[upgrade][systemd][activation]") {
   subreaper_scope reaper;
   temp_dir dir("procmodel-upgrade");
@@ -1173,8 +1202,11 @@ TEST_CASE("socket activation: the listener on fd 3 is served and --listen is not
   }
 }
 
-TEST_CASE("socket activation: bad LISTEN_FDS or fd 3 fail clearly and LISTEN_PID of another is ignored",
+PM_TEST_CASE("socket activation: bad LISTEN_FDS or fd 3 fail clearly and LISTEN_PID of another is ignored",
           "[upgrade][systemd][activation]") {
+  // The refusals under test.
+  expect_log_line("master: LISTEN_FDS='abc' is not usable");
+  expect_log_line("master: LISTEN_FDS: descriptor 3 is not a socket");
   temp_dir dir("procmodel-upgrade");
   test_socket activated;
   const std::vector<std::string> args = {"--listen", "127.0.0.1:0", "--workers", "1"};
@@ -1230,8 +1262,11 @@ TEST_CASE("socket activation: bad LISTEN_FDS or fd 3 fail clearly and LISTEN_PID
   CHECK(master.wait_exit(15s).has_value());
 }
 
-TEST_CASE("PROCMODEL_LISTENERS that is garbage or names a bad descriptor is refused with a clear message",
+PM_TEST_CASE("PROCMODEL_LISTENERS that is garbage or names a bad descriptor is refused with a clear message",
           "[upgrade][handover]") {
+  // The refusals under test, one per start.
+  expect_log_line("master: PROCMODEL_LISTENERS");
+  expect_log_line("master: PROCMODEL_UPGRADE_FD: expected a whole number");
   temp_dir dir("procmodel-upgrade");
   std::string pid_path = dir.file("master.pid");
   auto args = [&](const std::string& listen) {
@@ -1284,7 +1319,7 @@ TEST_CASE("PROCMODEL_LISTENERS that is garbage or names a bad descriptor is refu
   refused(run_with(dir, args("127.0.0.1:0"), o), {"PROCMODEL_UPGRADE_FD"});
 }
 
-TEST_CASE("the status command lists the master and its workers as a table and as JSON over a 0600 socket",
+PM_TEST_CASE("the status command lists the master and its workers as a table and as JSON over a 0600 socket",
           "[upgrade][cli][status]") {
   server srv(http_server, "procmodel-upgrade");
   PM_REQUIRE(srv, srv.start(http_config(3)));
@@ -1342,7 +1377,7 @@ TEST_CASE("the status command lists the master and its workers as a table and as
   CHECK(up.err.find("cannot reach the master") != std::string::npos);
 }
 
-TEST_CASE("silent control clients do not stall the master", "[upgrade][cli][status]") {
+PM_TEST_CASE("silent control clients do not stall the master", "[upgrade][cli][status]") {
   server srv(http_server, "procmodel-upgrade");
   PM_REQUIRE(srv, srv.start(http_config(1)));
   std::string sock = srv.pid_path() + ".sock";
@@ -1367,4 +1402,24 @@ TEST_CASE("silent control clients do not stall the master", "[upgrade][cli][stat
   CHECK(ms < 5000);  // a master that waited a second per silent client takes 10 s
   CHECK(http_get(srv.port()).has_value());
   for (int fd : silent) ::close(fd);
+}
+
+PM_TEST_CASE("NOTIFY_SOCKET: STOPPING=1 on TERM, and an abstract @ socket works",
+             "[upgrade][systemd]") {
+  server srv(http_server, "procmodel-upgrade");
+  // A name of our own in the abstract namespace: no file, nothing to clean.
+  const std::string name = "@procmodel-test-" + std::to_string(::getpid()) + "-" +
+                           std::to_string(steady::now().time_since_epoch().count());
+  notify_socket sd(name);
+  auto c = notified_config(sd, 1);
+  PM_REQUIRE(srv, srv.start(c));
+  PM_CHECK(srv, sd.until("READY=1", 5s));
+  srv.master().signal(SIGTERM);
+  PM_CHECK(srv, sd.until("STOPPING=1", 10s));
+  auto st = srv.master().wait_exit(15s);
+  PM_REQUIRE(srv, st.has_value());
+  PM_CHECK(srv, exit_code_of(*st) == 0);
+  PM_CHECK(srv, srv.log().find("fast stop") != std::string::npos);
+  INFO(sd.describe());
+  for (const auto& m : sd.seen()) CHECK(m.sender == srv.master_pid());
 }

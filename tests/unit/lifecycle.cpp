@@ -42,14 +42,6 @@ std::vector<std::string> effects(const action_list& list) {
   return out;
 }
 
-// Only the service-manager notices, rendered.
-std::vector<std::string> notices(const action_list& list) {
-  std::vector<std::string> out;
-  for (const auto& a : list)
-    if (std::holds_alternative<actions::notify>(a)) out.push_back(to_string(a));
-  return out;
-}
-
 using strings = std::vector<std::string>;
 
 // Logs at `level` whose text contains `needle`.
@@ -628,19 +620,19 @@ TEST_CASE("upgrade before start or during a stop is ignored", "[lifecycle][upgra
 TEST_CASE("notices: ready once every first worker is ready - stopping - reloading then ready",
           "[lifecycle][notify]") {
   auto d = started();
-  CHECK(notices(d.ready(1000)).empty());  // slot 1 is not ready yet
-  CHECK(notices(d.ready(1001)) == strings{"notify(ready)"});
+  CHECK(notices_of(d.ready(1000)).empty());  // slot 1 is not ready yet
+  CHECK(notices_of(d.ready(1001)) == strings{"notify(ready)"});
   // A respawned worker being ready is no news.
   d.exit(1000, exited_with(1));
-  CHECK(notices(d.ready(d.in_slot(0)->pid)).empty());
+  CHECK(notices_of(d.ready(d.in_slot(0)->pid)).empty());
 
   SECTION("reload refused: reloading, then ready again") {
-    CHECK(notices(d.command(command::reload)) == strings{"notify(reloading)"});
-    CHECK(notices(d.refused("bad config")) == strings{"notify(ready)"});
+    CHECK(notices_of(d.command(command::reload)) == strings{"notify(reloading)"});
+    CHECK(notices_of(d.refused("bad config")) == strings{"notify(ready)"});
   }
   SECTION("quit and stop: stopping") {
     auto c = GENERATE(command::quit, command::stop);
-    CHECK(notices(d.command(c)) == strings{"notify(stopping)"});
+    CHECK(notices_of(d.command(c)) == strings{"notify(stopping)"});
   }
 }
 

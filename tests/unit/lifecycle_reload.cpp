@@ -952,3 +952,84 @@ TEST_CASE("lifecycle_driver can answer load_config by itself", "[testing][driver
     CHECK_FALSE(d.lifecycle().pending_generation());
   }
 }
+
+// ---------------------------------------------------------------- before the first READY
+
+// The service manager reads READY=1 before any READY=1 as "started": it must
+// wait until the first generation serves, even when a reload asked for
+// before that is refused or rolled back (found by lifecycle_walk.cpp).
+TEST_CASE("a reload refused or rolled back before the first generation is ready sends no READY",
+          "[lifecycle][reload][notify]") {
+  lifecycle_driver d(config(2));
+  d.start();  // 1000 and 1001 start; neither is ready
+  // Still starting: RELOADING=1 would be as wrong as READY=1.
+  CHECK(notices_of(d.command(command::reload)).empty());
+
+  SECTION("refused") {
+    auto acts = d.refused("does not parse");
+    INFO(to_string(acts));
+    CHECK(notices_of(acts).empty());
+  }
+  SECTION("rolled back: a new worker crashes") {
+    d.loaded(config(2));  // 1002, 1003 of generation 2
+    auto acts = d.exit(1002, exited_with(3));
+    INFO(to_string(acts));
+    REQUIRE(logs_with(acts, log_level::error, "rolled back") == 1);
+    CHECK(notices_of(acts).empty());
+  }
+  SECTION("rolled back: the ready deadline") {
+    d.loaded(config(2));
+    auto acts = d.advance(3s);
+    INFO(to_string(acts));
+    REQUIRE(logs_with(acts, log_level::error, "rolled back") == 1);
+    CHECK(notices_of(acts).empty());
+  }
+  // READY=1 once generation 1 serves, and only then.
+  CHECK(notices_of(d.ready(1000)).empty());
+  auto acts = d.ready(1001);
+  INFO(to_string(acts));
+  CHECK(notices_of(acts) == strings{"notify(ready)"});
+}
+
+// A generation rolled back never served; the cap must not make the one
+// that served a moment ago pay for it (found by lifecycle_walk.cpp).
+TEST_CASE("the draining cap terminates rolled-back generations before one that served",
+          "[lifecycle][reload]") {
+  auto c = config(1);
+  c.max_draining_generations = 2;
+  c.shutdown_timeout = 60s;  // nothing leaves by its own deadline here
+  auto d = serving(c);       // 1000 serves generation 1
+  // Two reloads whose workers hang in start-up, rolled back at the ready deadline.
+  for (std::uint64_t g = 2; g <= 3; ++g) {
+    reload_to(d, c);
+    REQUIRE(d.lifecycle().pending_generation() == g);
+    auto acts = d.advance(3s);
+    REQUIRE(logs_with(acts, log_level::error, "rolled back") == 1);
+  }
+  REQUIRE(all_in(d, 2, process_state::draining));
+  REQUIRE(all_in(d, 3, process_state::draining));
+  // The third reload serves: generation 1 drains, three generations drain.
+  auto acts = reload_and_promote(d, c);
+  INFO(to_string(acts));
+  CHECK(d.lifecycle().generation() == 4);
+  // The oldest rolled-back generation goes, not the one that served until now.
+  CHECK(d.find(1000)->state == process_state::draining);
+  CHECK(pids_sent(acts, worker_command::terminate) == d.pids_of(2));
+  CHECK(all_in(d, 3, process_state::draining));
+  CHECK(logs_with(acts, log_level::warn, "terminating generation 2") == 1);
+}
+
+// systemd waits for READY=1 after RELOADING=1 (until its timeout fails the
+// reload job): a reload WINCH abandons must still end with READY=1 (found
+// by lifecycle_walk.cpp).
+TEST_CASE("WINCH abandoning a reload ends the RELOADING it announced", "[lifecycle][reload][notify]") {
+  auto d = serving(config(2));
+  REQUIRE(notices_of(d.command(command::reload)) == strings{"notify(reloading)"});
+  SECTION("while the configuration loads") {}
+  SECTION("while the new generation starts") { d.loaded(config(2)); }
+  auto acts = d.command(command::drain_workers);
+  INFO(to_string(acts));
+  CHECK(notices_of(acts) == strings{"notify(ready)"});
+  // A configuration answered late is ignored, and says nothing more.
+  CHECK(notices_of(d.refused("late")).empty());
+}

@@ -137,6 +137,14 @@ inline std::string to_string(const action& a) {
       a);
 }
 
+/// The service-manager notices in `list`, rendered ("notify(ready)"), in order.
+inline std::vector<std::string> notices_of(const action_list& list) {
+  std::vector<std::string> out;
+  for (const auto& a : list)
+    if (std::holds_alternative<actions::notify>(a)) out.push_back(to_string(a));
+  return out;
+}
+
 /// A list of actions, one per line, for failure messages.
 inline std::string to_string(const action_list& list) {
   std::string out;
