@@ -53,8 +53,12 @@ struct options {
   bool reuseport = false;
   /// Crash-loop protection.
   restart_policy restart{};
-  /// Detach from the terminal (fork, setsid, stdio to /dev/null).
+  /// Detach from the terminal (fork, setsid, stdio to /dev/null). A new
+  /// master started by an upgrade never does: its parent tracks it by pid.
   bool daemon = false;
+  /// WINCH drains the workers even with a controlling terminal (whose
+  /// resizes send WINCH); by default only a master without one honours it.
+  bool winch_with_terminal = false;
   /// Set by `-s CMD`: send this command to the running master and exit.
   std::optional<command> signal;
   /// Set by `-s status` or `-s upgrade`: ask the running master over its
@@ -79,6 +83,7 @@ inline lifecycle_config to_lifecycle_config(const options& opt) {
   c.ready_timeout = opt.ready_timeout;
   c.max_draining_generations = opt.max_draining_generations;
   c.restart = opt.restart;
+  c.winch_with_terminal = opt.winch_with_terminal;
   return c;
 }
 
@@ -148,6 +153,8 @@ class command_line {
     add_flag("--reuseport", "one SO_REUSEPORT socket per worker instead of a shared one",
              [this] { opt_.reuseport = true; });
     add_flag("--daemon", "detach from the terminal", [this] { opt_.daemon = true; });
+    add_flag("--winch-with-terminal", "WINCH drains workers even with a controlling terminal",
+             [this] { opt_.winch_with_terminal = true; });
     add("--control", "PATH", "control socket (default: <pid file>.sock)",
         [this](auto v) { opt_.control_socket = v; });
     add("--upgrade-timeout", "MS", "-s upgrade: give up if the new master is not ready after MS",

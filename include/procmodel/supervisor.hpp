@@ -50,6 +50,14 @@ namespace detail {
 inline constexpr const char* upgrade_channel_env = "PROCMODEL_UPGRADE_FD";
 /// Set beside the handover when the sockets came from systemd, not --listen.
 inline constexpr const char* activated_env = "PROCMODEL_ACTIVATED";
+/// Set beside the handover: the number the new master's first generation takes.
+inline constexpr const char* generation_env = "PROCMODEL_GENERATION";
+
+/// Whether this process has a controlling terminal (whose resizes send WINCH).
+inline bool has_controlling_terminal() {
+  unique_fd tty(::open("/dev/tty", O_RDONLY | O_NOCTTY | O_CLOEXEC));
+  return static_cast<bool>(tty);
+}
 
 /// This program's absolute path, as the kernel knows it; a binary replaced
 /// on disk since ("PATH (deleted)") is the new one at PATH.
@@ -139,9 +147,6 @@ class basic_supervisor {
       log_.error("master failed: {}; workers will drain and exit", e.what());
       exit_code_ = 1;
     }
-    // A new master that took over (manual upgrade) becomes systemd's main pid.
-    if (upgrade_ && upgrade_->ready && ::kill(upgrade_->pid, 0) == 0)
-      systemd_.main_pid(upgrade_->pid);
     control_.close(true);
     if (!opt_.pid_file.empty()) {
       pid_file::remove_if_ours(opt_.pid_file, ::getpid());
@@ -170,7 +175,8 @@ class basic_supervisor {
     take_listeners();
     for (const auto& l : listeners_.for_slot(0))
       log_.notice("listening on {}{}", l.local, opt_.reuseport ? " (a socket per worker)" : "");
-    if (opt_.daemon) daemon_.detach(opt_.log_file.empty());
+    const bool daemonized = should_daemonize(opt_.daemon, handed_over_);
+    if (daemonized) daemon_.detach(opt_.log_file.empty());
     if (!opt_.pid_file.empty()) pid_file::write(opt_.pid_file, ::getpid());
 
     std::vector<int> watched(Signals::watched.begin(), Signals::watched.end());
@@ -181,7 +187,18 @@ class basic_supervisor {
 
     lifecycle_.emplace(to_lifecycle_config(opt_));
     log_.notice("master {} started with {} worker(s)", ::getpid(), opt_.workers);
-    dispatch(events::started{});
+    dispatch(events::started{::getpid(), first_generation_, parent_master_,
+                             detail::has_controlling_terminal(), daemonized});
+    // End of file on the line to the previous master: it has exited.
+    if (parent_channel_.is_open())
+      loop_.watch_readable(parent_channel_.fd(), [this] {
+        char byte = 0;
+        ssize_t n = ::recv(parent_channel_.fd(), &byte, 1, MSG_DONTWAIT);
+        if (n < 0 && (errno == EAGAIN || errno == EINTR)) return true;
+        parent_channel_.close();
+        dispatch(events::parent_master_gone{});
+        return false;
+      });
   }
 
   void on_signal(int signo) {
@@ -203,6 +220,17 @@ class basic_supervisor {
     if (const char* handed = std::getenv(handover_env)) {
       std::string text = handed;
       ::unsetenv(handover_env);
+      handed_over_ = true;
+      if (const char* gen = std::getenv(detail::generation_env)) {
+        std::string gen_text = gen;
+        ::unsetenv(detail::generation_env);
+        try {
+          first_generation_ = static_cast<std::uint64_t>(
+              parse_number(detail::generation_env, gen_text, 1, 1LL << 53));
+        } catch (const std::invalid_argument& e) {
+          throw std::runtime_error(e.what());
+        }
+      }
       activated_ = std::getenv(detail::activated_env) != nullptr;
       ::unsetenv(detail::activated_env);
       if (activated_) {  // systemd's sockets, passed on as they came
@@ -221,6 +249,9 @@ class basic_supervisor {
         } catch (const std::invalid_argument& e) {
           throw std::runtime_error(e.what());
         }
+        if (auto why = upgrade_fd_problem(fd, listeners_.fds()); !why.empty())
+          throw std::runtime_error(
+              fmt::format("{}={}: {}", detail::upgrade_channel_env, fd_text, why));
         struct stat st {};
         if (::fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode))
           throw std::runtime_error(fmt::format("{}={}: not an open socket",
@@ -243,13 +274,6 @@ class basic_supervisor {
       return;
     }
     listeners_.bind_all(opt_.listen, opt_.backlog, slots);
-  }
-
-  // Whether another master (the one we upgraded to, or the one we came from)
-  // still holds our listening sockets.
-  [[nodiscard]] bool sockets_shared() const {
-    if (upgrade_ && ::kill(upgrade_->pid, 0) == 0) return true;
-    return parent_master_ != 0 && ::getppid() == parent_master_;
   }
 
   // --- control socket ---
@@ -290,24 +314,25 @@ class basic_supervisor {
       reply(client, status_table(req == "status json"));
     } else if (req == "upgrade" || req.starts_with("upgrade ")) {
       // "upgrade MS": the client's own --upgrade-timeout.
-      upgrade_timeout_ = opt_.upgrade_timeout;
+      milliseconds timeout = opt_.upgrade_timeout;
       if (req.size() > 8) {
         try {
-          upgrade_timeout_ = milliseconds(parse_number("timeout", req.substr(8), 1, 86'400'000));
+          timeout = milliseconds(parse_number("timeout", req.substr(8), 1, 86'400'000));
         } catch (const std::invalid_argument& e) {
           return reply(client, fmt::format("error: {}\n", e.what()));
         }
       }
-      upgrade_client_ = std::move(client);
-      dispatch(events::commanded{command::upgrade});
-      if (upgrade_client_)  // the lifecycle did not start one
-        reply(upgrade_client_,
-              upgrade_ ? fmt::format("error: an upgrade is already under way (new master {})\n",
-                                     upgrade_->pid)
-                       : std::string("error: the master is not running normally\n"));
+      dispatch(events::upgrade_requested{true, timeout, wait_for_verdict(std::move(client))});
     } else {
       reply(client, fmt::format("error: unknown request '{}' (status, status json, upgrade)\n", req));
     }
+  }
+
+  // Keeps a control client until the lifecycle answers it (actions::reply).
+  std::uint64_t wait_for_verdict(detail::unique_fd client) {
+    std::uint64_t id = next_client_++;
+    waiting_.emplace(id, std::move(client));
+    return id;
   }
 
   static void reply(detail::unique_fd& client, const std::string& text) {
@@ -330,9 +355,12 @@ class basic_supervisor {
     std::vector<row> rows;
     rows.push_back({::getpid(), "master", "-", std::to_string(lifecycle_->generation()),
                     std::string(to_string(lifecycle_->current_phase())), secs(started_at_), "-"});
-    if (upgrade_)
-      rows.push_back({upgrade_->pid, "new master", "-", "-",
-                      upgrade_->ready ? "ready" : "starting", secs(upgrade_->since), "-"});
+    if (auto u = lifecycle_->upgrade(); u && u->pid != 0)
+      rows.push_back({u->pid, "new master", "-", "-",
+                      u->abandoned ? "stopping" : u->ready ? "ready" : "starting", secs(u->since),
+                      "-"});
+    if (pid_t parent = lifecycle_->parent_master())
+      rows.push_back({parent, "old master", "-", "-", "serving", 0.0, "-"});
     for (const auto& p : lifecycle_->processes())
       rows.push_back({p.pid, "worker", std::to_string(p.slot), std::to_string(p.generation),
                       std::string(to_string(p.state)), secs(p.started), std::to_string(p.restarts)});
@@ -359,25 +387,28 @@ class basic_supervisor {
     return out;
   }
 
-  // --- hot upgrade ---
+  // --- hot upgrade: the lifecycle decides, these carry it out ---
 
-  void perform(const actions::exec_upgrade&) {
-    detail::unique_fd client = std::move(upgrade_client_);
-    auto fail = [&](const std::string& why) {
-      log_.error("upgrade failed: {}; this master keeps serving", why);
-      reply(client, "error: " + why + "\n");
-      dispatch(events::upgrade_finished{});
-    };
-    if (exe_.empty() || ::access(exe_.c_str(), X_OK) != 0)
-      return fail(fmt::format("cannot execute {}", exe_.empty() ? "this binary" : exe_));
-    auto [mine, theirs] = channel::make_pair();
+  void perform(const actions::rename_pid_file&) {
+    events::pid_file_renamed result;
     if (!opt_.pid_file.empty() &&
-        ::rename(opt_.pid_file.c_str(), (opt_.pid_file + ".oldbin").c_str()) != 0)
-      return fail(fmt::format("cannot rename {} to {}.oldbin: {}", opt_.pid_file, opt_.pid_file,
-                              std::strerror(errno)));
+        ::rename(opt_.pid_file.c_str(), (opt_.pid_file + ".oldbin").c_str()) != 0) {
+      result.ok = false;
+      result.error = fmt::format("cannot rename {} to {}.oldbin: {}", opt_.pid_file,
+                                 opt_.pid_file, std::strerror(errno));
+    }
+    dispatch(std::move(result));
+  }
+
+  void perform(const actions::exec_upgrade& a) {
+    if (exe_.empty() || ::access(exe_.c_str(), X_OK) != 0)
+      return dispatch(events::new_master_failed{
+          fmt::format("cannot execute {}", exe_.empty() ? "this binary" : exe_)});
+    auto [mine, theirs] = channel::make_pair();
     std::vector<int> keep = listeners_.fds();
     keep.push_back(theirs.fd());
     std::string handover = listeners_.handover();
+    std::string generation = std::to_string(a.next_generation);
     std::fflush(nullptr);
     pid_t pid = ::fork();
     if (pid == 0) {
@@ -388,98 +419,64 @@ class basic_supervisor {
       ::setenv(handover_env, handover.c_str(), 1);
       if (activated_) ::setenv(detail::activated_env, "1", 1);
       ::setenv(detail::upgrade_channel_env, std::to_string(theirs.fd()).c_str(), 1);
+      ::setenv(detail::generation_env, generation.c_str(), 1);
       // systemd's WATCHDOG_PID names the main pid, which this one becomes.
       if (systemd_.watchdog()) ::setenv("WATCHDOG_PID", std::to_string(::getpid()).c_str(), 1);
       std::vector<char*> argv;
-      for (auto& a : args_) argv.push_back(a.data());
+      for (auto& arg : args_) argv.push_back(arg.data());
       argv.push_back(nullptr);
       ::execv(exe_.c_str(), argv.data());
       std::fprintf(stderr, "cannot execute %s: %s\n", exe_.c_str(), std::strerror(errno));
       ::_exit(127);
     }
-    if (pid < 0) {
-      restore_pid_file();
-      return fail(fmt::format("fork: {}", std::strerror(errno)));
-    }
-    upgrade_state u;
-    u.pid = pid;
-    u.line = std::move(mine);
-    u.client = std::move(client);
-    u.automatic = static_cast<bool>(u.client);
-    u.since = loop_.now();
-    upgrade_ = std::move(u);
-    log_.notice("upgrade: new master {} started from {}{}", pid, exe_,
-                upgrade_->automatic ? "" : " (manual: WINCH and QUIT this master once it is ready)");
-    loop_.watch_readable(upgrade_->line.fd(), [this] { return on_upgrade_channel(); });
-    // -s upgrade's timeout, or for USR2 ready_timeout, as for new workers. The
-    // timeout is this upgrade's: a refused request meanwhile overwrites upgrade_timeout_.
-    milliseconds limit = upgrade_->automatic ? upgrade_timeout_ : opt_.ready_timeout;
-    loop_.arm_timer({timer_kind::upgrade_deadline, 0}, limit, [this, timeout = limit] {
-      if (!upgrade_ || upgrade_->ready) return;
-      log_.error("upgrade failed: new master {} was not ready within {} ms; stopping it",
-                 upgrade_->pid, timeout.count());
-      reply(upgrade_->client, fmt::format("error: the new master was not ready within {} ms\n",
-                                          timeout.count()));
-      ::kill(upgrade_->pid, SIGQUIT);
-      // One that ignores QUIT too would block every later upgrade.
-      loop_.arm_timer({timer_kind::upgrade_deadline, 1}, opt_.shutdown_timeout, [this] {
-        if (!upgrade_) return;
-        log_.warn("new master {} did not stop in time; sending SIGKILL", upgrade_->pid);
-        ::kill(upgrade_->pid, SIGKILL);
-      });
-    });
+    if (pid < 0) return dispatch(events::new_master_failed{fmt::format("fork: {}", std::strerror(errno))});
+    if (new_master_line_.is_open()) loop_.unwatch(new_master_line_.fd());
+    new_master_line_ = std::move(mine);
+    new_master_ = pid;
+    loop_.watch_readable(new_master_line_.fd(), [this, pid] { return on_new_master_line(pid); });
+    log_.info("upgrade: {} runs as {}", exe_, pid);
+    dispatch(events::new_master_started{pid});
   }
 
-  bool on_upgrade_channel() {
-    if (!upgrade_) return false;
+  // What the new master reports; false once its line is closed.
+  bool on_new_master_line(pid_t pid) {
     message m;
     for (;;) {
-      auto st = upgrade_->line.receive(m);
+      auto st = new_master_line_.receive(m);
       if (st == receive_status::would_block) return true;
       if (st != receive_status::received) return false;  // its exit tells the rest
-      if (m.type == message_type::ready && !upgrade_->ready) upgrade_ready();
+      if (m.type == message_type::ready) dispatch(events::new_master_ready{pid});
     }
   }
 
-  void upgrade_ready() {
-    upgrade_->ready = true;
-    loop_.cancel_timer({timer_kind::upgrade_deadline, 0});
-    if (!upgrade_->automatic) {
-      log_.notice("upgrade: new master {} is ready; send WINCH then QUIT to this master ({}) to "
-                  "finish, or QUIT to the new one to roll back",
-                  upgrade_->pid, ::getpid());
-      return;
-    }
-    log_.notice("upgrade: new master {} is ready; this master quits", upgrade_->pid);
-    reply(upgrade_->client,
-          fmt::format("ok: new master {} serves; old master {} quits\n", upgrade_->pid, ::getpid()));
-    systemd_.main_pid(upgrade_->pid);
-    dispatch(events::commanded{command::quit});
-  }
-
-  // The new master is gone: unless it had taken over, this master goes on.
-  void upgrade_exited(int status) {
-    upgrade_state u = std::move(*upgrade_);
-    upgrade_.reset();
-    loop_.unwatch(u.line.fd());
-    loop_.cancel_timer({timer_kind::upgrade_deadline, 0});
-    loop_.cancel_timer({timer_kind::upgrade_deadline, 1});
-    if (lifecycle_->current_phase() != phase::running) {
-      log_.info("new master {} {}", u.pid, describe_wait_status(status));
-      return;
-    }
-    log_.error("upgrade {}: new master {} {}; this master keeps serving",
-               u.ready ? "rolled back" : "failed", u.pid, describe_wait_status(status));
-    reply(u.client, fmt::format("error: the new master {}\n", describe_wait_status(status)));
+  void perform(const actions::restore_pid_file&) {
     restore_pid_file();
-    try {
+    try {  // operators reach this master again
       control_.close(false);
       open_control(true);
     } catch (const std::exception& e) {
       log_.error("{}", e.what());
     }
-    dispatch(events::upgrade_finished{});
   }
+
+  void perform(const actions::signal_new_master& a) {
+    if (a.pid > 0 && a.pid == new_master_) ::kill(a.pid, a.signo);
+  }
+
+  void perform(const actions::reply& a) {
+    auto it = waiting_.find(a.client);
+    if (it == waiting_.end()) return;
+    reply(it->second, fmt::format("{}: {}\n", a.ok ? "ok" : "error", a.text));
+    waiting_.erase(it);
+  }
+
+  void perform(const actions::report_ready_to_parent&) {
+    // The line stays open: its end of file says the previous master is gone.
+    if (parent_channel_.is_open() && !parent_channel_.send({message_type::ready, 0}))
+      log_.warn("cannot tell the previous master this one is ready");
+  }
+
+  void perform(const actions::hand_over& a) { systemd_.main_pid(a.pid); }
 
   void restore_pid_file() {
     if (opt_.pid_file.empty()) return;
@@ -501,7 +498,10 @@ class basic_supervisor {
   }
 
   void on_exit(pid_t pid, int status) {
-    if (upgrade_ && pid == upgrade_->pid) return upgrade_exited(status);
+    if (pid == new_master_ && new_master_line_.is_open()) {
+      loop_.unwatch(new_master_line_.fd());
+      new_master_line_.close();
+    }
     if (auto it = channels_.find(pid); it != channels_.end()) {
       loop_.unwatch(it->second.fd());
       channels_.erase(it);
@@ -603,33 +603,17 @@ class basic_supervisor {
 
   void perform(const actions::cancel_timer& a) { loop_.cancel_timer(a.id); }
 
-  void perform(const actions::stop_listening&) {
-    // The last master to hold the sockets stops the queues filling; one that
-    // hands over to (or came from) a live master must not.
-    if (!sockets_shared()) listeners_.freeze();
+  // The control socket stays: status answers until the master exits.
+  void perform(const actions::stop_listening& a) {
+    if (a.freeze) listeners_.freeze();
     listeners_.close_all();
-    control_.close(true);
   }
 
   void perform(const actions::notify& a) {
     switch (a.what) {
-      case actions::notice::ready:
-        systemd_.ready();
-        if (parent_channel_.is_open()) {  // the previous master waits for this
-          parent_channel_.send({message_type::ready, 0});
-          parent_channel_.close();
-        }
-        break;
+      case actions::notice::ready: systemd_.ready(); break;
       case actions::notice::reloading: systemd_.reloading(); break;
-      case actions::notice::stopping:
-        // Handing over to a ready new master, or rolled back while the old one
-        // goes on: the service does not stop. systemd would act on STOPPING=1
-        // (from its main pid, or any pid with NotifyAccess=all) and stop it.
-        if (upgrade_ && upgrade_->ready && ::kill(upgrade_->pid, 0) == 0)
-          systemd_.main_pid(upgrade_->pid);
-        else if (!sockets_shared())
-          systemd_.stopping();
-        break;
+      case actions::notice::stopping: systemd_.stopping(); break;
     }
   }
 
@@ -692,20 +676,15 @@ class basic_supervisor {
   std::vector<std::string> args_;   // and with which arguments
   systemd_notifier systemd_;
   control_server control_;
-  struct upgrade_state {
-    pid_t pid = 0;
-    channel line;                  // the new master reports ready here
-    detail::unique_fd client;      // `-s upgrade` waiting for the verdict
-    bool automatic = false;
-    bool ready = false;
-    steady_clock::time_point since{};
-  };
-  std::optional<upgrade_state> upgrade_;
-  detail::unique_fd upgrade_client_;  // a request not yet taken by exec_upgrade
+  pid_t new_master_ = 0;               // the last master this one started
+  channel new_master_line_;            // it reports ready here
+  std::map<std::uint64_t, detail::unique_fd> waiting_;  // control clients awaiting a verdict
+  std::uint64_t next_client_ = 1;
   std::map<int, detail::unique_fd> control_clients_;  // waiting for their request line
-  milliseconds upgrade_timeout_{30'000};
-  channel parent_channel_;            // a new master's line to the previous one
+  channel parent_channel_;             // a new master's line to the previous one
   pid_t parent_master_ = 0;
+  bool handed_over_ = false;           // the listeners came from a previous master
+  std::uint64_t first_generation_ = 1;
   bool activated_ = false;  // the listeners came from systemd
 };
 
