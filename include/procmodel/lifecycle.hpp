@@ -298,6 +298,14 @@ inline std::string upgrade_fd_problem(int fd, const std::vector<int>& listener_f
   return {};
 }
 
+/// A slot without a worker, waiting out its respawn backoff.
+struct backoff_status {
+  unsigned slot = 0;
+  std::uint64_t generation = 0;
+  steady_clock::time_point next_attempt{};
+  unsigned restarts = 0;
+};
+
 /// An upgrade this master started, as status shows it.
 struct upgrade_status {
   pid_t pid = 0;           ///< the new master; 0 until it runs
@@ -339,6 +347,14 @@ class nginx_lifecycle {
     return upgrade_status{upgrade_->pid, upgrade_->automatic, upgrade_->ready,
                           upgrade_->abandoned, upgrade_->since};
   }
+  /// The slots waiting out a respawn backoff, and when each tries again.
+  [[nodiscard]] std::vector<backoff_status> backoffs() const {
+    std::vector<backoff_status> out;
+    for (unsigned k = 0; k < slots_.size() && k < config_.workers; ++k)
+      if (slots_[k].respawn_pending)
+        out.push_back({k, generation_, slots_[k].respawn_at, slots_[k].restarts});
+    return out;
+  }
   /// The master this one was upgraded from, while it lives; 0 otherwise.
   [[nodiscard]] pid_t parent_master() const noexcept { return parent_alive_ ? parent_ : 0; }
   /// Whether WINCH drains the workers: not when it may be a terminal's resize.
@@ -352,6 +368,7 @@ class nginx_lifecycle {
     unsigned backoff_level = 0;
     unsigned restarts = 0;
     bool respawn_pending = false;
+    steady_clock::time_point respawn_at{};
   };
   struct reload_state {
     std::uint64_t generation = 0;
@@ -390,7 +407,7 @@ class nginx_lifecycle {
       case command::stop: return stop();
       case command::quit: return quit();
       case command::reopen: return reopen();
-      case command::reload: return reload();
+      case command::reload: return reload(c.client);
       case command::drain_workers: return drain_workers();
       case command::add_worker: return add_worker();
       case command::remove_worker: return remove_worker();
@@ -584,7 +601,8 @@ class nginx_lifecycle {
     if (!upgrade_ || upgrade_->pid != 0) return;
     upgrade_->pid = s.pid;
     if (upgrade_->abandoned) return stop_new_master(upgrade_->stop_signal);
-    log(log_level::notice, "upgrade: new master {} started{}", s.pid,
+    log(log_level::notice, "upgrade: new master {} must be ready within {} ms{}", s.pid,
+        upgrade_->timeout.count(),
         upgrade_->automatic ? "" : " (manual: WINCH and QUIT this master once it is ready)");
     emit(actions::arm_timer{upgrade_timer(0), upgrade_->timeout});
   }
@@ -623,14 +641,11 @@ class nginx_lifecycle {
     if (!loading_) return;
     loading_ = false;
     if (phase_ != phase::running) return;
-    if (!c.ok) {
-      log(log_level::error, "reload refused: {}; generation {} keeps serving", c.error,
-          generation_);
-      notify_ready_again();
-      return reload_again_if_asked();
-    }
-    if (c.config.workers == 0) {
-      log(log_level::error, "reload refused: 0 workers; generation {} keeps serving", generation_);
+    if (!c.ok || c.config.workers == 0) {
+      std::string why = c.ok ? std::string("0 workers") : c.error;
+      log(log_level::error, "reload refused: {}; generation {} keeps serving", why, generation_);
+      answer_reload(false, fmt::format("configuration refused: {}; generation {} keeps serving",
+                                       why, generation_));
       notify_ready_again();
       return reload_again_if_asked();
     }
@@ -654,7 +669,7 @@ class nginx_lifecycle {
     log(log_level::notice, "fast stop: terminating {} worker(s)", procs_.size());
     phase_ = phase::stopping;
     const bool handing_over = announce_stop();
-    abandon_reload();
+    abandon_reload("the master is stopping (fast stop)");
     cancel_respawns();
     for (auto& p : procs_) terminate(p);
     if (!handing_over) abandon_upgrade(SIGTERM, "fast stop");
@@ -675,7 +690,7 @@ class nginx_lifecycle {
     // The last master holding the sockets stops their queues filling; one
     // that hands over to (or came from) a live master must not.
     emit(actions::stop_listening{!handing_over && !parent_alive_});
-    abandon_reload();
+    abandon_reload("the master is stopping (graceful stop)");
     cancel_respawns();
     for (auto& p : procs_) drain(p);
     if (!handing_over) abandon_upgrade(SIGQUIT, "graceful stop");
@@ -691,16 +706,25 @@ class nginx_lifecycle {
         emit(actions::send{p.pid, worker_command::reopen});
   }
 
-  void reload() {
+  // `client` (0: a signal) waits for the outcome of the reload that reads
+  // the configuration after its request: a new one, or the next after the
+  // one under way.
+  void reload(std::uint64_t client = 0) {
     if (phase_ != phase::running) {
       log(log_level::warn, "reload ignored: the master is {}", to_string(phase_));
+      if (client != 0)
+        emit(actions::reply{client, false, fmt::format("the master is {}", to_string(phase_))});
       return;
     }
+    if (client != 0) next_reload_clients_.push_back(client);
     if (loading_ || pending_) {
       reload_again_ = true;
       log(log_level::notice, "reload already under way; another follows when it is done");
       return;
     }
+    reload_clients_.insert(reload_clients_.end(), next_reload_clients_.begin(),
+                           next_reload_clients_.end());
+    next_reload_clients_.clear();
     log(log_level::notice, "reload: reading the configuration");
     loading_ = true;
     if (announced_) emit(actions::notify{actions::notice::reloading});
@@ -719,7 +743,7 @@ class nginx_lifecycle {
     }
     log(log_level::notice, "draining every worker; the master stays (HUP starts workers again)");
     if (loading_ || pending_) log(log_level::warn, "the reload under way is abandoned");
-    abandon_reload();
+    abandon_reload("every worker was drained (WINCH)");
     idle_ = true;
     cancel_respawns();
     for (auto& p : procs_) retire(p);
@@ -806,6 +830,8 @@ class nginx_lifecycle {
         "{} drain",
         generation_, config_.workers, took.count(), retired, old);
     cap_draining_generations();
+    answer_reload(true, fmt::format("generation {} serves with {} worker(s)", generation_,
+                                    config_.workers));
     // Before the first generation was announced, a reload's generation
     // serving is news to the service manager but never a handover.
     if (announced_)
@@ -825,11 +851,22 @@ class nginx_lifecycle {
         r.generation, why, generation_);
     for (auto& p : procs_)
       if (p.generation == r.generation) retire(p);
+    answer_reload(false, fmt::format("generation {} rolled back: {}; generation {} keeps serving",
+                                     r.generation, why, generation_));
     notify_ready_again();
     reload_again_if_asked();
   }
 
-  void abandon_reload() {
+  // Tells the clients waiting for the reload under way how it ended.
+  void answer_reload(bool ok, const std::string& text) {
+    for (std::uint64_t c : std::exchange(reload_clients_, {})) emit(actions::reply{c, ok, text});
+  }
+
+  void abandon_reload(std::string_view why) {
+    if (loading_ || pending_ || reload_again_)
+      for (std::uint64_t c : std::exchange(next_reload_clients_, {}))
+        reload_clients_.push_back(c);
+    answer_reload(false, fmt::format("reload abandoned: {}", why));
     loading_ = false;
     reload_again_ = false;
     if (!pending_) return;
@@ -893,10 +930,10 @@ class nginx_lifecycle {
   // Reports a failed upgrade: the pid file names this master again at once,
   // the waiting client hears why, workers drained by WINCH come back. The
   // attempt is over for good; a late ready is ignored.
-  void fail_upgrade(const std::string& why) {
+  void fail_upgrade(const std::string& why, std::string_view verdict = "failed") {
     auto& u = *upgrade_;
     if (phase_ == phase::running)
-      log(log_level::error, "upgrade failed: {}; this master keeps serving", why);
+      log(log_level::error, "upgrade {}: {}; this master keeps serving", verdict, why);
     else
       log(log_level::warn, "upgrade abandoned: {}", why);
     u.abandoned = true;
@@ -936,7 +973,8 @@ class nginx_lifecycle {
           describe_wait_status(status));
     } else {
       fail_upgrade(fmt::format("the new master {} {}{}", u.pid, describe_wait_status(status),
-                               u.ready ? " after it was ready (rolled back)" : ""));
+                               u.ready ? " after it was ready" : ""),
+                   u.ready ? "rolled back" : "failed");
     }
     upgrade_.reset();
     maybe_exit();
@@ -1042,6 +1080,7 @@ class nginx_lifecycle {
     delay = std::min(delay, config_.restart.backoff_max);
     ++s.backoff_level;
     s.respawn_pending = true;
+    s.respawn_at = now_ + delay;
     log(log_level::warn, "slot {} restarted {} times in {} ms; next respawn in {} ms", slot,
         s.recent.size(), config_.restart.period.count(), delay.count());
     emit(actions::arm_timer{{timer_kind::respawn, slot}, delay});
@@ -1084,6 +1123,8 @@ class nginx_lifecycle {
   std::optional<reload_state> pending_;
   bool loading_ = false;
   bool reload_again_ = false;
+  std::vector<std::uint64_t> reload_clients_;       // waiting for the reload under way
+  std::vector<std::uint64_t> next_reload_clients_;  // for the one that follows it
   bool idle_ = false;  // WINCH: no workers until the next reload
   bool announced_ = false;  // the first generation was announced ready
   std::uint64_t first_generation_ = 1;

@@ -434,7 +434,7 @@ class basic_supervisor {
     new_master_line_ = std::move(mine);
     new_master_ = pid;
     loop_.watch_readable(new_master_line_.fd(), [this, pid] { return on_new_master_line(pid); });
-    log_.info("upgrade: {} runs as {}", exe_, pid);
+    log_.notice("upgrade: new master {} started from {}", pid, exe_);
     dispatch(events::new_master_started{pid});
   }
 
