@@ -61,9 +61,14 @@ struct options {
   bool winch_with_terminal = false;
   /// Set by `-s CMD`: send this command to the running master and exit.
   std::optional<command> signal;
-  /// Set by `-s status` or `-s upgrade`: ask the running master over its
-  /// control socket, print the answer and exit.
+  /// Set by `-s status`, `-s upgrade` or `-s reload`: ask the running master
+  /// over its control socket, print the answer and exit (0 only on success).
   std::string query;
+  /// `-s reload --no-wait`: only send SIGHUP, as nginx does; no verdict.
+  bool no_wait = false;
+  /// `-t`: run the reloader on copies of the configuration, say whether it
+  /// loads, and exit; no master is started or told anything.
+  bool check_config = false;
   /// `-s status --json`: the table as JSON.
   bool json = false;
   /// The control socket; empty: "<pid file>.sock".
@@ -162,9 +167,15 @@ class command_line {
           opt_.upgrade_timeout = milliseconds(parse_number("--upgrade-timeout", v, 1, 86'400'000));
         });
     add_flag("--json", "-s status: print JSON", [this] { opt_.json = true; });
+    add_flag("--no-wait", "-s reload: only send SIGHUP; do not wait for the outcome",
+             [this] { opt_.no_wait = true; });
+    add_flag("-t", "check the configuration (as a reload would load it) and exit",
+             [this] { opt_.check_config = true; });
+    add_flag("--check-config", "the same as -t", [this] { opt_.check_config = true; });
     add("-s", "COMMAND", "tell the running master: stop, quit, reload, reopen, upgrade, status",
         [this](auto v) {
-          if (v == "status" || v == "upgrade") return void(opt_.query = std::string(v));
+          if (v == "status" || v == "upgrade" || v == "reload")
+            return void(opt_.query = std::string(v));
           auto c = parse_command(v);
           if (!c)
             throw std::invalid_argument(fmt::format(

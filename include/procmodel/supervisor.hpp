@@ -123,6 +123,8 @@ class basic_supervisor {
   /// Runs the master until it stops; returns the process exit code.
   /// With `options::signal` set, only tells the running master and returns.
   int run() {
+    if (opt_.check_config) return check_config();
+    if (opt_.query == "reload" && opt_.no_wait) return send_command<Signals>(opt_, command::reload);
     if (opt_.signal) return send_command<Signals>(opt_, *opt_.signal);
     if (!opt_.query.empty()) return query_master(opt_);
     log_.set_level(opt_.level);
@@ -312,6 +314,8 @@ class basic_supervisor {
     while (!req.empty() && (req.back() == '\n' || req.back() == '\r')) req.remove_suffix(1);
     if (req == "status" || req == "status json") {
       reply(client, status_table(req == "status json"));
+    } else if (req == "reload") {
+      dispatch(events::commanded{command::reload, wait_for_verdict(std::move(client))});
     } else if (req == "upgrade" || req.starts_with("upgrade ")) {
       // "upgrade MS": the client's own --upgrade-timeout.
       milliseconds timeout = opt_.upgrade_timeout;
@@ -324,7 +328,8 @@ class basic_supervisor {
       }
       dispatch(events::upgrade_requested{true, timeout, wait_for_verdict(std::move(client))});
     } else {
-      reply(client, fmt::format("error: unknown request '{}' (status, status json, upgrade)\n", req));
+      reply(client,
+            fmt::format("error: unknown request '{}' (status, status json, reload, upgrade)\n", req));
     }
   }
 
@@ -353,6 +358,11 @@ class basic_supervisor {
       std::string restarts;
     };
     std::vector<row> rows;
+    pid_t named = 0;  // the master the pid file names
+    try {
+      if (!opt_.pid_file.empty()) named = pid_file::read(opt_.pid_file);
+    } catch (const std::runtime_error&) {
+    }
     rows.push_back({::getpid(), "master", "-", std::to_string(lifecycle_->generation()),
                     std::string(to_string(lifecycle_->current_phase())), secs(started_at_), "-"});
     if (auto u = lifecycle_->upgrade(); u && u->pid != 0)
@@ -361,6 +371,11 @@ class basic_supervisor {
                       "-"});
     if (pid_t parent = lifecycle_->parent_master())
       rows.push_back({parent, "old master", "-", "-", "serving", 0.0, "-"});
+    for (const auto& b : lifecycle_->backoffs())
+      rows.push_back({0, "worker", std::to_string(b.slot), std::to_string(b.generation),
+                      fmt::format("backoff {:.1f}s",
+                                  std::chrono::duration<double>(b.next_attempt - now).count()),
+                      0.0, std::to_string(b.restarts)});
     for (const auto& p : lifecycle_->processes())
       rows.push_back({p.pid, "worker", std::to_string(p.slot), std::to_string(p.generation),
                       std::string(to_string(p.state)), secs(p.started), std::to_string(p.restarts)});
@@ -371,10 +386,13 @@ class basic_supervisor {
         const auto& r = rows[i];
         out += fmt::format(
             "{}{{\"pid\":{},\"role\":\"{}\",\"slot\":{},\"generation\":{},\"state\":\"{}\","
-            "\"uptime\":{:.3f},\"restarts\":{}}}",
-            i ? "," : "", r.pid, r.role, r.slot == "-" ? "null" : r.slot,
+            "\"uptime\":{:.3f},\"restarts\":{}{}}}",
+            i ? "," : "", r.pid ? std::to_string(r.pid) : "null", r.role,
+            r.slot == "-" ? "null" : r.slot,
             r.generation == "-" ? "null" : r.generation, r.state, r.uptime,
-            r.restarts == "-" ? "null" : r.restarts);
+            r.restarts == "-" ? "null" : r.restarts,
+            r.role.ends_with("master") ? fmt::format(",\"pid_file\":{}", r.pid == named ? "true" : "false")
+                                       : std::string());
       }
       out += "]\n";
       return out;
@@ -382,8 +400,12 @@ class basic_supervisor {
     out = fmt::format("{:>8}  {:<10}  {:>4}  {:>10}  {:<11}  {:>10}  {:>8}\n", "PID", "ROLE", "SLOT",
                       "GENERATION", "STATE", "UPTIME", "RESTARTS");
     for (const auto& r : rows)
-      out += fmt::format("{:>8}  {:<10}  {:>4}  {:>10}  {:<11}  {:>9.1f}s  {:>8}\n", r.pid, r.role,
-                         r.slot, r.generation, r.state, r.uptime, r.restarts);
+      out += fmt::format("{:>8}  {:<10}  {:>4}  {:>10}  {:<11}  {:>9.1f}s  {:>8}\n",
+                         r.pid ? std::to_string(r.pid) : "-", r.role, r.slot, r.generation,
+                         r.state, r.uptime, r.restarts);
+    // Two masters: say which one `-s` reaches through the pid file.
+    if (named != 0 && (lifecycle_->upgrade() || lifecycle_->parent_master()))
+      out += fmt::format("pid file {} names {}\n", opt_.pid_file, named);
     return out;
   }
 
@@ -629,14 +651,34 @@ class basic_supervisor {
     }
   }
 
+  // The configuration a reload would load: the reloader run on copies.
+  // Throws what refuses it.
+  void load_next(Worker& next, options& next_opt) const {
+    if (reloader_) reloader_(next, next_opt);
+    if (next_opt.workers == 0) throw std::invalid_argument("workers must be at least 1");
+  }
+
+  // -t: whether the configuration loads, without a master.
+  int check_config() {
+    Worker next = worker_;
+    options next_opt = opt_;
+    try {
+      load_next(next, next_opt);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "%s: configuration refused: %s\n", opt_.program_name.c_str(), e.what());
+      return 1;
+    }
+    std::printf("%s: configuration ok (%u worker(s))\n", opt_.program_name.c_str(), next_opt.workers);
+    return 0;
+  }
+
   // Runs the embedder's reloader on copies; only a complete success is kept.
   void perform(const actions::load_config&) {
     Worker next = worker_;
     options next_opt = opt_;
     events::config_loaded result;
     try {
-      if (reloader_) reloader_(next, next_opt);
-      if (next_opt.workers == 0) throw std::invalid_argument("workers must be at least 1");
+      load_next(next, next_opt);
       if (next_opt.listen != opt_.listen)
         log_.warn("reload: listen addresses change only with a restart or an upgrade; kept");
       next_opt.listen = opt_.listen;

@@ -1890,3 +1890,108 @@ TEST_CASE("failure 9: PROCMODEL_UPGRADE_FD naming a handed-over listener is refu
   CHECK(r.err.find("inherited listeners") != std::string::npos);
   CHECK(!file_exists(pid_path));
 }
+
+// --- control commands that tell the truth ----------------------------------------
+
+TEST_CASE("-s reload waits for the outcome; --no-wait only signals; -t checks the config",
+          "[upgrade][cli][reload]") {
+  rig rg("ready = yes\n", {"--ready-timeout", "2000"});
+  auto& srv = rg.srv;
+  auto reload = [&](std::vector<std::string> extra = {}) {
+    std::vector<std::string> args = {"-s", "reload", "--pid-file", srv.pid_path()};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return run(srv.dir(), http_server, args, 30s);
+  };
+  auto r = reload();
+  {
+    INFO(describe(r) << "\n" << srv.describe());
+    CHECK(r.code() == 0);
+    CHECK(r.out.find("ok: generation 2 serves with 2 worker(s)") != std::string::npos);
+  }
+  write_file(conf_path(srv), "workers = none\n");
+  r = reload();
+  {
+    INFO(describe(r));
+    CHECK(r.code() == 1);
+    CHECK(r.err.find("configuration refused") != std::string::npos);
+    CHECK(r.err.find("generation 2 keeps serving") != std::string::npos);
+  }
+  write_file(conf_path(srv), "exit_at_start = 3\n");
+  r = reload();
+  {
+    INFO(describe(r));
+    CHECK(r.code() == 1);
+    CHECK(r.err.find("generation 3 rolled back") != std::string::npos);
+    CHECK(r.err.find("exited with code 3") != std::string::npos);
+  }
+  write_file(conf_path(srv), "ready = yes\n");
+  r = reload({"--no-wait"});
+  {
+    INFO(describe(r));
+    CHECK(r.code() == 0);
+    CHECK(r.out.empty());
+  }
+  PM_CHECK(srv, wait_for([&] { return srv.log().find("reload: generation 4 serves") != std::string::npos; }, 10s));
+
+  // -t: the same loading, no master involved.
+  auto check = [&](const std::string& text) {
+    write_file(srv.dir().file("check.conf"), text);
+    return run(srv.dir(), http_server, {"-t", "--config", srv.dir().file("check.conf")});
+  };
+  auto good = check("greeting = hi\nworkers = 3\n");
+  CHECK(good.code() == 0);
+  CHECK(good.out.find("configuration ok (3 worker(s))") != std::string::npos);
+  auto bad = check("greeting = hi\nbogus = 1\n");
+  CHECK(bad.code() == 1);
+  CHECK(bad.err.find("unknown key 'bogus'") != std::string::npos);
+  PM_CHECK(srv, srv.log().find("generation 5") == std::string::npos);  // nothing reached the master
+  rg.quit_master();
+}
+
+TEST_CASE("-s status answers during a graceful stop and during an upgrade, with backoff and generations",
+          "[upgrade][cli][status]") {
+  rig rg("ready = yes\n", {"--shutdown-timeout", "8000"});
+  auto& srv = rg.srv;
+  auto& fam = rg.fam;
+  pid_t master = rg.master;
+  auto status = [&] { return run(srv.dir(), http_server, {"-s", "status", "--pid-file", srv.pid_path()}); };
+
+  // An upgrade whose new master's workers crash at start: it backs off.
+  write_file(conf_path(srv), "exit_at_start = 3\n");
+  srv.master().signal(SIGUSR2);
+  pid_t nm = rg.new_master();
+  fam.master(nm);
+  PM_CHECK(srv, wait_for([&] { return count_of(srv.log(), "next respawn in") >= 2; }, 10s));
+  auto table = status();  // the pid file and the control socket are the new master's
+  {
+    INFO(describe(table) << "\n" << srv.describe());
+    CHECK(table.code() == 0);
+    CHECK(std::regex_search(table.out, std::regex("\\b" + std::to_string(nm) + R"(\s+master\s+-\s+2\s+running)")));
+    CHECK(std::regex_search(table.out, std::regex("\\b" + std::to_string(master) + R"(\s+old master\s+-\s+-\s+serving)")));
+    CHECK(std::regex_search(table.out, std::regex(R"(-\s+worker\s+\d+\s+2\s+backoff \d+\.\ds)")));
+    CHECK(table.out.find("pid file " + srv.pid_path() + " names " + std::to_string(nm)) != std::string::npos);
+  }
+  // Roll back: QUIT the new master.
+  ::kill(nm, SIGQUIT);
+  PM_REQUIRE(srv, fam.wait_gone(nm, 15s));
+  PM_CHECK(srv, wait_for([&] { return new_master_end(srv, nm) == "exited with code 0"; }, 5s));
+  PM_CHECK(srv, wait_for([&] { return pid_in(srv.pid_path()) == master; }, 5s));
+
+  // A graceful stop held up by an idle connection still answers.
+  auto idle = tcp_client::connect(srv.port());
+  PM_REQUIRE(srv, idle.has_value());
+  ::usleep(200'000);
+  srv.master().signal(SIGQUIT);
+  PM_REQUIRE(srv, wait_for([&] { return srv.log().find("graceful stop") != std::string::npos; }, 5s));
+  table = status();
+  {
+    INFO(describe(table) << "\n" << srv.describe());
+    CHECK(table.code() == 0);
+    CHECK(std::regex_search(table.out, std::regex("\\b" + std::to_string(master) + R"(\s+master\s+-\s+1\s+quitting)")));
+    CHECK(table.out.find("draining") != std::string::npos);
+  }
+  idle->close();
+  auto st = srv.master().wait_exit(15s);
+  REQUIRE(st);
+  CHECK(exit_code_of(*st) == 0);
+}
