@@ -1995,3 +1995,40 @@ TEST_CASE("-s status answers during a graceful stop and during an upgrade, with 
   REQUIRE(st);
   CHECK(exit_code_of(*st) == 0);
 }
+
+TEST_CASE("-s upgrade whose old master dies without a verdict exits non-zero and says so",
+          "[upgrade][cli]") {
+  rig rg("ready = yes\n");
+  auto& srv = rg.srv;
+  auto& fam = rg.fam;
+  pid_t master = rg.master;
+  auto old_workers = fam.workers_of(master);
+  write_file(conf_path(srv), "ready = no\n");
+  process up = upgrade_in_background(srv, "20000", "up");
+  pid_t nm = rg.new_master();
+  fam.master(nm);
+  srv.master().signal(SIGKILL);
+
+  auto st = up.wait_exit(15s);
+  REQUIRE(st);
+  std::string out = read_file(srv.dir().file("up.out")), err = read_file(srv.dir().file("up.err"));
+  INFO(out << err << "\n" << srv.describe());
+  CHECK(exit_code_of(*st) == 1);
+  CHECK(err.find("hung up without a verdict") != std::string::npos);
+  auto mst = srv.master().wait_exit(5s);
+  REQUIRE(mst);
+  CHECK(WIFSIGNALED(*mst));
+  CHECK(WTERMSIG(*mst) == SIGKILL);
+  // Its workers and the new master are orphans reaped here.
+  for (pid_t w : old_workers) {
+    PM_CHECK(srv, fam.wait_gone(w, 10s));
+    auto wst = fam.status_of(w);
+    REQUIRE(wst);
+    CHECK(exit_code_of(*wst) == 0);
+  }
+  ::kill(nm, SIGQUIT);
+  PM_REQUIRE(srv, fam.wait_gone(nm, 15s));
+  auto nst = fam.status_of(nm);
+  REQUIRE(nst);
+  CHECK(exit_code_of(*nst) == 0);
+}

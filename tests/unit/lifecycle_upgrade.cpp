@@ -483,3 +483,78 @@ TEST_CASE("escalation: a fast stop with a new master being stopped kills it at t
   CHECK(has(acts, "signal_new_master(500, 15)"));
   CHECK(d.due_in(escalation) == 5s);
 }
+
+// ------------------------------------------------------------ control clients waiting for a reload
+
+TEST_CASE("-s reload clients hear how their reload ended", "[lifecycle][reload][control]") {
+  auto d = serving();
+  SECTION("the new generation serves") {
+    d.answer_load_config(config());
+    d.dispatch(events::commanded{command::reload, 5});
+    auto acts = d.ready_generation(2);
+    REQUIRE(replies(acts).size() == 1);
+    CHECK(replies(acts)[0].client == 5);
+    CHECK(replies(acts)[0].ok);
+    CHECK(replies(acts)[0].text == "generation 2 serves with 2 worker(s)");
+  }
+  SECTION("the configuration is refused") {
+    d.answer_load_config(events::config_loaded{false, {}, "line 3: bad"});
+    auto acts = d.dispatch(events::commanded{command::reload, 5});
+    CHECK(has(acts, "reply(5, error, \"configuration refused: line 3: bad; generation 1 keeps serving\")"));
+  }
+  SECTION("the generation is rolled back") {
+    d.answer_load_config(config());
+    d.dispatch(events::commanded{command::reload, 5});
+    auto acts = d.exit(d.pids_of(2).front(), exited_with(3));
+    REQUIRE(replies(acts).size() == 1);
+    CHECK_FALSE(replies(acts)[0].ok);
+    CHECK(replies(acts)[0].text.starts_with("generation 2 rolled back: worker "));
+    CHECK(replies(acts)[0].text.ends_with("; generation 1 keeps serving"));
+  }
+  SECTION("a stop abandons it") {
+    d.answer_load_config(config());
+    d.dispatch(events::commanded{command::reload, 5});
+    auto acts = d.command(command::quit);
+    CHECK(has(acts, "reply(5, error, \"reload abandoned: the master is stopping (graceful stop)\")"));
+    CHECK(has(d.dispatch(events::commanded{command::reload, 6}),
+              "reply(6, error, \"the master is quitting\")"));
+  }
+  SECTION("WINCH abandons it") {
+    d.dispatch(events::commanded{command::reload, 5});  // load_config not answered yet
+    CHECK(has(d.command(command::drain_workers),
+              "reply(5, error, \"reload abandoned: every worker was drained (WINCH)\")"));
+  }
+}
+
+TEST_CASE("a reload request during a reload waits for the next one", "[lifecycle][reload][control]") {
+  auto d = serving();
+  d.dispatch(events::commanded{command::reload, 5});
+  d.dispatch(events::commanded{command::reload, 6});  // the file may have changed since 5's read
+  auto acts = d.loaded(config());
+  acts = d.ready_generation(2);
+  REQUIRE(replies(acts).size() == 1);
+  CHECK(replies(acts)[0].client == 5);
+  CHECK(has(acts, "load_config"));  // the follow-up reload
+  acts = d.loaded(config());
+  acts = d.ready_generation(3);
+  REQUIRE(replies(acts).size() == 1);
+  CHECK(replies(acts)[0].client == 6);
+  CHECK(replies(acts)[0].text == "generation 3 serves with 2 worker(s)");
+}
+
+TEST_CASE("backoffs(): a slot waiting out its backoff and when it tries again", "[lifecycle][control]") {
+  auto c = config();
+  c.restart.max_restarts = 1;
+  c.restart.backoff_initial = 400ms;
+  auto d = serving({self}, c);
+  d.exit(d.in_slot(0)->pid, exited_with(1));  // the one quick restart
+  CHECK(d.lifecycle().backoffs().empty());
+  d.after(10ms).exit(d.in_slot(0)->pid, exited_with(1));
+  auto b = d.lifecycle().backoffs();
+  REQUIRE(b.size() == 1);
+  CHECK(b[0].slot == 0);
+  CHECK(b[0].generation == 1);
+  CHECK(b[0].next_attempt == d.now() + 400ms);
+  d.advance(400ms);
+  CHECK(d.lifecycle().backoffs().empty());
+}
