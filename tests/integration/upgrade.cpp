@@ -43,11 +43,15 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <dirent.h>
 #include <poll.h>
+#include <pty.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <unistd.h>
 
 #ifndef PROCMODEL_HTTP_SERVER
@@ -942,7 +946,7 @@ PM_TEST_CASE("one upgrade at a time: a second -s upgrade or USR2 is refused whil
   {
     INFO(describe(second) << "\n" << srv.describe());
     CHECK(second.code() == 1);
-    CHECK(second.err.find("already under way") != std::string::npos);
+    CHECK(second.err.find("another upgrade is under way") != std::string::npos);
     CHECK(second.err.find(std::to_string(sleeper)) != std::string::npos);
   }
   srv.master().signal(SIGUSR2);
@@ -1422,4 +1426,664 @@ PM_TEST_CASE("NOTIFY_SOCKET: STOPPING=1 on TERM, and an abstract @ socket works"
   PM_CHECK(srv, srv.log().find("fast stop") != std::string::npos);
   INFO(sd.describe());
   for (const auto& m : sd.seen()) CHECK(m.sender == srv.master_pid());
+}
+
+// --- issue 7's numbered failures, each against the real binary ----------------------
+
+namespace {
+
+// An http_server fixture that reads <dir>/http.conf (ready, exit_at_start)
+// at start and on HUP; a new master of an upgrade reads the file anew.
+std::string conf_path(const server& srv) { return srv.dir().file("http.conf"); }
+server_config conf_config(const server& srv, const std::string& text,
+                          std::vector<std::string> extra = {}) {
+  write_file(conf_path(srv), text);
+  auto c = http_config(2, std::move(extra));
+  c.extra.insert(c.extra.end(), {"--config", conf_path(srv)});
+  return c;
+}
+
+// `-s upgrade` through the pid file, in the background.
+process upgrade_in_background(const server& srv, const std::string& timeout_ms,
+                              const std::string& name) {
+  spawn_options o;
+  o.stdout_path = srv.dir().file(name + ".out");
+  o.stderr_path = srv.dir().file(name + ".err");
+  return process::spawn(
+      http_server, {"-s", "upgrade", "--pid-file", srv.pid_path(), "--upgrade-timeout", timeout_ms},
+      o);
+}
+
+// Until master `pid` logs that its lifecycle runs.
+bool master_running(const server& srv, pid_t pid) {
+  return wait_for(
+      [&] { return srv.log().find("master " + std::to_string(pid) + " started with") != std::string::npos; },
+      10s);
+}
+
+// The wait status of `pid` once it exits as a child of ours (we are child
+// subreaper, so orphans come here); nothing if it has not within `timeout`.
+std::optional<int> reap_within(pid_t pid, milliseconds timeout) {
+  std::optional<int> out;
+  wait_for(
+      [&] {
+        int ws = 0;
+        if (::waitpid(pid, &ws, WNOHANG) != pid) return false;
+        out = ws;
+        return true;
+      },
+      timeout, 5ms);
+  return out;
+}
+
+// Every process of session `sid`, from /proc.
+std::vector<pid_t> session_members(pid_t sid) {
+  std::vector<pid_t> out;
+  DIR* d = ::opendir("/proc");
+  if (!d) return out;
+  while (dirent* e = ::readdir(d)) {
+    char* end = nullptr;
+    long pid = std::strtol(e->d_name, &end, 10);
+    if (*end != '\0' || pid <= 0) continue;
+    std::string stat = read_file("/proc/" + std::string(e->d_name) + "/stat");
+    auto paren = stat.rfind(')');
+    if (paren == std::string::npos) continue;
+    char state = 0;
+    int ppid = 0, pgrp = 0, session = 0;
+    if (std::sscanf(stat.c_str() + paren + 1, " %c %d %d %d", &state, &ppid, &pgrp, &session) == 4 &&
+        session == sid && state != 'Z')
+      out.push_back(static_cast<pid_t>(pid));
+  }
+  ::closedir(d);
+  return out;
+}
+
+// "worker W (slot K, generation G) exited with code 0" in `log` for each of `workers`.
+bool workers_exited_cleanly(const std::string& log, const std::vector<pid_t>& workers) {
+  for (pid_t w : workers) {
+    std::regex re("worker " + std::to_string(w) + R"( \(slot \d+, generation \d+\) exited with code 0)");
+    if (!std::regex_search(log, re)) return false;
+  }
+  return true;
+}
+
+// How a new master ended, as the old master (its parent, which reaped it)
+// logged it: "exited with code 0", "killed by signal 9"; "" if not logged.
+std::string new_master_end(const server& srv, pid_t nm) {
+  std::string log = srv.log();
+  std::smatch m;
+  std::regex re("new master " + std::to_string(nm) + R"( (exited with code \d+|killed by signal \d+))");
+  return std::regex_search(log, m, re) ? m[1].str() : "";
+}
+
+// A master of http_server reading <dir>/http.conf, and the family that
+// tracks every master and worker the test sees.
+struct rig {
+  subreaper_scope reaper;
+  server srv{http_server, "procmodel-upgrade"};
+  family fam{srv.master()};
+  pid_t master = 0;
+
+  explicit rig(const std::string& conf, std::vector<std::string> extra = {}) {
+    PM_REQUIRE(srv, srv.start(conf_config(srv, conf, std::move(extra))));
+    master = srv.master_pid();
+    fam.master(master);
+  }
+  // The new master of the newest upgrade, once its lifecycle runs.
+  pid_t new_master() {
+    pid_t nm = 0;
+    PM_REQUIRE(srv, wait_for([&] { return (nm = started_new_master(srv.log())) != 0; }, 10s));
+    PM_REQUIRE(srv, master_running(srv, nm));
+    return nm;
+  }
+  // QUIT to the first master: it exits with 0.
+  void quit_master() {
+    srv.master().signal(SIGQUIT);
+    auto st = srv.master().wait_exit(15s);
+    REQUIRE(st);
+    CHECK(exit_code_of(*st) == 0);
+  }
+};
+
+// SIGKILLs `pids` and whatever runs under them when it goes out of scope.
+struct kill_on_exit {
+  std::vector<pid_t> pids;
+  ~kill_on_exit() {
+    for (pid_t p : pids) {
+      for (pid_t c : descendants_of(p)) ::kill(c, SIGKILL);
+      ::kill(p, SIGKILL);
+    }
+    subreaper_scope::reap(pids);
+  }
+};
+
+}  // namespace
+
+TEST_CASE("failure 1: a --daemon master upgrades to a new master that does not detach again",
+          "[upgrade][failures][daemon]") {
+  subreaper_scope reaper;
+  temp_dir dir("procmodel-upgrade");
+  std::string pid_path = dir.file("d.pid"), log_path = dir.file("d.log");
+  auto r = run(dir, http_server,
+               {"--daemon", "--listen", "127.0.0.1:0", "--workers", "2", "--pid-file", pid_path,
+                "--log-file", log_path},
+               10s);
+  INFO(r.err << read_file(log_path));
+  REQUIRE(r.code() == 0);
+  pid_t old_master = pid_in(pid_path);
+  REQUIRE(old_master != 0);
+  kill_on_exit guard{{old_master}};
+  auto old_workers = children_of(old_master);
+  REQUIRE(old_workers.size() == 2);
+  auto port = parse_port(read_file(log_path));
+  REQUIRE(port != 0);
+  REQUIRE(wait_for([&] { return http_get(port).has_value(); }, 5s));
+
+  auto up = run(dir, http_server,
+                {"-s", "upgrade", "--pid-file", pid_path, "--upgrade-timeout", "10000"}, 30s);
+  INFO(describe(up) << "\n--- log ---\n" << read_file(log_path));
+  CHECK(up.code() == 0);
+  auto ok = parse_upgrade_ok(up.out);
+  REQUIRE(ok);
+  pid_t new_master = ok->first;
+  guard.pids.push_back(new_master);
+  CHECK(ok->second == old_master);
+
+  // The old master quits (ours now: the daemon's launcher is gone).
+  auto old_status = reap_within(old_master, 15s);
+  REQUIRE(old_status);
+  CHECK(exit_code_of(*old_status) == 0);
+  CHECK(workers_exited_cleanly(read_file(log_path), old_workers));
+  // The new master is the one the old master started, in the daemon's session:
+  // no stray detached master serves the same sockets.
+  CHECK(is_running(new_master));
+  CHECK(pid_in(pid_path) == new_master);
+  CHECK(::getsid(new_master) == old_master);
+  std::vector<pid_t> new_workers;
+  CHECK(wait_for([&] { return (new_workers = children_of(new_master)).size() == 2; }, 10s));
+  auto members = session_members(old_master);
+  std::sort(members.begin(), members.end());
+  std::vector<pid_t> expected = new_workers;
+  expected.push_back(new_master);
+  std::sort(expected.begin(), expected.end());
+  CHECK(members == expected);
+  auto body = http_get(port);
+  REQUIRE(body);
+  CHECK(std::count(new_workers.begin(), new_workers.end(), body_pid(*body)) == 1);
+  CHECK(count_of(read_file(log_path), "exited with code 0; this master keeps serving") == 0);
+
+  auto q = run(dir, http_server, {"-s", "quit", "--pid-file", pid_path});
+  CHECK(q.code() == 0);
+  auto new_status = reap_within(new_master, 15s);
+  REQUIRE(new_status);
+  CHECK(exit_code_of(*new_status) == 0);
+  CHECK(workers_exited_cleanly(read_file(log_path), new_workers));
+  CHECK(!file_exists(pid_path));
+}
+
+TEST_CASE("failure 2: resizing the terminal of a foreground master drains no worker",
+          "[upgrade][failures][tty]") {
+  temp_dir dir("procmodel-upgrade");
+  std::string pid_path = dir.file("t.pid"), log_path = dir.file("t.log");
+  auto start_under_pty = [&](bool force, int& pty) {
+    winsize ws{24, 80, 0, 0};
+    std::vector<std::string> args = {http_server, "--listen", "127.0.0.1:0", "--workers", "2",
+                                     "--pid-file", pid_path, "--log-file", log_path};
+    if (force) args.push_back("--winch-with-terminal");
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    std::fflush(nullptr);
+    pid_t pid = ::forkpty(&pty, nullptr, nullptr, &ws);
+    if (pid == 0) {
+      ::execv(http_server.c_str(), argv.data());
+      ::_exit(127);
+    }
+    return pid;
+  };
+  auto resize = [](int pty, unsigned short cols) {
+    winsize ws{24, cols, 0, 0};
+    return ::ioctl(pty, TIOCSWINSZ, &ws) == 0;  // the tty sends SIGWINCH to its foreground
+  };
+  bool force = GENERATE(false, true);
+  INFO((force ? "with --winch-with-terminal" : "by default"));
+  ::unlink(log_path.c_str());
+  int pty = -1;
+  pid_t master = start_under_pty(force, pty);
+  REQUIRE(master > 0);
+  kill_on_exit guard{{master}};
+  std::vector<pid_t> workers;
+  REQUIRE(wait_for([&] { return (workers = children_of(master)).size() == 2; }, 10s));
+  auto port = parse_port(read_file(log_path));
+  REQUIRE(wait_for([&] { return http_get(port).has_value(); }, 5s));
+
+  REQUIRE(resize(pty, 100));
+  INFO(read_file(log_path));
+  REQUIRE(wait_for([&] { return read_file(log_path).find("received SIGWINCH") != std::string::npos; }, 5s));
+  if (!force) {
+    CHECK(wait_for([&] { return read_file(log_path).find("WINCH ignored") != std::string::npos; }, 5s));
+    ::usleep(300'000);
+    CHECK(children_of(master) == workers);
+    CHECK(http_get(port).has_value());
+  } else {
+    // Forced, it is nginx's WINCH: every worker drains.
+    for (pid_t w : workers) CHECK(wait_for([&] { return !is_alive(w); }, 10s));
+    CHECK(workers_exited_cleanly(read_file(log_path), workers));
+  }
+  ::kill(master, SIGQUIT);
+  int st = 0;
+  bool exited = wait_for([&] { return ::waitpid(master, &st, WNOHANG) == master; }, 15s, 5ms);
+  REQUIRE(exited);
+  guard.pids.clear();
+  CHECK(exit_code_of(st) == 0);
+  if (!force) CHECK(workers_exited_cleanly(read_file(log_path), workers));
+  ::close(pty);
+}
+
+TEST_CASE("failure 3: USR2 and -s upgrade to a new master whose parent lives are refused",
+          "[upgrade][failures]") {
+  rig rg("ready = yes\n");
+  auto& srv = rg.srv;
+  auto& fam = rg.fam;
+  pid_t old_master = rg.master;
+
+  srv.master().signal(SIGUSR2);
+  pid_t new_master = 0;
+  PM_REQUIRE(srv, wait_for([&] { return (new_master = manual_ready_new_master(srv.log())) != 0; }, 10s));
+  fam.master(new_master);
+  PM_CHECK(srv, pid_in(srv.pid_path()) == new_master);
+
+  ::kill(new_master, SIGUSR2);
+  PM_CHECK(srv, wait_for([&] { return srv.log().find("upgrade refused: this master was started by an upgrade") != std::string::npos; }, 5s));
+  auto r = upgrade_now(srv, {"--upgrade-timeout", "3000"});
+  {
+    INFO(describe(r) << "\n" << srv.describe());
+    CHECK(r.code() == 1);
+    CHECK(r.err.find("parent master " + std::to_string(old_master) + " still runs") != std::string::npos);
+  }
+  PM_CHECK(srv, count_of(srv.log(), "started from") == 1);  // no third master
+  PM_CHECK(srv, pid_in(srv.pid_path()) == new_master);
+  PM_CHECK(srv, pid_in(srv.pid_path() + ".oldbin") == old_master);
+
+  // Roll back: QUIT the new master; the old one has its pid file again.
+  ::kill(new_master, SIGQUIT);
+  PM_REQUIRE(srv, fam.wait_gone(new_master, 15s));
+  PM_CHECK(srv, wait_for([&] { return new_master_end(srv, new_master) == "exited with code 0"; }, 5s));
+  PM_CHECK(srv, wait_for([&] { return pid_in(srv.pid_path()) == old_master; }, 5s));
+  PM_CHECK(srv, http_get(srv.port()).has_value());
+  rg.quit_master();
+}
+
+TEST_CASE("failure 3: two -s upgrade whose new workers never get ready leave the pid file with the master",
+          "[upgrade][failures]") {
+  rig rg("ready = yes\n");
+  auto& srv = rg.srv;
+  auto& fam = rg.fam;
+  pid_t master = rg.master;
+
+  write_file(conf_path(srv), "ready = no\n");  // the real binary, whose workers never report ready
+  pid_t previous = 0;
+  for (int i = 0; i < 2; ++i) {
+    auto r = upgrade_now(srv, {"--upgrade-timeout", "1500"});
+    pid_t nm = started_new_master(srv.log());
+    INFO("attempt " << i << "\n" << describe(r) << "\n" << srv.describe());
+    CHECK(r.code() == 1);
+    CHECK(r.err.find("not ready within 1500 ms") != std::string::npos);
+    REQUIRE(nm != 0);
+    REQUIRE(nm != previous);
+    previous = nm;
+    fam.note(nm);
+    // Given back as the failure was reported, not when the new master is gone.
+    CHECK(pid_in(srv.pid_path()) == master);
+    CHECK(!file_exists(srv.pid_path() + ".oldbin"));
+    REQUIRE(fam.wait_gone(nm, 15s));
+    CHECK(wait_for([&] { return new_master_end(srv, nm) == "exited with code 0"; }, 5s));
+    CHECK(pid_in(srv.pid_path()) == master);
+  }
+  auto status = run(srv.dir(), http_server, {"-s", "status", "--pid-file", srv.pid_path()});
+  PM_CHECK(srv, status.code() == 0);
+  PM_CHECK(srv, status.out.find(std::to_string(master)) != std::string::npos);
+  PM_CHECK(srv, http_get(srv.port()).has_value());
+  rg.quit_master();
+  CHECK(!file_exists(srv.pid_path()));
+}
+
+TEST_CASE("failure 4: a HUP rolled back in a crash-looping new master is not its readiness",
+          "[upgrade][failures]") {
+  rig rg("ready = yes\n", {"--ready-timeout", "1000"});
+  auto& srv = rg.srv;
+  auto& fam = rg.fam;
+  pid_t master = rg.master;
+
+  write_file(conf_path(srv), "exit_at_start = 3\n");  // every new worker exits at once
+  process up = upgrade_in_background(srv, "4000", "up");
+  pid_t nm = 0;
+  PM_REQUIRE(srv, wait_for([&] { return (nm = started_new_master(srv.log())) != 0; }, 10s));
+  fam.note(nm);
+  PM_REQUIRE(srv, master_running(srv, nm));
+  PM_CHECK(srv, pid_in(srv.pid_path()) == nm);
+  ::kill(nm, SIGHUP);  // as `-s reload` would, through the pid file
+  PM_CHECK(srv, wait_for([&] { return srv.log().find("rolled back") != std::string::npos; }, 10s));
+
+  auto st = up.wait_exit(20s);
+  REQUIRE(st);
+  std::string err = read_file(srv.dir().file("up.err")), out = read_file(srv.dir().file("up.out"));
+  INFO(out << err << "\n" << srv.describe());
+  CHECK(exit_code_of(*st) == 1);
+  CHECK(err.find("not ready within 4000 ms") != std::string::npos);
+  CHECK(out.find("ok") == std::string::npos);
+  PM_CHECK(srv, fam.running(master));
+  PM_REQUIRE(srv, fam.wait_gone(nm, 15s));
+  PM_CHECK(srv, wait_for([&] { return new_master_end(srv, nm) == "exited with code 0"; }, 5s));
+  PM_CHECK(srv, pid_in(srv.pid_path()) == master);
+  PM_CHECK(srv, http_get(srv.port()).has_value());
+  rg.quit_master();
+}
+
+TEST_CASE("failure 5: WINCH, then the new master dies: the old master starts its workers again",
+          "[upgrade][failures]") {
+  rig rg("ready = yes\n");
+  auto& srv = rg.srv;
+  auto& fam = rg.fam;
+  pid_t master = rg.master;
+  auto old_workers = fam.workers_of(master);
+  PM_REQUIRE(srv, old_workers.size() == 2);
+
+  write_file(conf_path(srv), "ready = no\n");
+  srv.master().signal(SIGUSR2);
+  pid_t nm = rg.new_master();
+  std::vector<pid_t> nm_workers;
+  PM_REQUIRE(srv, wait_for([&] { return (nm_workers = children_of(nm)).size() == 2; }, 10s));
+  fam.master(nm);
+  srv.master().signal(SIGWINCH);
+  for (pid_t w : old_workers) PM_CHECK(srv, fam.wait_gone(w, 15s));
+  PM_CHECK(srv, workers_exited_cleanly(srv.log(), old_workers));
+
+  ::kill(nm, SIGKILL);
+  PM_REQUIRE(srv, fam.wait_gone(nm, 15s));
+  PM_CHECK(srv, wait_for([&] { return new_master_end(srv, nm) == "killed by signal 9"; }, 5s));
+  // Its workers see their line to it close and leave by themselves; orphans,
+  // they are reaped here.
+  for (pid_t w : nm_workers) {
+    PM_CHECK(srv, fam.wait_gone(w, 15s));
+    auto wst = fam.status_of(w);
+    REQUIRE(wst);
+    CHECK(exit_code_of(*wst) == 0);
+  }
+
+  std::vector<pid_t> back;
+  PM_CHECK(srv, wait_for([&] { return (back = fam.workers_of(master)).size() == 2; }, 10s));
+  PM_CHECK(srv, srv.log().find("starts 2 worker(s) again") != std::string::npos);
+  PM_CHECK(srv, pid_in(srv.pid_path()) == master);
+  auto body = http_get(srv.port());
+  PM_REQUIRE(srv, body.has_value());
+  PM_CHECK(srv, std::count(back.begin(), back.end(), body_pid(*body)) == 1);
+  rg.quit_master();
+  CHECK(workers_exited_cleanly(srv.log(), back));
+}
+
+TEST_CASE("failure 6: TERM to the old master before the new one is ready fails -s upgrade and stops both",
+          "[upgrade][failures]") {
+  rig rg("ready = yes\n");
+  auto& srv = rg.srv;
+  auto& fam = rg.fam;
+
+  write_file(conf_path(srv), "ready = no\n");
+  process up = upgrade_in_background(srv, "20000", "up");
+  pid_t nm = rg.new_master();
+  fam.master(nm);
+  srv.master().signal(SIGTERM);
+
+  auto st = up.wait_exit(15s);
+  REQUIRE(st);
+  std::string err = read_file(srv.dir().file("up.err"));
+  INFO(err << "\n" << srv.describe());
+  CHECK(exit_code_of(*st) == 1);
+  CHECK(err.find("old master is stopping") != std::string::npos);
+  auto mst = srv.master().wait_exit(15s);
+  REQUIRE(mst);
+  CHECK(exit_code_of(*mst) == 0);
+  PM_REQUIRE(srv, fam.wait_gone(nm, 15s));
+  PM_CHECK(srv, new_master_end(srv, nm) == "exited with code 0");
+  CHECK(!file_exists(srv.pid_path()));
+  CHECK(!file_exists(srv.pid_path() + ".oldbin"));
+}
+
+TEST_CASE("failure 7: a ready in flight when the deadline fires is ignored: exactly one master serves",
+          "[upgrade][failures]") {
+  rig rg("ready = yes\n");
+  auto& srv = rg.srv;
+  auto& fam = rg.fam;
+  pid_t master = rg.master;
+
+  // The new master's workers report ready 1.2 s after they start; it is held
+  // stopped from before that until after the 2 s deadline. Woken, it reads
+  // its workers' readiness (queued first) before the QUIT the deadline sent,
+  // so its ready reaches the old master after the deadline: in flight.
+  write_file(conf_path(srv), "ready_delay = 1200\n");
+  auto t0 = steady::now();
+  process up = upgrade_in_background(srv, "2000", "up");
+  pid_t nm = 0;
+  PM_REQUIRE(srv, wait_for([&] { return (nm = started_new_master(srv.log())) != 0; }, 10s));
+  PM_REQUIRE(srv, wait_for([&] { return children_of(nm).size() == 2; }, 5s, 1ms));
+  fam.master(nm);
+  ::kill(nm, SIGSTOP);
+  double stopped_at = ms_since(t0);
+  PM_REQUIRE(srv, wait_for([&] { return srv.log().find("was not ready within 2000 ms") != std::string::npos; }, 10s));
+  ::usleep(300'000);
+  ::kill(nm, SIGCONT);
+
+  auto st = up.wait_exit(20s);
+  REQUIRE(st);
+  std::string out = read_file(srv.dir().file("up.out")), err = read_file(srv.dir().file("up.err"));
+  INFO(out << err << "\n" << srv.describe() << "\nstopped after " << stopped_at << " ms");
+  CHECK(exit_code_of(*st) == 1);
+  CHECK(err.find("not ready within 2000 ms") != std::string::npos);
+  PM_REQUIRE(srv, fam.wait_gone(nm, 15s));
+  PM_CHECK(srv, wait_for([&] { return new_master_end(srv, nm) == "exited with code 0"; }, 5s));
+  // The old master serves on, alone, with its pid file.
+  ::usleep(500'000);
+  PM_CHECK(srv, fam.running(master));
+  PM_CHECK(srv, pid_in(srv.pid_path()) == master);
+  PM_CHECK(srv, http_get(srv.port()).has_value());
+  WARN("late ready after the deadline: "
+       << (srv.log().find("reported ready after its upgrade was abandoned") != std::string::npos
+               ? "arrived and was ignored"
+               : "never arrived (the new master took QUIT first)"));
+
+  rg.quit_master();
+}
+
+TEST_CASE("failure 8: a failed upgrade whose new master is hung gives the pid file back at once",
+          "[upgrade][failures]") {
+  rig rg("ready = yes\n", {"--shutdown-timeout", "3000"});
+  auto& srv = rg.srv;
+  auto& fam = rg.fam;
+  pid_t master = rg.master;
+
+  write_file(conf_path(srv), "ready = no\n");
+  process up = upgrade_in_background(srv, "1500", "up");
+  pid_t nm = rg.new_master();
+  fam.master(nm);
+  ::kill(nm, SIGSTOP);  // hung: it acts on no signal but SIGKILL
+
+  auto st = up.wait_exit(15s);
+  REQUIRE(st);
+  CHECK(exit_code_of(*st) == 1);
+  PM_CHECK(srv, fam.running(nm));
+  PM_CHECK(srv, pid_in(srv.pid_path()) == master);
+  write_file(conf_path(srv), "ready = yes\n");
+  auto reload = run(srv.dir(), http_server, {"-s", "reload", "--pid-file", srv.pid_path()});
+  {
+    INFO(describe(reload));
+    CHECK(reload.code() == 0);
+  }
+  PM_CHECK(srv, wait_for([&] { return srv.log().find("reload: generation 3 serves") != std::string::npos ||
+                                      srv.log().find("reload: generation 2 serves") != std::string::npos; }, 10s));
+  // The hung new master is killed at shutdown_timeout.
+  PM_REQUIRE(srv, fam.wait_gone(nm, 15s));
+  PM_CHECK(srv, wait_for([&] { return new_master_end(srv, nm) == "killed by signal 9"; }, 5s));
+  PM_CHECK(srv, pid_in(srv.pid_path()) == master);
+  rg.quit_master();
+}
+
+TEST_CASE("failure 9: PROCMODEL_UPGRADE_FD naming a handed-over listener is refused",
+          "[upgrade][failures][handover]") {
+  temp_dir dir("procmodel-upgrade");
+  std::string pid_path = dir.file("master.pid");
+  test_socket s;
+  spawn_options o;
+  o.fd3 = s.fd();
+  o.env = {{"PROCMODEL_LISTENERS", "0:3"}, {"PROCMODEL_UPGRADE_FD", "3"}};
+  auto r = run_with(dir,
+                    {"--listen", "127.0.0.1:" + std::to_string(s.port()), "--workers", "1",
+                     "--pid-file", pid_path},
+                    o, 5s);
+  INFO(describe(r));
+  CHECK(r.code() == 1);
+  CHECK(r.err.find("PROCMODEL_UPGRADE_FD=3") != std::string::npos);
+  CHECK(r.err.find("inherited listeners") != std::string::npos);
+  CHECK(!file_exists(pid_path));
+}
+
+// --- control commands that tell the truth ----------------------------------------
+
+TEST_CASE("-s reload waits for the outcome; --no-wait only signals; -t checks the config",
+          "[upgrade][cli][reload]") {
+  rig rg("ready = yes\n", {"--ready-timeout", "2000"});
+  auto& srv = rg.srv;
+  auto reload = [&](std::vector<std::string> extra = {}) {
+    std::vector<std::string> args = {"-s", "reload", "--pid-file", srv.pid_path()};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return run(srv.dir(), http_server, args, 30s);
+  };
+  auto r = reload();
+  {
+    INFO(describe(r) << "\n" << srv.describe());
+    CHECK(r.code() == 0);
+    CHECK(r.out.find("ok: generation 2 serves with 2 worker(s)") != std::string::npos);
+  }
+  write_file(conf_path(srv), "workers = none\n");
+  r = reload();
+  {
+    INFO(describe(r));
+    CHECK(r.code() == 1);
+    CHECK(r.err.find("configuration refused") != std::string::npos);
+    CHECK(r.err.find("generation 2 keeps serving") != std::string::npos);
+  }
+  write_file(conf_path(srv), "exit_at_start = 3\n");
+  r = reload();
+  {
+    INFO(describe(r));
+    CHECK(r.code() == 1);
+    CHECK(r.err.find("generation 3 rolled back") != std::string::npos);
+    CHECK(r.err.find("exited with code 3") != std::string::npos);
+  }
+  write_file(conf_path(srv), "ready = yes\n");
+  r = reload({"--no-wait"});
+  {
+    INFO(describe(r));
+    CHECK(r.code() == 0);
+    CHECK(r.out.empty());
+  }
+  PM_CHECK(srv, wait_for([&] { return srv.log().find("reload: generation 4 serves") != std::string::npos; }, 10s));
+
+  // -t: the same loading, no master involved.
+  auto check = [&](const std::string& text) {
+    write_file(srv.dir().file("check.conf"), text);
+    return run(srv.dir(), http_server, {"-t", "--config", srv.dir().file("check.conf")});
+  };
+  auto good = check("greeting = hi\nworkers = 3\n");
+  CHECK(good.code() == 0);
+  CHECK(good.out.find("configuration ok (3 worker(s))") != std::string::npos);
+  auto bad = check("greeting = hi\nbogus = 1\n");
+  CHECK(bad.code() == 1);
+  CHECK(bad.err.find("unknown key 'bogus'") != std::string::npos);
+  PM_CHECK(srv, srv.log().find("generation 5") == std::string::npos);  // nothing reached the master
+  rg.quit_master();
+}
+
+TEST_CASE("-s status answers during a graceful stop and during an upgrade, with backoff and generations",
+          "[upgrade][cli][status]") {
+  rig rg("ready = yes\n", {"--shutdown-timeout", "8000"});
+  auto& srv = rg.srv;
+  auto& fam = rg.fam;
+  pid_t master = rg.master;
+  auto status = [&] { return run(srv.dir(), http_server, {"-s", "status", "--pid-file", srv.pid_path()}); };
+
+  // An upgrade whose new master's workers crash at start: it backs off.
+  write_file(conf_path(srv), "exit_at_start = 3\n");
+  srv.master().signal(SIGUSR2);
+  pid_t nm = rg.new_master();
+  fam.master(nm);
+  PM_CHECK(srv, wait_for([&] { return count_of(srv.log(), "next respawn in") >= 2; }, 10s));
+  auto table = status();  // the pid file and the control socket are the new master's
+  {
+    INFO(describe(table) << "\n" << srv.describe());
+    CHECK(table.code() == 0);
+    CHECK(std::regex_search(table.out, std::regex("\\b" + std::to_string(nm) + R"(\s+master\s+-\s+2\s+running)")));
+    CHECK(std::regex_search(table.out, std::regex("\\b" + std::to_string(master) + R"(\s+old master\s+-\s+-\s+serving)")));
+    CHECK(std::regex_search(table.out, std::regex(R"(-\s+worker\s+\d+\s+2\s+backoff \d+\.\ds)")));
+    CHECK(table.out.find("pid file " + srv.pid_path() + " names " + std::to_string(nm)) != std::string::npos);
+  }
+  // Roll back: QUIT the new master.
+  ::kill(nm, SIGQUIT);
+  PM_REQUIRE(srv, fam.wait_gone(nm, 15s));
+  PM_CHECK(srv, wait_for([&] { return new_master_end(srv, nm) == "exited with code 0"; }, 5s));
+  PM_CHECK(srv, wait_for([&] { return pid_in(srv.pid_path()) == master; }, 5s));
+
+  // A graceful stop held up by an idle connection still answers.
+  auto idle = tcp_client::connect(srv.port());
+  PM_REQUIRE(srv, idle.has_value());
+  ::usleep(200'000);
+  srv.master().signal(SIGQUIT);
+  PM_REQUIRE(srv, wait_for([&] { return srv.log().find("graceful stop") != std::string::npos; }, 5s));
+  table = status();
+  {
+    INFO(describe(table) << "\n" << srv.describe());
+    CHECK(table.code() == 0);
+    CHECK(std::regex_search(table.out, std::regex("\\b" + std::to_string(master) + R"(\s+master\s+-\s+1\s+quitting)")));
+    CHECK(table.out.find("draining") != std::string::npos);
+  }
+  idle->close();
+  auto st = srv.master().wait_exit(15s);
+  REQUIRE(st);
+  CHECK(exit_code_of(*st) == 0);
+}
+
+TEST_CASE("-s upgrade whose old master dies without a verdict exits non-zero and says so",
+          "[upgrade][cli]") {
+  rig rg("ready = yes\n");
+  auto& srv = rg.srv;
+  auto& fam = rg.fam;
+  pid_t master = rg.master;
+  auto old_workers = fam.workers_of(master);
+  write_file(conf_path(srv), "ready = no\n");
+  process up = upgrade_in_background(srv, "20000", "up");
+  pid_t nm = rg.new_master();
+  fam.master(nm);
+  srv.master().signal(SIGKILL);
+
+  auto st = up.wait_exit(15s);
+  REQUIRE(st);
+  std::string out = read_file(srv.dir().file("up.out")), err = read_file(srv.dir().file("up.err"));
+  INFO(out << err << "\n" << srv.describe());
+  CHECK(exit_code_of(*st) == 1);
+  CHECK(err.find("hung up without a verdict") != std::string::npos);
+  auto mst = srv.master().wait_exit(5s);
+  REQUIRE(mst);
+  CHECK(WIFSIGNALED(*mst));
+  CHECK(WTERMSIG(*mst) == SIGKILL);
+  // Its workers and the new master are orphans reaped here.
+  for (pid_t w : old_workers) {
+    PM_CHECK(srv, fam.wait_gone(w, 10s));
+    auto wst = fam.status_of(w);
+    REQUIRE(wst);
+    CHECK(exit_code_of(*wst) == 0);
+  }
+  ::kill(nm, SIGQUIT);
+  PM_REQUIRE(srv, fam.wait_gone(nm, 15s));
+  auto nst = fam.status_of(nm);
+  REQUIRE(nst);
+  CHECK(exit_code_of(*nst) == 0);
 }

@@ -676,6 +676,9 @@ class process {
     if (pid < 0)
       throw std::runtime_error(std::string("fork: ") + std::strerror(errno));
     if (pid == 0) {
+      // No controlling terminal, as under a service manager: a master that
+      // has one ignores WINCH (a resize), and tests run from a terminal too.
+      ::setsid();
       sigset_t none;
       sigemptyset(&none);
       ::sigprocmask(SIG_SETMASK, &none, nullptr);

@@ -44,14 +44,6 @@ std::vector<std::string> effects(const action_list& list) {
 
 using strings = std::vector<std::string>;
 
-// Logs at `level` whose text contains `needle`.
-std::size_t logs_with(const action_list& list, log_level level, const std::string& needle) {
-  std::size_t n = 0;
-  for (const auto& l : actions_of<actions::log>(list))
-    n += (l.level == level && l.text.find(needle) != std::string::npos) ? 1 : 0;
-  return n;
-}
-
 // A driver with `workers` workers started at t = 0 (pids 1000, 1001, ...).
 lifecycle_driver started(lifecycle_config c = config()) {
   lifecycle_driver d(c);
@@ -596,25 +588,27 @@ TEST_CASE("upgrade: exec_upgrade once - a second is refused until the first fini
   d.ready(1000);
   auto before = d.processes();
   auto acts = d.command(command::upgrade);
-  CHECK(effects(acts) == strings{"exec_upgrade"});
+  CHECK(effects(acts) == strings{"rename_pid_file", "exec_upgrade(gen 2)"});
   // The workers are untouched: the old master serves on while the new one starts.
   REQUIRE(d.processes().size() == before.size());
   for (std::size_t i = 0; i < before.size(); ++i) CHECK(d.processes()[i].state == before[i].state);
 
   acts = d.command(command::upgrade);
-  CHECK(effects(acts).empty());
+  CHECK(effects(acts) == strings{"reply(0, error, \"another upgrade is under way\")"});
   CHECK(logs_with(acts, log_level::warn, "another upgrade is under way") == 1);
 
-  d.send(events::upgrade_finished{});
-  CHECK(effects(d.command(command::upgrade)) == strings{"exec_upgrade"});
+  d.dispatch(events::new_master_failed{"cannot execute /bin/x"});
+  CHECK(effects(d.command(command::upgrade)) == strings{"rename_pid_file", "exec_upgrade(gen 2)"});
 }
 
-TEST_CASE("upgrade before start or during a stop is ignored", "[lifecycle][upgrade]") {
+TEST_CASE("upgrade before start or during a stop is refused", "[lifecycle][upgrade]") {
   lifecycle_driver idle(config());
-  CHECK(effects(idle.command(command::upgrade)).empty());
+  CHECK(effects(idle.command(command::upgrade)) ==
+        strings{"reply(0, error, \"the master is idle\")"});
   auto d = started();
   d.command(command::quit);
-  CHECK(effects(d.command(command::upgrade)).empty());
+  CHECK(effects(d.command(command::upgrade)) ==
+        strings{"reply(0, error, \"the master is quitting\")"});
 }
 
 TEST_CASE("notices: ready once every first worker is ready - stopping - reloading then ready",

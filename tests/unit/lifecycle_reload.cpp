@@ -58,14 +58,6 @@ strings effects(const action_list& list) {
   return out;
 }
 
-// Logs at `level` whose text contains `needle`.
-std::size_t logs_with(const action_list& list, log_level level, const std::string& needle) {
-  std::size_t n = 0;
-  for (const auto& l : actions_of<actions::log>(list))
-    n += (l.level == level && l.text.find(needle) != std::string::npos) ? 1 : 0;
-  return n;
-}
-
 // Actions in `list` aimed at `pid`: sends, kills, its retire timer.
 std::size_t touching(const action_list& list, pid_t pid) {
   std::size_t n = 0;

@@ -50,7 +50,10 @@ struct step {
     config,      // the outstanding load_config is answered (`ok`, `config`)
     timer,       // the next armed timer falls due
     jump,        // the clock moves `ms` forward, timers falling due on the way
-    upgrade_finished,
+    upgrade_auto,      // `-s upgrade` with a waiting client and a timeout of `ms`
+    new_master_ready,  // the new master of the upgrade under way reports ready
+    new_master_exit,   // the new master of the upgrade under way exits with `status`
+    parent_gone,       // the master this one was upgraded from exits
   };
   kind what = kind::timer;
   command cmd = command::reopen;
@@ -59,7 +62,9 @@ struct step {
   bool ok = true;
   lifecycle_config config{};
   int ms = 0;
-  bool spawns_fail = false;  // every spawn this step causes fails (EAGAIN)
+  bool spawns_fail = false;  // every spawn this step causes fails (EAGAIN), and so do
+                             // the pid file rename and the exec of an upgrade
+  bool with_client = false;  // a command from a control client that waits for the outcome
 };
 
 std::string describe(const lifecycle_config& c) {
@@ -75,7 +80,9 @@ std::string describe(const lifecycle_config& c) {
 std::string describe(const step& s) {
   std::string out;
   switch (s.what) {
-    case step::kind::command: out = fmt::format("command {}", to_string(s.cmd)); break;
+    case step::kind::command:
+      out = fmt::format("command {}{}", to_string(s.cmd), s.with_client ? " (a client waits)" : "");
+      break;
     case step::kind::exit:
       out = fmt::format("exit of table[{}] with {}", s.index, describe_wait_status(s.status));
       break;
@@ -87,7 +94,12 @@ std::string describe(const step& s) {
       break;
     case step::kind::timer: out = "the next timer falls due"; break;
     case step::kind::jump: out = fmt::format("clock jumps {} ms", s.ms); break;
-    case step::kind::upgrade_finished: out = "upgrade finished"; break;
+    case step::kind::upgrade_auto: out = fmt::format("-s upgrade, timeout {} ms", s.ms); break;
+    case step::kind::new_master_ready: out = "the new master reports ready"; break;
+    case step::kind::new_master_exit:
+      out = fmt::format("the new master exits with {}", describe_wait_status(s.status));
+      break;
+    case step::kind::parent_gone: out = "the parent master exits"; break;
   }
   if (s.spawns_fail) out += " (spawns fail)";
   return out;
@@ -127,6 +139,7 @@ step random_step(std::mt19937_64& rng) {
     s.cmd = commands[rng() % std::size(commands)];
     if (s.cmd == command::quit || s.cmd == command::stop)
       if (rng() % 3 != 0) s.cmd = command::reload;
+    s.with_client = s.cmd == command::reload && rng() % 2 == 0;
   } else if (r < 40) {
     s.what = step::kind::exit;
   } else if (r < 42) {
@@ -141,12 +154,19 @@ step random_step(std::mt19937_64& rng) {
     s.config = random_config(rng);
   } else if (r < 88) {
     s.what = step::kind::timer;
-  } else if (r < 98) {
+  } else if (r < 95) {
     s.what = step::kind::jump;
     static const int jumps[] = {1, 10, 100, 499, 1000, 3000, 20000};
     s.ms = jumps[rng() % std::size(jumps)];
+  } else if (r < 96) {
+    s.what = step::kind::upgrade_auto;
+    s.ms = 500 + 500 * static_cast<int>(rng() % 4);
+  } else if (r < 98) {
+    s.what = step::kind::new_master_ready;
+  } else if (r < 99) {
+    s.what = step::kind::new_master_exit;
   } else {
-    s.what = step::kind::upgrade_finished;
+    s.what = step::kind::parent_gone;
   }
   s.index = static_cast<std::size_t>(rng() % 8);
   s.status = random_status(rng);
@@ -161,12 +181,16 @@ step random_step(std::mt19937_64& rng) {
 // and fired at their deadlines) and checks the invariants after each event.
 class walker {
  public:
-  explicit walker(const lifecycle_config& c) : d_(c) {}
+  // `parent`: this master was started by an upgrade whose parent master lives.
+  explicit walker(const lifecycle_config& c, pid_t parent = 0) : d_(c), parent_(parent) {}
 
   // The first violation, or "" when every step kept every invariant.
   std::string run(const std::vector<step>& steps, bool trace = false) {
     trace_ = trace;
-    if (auto v = deliver(events::started{}, false); !v.empty()) return v;
+    events::started start;
+    start.pid = 1;
+    start.parent_master = parent_;
+    if (auto v = deliver(start, false); !v.empty()) return v;
     for (std::size_t i = 0; i < steps.size(); ++i) {
       if (trace_) log_ += fmt::format("step {}: {}\n", i, describe(steps[i]));
       if (auto v = apply(steps[i]); !v.empty()) return fmt::format("at step {}: {}", i, v);
@@ -195,8 +219,10 @@ class walker {
   std::string apply(const step& s) {
     const auto& table = d_.processes();
     switch (s.what) {
-      case step::kind::command:
-        return deliver(events::commanded{s.cmd}, s.spawns_fail);
+      case step::kind::command: {
+        std::uint64_t client = s.with_client ? issue_client(false) : 0;
+        return deliver(events::commanded{s.cmd, client}, s.spawns_fail);
+      }
       case step::kind::exit:
         if (table.empty()) return "";
         return deliver(events::exited{table[s.index % table.size()].pid, s.status}, s.spawns_fail);
@@ -217,8 +243,20 @@ class walker {
         return fire_until(next->second, s.spawns_fail);
       }
       case step::kind::jump: return fire_until(now_ + s.ms, s.spawns_fail);
-      case step::kind::upgrade_finished:
-        return deliver(events::upgrade_finished{}, s.spawns_fail);
+      case step::kind::upgrade_auto:
+        return deliver(events::upgrade_requested{true, milliseconds(s.ms), issue_client(true)},
+                       s.spawns_fail);
+      case step::kind::new_master_ready:
+        if (!new_master_alive_) return "";
+        return deliver(events::new_master_ready{new_master_}, s.spawns_fail);
+      case step::kind::new_master_exit:
+        if (!new_master_alive_) return "";
+        new_master_alive_ = false;
+        return deliver(events::exited{new_master_, s.status}, s.spawns_fail);
+      case step::kind::parent_gone:
+        if (!parent_ || parent_gone_) return "";
+        parent_gone_ = true;
+        return deliver(events::parent_master_gone{}, s.spawns_fail);
     }
     return "";
   }
@@ -259,6 +297,20 @@ class walker {
             queue.push_back(events::spawned{sp->slot, sp->generation, next_pid_++});
         }
         if (std::holds_alternative<actions::load_config>(a)) config_asked_ = true;
+        // The supervisor's answers to the upgrade's own actions.
+        if (std::holds_alternative<actions::rename_pid_file>(a))
+          queue.push_back(events::pid_file_renamed{!spawns_fail, spawns_fail ? "EACCES" : ""});
+        if (std::holds_alternative<actions::exec_upgrade>(a)) {
+          if (spawns_fail) {
+            queue.push_back(events::new_master_failed{"fork: EAGAIN"});
+          } else {
+            new_master_ = next_pid_++;
+            new_master_alive_ = true;
+            new_master_ready_ = false;
+            handed_over_ = false;
+            queue.push_back(events::new_master_started{new_master_});
+          }
+        }
         if (const auto* t = std::get_if<actions::arm_timer>(&a))
           timers_[t->id] = now_ + static_cast<long>(t->after.count());
         if (const auto* c = std::get_if<actions::cancel_timer>(&a)) timers_.erase(c->id);
@@ -296,6 +348,8 @@ class walker {
   // The invariants, after one event whose actions are `acts`.
   std::string check(const event& e, const state& before, const action_list& acts) {
     const auto& l = d_.lifecycle();
+    if (const auto* r = std::get_if<events::new_master_ready>(&e); r && r->pid == new_master_)
+      new_master_ready_ = true;
     const phase ph = l.current_phase();
     std::set<pid_t> after;
     for (const auto& p : l.processes()) after.insert(p.pid);
@@ -344,6 +398,34 @@ class walker {
         if (ph != phase::exited) return "exit while the phase is " + std::string(to_string(ph));
         exited_ = true;
       }
+      // Every waiting control client gets exactly one answer, and an upgrade's
+      // "ok" only once its new master said it serves.
+      if (const auto* r = std::get_if<actions::reply>(&a); r && r->client != 0) {
+        auto it = waiting_.find(r->client);
+        if (it == waiting_.end())
+          return fmt::format("a reply to client {}, which is not waiting", r->client);
+        if (r->ok && it->second && !new_master_ready_)
+          return fmt::format("upgrade client {} told ok before the new master was ready",
+                             r->client);
+        waiting_.erase(it);
+      }
+      if (const auto* h = std::get_if<actions::hand_over>(&a)) {
+        if (h->pid != new_master_ || !new_master_ready_ || !new_master_alive_)
+          return fmt::format("hand over to {}, which is not a live, ready new master", h->pid);
+        handed_over_ = true;
+      }
+      if (const auto* sg = std::get_if<actions::signal_new_master>(&a))
+        if (sg->pid != new_master_ || !new_master_alive_)
+          return fmt::format("signal {} to {}, which is not the live new master", sg->signo,
+                             sg->pid);
+      // The parent master hears "ready" once, and only when the first generation serves.
+      if (std::holds_alternative<actions::report_ready_to_parent>(a)) {
+        if (reported_to_parent_) return "ready reported to the parent master twice";
+        if (!parent_ || parent_gone_) return "ready reported to a parent master that is gone";
+        if (!all_ready(l.generation(), l.workers()))
+          return "ready reported to the parent before the first generation serves";
+        reported_to_parent_ = true;
+      }
       if (const auto* n = std::get_if<actions::notify>(&a)) {
         if (n->what == actions::notice::reloading) reloading_ = true;
         if (n->what == actions::notice::stopping) reloading_ = false;
@@ -366,13 +448,17 @@ class walker {
       return fmt::format("pending generation {} is not newer than the serving {}", *p,
                          l.generation());
 
-    // Exit iff the table is empty, in quitting and stopping.
-    if ((ph == phase::quitting || ph == phase::stopping) && after.empty())
+    // Exit iff the table is empty, in quitting and stopping; a new master
+    // this one is stopping (not one it handed over to) is waited for too.
+    if ((ph == phase::quitting || ph == phase::stopping) && after.empty() &&
+        (!new_master_alive_ || handed_over_))
       return fmt::format("{} with an empty table and no exit", to_string(ph));
     if (ph == phase::exited && !after.empty())
       return fmt::format("exited with {} process(es) in the table", after.size());
     if (ph == phase::exited && !timers_.empty())
       return "exited with a timer armed: " + to_string(timers_.begin()->first);
+    if (exited_ && !waiting_.empty())
+      return fmt::format("exited with control client {} never answered", waiting_.begin()->first);
 
     // One starting or ready worker per serving slot.
     if (ph == phase::running) {
@@ -428,6 +514,11 @@ class walker {
     return r == 0 ? "never: rolled back" : fmt::format("at promotion {}", r);
   }
 
+  std::uint64_t issue_client(bool upgrade) {
+    waiting_[++last_client_] = upgrade;
+    return last_client_;
+  }
+
   bool all_ready(std::uint64_t g, unsigned workers) const {
     for (unsigned k = 0; k < workers; ++k)
       if (std::none_of(d_.processes().begin(), d_.processes().end(), [&](const process_info& p) {
@@ -438,6 +529,15 @@ class walker {
   }
 
   lifecycle_driver d_;
+  pid_t parent_ = 0;
+  bool parent_gone_ = false;
+  bool reported_to_parent_ = false;
+  pid_t new_master_ = 0;  // the last new master started
+  bool new_master_alive_ = false;
+  bool new_master_ready_ = false;
+  bool handed_over_ = false;  // the service went on in the new master
+  std::map<std::uint64_t, bool> waiting_;  // control clients owed an answer: upgrade or not
+  std::uint64_t last_client_ = 0;
   long now_ = 0;  // ms since the driver's origin
   pid_t next_pid_ = 1000;
   std::map<timer_id, long> timers_;
@@ -458,6 +558,7 @@ class walker {
 
 struct walk {
   lifecycle_config config;
+  pid_t parent = 0;  // started by an upgrade whose parent master lives
   std::vector<step> steps;
 };
 
@@ -465,12 +566,13 @@ walk make_walk(std::uint64_t seed, std::size_t length) {
   std::mt19937_64 rng(seed);
   walk w;
   w.config = random_config(rng);
+  if (rng() % 4 == 0) w.parent = 2;
   for (std::size_t i = 0; i < length; ++i) w.steps.push_back(random_step(rng));
   return w;
 }
 
 std::string violation(const walk& w) {
-  walker x(w.config);
+  walker x(w.config, w.parent);
   return x.run(w.steps);
 }
 
@@ -516,12 +618,13 @@ walk shrink(walk w) {
 
 std::string report(std::uint64_t seed, const walk& original) {
   walk small = shrink(original);
-  walker x(small.config);
+  walker x(small.config, small.parent);
   auto v = x.run(small.steps, true);
   return fmt::format(
-      "seed {} (replay with PROCMODEL_WALK_SEED={}): {} steps, shrunk to {}\nconfig: {}\n"
+      "seed {} (replay with PROCMODEL_WALK_SEED={}): {} steps, shrunk to {}\nconfig: {}{}\n"
       "violation {}\n--- the shrunk walk, with the actions of every event ---\n{}",
-      seed, seed, original.steps.size(), small.steps.size(), describe(small.config), v,
+      seed, seed, original.steps.size(), small.steps.size(), describe(small.config),
+      small.parent ? ", started by an upgrade (parent master lives)" : "", v,
       x.trace());
 }
 
@@ -542,7 +645,7 @@ TEST_CASE("random walks keep the lifecycle's invariants after every event",
   for (std::uint64_t i = 0; i < walks; ++i) {
     const std::uint64_t seed = only ? only : 1 + i;
     walk w = make_walk(seed, length);
-    walker x(w.config);
+    walker x(w.config, w.parent);
     auto v = x.run(w.steps);
     events += x.events();
     if (!v.empty() && failed++ < 1) FAIL_CHECK(report(seed, w));
