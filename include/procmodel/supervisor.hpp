@@ -474,6 +474,7 @@ class basic_supervisor {
   void perform(const actions::restore_pid_file&) {
     restore_pid_file();
     try {  // operators reach this master again
+      if (control_.fd() >= 0) loop_.unwatch(control_.fd());
       control_.close(false);
       open_control(true);
     } catch (const std::exception& e) {
