@@ -1500,14 +1500,17 @@ TEST_CASE("silent control clients do not stall the master", "[upgrade][cli][stat
 
 TEST_CASE("failure 1: a --daemon master upgrades to a new master that does not detach again",
           "[upgrade][failures][daemon]") {
+  // -s upgrade, the same with a socket per worker, and nginx's USR2 then QUIT.
+  enum class how { automatic, reuseport, manual };
+  how mode = GENERATE(how::automatic, how::reuseport, how::manual);
   subreaper_scope reaper;
   temp_dir dir("procmodel-upgrade");
   std::string pid_path = dir.file("d.pid"), log_path = dir.file("d.log");
-  auto r = run(dir, http_server,
-               {"--daemon", "--listen", "127.0.0.1:0", "--workers", "2", "--pid-file", pid_path,
-                "--log-file", log_path},
-               10s);
-  INFO(r.err << read_file(log_path));
+  std::vector<std::string> args = {"--daemon", "--listen", "127.0.0.1:0", "--workers", "2",
+                                   "--pid-file", pid_path, "--log-file", log_path};
+  if (mode == how::reuseport) args.push_back("--reuseport");
+  auto r = run(dir, http_server, args, 10s);
+  INFO("mode " << static_cast<int>(mode) << "\n" << r.err << read_file(log_path));
   REQUIRE(r.code() == 0);
   pid_t old_master = pid_in(pid_path);
   REQUIRE(old_master != 0);
@@ -1518,15 +1521,24 @@ TEST_CASE("failure 1: a --daemon master upgrades to a new master that does not d
   REQUIRE(port != 0);
   REQUIRE(wait_for([&] { return http_get(port).has_value(); }, 5s));
 
-  auto up = run(dir, http_server,
-                {"-s", "upgrade", "--pid-file", pid_path, "--upgrade-timeout", "10000"}, 30s);
-  INFO(describe(up) << "\n--- log ---\n" << read_file(log_path));
-  CHECK(up.code() == 0);
-  auto ok = parse_upgrade_ok(up.out);
-  REQUIRE(ok);
-  pid_t new_master = ok->first;
-  guard.pids.push_back(new_master);
-  CHECK(ok->second == old_master);
+  pid_t new_master = 0;
+  if (mode == how::manual) {
+    ::kill(old_master, SIGUSR2);
+    REQUIRE(wait_for([&] { return (new_master = manual_ready_new_master(read_file(log_path))) != 0; }, 10s));
+    guard.pids.push_back(new_master);
+    ::kill(old_master, SIGQUIT);
+  } else {
+    auto up = run(dir, http_server,
+                  {"-s", "upgrade", "--pid-file", pid_path, "--upgrade-timeout", "10000"}, 30s);
+    INFO(describe(up) << "\n--- log ---\n" << read_file(log_path));
+    CHECK(up.code() == 0);
+    auto ok = parse_upgrade_ok(up.out);
+    REQUIRE(ok);
+    new_master = ok->first;
+    guard.pids.push_back(new_master);
+    CHECK(ok->second == old_master);
+  }
+  INFO("--- log ---\n" << read_file(log_path));
 
   // The old master quits (ours now: the daemon's launcher is gone).
   auto old_status = reap_within(old_master, 15s);
