@@ -422,7 +422,7 @@ class basic_supervisor {
     struct row {
       pid_t pid;
       std::string role, slot, generation, state;
-      double uptime;
+      double uptime;  // seconds; negative: unknown (another master, an empty slot)
       std::string restarts;
     };
     std::vector<row> rows;
@@ -438,12 +438,12 @@ class basic_supervisor {
                       u->abandoned ? "stopping" : u->ready ? "ready" : "starting", secs(u->since),
                       "-"});
     if (pid_t parent = lifecycle_->parent_master())
-      rows.push_back({parent, "old master", "-", "-", "serving", 0.0, "-"});
+      rows.push_back({parent, "old master", "-", "-", "serving", -1.0, "-"});
     for (const auto& b : lifecycle_->backoffs())
       rows.push_back({0, "worker", std::to_string(b.slot), std::to_string(b.generation),
                       fmt::format("backoff {:.1f}s",
                                   std::chrono::duration<double>(b.next_attempt - now).count()),
-                      0.0, std::to_string(b.restarts)});
+                      -1.0, std::to_string(b.restarts)});
     for (const auto& p : lifecycle_->processes())
       rows.push_back({p.pid, "worker", std::to_string(p.slot), std::to_string(p.generation),
                       std::string(to_string(p.state)), secs(p.started), std::to_string(p.restarts)});
@@ -454,10 +454,11 @@ class basic_supervisor {
         const auto& r = rows[i];
         out += fmt::format(
             "{}{{\"pid\":{},\"role\":\"{}\",\"slot\":{},\"generation\":{},\"state\":\"{}\","
-            "\"uptime\":{:.3f},\"restarts\":{}{}}}",
+            "\"uptime\":{},\"restarts\":{}{}}}",
             i ? "," : "", r.pid ? std::to_string(r.pid) : "null", r.role,
             r.slot == "-" ? "null" : r.slot,
-            r.generation == "-" ? "null" : r.generation, r.state, r.uptime,
+            r.generation == "-" ? "null" : r.generation, r.state,
+            r.uptime < 0 ? std::string("null") : fmt::format("{:.3f}", r.uptime),
             r.restarts == "-" ? "null" : r.restarts,
             r.role.ends_with("master") ? fmt::format(",\"pid_file\":{}", r.pid == named ? "true" : "false")
                                        : std::string());
@@ -468,9 +469,10 @@ class basic_supervisor {
     out = fmt::format("{:>8}  {:<10}  {:>4}  {:>10}  {:<11}  {:>10}  {:>8}\n", "PID", "ROLE", "SLOT",
                       "GENERATION", "STATE", "UPTIME", "RESTARTS");
     for (const auto& r : rows)
-      out += fmt::format("{:>8}  {:<10}  {:>4}  {:>10}  {:<11}  {:>9.1f}s  {:>8}\n",
+      out += fmt::format("{:>8}  {:<10}  {:>4}  {:>10}  {:<11}  {:>10}  {:>8}\n",
                          r.pid ? std::to_string(r.pid) : "-", r.role, r.slot, r.generation,
-                         r.state, r.uptime, r.restarts);
+                         r.state, r.uptime < 0 ? std::string("-") : fmt::format("{:.1f}s", r.uptime),
+                         r.restarts);
     // Two masters: say which one `-s` reaches through the pid file.
     if (named != 0 && (lifecycle_->upgrade() || lifecycle_->parent_master()))
       out += fmt::format("pid file {} names {}\n", opt_.pid_file, named);
@@ -542,6 +544,7 @@ class basic_supervisor {
   void perform(const actions::restore_pid_file&) {
     restore_pid_file();
     try {  // operators reach this master again
+      if (control_.fd() >= 0) loop_.unwatch(control_.fd());
       control_.close(false);
       open_control(true);
     } catch (const std::exception& e) {

@@ -472,6 +472,133 @@ run_result upgrade_now(const server& srv, std::vector<std::string> extra = {},
   return run(srv.dir(), http_server, args, timeout);
 }
 
+// --- the real binary, configured to rehearse failures ------------------------------
+
+// An http_server fixture that reads <dir>/http.conf (ready, exit_at_start)
+// at start and on HUP; a new master of an upgrade reads the file anew.
+std::string conf_path(const server& srv) { return srv.dir().file("http.conf"); }
+server_config conf_config(const server& srv, const std::string& text,
+                          std::vector<std::string> extra = {}) {
+  write_file(conf_path(srv), text);
+  auto c = http_config(2, std::move(extra));
+  c.extra.insert(c.extra.end(), {"--config", conf_path(srv)});
+  return c;
+}
+
+// `-s upgrade` through the pid file, in the background.
+process upgrade_in_background(const server& srv, const std::string& timeout_ms,
+                              const std::string& name) {
+  spawn_options o;
+  o.stdout_path = srv.dir().file(name + ".out");
+  o.stderr_path = srv.dir().file(name + ".err");
+  return process::spawn(
+      http_server, {"-s", "upgrade", "--pid-file", srv.pid_path(), "--upgrade-timeout", timeout_ms},
+      o);
+}
+
+// Until master `pid` logs that its lifecycle runs.
+bool master_running(const server& srv, pid_t pid) {
+  return wait_for(
+      [&] { return srv.log().find("master " + std::to_string(pid) + " started with") != std::string::npos; },
+      10s);
+}
+
+// The wait status of `pid` once it exits as a child of ours (we are child
+// subreaper, so orphans come here); nothing if it has not within `timeout`.
+std::optional<int> reap_within(pid_t pid, milliseconds timeout) {
+  std::optional<int> out;
+  wait_for(
+      [&] {
+        int ws = 0;
+        if (::waitpid(pid, &ws, WNOHANG) != pid) return false;
+        out = ws;
+        return true;
+      },
+      timeout, 5ms);
+  return out;
+}
+
+// Every process of session `sid`, from /proc.
+std::vector<pid_t> session_members(pid_t sid) {
+  std::vector<pid_t> out;
+  DIR* d = ::opendir("/proc");
+  if (!d) return out;
+  while (dirent* e = ::readdir(d)) {
+    char* end = nullptr;
+    long pid = std::strtol(e->d_name, &end, 10);
+    if (*end != '\0' || pid <= 0) continue;
+    std::string stat = read_file("/proc/" + std::string(e->d_name) + "/stat");
+    auto paren = stat.rfind(')');
+    if (paren == std::string::npos) continue;
+    char state = 0;
+    int ppid = 0, pgrp = 0, session = 0;
+    if (std::sscanf(stat.c_str() + paren + 1, " %c %d %d %d", &state, &ppid, &pgrp, &session) == 4 &&
+        session == sid && state != 'Z')
+      out.push_back(static_cast<pid_t>(pid));
+  }
+  ::closedir(d);
+  return out;
+}
+
+// "worker W (slot K, generation G) exited with code 0" in `log` for each of `workers`.
+bool workers_exited_cleanly(const std::string& log, const std::vector<pid_t>& workers) {
+  for (pid_t w : workers) {
+    std::regex re("worker " + std::to_string(w) + R"( \(slot \d+, generation \d+\) exited with code 0)");
+    if (!std::regex_search(log, re)) return false;
+  }
+  return true;
+}
+
+// How a new master ended, as the old master (its parent, which reaped it)
+// logged it: "exited with code 0", "killed by signal 9"; "" if not logged.
+std::string new_master_end(const server& srv, pid_t nm) {
+  std::string log = srv.log();
+  std::smatch m;
+  std::regex re("new master " + std::to_string(nm) + R"( (exited with code \d+|killed by signal \d+))");
+  return std::regex_search(log, m, re) ? m[1].str() : "";
+}
+
+// A master of http_server reading <dir>/http.conf, and the family that
+// tracks every master and worker the test sees.
+struct rig {
+  subreaper_scope reaper;
+  server srv{http_server, "procmodel-upgrade"};
+  family fam{srv.master()};
+  pid_t master = 0;
+
+  explicit rig(const std::string& conf, std::vector<std::string> extra = {}) {
+    PM_REQUIRE(srv, srv.start(conf_config(srv, conf, std::move(extra))));
+    master = srv.master_pid();
+    fam.master(master);
+  }
+  // The new master of the newest upgrade, once its lifecycle runs.
+  pid_t new_master() {
+    pid_t nm = 0;
+    PM_REQUIRE(srv, wait_for([&] { return (nm = started_new_master(srv.log())) != 0; }, 10s));
+    PM_REQUIRE(srv, master_running(srv, nm));
+    return nm;
+  }
+  // QUIT to the first master: it exits with 0.
+  void quit_master() {
+    srv.master().signal(SIGQUIT);
+    auto st = srv.master().wait_exit(15s);
+    REQUIRE(st);
+    CHECK(exit_code_of(*st) == 0);
+  }
+};
+
+// SIGKILLs `pids` and whatever runs under them when it goes out of scope.
+struct kill_on_exit {
+  std::vector<pid_t> pids;
+  ~kill_on_exit() {
+    for (pid_t p : pids) {
+      for (pid_t c : descendants_of(p)) ::kill(c, SIGKILL);
+      ::kill(p, SIGKILL);
+    }
+    subreaper_scope::reap(pids);
+  }
+};
+
 }  // namespace
 
 // -----------------------------------------------------------------------------------
@@ -751,7 +878,7 @@ PM_TEST_CASE("an upgrade to a binary that exits or never gets ready fails while 
   subreaper_scope reaper;
   server srv("./http_server", "procmodel-upgrade");
   std::string bin = copy_binary(srv.dir());
-  auto c = http_config();
+  auto c = conf_config(srv, "ready = yes\n");
   c.cwd = srv.dir().path();
   PM_REQUIRE(srv, srv.start(c));
   family fam(srv.master());
@@ -779,22 +906,26 @@ PM_TEST_CASE("an upgrade to a binary that exits or never gets ready fails while 
     CHECK(wait_for([&] { return load.snapshot().ok >= before + 100; }, 10s));
   }
 
-  // 2. A binary that never reports ready: stopped with SIGQUIT at the deadline.
-  replace_with_script(bin, "#!/bin/sh\nexec sleep 1000\n");
+  // 2. The real binary, whose workers never report ready: stopped with
+  // SIGQUIT at the deadline (it has written the pid file and taken the
+  // control socket by then; both come back).
+  restore_binary(bin);
+  write_file(conf_path(srv), "ready = no\n");
   before = load.snapshot().ok;
   auto t0 = steady::now();
   r = upgrade_now(srv, {"--upgrade-timeout", "1000"});
   double waited = ms_since(t0);
-  pid_t sleeper = started_new_master(srv.log());
+  pid_t unready = started_new_master(srv.log());
   {
     INFO(describe(r) << "\n" << srv.describe());
     CHECK(r.code() == 1);
     CHECK(r.err.find("not ready within 1000 ms") != std::string::npos);
     CHECK(waited >= 1000);
-    REQUIRE(sleeper != 0);
-    fam.note(sleeper);
+    REQUIRE(unready != 0);
+    fam.note(unready);
     // SIGQUIT ended it and the master reaped it.
-    CHECK(wait_for([&] { return !is_alive(sleeper); }, 10s));
+    CHECK(wait_for([&] { return !is_alive(unready); }, 10s));
+    CHECK(wait_for([&] { return new_master_end(srv, unready) == "exited with code 0"; }, 5s));
     CHECK(pid_in(srv.pid_path()) == master);
     CHECK(!file_exists(srv.pid_path() + ".oldbin"));
     CHECK(fam.running(master));
@@ -802,7 +933,7 @@ PM_TEST_CASE("an upgrade to a binary that exits or never gets ready fails while 
   }
 
   // 3. The failures left nothing behind: the real binary upgrades at once.
-  restore_binary(bin);
+  write_file(conf_path(srv), "ready = yes\n");
   r = upgrade_now(srv, {"--upgrade-timeout", "10000"});
   pid_t next = 0;
   {
@@ -830,33 +961,28 @@ PM_TEST_CASE("a manual upgrade whose new master never gets ready is stopped afte
           "[upgrade][manual][rollback]") {
   expect_log_line("upgrade failed: new master ");  // the failure under test
   expect_log_line("upgrade rolled back: new master ");  // the second new master, QUIT by the test
-  subreaper_scope reaper;
-  server srv("./http_server", "procmodel-upgrade");
-  std::string bin = copy_binary(srv.dir());
-  auto c = http_config();
-  c.cwd = srv.dir().path();
-  c.extra = {"--ready-timeout", "1000"};
-  PM_REQUIRE(srv, srv.start(c));
-  family fam(srv.master());
-  pid_t master = srv.master_pid();
-  fam.master(master);
+  rig rg("ready = yes\n", {"--ready-timeout", "1000"});
+  auto& srv = rg.srv;
+  auto& fam = rg.fam;
+  pid_t master = rg.master;
 
-  replace_with_script(bin, "#!/bin/sh\nexec sleep 1000\n");
+  // The real binary, whose workers never report ready.
+  write_file(conf_path(srv), "ready = no\n");
   srv.master().signal(SIGUSR2);
-  pid_t sleeper = 0;
-  PM_REQUIRE(srv, wait_for([&] { return (sleeper = started_new_master(srv.log())) != 0; }, 10s));
-  fam.note(sleeper);
+  pid_t unready = rg.new_master();
+  fam.note(unready);
   PM_CHECK(srv, pid_in(srv.pid_path() + ".oldbin") == master);
   // The design: a successor (new workers, or a new master after USR2) not
-  // ready within ready_timeout is killed and the old one keeps serving.
-  PM_REQUIRE(srv, wait_for([&] { return !is_alive(sleeper); }, 10s));
+  // ready within ready_timeout is stopped and the old one keeps serving.
+  PM_REQUIRE(srv, wait_for([&] { return !is_alive(unready); }, 10s));
+  PM_CHECK(srv, wait_for([&] { return new_master_end(srv, unready) == "exited with code 0"; }, 5s));
   PM_CHECK(srv, wait_for([&] { return pid_in(srv.pid_path()) == master; }, 5s));
   PM_CHECK(srv, !file_exists(srv.pid_path() + ".oldbin"));
   PM_CHECK(srv, srv.log().find("was not ready within 1000 ms") != std::string::npos);
   PM_CHECK(srv, http_get(srv.port()).has_value());
 
   // And the next USR2 is not refused as "under way".
-  restore_binary(bin);
+  write_file(conf_path(srv), "ready = yes\n");
   srv.master().signal(SIGUSR2);
   pid_t next = 0;
   PM_CHECK(srv, wait_for([&] { return (next = manual_ready_new_master(srv.log())) != 0; }, 10s));
@@ -864,7 +990,9 @@ PM_TEST_CASE("a manual upgrade whose new master never gets ready is stopped afte
     fam.master(next);
     ::kill(next, SIGQUIT);
     PM_CHECK(srv, fam.wait_gone(next, 15s));
+    PM_CHECK(srv, wait_for([&] { return new_master_end(srv, next) == "exited with code 0"; }, 5s));
   }
+  rg.quit_master();
 }
 
 PM_TEST_CASE("a new master that ignores SIGQUIT at the upgrade deadline is killed and the next upgrade works",
@@ -911,59 +1039,52 @@ PM_TEST_CASE("a new master that ignores SIGQUIT at the upgrade deadline is kille
 PM_TEST_CASE("one upgrade at a time: a second -s upgrade or USR2 is refused while one is under way",
           "[upgrade][auto]") {
   expect_log_line("upgrade failed: new master ");  // the first upgrade's, on its deadline
-  subreaper_scope reaper;
-  server srv("./http_server", "procmodel-upgrade");
-  std::string bin = copy_binary(srv.dir());
-  auto c = http_config();
-  c.cwd = srv.dir().path();
-  PM_REQUIRE(srv, srv.start(c));
-  family fam(srv.master());
-  pid_t master = srv.master_pid();
-  fam.master(master);
+  rig rg("ready = yes\n");
+  auto& srv = rg.srv;
+  auto& fam = rg.fam;
+  pid_t master = rg.master;
 
-  replace_with_script(bin, "#!/bin/sh\nexec sleep 1000\n");
-  spawn_options bg_opt;
-  bg_opt.stdout_path = srv.dir().file("first.out");
-  bg_opt.stderr_path = srv.dir().file("first.err");
-  process first = process::spawn(
-      http_server, {"-s", "upgrade", "--pid-file", srv.pid_path(), "--upgrade-timeout", "2000"},
-      bg_opt);
-  first.expect_exit(1);  // it fails on its own deadline (checked below)
-  pid_t sleeper = 0;
-  PM_REQUIRE(srv, wait_for([&] { return (sleeper = started_new_master(srv.log())) != 0; }, 10s));
-  fam.note(sleeper);
+  // The real binary, whose workers never report ready.
+  write_file(conf_path(srv), "ready = no\n");
+  process first = upgrade_in_background(srv, "2000", "first");
+  pid_t unready = rg.new_master();
+  fam.master(unready);
 
-  // The table shows the new master while it starts.
+  // The pid file and the control socket are the new master's now: its table
+  // shows the old master and says which one the pid file names.
   auto status = run(srv.dir(), http_server, {"-s", "status", "--pid-file", srv.pid_path()});
   {
     INFO(describe(status));
     CHECK(status.code() == 0);
-    CHECK(std::regex_search(status.out,
-                            std::regex(std::to_string(sleeper) + R"(\s+new master\s+-\s+-\s+starting)")));
+    CHECK(std::regex_search(status.out, std::regex("\\b" + std::to_string(unready) + R"(\s+master\s+-\s+2\s+running)")));
+    CHECK(std::regex_search(status.out, std::regex("\\b" + std::to_string(master) + R"(\s+old master\s)")));
+    CHECK(status.out.find("names " + std::to_string(unready)) != std::string::npos);
   }
-
+  // A second -s upgrade reaches the new master, which refuses while its parent lives.
   auto second = upgrade_now(srv);
   {
     INFO(describe(second) << "\n" << srv.describe());
     CHECK(second.code() == 1);
-    CHECK(second.err.find("another upgrade is under way") != std::string::npos);
-    CHECK(second.err.find(std::to_string(sleeper)) != std::string::npos);
+    CHECK(second.err.find("parent master " + std::to_string(master) + " still runs") != std::string::npos);
   }
+  // USR2 to the old master: another upgrade is under way.
   srv.master().signal(SIGUSR2);
-  PM_CHECK(srv, wait_for([&] { return count_of(srv.log(), "upgrade refused") >= 2; }, 5s));
+  PM_CHECK(srv, wait_for([&] { return srv.log().find("upgrade refused: another upgrade is under way (new master " + std::to_string(unready)) != std::string::npos; }, 5s));
   PM_CHECK(srv, count_of(srv.log(), "started from") == 1);
 
   // The first one fails on its own deadline, and says which.
   auto st = first.wait_exit(15s);
   REQUIRE(st);
-  std::string first_err = read_file(bg_opt.stderr_path);
+  std::string first_err = read_file(srv.dir().file("first.err"));
   INFO(first_err << "\n" << srv.describe());
   CHECK(exit_code_of(*st) == 1);
   CHECK(first_err.find("not ready within 2000 ms") != std::string::npos);
-  CHECK(wait_for([&] { return !is_alive(sleeper); }, 10s));
   CHECK(pid_in(srv.pid_path()) == master);
   CHECK(!file_exists(srv.pid_path() + ".oldbin"));
+  CHECK(fam.wait_gone(unready, 10s));
+  CHECK(wait_for([&] { return new_master_end(srv, unready) == "exited with code 0"; }, 5s));
   CHECK(http_get(srv.port()).has_value());
+  rg.quit_master();
 }
 
 PM_TEST_CASE("NOTIFY_SOCKET gets READY then RELOADING and READY around HUP then STOPPING",
@@ -1430,145 +1551,20 @@ PM_TEST_CASE("NOTIFY_SOCKET: STOPPING=1 on TERM, and an abstract @ socket works"
 
 // --- issue 7's numbered failures, each against the real binary ----------------------
 
-namespace {
-
-// An http_server fixture that reads <dir>/http.conf (ready, exit_at_start)
-// at start and on HUP; a new master of an upgrade reads the file anew.
-std::string conf_path(const server& srv) { return srv.dir().file("http.conf"); }
-server_config conf_config(const server& srv, const std::string& text,
-                          std::vector<std::string> extra = {}) {
-  write_file(conf_path(srv), text);
-  auto c = http_config(2, std::move(extra));
-  c.extra.insert(c.extra.end(), {"--config", conf_path(srv)});
-  return c;
-}
-
-// `-s upgrade` through the pid file, in the background.
-process upgrade_in_background(const server& srv, const std::string& timeout_ms,
-                              const std::string& name) {
-  spawn_options o;
-  o.stdout_path = srv.dir().file(name + ".out");
-  o.stderr_path = srv.dir().file(name + ".err");
-  return process::spawn(
-      http_server, {"-s", "upgrade", "--pid-file", srv.pid_path(), "--upgrade-timeout", timeout_ms},
-      o);
-}
-
-// Until master `pid` logs that its lifecycle runs.
-bool master_running(const server& srv, pid_t pid) {
-  return wait_for(
-      [&] { return srv.log().find("master " + std::to_string(pid) + " started with") != std::string::npos; },
-      10s);
-}
-
-// The wait status of `pid` once it exits as a child of ours (we are child
-// subreaper, so orphans come here); nothing if it has not within `timeout`.
-std::optional<int> reap_within(pid_t pid, milliseconds timeout) {
-  std::optional<int> out;
-  wait_for(
-      [&] {
-        int ws = 0;
-        if (::waitpid(pid, &ws, WNOHANG) != pid) return false;
-        out = ws;
-        return true;
-      },
-      timeout, 5ms);
-  return out;
-}
-
-// Every process of session `sid`, from /proc.
-std::vector<pid_t> session_members(pid_t sid) {
-  std::vector<pid_t> out;
-  DIR* d = ::opendir("/proc");
-  if (!d) return out;
-  while (dirent* e = ::readdir(d)) {
-    char* end = nullptr;
-    long pid = std::strtol(e->d_name, &end, 10);
-    if (*end != '\0' || pid <= 0) continue;
-    std::string stat = read_file("/proc/" + std::string(e->d_name) + "/stat");
-    auto paren = stat.rfind(')');
-    if (paren == std::string::npos) continue;
-    char state = 0;
-    int ppid = 0, pgrp = 0, session = 0;
-    if (std::sscanf(stat.c_str() + paren + 1, " %c %d %d %d", &state, &ppid, &pgrp, &session) == 4 &&
-        session == sid && state != 'Z')
-      out.push_back(static_cast<pid_t>(pid));
-  }
-  ::closedir(d);
-  return out;
-}
-
-// "worker W (slot K, generation G) exited with code 0" in `log` for each of `workers`.
-bool workers_exited_cleanly(const std::string& log, const std::vector<pid_t>& workers) {
-  for (pid_t w : workers) {
-    std::regex re("worker " + std::to_string(w) + R"( \(slot \d+, generation \d+\) exited with code 0)");
-    if (!std::regex_search(log, re)) return false;
-  }
-  return true;
-}
-
-// How a new master ended, as the old master (its parent, which reaped it)
-// logged it: "exited with code 0", "killed by signal 9"; "" if not logged.
-std::string new_master_end(const server& srv, pid_t nm) {
-  std::string log = srv.log();
-  std::smatch m;
-  std::regex re("new master " + std::to_string(nm) + R"( (exited with code \d+|killed by signal \d+))");
-  return std::regex_search(log, m, re) ? m[1].str() : "";
-}
-
-// A master of http_server reading <dir>/http.conf, and the family that
-// tracks every master and worker the test sees.
-struct rig {
-  subreaper_scope reaper;
-  server srv{http_server, "procmodel-upgrade"};
-  family fam{srv.master()};
-  pid_t master = 0;
-
-  explicit rig(const std::string& conf, std::vector<std::string> extra = {}) {
-    PM_REQUIRE(srv, srv.start(conf_config(srv, conf, std::move(extra))));
-    master = srv.master_pid();
-    fam.master(master);
-  }
-  // The new master of the newest upgrade, once its lifecycle runs.
-  pid_t new_master() {
-    pid_t nm = 0;
-    PM_REQUIRE(srv, wait_for([&] { return (nm = started_new_master(srv.log())) != 0; }, 10s));
-    PM_REQUIRE(srv, master_running(srv, nm));
-    return nm;
-  }
-  // QUIT to the first master: it exits with 0.
-  void quit_master() {
-    srv.master().signal(SIGQUIT);
-    auto st = srv.master().wait_exit(15s);
-    REQUIRE(st);
-    CHECK(exit_code_of(*st) == 0);
-  }
-};
-
-// SIGKILLs `pids` and whatever runs under them when it goes out of scope.
-struct kill_on_exit {
-  std::vector<pid_t> pids;
-  ~kill_on_exit() {
-    for (pid_t p : pids) {
-      for (pid_t c : descendants_of(p)) ::kill(c, SIGKILL);
-      ::kill(p, SIGKILL);
-    }
-    subreaper_scope::reap(pids);
-  }
-};
-
-}  // namespace
 
 TEST_CASE("failure 1: a --daemon master upgrades to a new master that does not detach again",
           "[upgrade][failures][daemon]") {
+  // -s upgrade, the same with a socket per worker, and nginx's USR2 then QUIT.
+  enum class how { automatic, reuseport, manual };
+  how mode = GENERATE(how::automatic, how::reuseport, how::manual);
   subreaper_scope reaper;
   temp_dir dir("procmodel-upgrade");
   std::string pid_path = dir.file("d.pid"), log_path = dir.file("d.log");
-  auto r = run(dir, http_server,
-               {"--daemon", "--listen", "127.0.0.1:0", "--workers", "2", "--pid-file", pid_path,
-                "--log-file", log_path},
-               10s);
-  INFO(r.err << read_file(log_path));
+  std::vector<std::string> args = {"--daemon", "--listen", "127.0.0.1:0", "--workers", "2",
+                                   "--pid-file", pid_path, "--log-file", log_path};
+  if (mode == how::reuseport) args.push_back("--reuseport");
+  auto r = run(dir, http_server, args, 10s);
+  INFO("mode " << static_cast<int>(mode) << "\n" << r.err << read_file(log_path));
   REQUIRE(r.code() == 0);
   pid_t old_master = pid_in(pid_path);
   REQUIRE(old_master != 0);
@@ -1579,15 +1575,24 @@ TEST_CASE("failure 1: a --daemon master upgrades to a new master that does not d
   REQUIRE(port != 0);
   REQUIRE(wait_for([&] { return http_get(port).has_value(); }, 5s));
 
-  auto up = run(dir, http_server,
-                {"-s", "upgrade", "--pid-file", pid_path, "--upgrade-timeout", "10000"}, 30s);
-  INFO(describe(up) << "\n--- log ---\n" << read_file(log_path));
-  CHECK(up.code() == 0);
-  auto ok = parse_upgrade_ok(up.out);
-  REQUIRE(ok);
-  pid_t new_master = ok->first;
-  guard.pids.push_back(new_master);
-  CHECK(ok->second == old_master);
+  pid_t new_master = 0;
+  if (mode == how::manual) {
+    ::kill(old_master, SIGUSR2);
+    REQUIRE(wait_for([&] { return (new_master = manual_ready_new_master(read_file(log_path))) != 0; }, 10s));
+    guard.pids.push_back(new_master);
+    ::kill(old_master, SIGQUIT);
+  } else {
+    auto up = run(dir, http_server,
+                  {"-s", "upgrade", "--pid-file", pid_path, "--upgrade-timeout", "10000"}, 30s);
+    INFO(describe(up) << "\n--- log ---\n" << read_file(log_path));
+    CHECK(up.code() == 0);
+    auto ok = parse_upgrade_ok(up.out);
+    REQUIRE(ok);
+    new_master = ok->first;
+    guard.pids.push_back(new_master);
+    CHECK(ok->second == old_master);
+  }
+  INFO("--- log ---\n" << read_file(log_path));
 
   // The old master quits (ours now: the daemon's launcher is gone).
   auto old_status = reap_within(old_master, 15s);
