@@ -80,7 +80,8 @@ class server {
     for (std::size_t i = 0; i < ctx_.listeners().size(); ++i) {
       acceptors_.push_back(std::make_shared<tcp::acceptor>(ctx_.acceptor(i)));
       // Backs off when out of descriptors instead of spinning on accept().
-      procmodel::accept_loop(ctx_, acceptors_.back(), [this](tcp::socket s) { open(std::move(s)); });
+      procmodel::accept_loop(ctx_, acceptors_.back(),
+                             [this](tcp::socket s) { open(std::move(s)); });
     }
     ctx_.on_drain([this](procmodel::steady_clock::time_point deadline) { drain(deadline); });
     if (!report_ready_) return;

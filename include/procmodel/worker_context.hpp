@@ -92,7 +92,8 @@ class worker_context {
   /// Throws std::logic_error once draining: a draining worker accepts nothing new.
   boost::asio::ip::tcp::acceptor acceptor(std::size_t i = 0) {
     const listener& l = listeners_.at(i);
-    if (l.fd < 0) throw std::logic_error(fmt::format("acceptor({}): the listeners are gone (draining)", i));
+    if (l.fd < 0)
+      throw std::logic_error(fmt::format("acceptor({}): the listeners are gone (draining)", i));
     int fd = ::fcntl(l.fd, F_DUPFD_CLOEXEC, 3);
     if (fd < 0) detail::throw_errno("dup listener");
     auto protocol = l.family == AF_INET6 ? boost::asio::ip::tcp::v6() : boost::asio::ip::tcp::v4();

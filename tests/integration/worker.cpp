@@ -231,7 +231,7 @@ TEST_CASE("USR1 sent to workers while they start kills none of them", "[worker][
     killed += end.rfind("killed by signal", 0) == 0 ? 1 : 0;
   WARN(sent << " USR1 sent; " << started << " workers started, " << killed
             << " killed by a signal");
-  PM_CHECK(srv, started > 100);
+  PM_CHECK(srv, started > 40);  // 240 at most; fewer when slow reloads fold HUPs together
   PM_CHECK(srv, killed == 0);
 }
 
