@@ -655,7 +655,7 @@ class basic_supervisor {
 
   // The lifecycle retries with backoff.
   void failed(const actions::spawn& a, const std::exception& e) {
-    log_.error("spawn for slot {}: {}", a.slot, e.what());
+    log_.info("spawn for slot {}: {}", a.slot, e.what());  // the lifecycle logs the error
     dispatch(events::spawn_failed{a.slot, a.generation, error_of(e)});
   }
 

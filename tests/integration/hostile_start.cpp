@@ -284,7 +284,7 @@ TEST_CASE("a master started with stdin, stdout and stderr closed keeps its liste
   PM_CHECK(srv, quit(srv) == 0);
 }
 
-TEST_CASE("--daemon started with stdio closed reports its start truly and serves",
+TEST_CASE("a daemon (--daemon) started with stdio closed reports its start truly and serves",
           "[hostile][stdio][daemon]") {
   temp_dir dir("procmodel-hostile");
   const std::string pid_path = dir.file("d.pid"), log_path = dir.file("d.log");
@@ -525,4 +525,44 @@ TEST_CASE("an upgrade asked for while out of descriptors fails, and the master g
   INFO("status: " << st.out << st.err);
   PM_CHECK(srv, st.code() == 0);
   PM_CHECK(srv, quit(srv) == 0);
+}
+
+TEST_CASE("the pid file is written only once the master watches its signals", "[hostile][pidfile]") {
+  // strace tells the order of the system calls for certain: the master's
+  // signalfd must come before the rename that puts its pid file in place.
+  temp_dir dir("procmodel-hostile");
+  auto probe = run(dir, "/usr/bin/strace", {"-o", "/dev/null", "/bin/true"}, 10s);
+  if (probe.code() != 0) {
+    WARN("strace cannot run here (" << probe.err << "); the start order is not checked");
+    return;
+  }
+  const std::string trace = dir.file("trace"), pid_path = dir.file("m.pid");
+  spawn_options opt;
+  opt.stdout_path = dir.file("m.log");
+  process tracer = process::spawn(
+      "/usr/bin/strace",
+      {"-f", "-qq", "-o", trace, "-e", "trace=signalfd,signalfd4,rename,renameat,renameat2",
+       echo_server, "--listen", "127.0.0.1:0", "--workers", "1", "--pid-file", pid_path},
+      opt);
+  REQUIRE(wait_for([&] { return file_exists(pid_path); }, 20s));
+  const pid_t master = std::stoi(read_file(pid_path));
+  REQUIRE(::kill(master, SIGQUIT) == 0);
+  auto st = tracer.wait_exit(20s);
+  INFO(read_file(opt.stdout_path) << "--- trace ---\n" << read_file(trace));
+  REQUIRE(st.has_value());
+  CHECK(exit_code_of(*st) == 0);  // strace exits with its tracee's status
+  std::size_t signalfd_at = std::string::npos, rename_at = std::string::npos, line_no = 0;
+  const std::string mine = std::to_string(master) + " ";
+  for (const auto& line : lines_with(read_file(trace), "")) {
+    ++line_no;
+    if (line.rfind(mine, 0) != 0) continue;
+    if (signalfd_at == std::string::npos && line.find("signalfd") != std::string::npos)
+      signalfd_at = line_no;
+    if (rename_at == std::string::npos && line.find("rename") != std::string::npos &&
+        line.find(pid_path + "\"") != std::string::npos)
+      rename_at = line_no;
+  }
+  REQUIRE(signalfd_at != std::string::npos);
+  REQUIRE(rename_at != std::string::npos);
+  CHECK(signalfd_at < rename_at);
 }

@@ -644,13 +644,8 @@ PM_TEST_CASE("USR1 reopens the log files of master and workers", "[supervision][
 PM_TEST_CASE("a worker that crashes at start is respawned with backoff, not in a fork storm",
           "[supervision][echo][crash-loop]") {
   server srv(echo_server);
-  server_config cfg;
-  cfg.workers = 1;
-  cfg.wait_workers = false;
-  cfg.wait_ready = false;
-  cfg.env = {{"ECHO_CRASH_AT_START", "1"}};
   expect_log_line("exited with code 3 unexpectedly");  // the crash loop under test
-  PM_REQUIRE(srv, srv.start(cfg));
+  PM_REQUIRE(srv, srv.start(crashing_echo_config()));
   const pid_t master = srv.master_pid();
 
   const long ticks_per_s = ::sysconf(_SC_CLK_TCK);

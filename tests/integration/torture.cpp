@@ -1,9 +1,10 @@
 // The master tortured, bounded in time and count, loopback only: kill -9
 // storms of workers under load, thousands of mixed signals, descriptor
 // exhaustion over and over, a worker stopped with SIGSTOP during QUIT, the
-// master killed mid-drain. Each ends with the worker count right, no zombie,
-// the master's descriptors and RSS flat, and reports its figures with WARN.
-// (Fork failure is driven with the spawner double in tests/unit/supervisor_fakes.cpp.)
+// master killed mid-drain, a crash-looping worker. Each ends with the worker
+// count right, no zombie, the master's descriptors and RSS flat, and reports
+// its figures with WARN. (Fork failure is driven with the spawner double in
+// tests/unit/supervisor_fakes.cpp.)
 
 #include "support/catch.hpp"
 #include "support/http_checks.hpp"
@@ -11,6 +12,7 @@
 #include "support/process.hpp"
 #include "support/server.hpp"
 
+#include <algorithm>
 #include <csignal>
 #include <random>
 #include <string>
@@ -261,4 +263,37 @@ TEST_CASE("the master killed with SIGKILL mid-drain: every worker leaves, none a
   PM_CHECK(srv, ended.size() == workers.size());
   PM_CHECK(srv, took < 6000.0);
   for (auto [w, ws] : ended) PM_CHECK(srv, (WIFEXITED(ws) && WEXITSTATUS(ws) == 0));
+}
+
+TEST_CASE("a crash-looping worker for 5 s: backoff, and nothing grows in the master",
+          "[torture][crash]") {
+  server srv(echo_server, "procmodel-torture");
+  PM_REQUIRE(srv, srv.start(crashing_echo_config()));
+  const pid_t master = srv.master_pid();
+  // A worker's channel end lives until its exit is reaped: the fewest
+  // descriptors seen over a second is the master's own.
+  auto quiet_fds = [&] {
+    int fewest = 1 << 20;
+    for (auto t0 = steady::now(); steady::now() - t0 < 1s; std::this_thread::sleep_for(2ms))
+      if (int n = count_open_fds(master); n > 0) fewest = std::min(fewest, n);
+    return fewest;
+  };
+  const int fds_before = quiet_fds();
+  const long rss_before = rss_kb(master);
+  for (int i = 0; i < 30; ++i) {
+    std::this_thread::sleep_for(100ms);
+    srv.workers();  // records the short-lived workers for the guard
+  }
+  const int fds_after = quiet_fds();
+  const long rss_after = rss_kb(master);
+  const auto spawns = srv.started().size();
+  WARN("crash loop for 5 s: " << spawns << " workers started; master descriptors " << fds_before
+                              << " -> " << fds_after << ", RSS " << rss_before << " -> "
+                              << rss_after << " kB");
+  PM_CHECK(srv, spawns >= 3);
+  PM_CHECK(srv, spawns <= 15);  // 5 quick restarts, then 100 ms doubling
+  PM_CHECK(srv, fds_after == fds_before);
+  PM_CHECK(srv, rss_after <= rss_before + 2048);
+  PM_CHECK(srv, srv.zombie_children().empty());
+  PM_CHECK(srv, quit(srv) == 0);
 }

@@ -41,6 +41,17 @@ struct server_config {
   std::vector<int> closed_stdio;     ///< descriptors among 0-2 the master starts without
 };
 
+/// echo_server with one worker that crashes as it starts (exit code 3), over
+/// and over: nothing to wait for but the master.
+inline server_config crashing_echo_config() {
+  server_config c;
+  c.workers = 1;
+  c.wait_workers = false;
+  c.wait_ready = false;
+  c.env = {{"ECHO_CRASH_AT_START", "1"}};
+  return c;
+}
+
 /// A master started from `program` with its own temporary directory.
 class server {
  public:
