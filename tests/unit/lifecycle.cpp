@@ -1,6 +1,7 @@
 #include <procmodel/lifecycle.hpp>
 
 #include "support/catch.hpp"
+#include "support/on_failure.hpp"
 
 #include <chrono>
 #include <csignal>
@@ -55,6 +56,7 @@ std::size_t logs_with(const action_list& list, log_level level, const std::strin
 // A driver with `workers` workers started at t = 0 (pids 1000, 1001, ...).
 lifecycle_driver started(lifecycle_config c = config()) {
   lifecycle_driver d(c);
+  PM_SHOW_ON_FAILURE(d.describe());
   d.start();
   return d;
 }
@@ -76,6 +78,7 @@ void crash_into_backoff(lifecycle_driver& d, unsigned slot) {
 TEST_CASE("started spawns one worker per slot - generation 1", "[lifecycle]") {
   auto workers = GENERATE(1u, 2u, 4u);
   lifecycle_driver d(config(workers));
+  PM_SHOW_ON_FAILURE(d.describe());
   REQUIRE(d.current_phase() == phase::idle);
 
   auto acts = d.send(events::started{});
@@ -94,6 +97,7 @@ TEST_CASE("started spawns one worker per slot - generation 1", "[lifecycle]") {
 
 TEST_CASE("spawned adds a starting row - ready makes it ready", "[lifecycle]") {
   lifecycle_driver d(config(2));
+  PM_SHOW_ON_FAILURE(d.describe());
   d.at(250ms);
   d.start();
   REQUIRE(d.pids() == std::vector<pid_t>{1000, 1001});
@@ -131,6 +135,7 @@ TEST_CASE("spawned adds a starting row - ready makes it ready", "[lifecycle]") {
 TEST_CASE("a crash while running respawns the slot at once", "[lifecycle]") {
   auto status = GENERATE(exited_with(1), exited_with(0), killed_by(SIGSEGV), killed_by(SIGABRT, true));
   auto d = started();
+  PM_SHOW_ON_FAILURE(d.describe());
   d.ready(1000);
   d.ready(1001);
 
@@ -151,6 +156,7 @@ TEST_CASE("a crash while running respawns the slot at once", "[lifecycle]") {
 
 TEST_CASE("restarts are counted per slot", "[lifecycle]") {
   auto d = started();
+  PM_SHOW_ON_FAILURE(d.describe());
   d.at(1s).exit(1000, exited_with(1));
   d.at(2s).exit(1002, exited_with(1));
   d.at(3s).exit(1001, exited_with(1));
@@ -195,6 +201,7 @@ TEST_CASE("crash at start for a simulated minute is no fork storm", "[lifecycle]
   lifecycle_config c;
   c.workers = 1;
   lifecycle_driver d(c);
+  PM_SHOW_ON_FAILURE(d.describe());
   std::vector<milliseconds> spawned_at;
   auto note = [&](const action_list& acts) {
     for (std::size_t i = 0; i < count_of<actions::spawn>(acts); ++i) spawned_at.push_back(d.elapsed());
@@ -232,6 +239,7 @@ TEST_CASE("crash at start for a simulated minute is no fork storm", "[lifecycle]
 TEST_CASE("a worker that stayed up a whole period resets its slot's backoff",
           "[lifecycle][backoff]") {
   auto d = started(config(1));
+  PM_SHOW_ON_FAILURE(d.describe());
   crash_into_backoff(d, 0);      // 100 ms
   d.advance(100ms);
   d.exit(d.in_slot(0)->pid, exited_with(1));
@@ -261,6 +269,7 @@ TEST_CASE("a worker that stayed up a whole period resets its slot's backoff",
 
 TEST_CASE("spawn_failed schedules a retry with backoff", "[lifecycle][backoff]") {
   lifecycle_driver d(config(2));
+  PM_SHOW_ON_FAILURE(d.describe());
   d.fail_spawns(EAGAIN);
   auto acts = d.start();
   CHECK(effects(acts) == strings{"serving(gen 1, 2 workers)", "spawn(slot 0, gen 1)",
@@ -287,6 +296,7 @@ TEST_CASE("spawn_failed schedules a retry with backoff", "[lifecycle][backoff]")
 TEST_CASE("spawn_failed outside running - or for a removed slot - schedules nothing",
           "[lifecycle][backoff]") {
   auto d = started();
+  PM_SHOW_ON_FAILURE(d.describe());
   SECTION("during a fast stop") {
     d.command(command::stop);
     CHECK(effects(d.send(events::spawn_failed{0, 1, EAGAIN})).empty());
@@ -306,6 +316,7 @@ TEST_CASE("spawn_failed outside running - or for a removed slot - schedules noth
 TEST_CASE("stop: terminate every worker - escalate after terminate_timeout - exit last",
           "[lifecycle][stop]") {
   auto d = started();
+  PM_SHOW_ON_FAILURE(d.describe());
   d.ready(1000);
 
   auto acts = d.at(1s).command(command::stop);
@@ -337,6 +348,7 @@ TEST_CASE("stop: terminate every worker - escalate after terminate_timeout - exi
 
 TEST_CASE("stop while no worker is alive exits at once", "[lifecycle][stop]") {
   auto d = started(config(1));
+  PM_SHOW_ON_FAILURE(d.describe());
   crash_into_backoff(d, 0);
   auto acts = d.command(command::stop);
   CHECK(index_of<actions::exit>(acts) < acts.size());
@@ -350,6 +362,7 @@ TEST_CASE("stop while no worker is alive exits at once", "[lifecycle][stop]") {
 TEST_CASE("quit: stop listening first - drain every worker - escalate after shutdown_timeout",
           "[lifecycle][quit]") {
   auto d = started();
+  PM_SHOW_ON_FAILURE(d.describe());
   d.ready(1000);
   d.ready(1001);
 
@@ -382,6 +395,7 @@ TEST_CASE("quit: stop listening first - drain every worker - escalate after shut
 
 TEST_CASE("quit cancels pending respawns", "[lifecycle][quit]") {
   auto d = started();
+  PM_SHOW_ON_FAILURE(d.describe());
   crash_into_backoff(d, 0);
   auto acts = d.command(command::quit);
   CHECK(effects(acts) == strings{"stop_listening", "cancel_timer(respawn[0])",
@@ -393,6 +407,7 @@ TEST_CASE("quit cancels pending respawns", "[lifecycle][quit]") {
 TEST_CASE("commands before started: stop and quit exit at once", "[lifecycle]") {
   auto c = GENERATE(command::stop, command::quit);
   lifecycle_driver d(config());
+  PM_SHOW_ON_FAILURE(d.describe());
   CHECK(effects(d.command(c)) == strings{"exit(0)"});
   CHECK(d.current_phase() == phase::exited);
   CHECK(d.send(events::started{}).empty());  // and nothing starts after that
@@ -435,6 +450,7 @@ TEST_CASE("signals during a shutdown", "[lifecycle][quit][stop]") {
   c.terminate_timeout = r.terminate_timeout;
   c.shutdown_timeout = r.shutdown_timeout;
   auto d = started(c);
+  PM_SHOW_ON_FAILURE(d.describe());
   d.command(r.first);
   auto acts = d.at(1s).command(r.second);
   CHECK(effects(acts) == r.expected);
@@ -445,6 +461,7 @@ TEST_CASE("signals during a shutdown", "[lifecycle][quit][stop]") {
 
 TEST_CASE("a worker spawned while a stop is under way leaves at once", "[lifecycle]") {
   auto d = started();
+  PM_SHOW_ON_FAILURE(d.describe());
   SECTION("fast stop") {
     d.command(command::stop);
     CHECK(effects(d.send(events::spawned{0, 1, 2000})) == strings{"send(2000, terminate, 0)"});
@@ -467,6 +484,7 @@ TEST_CASE("a worker spawned while a stop is under way leaves at once", "[lifecyc
 
 TEST_CASE("reopen: the master's logs - then every worker not terminating", "[lifecycle]") {
   auto d = started(config(3));
+  PM_SHOW_ON_FAILURE(d.describe());
   SECTION("running") {
     CHECK(effects(d.command(command::reopen)) ==
           strings{"reopen_logs", "send(1000, reopen, 0)", "send(1001, reopen, 0)",
@@ -489,6 +507,7 @@ TEST_CASE("reopen: the master's logs - then every worker not terminating", "[lif
 
 TEST_CASE("add_worker spawns one more slot", "[lifecycle][resize]") {
   auto d = started();
+  PM_SHOW_ON_FAILURE(d.describe());
   auto acts = d.command(command::add_worker);
   CHECK(effects(acts) == strings{"serving(gen 1, 3 workers)", "spawn(slot 2, gen 1)"});
   CHECK(d.lifecycle().workers() == 3);
@@ -501,6 +520,7 @@ TEST_CASE("add_worker spawns one more slot", "[lifecycle][resize]") {
 
 TEST_CASE("remove_worker drains the last slot and never respawns it", "[lifecycle][resize]") {
   auto d = started(config(3));
+  PM_SHOW_ON_FAILURE(d.describe());
   auto acts = d.command(command::remove_worker);
   CHECK(effects(acts) == strings{"serving(gen 1, 2 workers)", "send(1002, quit, 10000)",
                                  "arm_timer(retire_deadline[1002], 10000 ms)"});
@@ -522,6 +542,7 @@ TEST_CASE("remove_worker drains the last slot and never respawns it", "[lifecycl
 
 TEST_CASE("remove_worker then add_worker before the drained worker leaves", "[lifecycle][resize]") {
   auto d = started();
+  PM_SHOW_ON_FAILURE(d.describe());
   d.command(command::remove_worker);  // 1001 drains
   auto acts = d.command(command::add_worker);
   CHECK(effects(acts) == strings{"serving(gen 1, 2 workers)", "spawn(slot 1, gen 1)"});
@@ -533,6 +554,7 @@ TEST_CASE("remove_worker then add_worker before the drained worker leaves", "[li
 
 TEST_CASE("remove_worker refuses to go below one worker", "[lifecycle][resize]") {
   auto d = started(config(1));
+  PM_SHOW_ON_FAILURE(d.describe());
   auto acts = d.command(command::remove_worker);
   CHECK(effects(acts).empty());
   CHECK(logs_with(acts, log_level::warn, "refused") == 1);
@@ -542,6 +564,7 @@ TEST_CASE("remove_worker refuses to go below one worker", "[lifecycle][resize]")
 
 TEST_CASE("remove_worker cancels a pending respawn of the removed slot", "[lifecycle][resize]") {
   auto d = started();
+  PM_SHOW_ON_FAILURE(d.describe());
   crash_into_backoff(d, 1);
   auto acts = d.command(command::remove_worker);
   CHECK(effects(acts) == strings{"serving(gen 1, 1 workers)", "cancel_timer(respawn[1])"});
@@ -554,6 +577,7 @@ TEST_CASE("remove_worker cancels a pending respawn of the removed slot", "[lifec
 TEST_CASE("add_worker and remove_worker before start do nothing", "[lifecycle][resize]") {
   auto c = GENERATE(command::add_worker, command::remove_worker);
   lifecycle_driver d(config());
+  PM_SHOW_ON_FAILURE(d.describe());
   CHECK(effects(d.command(c)).empty());
   CHECK(d.lifecycle().workers() == 2);
   CHECK(d.current_phase() == phase::idle);
@@ -564,6 +588,7 @@ TEST_CASE("add_worker and remove_worker before start do nothing", "[lifecycle][r
 TEST_CASE("a respawn timer that fires after a stop does nothing", "[lifecycle]") {
   auto c = GENERATE(command::stop, command::quit);
   auto d = started();
+  PM_SHOW_ON_FAILURE(d.describe());
   crash_into_backoff(d, 0);
   auto acts = d.command(c);
   CHECK(count_of<actions::cancel_timer>(acts) >= 1);
@@ -574,6 +599,7 @@ TEST_CASE("a respawn timer that fires after a stop does nothing", "[lifecycle]")
 
 TEST_CASE("timers for unknown slots are ignored", "[lifecycle]") {
   auto d = started();
+  PM_SHOW_ON_FAILURE(d.describe());
   CHECK(d.send(events::timer_fired{respawn_timer(99)}).empty());
   // A respawn timer for a live slot spawns nothing either.
   CHECK(effects(d.send(events::timer_fired{respawn_timer(0)})).empty());
@@ -582,6 +608,7 @@ TEST_CASE("timers for unknown slots are ignored", "[lifecycle]") {
 
 TEST_CASE("the exit of an unknown pid is ignored", "[lifecycle]") {
   auto d = started();
+  PM_SHOW_ON_FAILURE(d.describe());
   auto before = d.processes().size();
   CHECK(d.exit(4242, exited_with(1)).empty());
   CHECK(d.processes().size() == before);
@@ -593,6 +620,7 @@ TEST_CASE("the exit of an unknown pid is ignored", "[lifecycle]") {
 TEST_CASE("upgrade: exec_upgrade once - a second is refused until the first finishes",
           "[lifecycle][upgrade]") {
   auto d = started();
+  PM_SHOW_ON_FAILURE(d.describe());
   d.ready(1000);
   auto before = d.processes();
   auto acts = d.command(command::upgrade);
@@ -613,6 +641,7 @@ TEST_CASE("upgrade before start or during a stop is ignored", "[lifecycle][upgra
   lifecycle_driver idle(config());
   CHECK(effects(idle.command(command::upgrade)).empty());
   auto d = started();
+  PM_SHOW_ON_FAILURE(d.describe());
   d.command(command::quit);
   CHECK(effects(d.command(command::upgrade)).empty());
 }
@@ -620,6 +649,7 @@ TEST_CASE("upgrade before start or during a stop is ignored", "[lifecycle][upgra
 TEST_CASE("notices: ready once every first worker is ready - stopping - reloading then ready",
           "[lifecycle][notify]") {
   auto d = started();
+  PM_SHOW_ON_FAILURE(d.describe());
   CHECK(notices_of(d.ready(1000)).empty());  // slot 1 is not ready yet
   CHECK(notices_of(d.ready(1001)) == strings{"notify(ready)"});
   // A respawned worker being ready is no news.
