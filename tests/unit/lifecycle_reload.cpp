@@ -1,6 +1,7 @@
 #include <procmodel/lifecycle.hpp>
 #include <procmodel/testing/lifecycle_driver.hpp>
 #include "support/catch.hpp"
+#include "support/on_failure.hpp"
 
 // Reload (HUP) into a new generation: readiness gating, promotion, rollback,
 // coalesced HUPs, the draining-generation cap, retire deadlines, WINCH, and
@@ -78,6 +79,7 @@ std::vector<std::uint64_t> spawned_generations(const action_list& list) {
 // ready (pids 1000, 1001, ...).
 lifecycle_driver serving(lifecycle_config c = config()) {
   lifecycle_driver d(c);
+  PM_SHOW_ON_FAILURE(d.describe());
   d.start();
   d.ready_generation(1);
   REQUIRE(d.processes().size() == c.workers);
@@ -136,6 +138,7 @@ bool all_in(const lifecycle_driver& d, std::uint64_t g, process_state s) {
 TEST_CASE("reload reads the configuration first - a refused one changes nothing",
           "[lifecycle][reload]") {
   auto d = serving();
+  PM_SHOW_ON_FAILURE(d.describe());
   auto acts = d.at(1s).command(command::reload);
   CHECK(effects(acts) == strings{"load_config"});
   CHECK(logs_with(acts, log_level::notice, "reading the configuration") == 1);
@@ -171,6 +174,7 @@ TEST_CASE("reload reads the configuration first - a refused one changes nothing"
 
 TEST_CASE("a config_loaded nobody asked for is ignored", "[lifecycle][reload]") {
   auto d = serving();
+  PM_SHOW_ON_FAILURE(d.describe());
   CHECK(d.loaded(config(3)).empty());
   CHECK(d.refused("nope").empty());
   CHECK_FALSE(d.lifecycle().pending_generation());
@@ -188,6 +192,7 @@ TEST_CASE("a loaded configuration spawns the next generation under a ready deadl
           "[lifecycle][reload]") {
   auto workers = GENERATE(1u, 2u, 3u);
   auto d = serving(config(2));
+  PM_SHOW_ON_FAILURE(d.describe());
   auto next = config(workers);
   next.ready_timeout = 4s;  // the new configuration's deadline applies
   d.at(1s).command(command::reload);
@@ -216,6 +221,7 @@ TEST_CASE("a loaded configuration spawns the next generation under a ready deadl
 
 TEST_CASE("old workers are retired only once every new slot is ready", "[lifecycle][reload]") {
   auto d = serving(config(2));
+  PM_SHOW_ON_FAILURE(d.describe());
   d.at(1s);
   reload_to(d, config(3));
   REQUIRE(d.pids_of(2) == pids{1002, 1003, 1004});
@@ -269,6 +275,7 @@ TEST_CASE("a reload changes the worker count", "[lifecycle][reload]") {
   auto r = GENERATE(values<row>({{2, 3}, {3, 1}, {1, 4}}));
   INFO(r.before << " -> " << r.after);
   auto d = serving(config(r.before));
+  PM_SHOW_ON_FAILURE(d.describe());
   auto acts = d.command(command::reload);
   acts = d.loaded(config(r.after));
   auto spawns = actions_of<actions::spawn>(acts);
@@ -305,6 +312,7 @@ TEST_CASE("a reload changes the worker count", "[lifecycle][reload]") {
 TEST_CASE("a reload with a new shutdown_timeout tells the old workers the new value",
           "[lifecycle][reload]") {
   auto d = serving(config(2));
+  PM_SHOW_ON_FAILURE(d.describe());
   auto next = config(2);
   next.shutdown_timeout = 3s;
   auto acts = reload_and_promote(d, next);
@@ -326,6 +334,7 @@ TEST_CASE("a reload with a new shutdown_timeout tells the old workers the new va
 TEST_CASE("a new worker exiting before promotion rolls the reload back", "[lifecycle][reload]") {
   auto status = GENERATE(exited_with(0), exited_with(1), killed_by(SIGSEGV), killed_by(SIGKILL));
   auto d = serving(config(2));
+  PM_SHOW_ON_FAILURE(d.describe());
   d.at(1s);
   reload_to(d, config(3));
   REQUIRE(d.pids_of(2) == pids{1002, 1003, 1004});
@@ -371,6 +380,7 @@ TEST_CASE("a new worker exiting before promotion rolls the reload back", "[lifec
 TEST_CASE("the ready deadline rolls back a reload whose workers are not all ready",
           "[lifecycle][reload]") {
   auto d = serving(config(2));
+  PM_SHOW_ON_FAILURE(d.describe());
   auto next = config(2);
   next.ready_timeout = 4s;
   d.at(1s);
@@ -403,6 +413,7 @@ TEST_CASE("the ready deadline rolls back a reload whose workers are not all read
 
 TEST_CASE("spawn_failed for the new generation rolls the reload back", "[lifecycle][reload]") {
   auto d = serving(config(2));
+  PM_SHOW_ON_FAILURE(d.describe());
   d.command(command::reload);
 
   SECTION("every spawn fails") {
@@ -454,6 +465,7 @@ TEST_CASE("spawn_failed for the new generation rolls the reload back", "[lifecyc
 TEST_CASE("generation numbers strictly increase across reloads and rollbacks",
           "[lifecycle][reload]") {
   auto d = serving(config(1));
+  PM_SHOW_ON_FAILURE(d.describe());
   std::vector<std::uint64_t> started{1};
   auto note_new = [&] {
     auto g = d.lifecycle().pending_generation();
@@ -510,6 +522,7 @@ TEST_CASE("an old worker crashing during a pending reload is respawned into the 
           "[lifecycle][reload]") {
   auto status = GENERATE(exited_with(1), killed_by(SIGSEGV));
   auto d = serving(config(2));
+  PM_SHOW_ON_FAILURE(d.describe());
   reload_to(d, config(2));
   REQUIRE(d.pids_of(2) == pids{1002, 1003});
   d.ready(1002);
@@ -539,6 +552,7 @@ TEST_CASE("an old worker crashing during a pending reload is respawned into the 
 TEST_CASE("an old slot backing off during a reload is cancelled at promotion",
           "[lifecycle][reload][backoff]") {
   auto d = serving(config(2));
+  PM_SHOW_ON_FAILURE(d.describe());
   reload_to(d, config(2));
   crash_into_backoff(d, 0, 1);  // old slot 0 waits on a respawn timer
   CHECK(d.lifecycle().pending_generation() == 2u);  // old crashes do not roll back
@@ -556,6 +570,7 @@ TEST_CASE("an old slot backing off during a reload is cancelled at promotion",
 TEST_CASE("after promotion a new worker's crash respawns into the new generation - fresh record",
           "[lifecycle][reload][backoff]") {
   auto d = serving(config(2));
+  PM_SHOW_ON_FAILURE(d.describe());
   crash_into_backoff(d, 0);  // R = 3 quick restarts used up, then 100 ms
   d.advance(100ms);
   REQUIRE(d.in_slot(0) != nullptr);
@@ -585,6 +600,7 @@ TEST_CASE("after promotion a new worker's crash respawns into the new generation
 TEST_CASE("HUPs while a reload is under way coalesce into one more reload",
           "[lifecycle][reload]") {
   auto d = serving(config(2));
+  PM_SHOW_ON_FAILURE(d.describe());
   CHECK(effects(d.command(command::reload)) == strings{"load_config"});
 
   SECTION("while loading - the follow-up comes after a refusal") {
@@ -648,6 +664,7 @@ TEST_CASE("past max_draining_generations the oldest draining generation is termi
   auto c = config(2);
   c.max_draining_generations = cap;
   auto d = serving(c);
+  PM_SHOW_ON_FAILURE(d.describe());
 
   // Back-to-back reloads; no old worker ever leaves by itself.
   for (std::uint64_t g = 2; g <= 5; ++g) {
@@ -700,6 +717,7 @@ TEST_CASE("draining generations that leave in time are not counted against the c
   auto c = config(1);
   c.max_draining_generations = 1;
   auto d = serving(c);
+  PM_SHOW_ON_FAILURE(d.describe());
   reload_and_promote(d, c);  // 1000 drains
   CHECK(effects(d.exit(1000, exited_with(0))) == strings{"cancel_timer(retire_deadline[1000])"});
   auto acts = reload_and_promote(d, c);  // 1001 drains: one generation
@@ -712,6 +730,7 @@ TEST_CASE("draining generations that leave in time are not counted against the c
 TEST_CASE("a retire deadline kills a worker still draining - not one that left",
           "[lifecycle][reload]") {
   auto d = serving(config(2));
+  PM_SHOW_ON_FAILURE(d.describe());
   d.at(1s);
   reload_and_promote(d, config(2));
   REQUIRE(d.due_in(retire_timer(1000)) == 10s);
@@ -739,6 +758,7 @@ TEST_CASE("a retire deadline kills a worker still draining - not one that left",
 
 TEST_CASE("stop during a pending reload terminates both generations", "[lifecycle][reload]") {
   auto d = serving(config(2));
+  PM_SHOW_ON_FAILURE(d.describe());
   reload_to(d, config(2));
   d.ready(1002);
   auto acts = d.at(1s).command(command::stop);
@@ -766,6 +786,7 @@ TEST_CASE("stop during a pending reload terminates both generations", "[lifecycl
 
 TEST_CASE("quit during a pending reload drains both generations", "[lifecycle][reload]") {
   auto d = serving(config(2));
+  PM_SHOW_ON_FAILURE(d.describe());
   reload_to(d, config(2));
   d.command(command::reload);  // a follow-up is asked for: the quit drops it
   auto acts = d.at(1s).command(command::quit);
@@ -788,6 +809,7 @@ TEST_CASE("quit during a pending reload drains both generations", "[lifecycle][r
 TEST_CASE("a configuration that loads after a quit or stop is ignored", "[lifecycle][reload]") {
   auto c = GENERATE(command::quit, command::stop);
   auto d = serving(config(2));
+  PM_SHOW_ON_FAILURE(d.describe());
   d.command(command::reload);
   d.command(c);
   CHECK(d.loaded(config(3)).empty());
@@ -812,6 +834,7 @@ TEST_CASE("reload before start or during a shutdown is ignored with a warning",
                                   {"stopping", command::stop, phase::stopping}}));
   INFO(r.name);
   lifecycle_driver d(config(2));
+  PM_SHOW_ON_FAILURE(d.describe());
   if (r.before) {
     d.start();
     d.command(*r.before);
@@ -830,6 +853,7 @@ TEST_CASE("reload before start or during a shutdown is ignored with a warning",
 TEST_CASE("WINCH drains every worker - the master stays - HUP brings workers back",
           "[lifecycle][reload][winch]") {
   auto d = serving(config(2));
+  PM_SHOW_ON_FAILURE(d.describe());
   auto acts = d.at(1s).command(command::drain_workers);
   CHECK(effects(acts) == strings{"send(1000, quit, 10000)",
                                  "arm_timer(retire_deadline[1000], 10000 ms)",
@@ -888,6 +912,7 @@ TEST_CASE("WINCH drains every worker - the master stays - HUP brings workers bac
 TEST_CASE("WINCH during a pending reload drains the new generation too",
           "[lifecycle][reload][winch]") {
   auto d = serving(config(2));
+  PM_SHOW_ON_FAILURE(d.describe());
   reload_to(d, config(2));
   auto acts = d.command(command::drain_workers);
   CHECK(effects(acts).front() == "cancel_timer(ready_deadline[2])");
@@ -902,6 +927,7 @@ TEST_CASE("WINCH during a pending reload drains the new generation too",
 TEST_CASE("TTIN and TTOU during a reload are refused", "[lifecycle][reload][resize]") {
   auto c = GENERATE(command::add_worker, command::remove_worker);
   auto d = serving(config(2));
+  PM_SHOW_ON_FAILURE(d.describe());
   d.command(command::reload);
   SECTION("while loading") {}
   SECTION("while pending") { d.loaded(config(3)); }
@@ -918,6 +944,7 @@ TEST_CASE("TTIN and TTOU during a reload are refused", "[lifecycle][reload][resi
 
 TEST_CASE("lifecycle_driver can answer load_config by itself", "[testing][driver][reload]") {
   auto d = serving(config(2));
+  PM_SHOW_ON_FAILURE(d.describe());
   SECTION("with a configuration") {
     d.answer_load_config(config(3));
     auto acts = d.command(command::reload);
@@ -953,6 +980,7 @@ TEST_CASE("lifecycle_driver can answer load_config by itself", "[testing][driver
 TEST_CASE("a reload refused or rolled back before the first generation is ready sends no READY",
           "[lifecycle][reload][notify]") {
   lifecycle_driver d(config(2));
+  PM_SHOW_ON_FAILURE(d.describe());
   d.start();  // 1000 and 1001 start; neither is ready
   // Still starting: RELOADING=1 would be as wrong as READY=1.
   CHECK(notices_of(d.command(command::reload)).empty());
@@ -1016,6 +1044,7 @@ TEST_CASE("the draining cap terminates rolled-back generations before one that s
 // by lifecycle_walk.cpp).
 TEST_CASE("WINCH abandoning a reload ends the RELOADING it announced", "[lifecycle][reload][notify]") {
   auto d = serving(config(2));
+  PM_SHOW_ON_FAILURE(d.describe());
   REQUIRE(notices_of(d.command(command::reload)) == strings{"notify(reloading)"});
   SECTION("while the configuration loads") {}
   SECTION("while the new generation starts") { d.loaded(config(2)); }

@@ -366,6 +366,23 @@ class basic_lifecycle_driver {
 
   /// Every action since the driver was made, in order.
   [[nodiscard]] const action_list& history() const noexcept { return history_; }
+  /// The phase, the table, the armed timers and the last `last` actions,
+  /// for failure messages.
+  [[nodiscard]] std::string describe(std::size_t last = 80) const {
+    std::string out = fmt::format("at +{} ms: phase {}, {} process(es)\n", elapsed().count(),
+                                  procmodel::to_string(current_phase()), processes().size());
+    for (const auto& p : processes())
+      out += fmt::format("  pid {} slot {} generation {} {}\n", p.pid, p.slot, p.generation,
+                         procmodel::to_string(p.state));
+    for (const auto& [id, at] : timers_)
+      out += fmt::format("  timer {} due in {} ms\n", to_string(id),
+                         std::chrono::duration_cast<milliseconds>(at - now_).count());
+    const std::size_t from = history_.size() > last ? history_.size() - last : 0;
+    out += fmt::format("actions {} to {}:\n", from, history_.size());
+    for (std::size_t i = from; i < history_.size(); ++i) out += "  " + to_string(history_[i]) + "\n";
+    return out;
+  }
+
   /// The code of the exit action, once one was emitted.
   [[nodiscard]] std::optional<int> exit_code() const noexcept { return exit_code_; }
 
