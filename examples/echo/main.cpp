@@ -8,6 +8,7 @@
 #include <array>
 #include <cstdlib>
 #include <functional>
+#include <string_view>
 
 #include <unistd.h>
 #include <memory>
@@ -59,23 +60,16 @@ struct echo_worker {
     auto start = [&ctx](tcp::socket s) {
       std::make_shared<echo_session>(std::move(s), ctx.track())->read();
     };
-    auto accept = std::make_shared<std::function<void()>>();
-    *accept = [acceptor, start, accept] {
-      acceptor->async_accept([acceptor, start, accept](auto ec, tcp::socket s) {
-        // A connection accepted just before a drain closed the acceptor is
-        // still served: dropping it here would reset it.
-        if (!ec) start(std::move(s));
-        if (acceptor->is_open() && *accept) (*accept)();
-      });
-    };
-    (*accept)();
+    // Until the acceptor is closed; backs off when out of descriptors.
+    procmodel::accept_loop(ctx, acceptor, start);
     // Draining: take what the kernel already queued, then stop accepting.
     // Open sessions end when their clients hang up, or at the deadline.
-    ctx.on_drain([acceptor, start, accept](auto) {
-      procmodel::drain_acceptor(*acceptor, start);
-      *accept = nullptr;
-    });
+    ctx.on_drain([acceptor, start](auto) { procmodel::drain_acceptor(*acceptor, start); });
     ctx.ready();
+    // For the signal tests: a command run with system() once serving, as a
+    // worker would start a helper program.
+    if (const char* cmd = std::getenv("ECHO_RUN_AT_START"); cmd && *cmd)
+      [[maybe_unused]] int rc = std::system(cmd);
   }
 };
 
@@ -84,5 +78,11 @@ struct echo_worker {
 int main(int argc, char** argv) {
   procmodel::options opt;
   opt.listen = {"127.0.0.1:7000"};
+  // ECHO_GRACEFUL_TERM=1: SIGTERM drains, as systemd and container runtimes
+  // expect (the signal table's policy; SIGINT stays the fast stop).
+  if (const char* v = std::getenv("ECHO_GRACEFUL_TERM"); v && std::string_view(v) == "1")
+    return procmodel::basic_supervisor<echo_worker, procmodel::fork_spawner,
+                                       procmodel::graceful_term_signals>(opt)
+        .run(argc, argv);
   return procmodel::supervisor<echo_worker>(opt).run(argc, argv);
 }

@@ -1,7 +1,9 @@
 #pragma once
 
 // http_server's configuration file: one `key = value` per line, `#` starts a
-// comment. Keys: greeting (text), workers (1..1024).
+// comment. Keys: greeting (text), workers (1..1024); for rehearsing failures,
+// ready (yes/no: whether workers report ready), ready_delay (ms before they
+// do) and exit_at_start (a code every worker exits with before serving).
 
 #include <fstream>
 #include <optional>
@@ -17,6 +19,9 @@ namespace http_example {
 struct config {
   std::string greeting = "hello";
   std::optional<unsigned> workers;
+  bool ready = true;
+  unsigned ready_delay_ms = 0;
+  std::optional<int> exit_at_start;
 };
 
 inline std::string_view trim(std::string_view s) {
@@ -57,8 +62,24 @@ inline config parse_config(std::string_view text, std::string_view name = "confi
       } catch (const std::invalid_argument& e) {
         throw fail(e.what());
       }
+    } else if (key == "ready") {
+      if (value != "yes" && value != "no") throw fail("ready must be yes or no");
+      c.ready = value == "yes";
+    } else if (key == "ready_delay") {
+      try {
+        c.ready_delay_ms = static_cast<unsigned>(procmodel::parse_number("ready_delay", value, 0, 600'000));
+      } catch (const std::invalid_argument& e) {
+        throw fail(e.what());
+      }
+    } else if (key == "exit_at_start") {
+      try {
+        c.exit_at_start = static_cast<int>(procmodel::parse_number("exit_at_start", value, 0, 255));
+      } catch (const std::invalid_argument& e) {
+        throw fail(e.what());
+      }
     } else {
-      throw fail("unknown key '" + std::string(key) + "' (known: greeting, workers)");
+      throw fail("unknown key '" + std::string(key) +
+                 "' (known: greeting, workers, ready, ready_delay, exit_at_start)");
     }
   }
   return c;

@@ -11,6 +11,8 @@
 #include <procmodel/procmodel.hpp>
 
 #include <cstdio>
+#include <cstdlib>
+#include <optional>
 #include <memory>
 #include <set>
 #include <string>
@@ -67,16 +69,27 @@ class session : public std::enable_shared_from_this<session> {
 
 class server {
  public:
-  server(procmodel::worker_context& ctx, std::string greeting)
-      : ctx_(ctx), greeting_(std::move(greeting)) {}
+  server(procmodel::worker_context& ctx, std::string greeting, bool report_ready,
+         unsigned ready_delay_ms)
+      : ctx_(ctx),
+        greeting_(std::move(greeting)),
+        report_ready_(report_ready),
+        ready_delay_(ready_delay_ms) {}
 
   void start() {
     for (std::size_t i = 0; i < ctx_.listeners().size(); ++i) {
-      acceptors_.push_back(std::make_unique<tcp::acceptor>(ctx_.acceptor(i)));
-      accept(*acceptors_.back());
+      acceptors_.push_back(std::make_shared<tcp::acceptor>(ctx_.acceptor(i)));
+      // Backs off when out of descriptors instead of spinning on accept().
+      procmodel::accept_loop(ctx_, acceptors_.back(),
+                             [this](tcp::socket s) { open(std::move(s)); });
     }
     ctx_.on_drain([this](procmodel::steady_clock::time_point deadline) { drain(deadline); });
-    ctx_.ready();
+    if (!report_ready_) return;
+    if (ready_delay_.count() == 0) return ctx_.ready();
+    ready_timer_ = std::make_unique<asio::steady_timer>(ctx_.loop(), ready_delay_);
+    ready_timer_->async_wait([this](beast::error_code ec) {
+      if (!ec) ctx_.ready();
+    });
   }
 
   [[nodiscard]] bool draining() const { return ctx_.draining(); }
@@ -88,15 +101,6 @@ class server {
   void remove(session* s) { sessions_.erase(s); }
 
  private:
-  void accept(tcp::acceptor& a) {
-    a.async_accept([this, &a](beast::error_code ec, tcp::socket s) {
-      // A connection accepted just before a drain closed the acceptor is
-      // still served: dropping it here would reset it.
-      if (!ec) open(std::move(s));
-      if (a.is_open()) accept(a);
-    });
-  }
-
   void open(tcp::socket s) {
     std::make_shared<session>(std::move(s), *this, ctx_.track())->start();
   }
@@ -116,7 +120,10 @@ class server {
 
   procmodel::worker_context& ctx_;
   std::string greeting_;
-  std::vector<std::unique_ptr<tcp::acceptor>> acceptors_;
+  bool report_ready_ = true;
+  std::chrono::milliseconds ready_delay_{0};
+  std::unique_ptr<asio::steady_timer> ready_timer_;
+  std::vector<std::shared_ptr<tcp::acceptor>> acceptors_;
   std::set<session*> sessions_;
   std::unique_ptr<asio::steady_timer> idle_timer_;
 };
@@ -169,8 +176,12 @@ void session::respond() {
 struct http_worker {
   std::string greeting;
   std::shared_ptr<server> srv;
+  bool report_ready = true;
+  unsigned ready_delay_ms = 0;
+  std::optional<int> exit_at_start;
   void operator()(procmodel::worker_context& ctx) {
-    srv = std::make_shared<server>(ctx, greeting);
+    if (exit_at_start) std::_Exit(*exit_at_start);
+    srv = std::make_shared<server>(ctx, greeting, report_ready, ready_delay_ms);
     srv->start();
   }
 };
@@ -196,13 +207,17 @@ int main(int argc, char** argv) {
     }
     if (conf.workers) opt.workers = *conf.workers;
   }
-  procmodel::supervisor<http_worker> master(opt, http_worker{conf.greeting, nullptr});
+  procmodel::supervisor<http_worker> master(
+      opt, http_worker{conf.greeting, nullptr, conf.ready, conf.ready_delay_ms, conf.exit_at_start});
   // HUP re-reads the file; a file that does not parse refuses the reload and
   // the serving generation goes on untouched.
   if (!config_path.empty())
     master.on_reload([config_path](http_worker& next, procmodel::options& next_opt) {
       auto c = http_example::load_config(config_path);
       next.greeting = c.greeting;
+      next.report_ready = c.ready;
+      next.ready_delay_ms = c.ready_delay_ms;
+      next.exit_at_start = c.exit_at_start;
       if (c.workers) next_opt.workers = *c.workers;
     });
   return master.run();

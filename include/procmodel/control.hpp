@@ -218,8 +218,9 @@ inline std::string control_request(const std::string& path, std::string_view req
   return answer;
 }
 
-/// `-s status` and `-s upgrade`: asks the master, prints its answer. 0 when
-/// the answer starts with "ok" (status: any table), 1 otherwise.
+/// `-s status`, `-s upgrade`, `-s reload`: asks the master, prints its
+/// answer. 0 for an explicit "ok" (status: any table), 1 otherwise: an
+/// error, or no verdict at all (the master stopped or hung up).
 inline int query_master(const options& opt) {
   std::string path = control_path(opt);
   auto fail = [&](const std::string& why) {
@@ -231,8 +232,9 @@ inline int query_master(const options& opt) {
   std::string request = opt.query;
   if (opt.query == "status" && opt.json) request += " json";
   if (opt.query == "upgrade") request += fmt::format(" {}", opt.upgrade_timeout.count());
-  milliseconds timeout = opt.query == "upgrade" ? opt.upgrade_timeout + milliseconds(10'000)
-                                                : milliseconds(5'000);
+  milliseconds timeout = opt.query == "upgrade"  ? opt.upgrade_timeout + milliseconds(10'000)
+                         : opt.query == "reload" ? opt.ready_timeout + milliseconds(15'000)
+                                                 : milliseconds(5'000);
   std::string answer;
   try {
     answer = control_request(path, request, timeout);
@@ -240,6 +242,11 @@ inline int query_master(const options& opt) {
     return fail(e.what());
   }
   if (answer.rfind("error", 0) == 0) return fail(answer.substr(answer.find(' ') + 1));
+  if (opt.query != "status" && answer.rfind("ok", 0) != 0) {
+    while (!answer.empty() && answer.back() == '\n') answer.pop_back();
+    return fail(answer.empty() ? "the master hung up without a verdict (did it stop?)"
+                               : "unexpected answer: " + answer);
+  }
   std::fputs(answer.c_str(), stdout);
   return 0;
 }

@@ -70,6 +70,9 @@ struct lifecycle_config {
   /// Generations still draining after reloads, at most; past it the oldest is terminated.
   unsigned max_draining_generations = 2;
   restart_policy restart{};
+  /// WINCH drains the workers even when the master has a controlling
+  /// terminal (whose window resizes send WINCH too).
+  bool winch_with_terminal = false;
 };
 
 /// Where the master is in its life.
@@ -133,7 +136,7 @@ enum class timer_kind : std::uint8_t {
   kill_escalation,  ///< key: 0; SIGKILL whatever is left of a stop
   ready_deadline,   ///< key: generation a reload is waiting for
   retire_deadline,  ///< key: pid of a retired worker; SIGKILL if still there
-  upgrade_deadline, ///< the supervisor's: a new master must be ready by then
+  upgrade_deadline, ///< key 0: a new master must be ready by then; key 1: SIGKILL a failed one
   watchdog,         ///< the supervisor's: time for systemd's WATCHDOG=1
   control_backoff,  ///< the supervisor's: accept on the control socket again
   control_deadline, ///< the supervisor's; key: a control client that must have spoken by then
@@ -161,15 +164,46 @@ struct timer_id {
 
 /// Events: what the lifecycle learns.
 namespace events {
-struct started {};                    ///< listeners are bound; begin
-struct commanded { command what; };   ///< an operator asked (signal or control)
+/// Listeners are bound; begin. What the master found out about itself at start.
+struct started {
+  pid_t pid = 0;                 ///< this master's pid, for messages
+  std::uint64_t generation = 1;  ///< the first generation's number (an upgrade continues the count)
+  pid_t parent_master = 0;       ///< the master this one was upgraded from; 0 for none
+  bool controlling_terminal = false;  ///< window resizes of that terminal send WINCH
+  bool daemonized = false;
+};
+/// An operator asked (signal or control). `client` names a control client
+/// waiting for the outcome (0: none, a signal).
+struct commanded {
+  command what;
+  std::uint64_t client = 0;
+};
 struct spawned { unsigned slot; std::uint64_t generation; pid_t pid; };
 struct spawn_failed { unsigned slot; std::uint64_t generation; int error; };
 struct exited { pid_t pid; int status; };  ///< a reaped child and its wait status
 struct ready { pid_t pid; };          ///< a worker reports it serves
 struct timer_fired { timer_id id; };
-/// A hot upgrade ended (the new master took over, failed, or was rolled back).
-struct upgrade_finished {};
+/// Start a new master: automatic (`-s upgrade`: this master quits once the
+/// new one is ready) or manual (USR2: the operator finishes it). A new master
+/// not ready within `timeout` is stopped and the attempt abandoned.
+struct upgrade_requested {
+  bool automatic = false;
+  milliseconds timeout{10'000};
+  std::uint64_t client = 0;  ///< the control client waiting for the verdict; 0: none
+};
+/// The answer to actions::rename_pid_file.
+struct pid_file_renamed {
+  bool ok = true;
+  std::string error{};
+};
+/// The answer to actions::exec_upgrade: the new master runs as `pid`...
+struct new_master_started { pid_t pid; };
+/// ...or could not be started.
+struct new_master_failed { std::string error; };
+/// The new master reported that its first generation serves.
+struct new_master_ready { pid_t pid; };
+/// The master this one was upgraded from has exited: this one is on its own.
+struct parent_master_gone {};
 /// The answer to actions::load_config: the configuration for the next
 /// generation, or why there is none.
 struct config_loaded {
@@ -182,7 +216,9 @@ struct config_loaded {
 using event = std::variant<events::started, events::commanded, events::spawned,
                            events::spawn_failed, events::exited, events::ready,
                            events::timer_fired, events::config_loaded,
-                           events::upgrade_finished>;
+                           events::upgrade_requested, events::pid_file_renamed,
+                           events::new_master_started, events::new_master_failed,
+                           events::new_master_ready, events::parent_master_gone>;
 
 /// Actions: what the lifecycle asks the supervisor to do, in order.
 namespace actions {
@@ -191,7 +227,9 @@ struct send { pid_t pid; worker_command what; std::int64_t argument = 0; };
 struct kill { pid_t pid; int signo; };
 struct arm_timer { timer_id id; milliseconds after; };
 struct cancel_timer { timer_id id; };
-struct stop_listening {};  ///< freeze the accept queues and close the master's copies
+/// Close the master's copies of the listeners; `freeze` first stops their
+/// queues filling, which only the last master holding them may do.
+struct stop_listening { bool freeze = true; };
 struct reopen_logs {};     ///< the master's own log file
 struct log { log_level level; std::string text; };
 struct exit { int code; };
@@ -200,9 +238,28 @@ struct load_config {};
 /// The set of serving workers changed: `generation` now serves with `workers`
 /// slots (first start, reload, TTIN/TTOU). Per-slot listeners follow it.
 struct serving { std::uint64_t generation; unsigned workers; };
-/// Start a new master from the binary on disk, handing it the listeners;
-/// answer with events::upgrade_finished when that is over.
-struct exec_upgrade {};
+/// Start a new master from the binary on disk, handing it the listeners and
+/// the number its first generation takes; answer with
+/// events::new_master_started or events::new_master_failed.
+struct exec_upgrade { std::uint64_t next_generation; };
+/// Rename the pid file to `<pid file>.oldbin`; answer with events::pid_file_renamed.
+struct rename_pid_file {};
+/// Put `<pid file>.oldbin` back as the pid file if it still names this master,
+/// and take back the control socket: this master is the one operators reach.
+struct restore_pid_file {};
+/// Signal the new master of an upgrade.
+struct signal_new_master { pid_t pid; int signo; };
+/// Answer control client `client` (no-op for 0) and hang up.
+struct reply {
+  std::uint64_t client;
+  bool ok;
+  std::string text;
+};
+/// Tell the parent master (the one this master was upgraded from) that the
+/// first generation serves: the handover's signal.
+struct report_ready_to_parent {};
+/// The service continues in master `pid` (systemd's MAINPID=).
+struct hand_over { pid_t pid; };
 /// What the service manager is told (systemd's READY=1, RELOADING=1, STOPPING=1).
 enum class notice : std::uint8_t { ready, reloading, stopping };
 struct notify { notice what; };
@@ -212,7 +269,10 @@ using action = std::variant<actions::spawn, actions::send, actions::kill, action
                             actions::cancel_timer, actions::stop_listening,
                             actions::reopen_logs, actions::log, actions::exit,
                             actions::load_config, actions::serving, actions::exec_upgrade,
-                            actions::notify>;
+                            actions::notify, actions::rename_pid_file,
+                            actions::restore_pid_file, actions::signal_new_master,
+                            actions::reply, actions::report_ready_to_parent,
+                            actions::hand_over>;
 
 /// "exited with code 1", "killed by signal 9 (Killed)", from a wait status.
 inline std::string describe_wait_status(int status) {
@@ -224,6 +284,40 @@ inline std::string describe_wait_status(int status) {
   }
   return fmt::format("changed state (status {:#x})", status);
 }
+
+/// nginx's rule: a master that was handed its sockets by a previous master
+/// never daemonizes again; that master tracks it by pid and waits for it.
+constexpr bool should_daemonize(bool asked, bool handed_over_by_master) noexcept {
+  return asked && !handed_over_by_master;
+}
+
+/// Why descriptor `fd` cannot be the line to the previous master, or an empty
+/// string: it must be none of the inherited listeners, or readiness would
+/// close a listener and its port would go dark.
+inline std::string upgrade_fd_problem(int fd, const std::vector<int>& listener_fds) {
+  if (std::find(listener_fds.begin(), listener_fds.end(), fd) != listener_fds.end())
+    return fmt::format("descriptor {} is one of the inherited listeners, not a line to the "
+                       "previous master",
+                       fd);
+  return {};
+}
+
+/// A slot without a worker, waiting out its respawn backoff.
+struct backoff_status {
+  unsigned slot = 0;
+  std::uint64_t generation = 0;
+  steady_clock::time_point next_attempt{};
+  unsigned restarts = 0;
+};
+
+/// An upgrade this master started, as status shows it.
+struct upgrade_status {
+  pid_t pid = 0;           ///< the new master; 0 until it runs
+  bool automatic = false;  ///< this master quits once the new one is ready
+  bool ready = false;      ///< the new master serves
+  bool abandoned = false;  ///< failed; the new master is being stopped
+  steady_clock::time_point since{};
+};
 
 /// The nginx master's behaviour, as a pure state machine, with what nginx
 /// lacks: readiness-gated reloads with rollback, a cap on draining
@@ -251,6 +345,26 @@ class nginx_lifecycle {
     return pending_ ? std::optional<std::uint64_t>(pending_->generation) : std::nullopt;
   }
   [[nodiscard]] const lifecycle_config& config() const noexcept { return config_; }
+  /// The upgrade this master started, while its new master is around.
+  [[nodiscard]] std::optional<upgrade_status> upgrade() const {
+    if (!upgrade_) return std::nullopt;
+    return upgrade_status{upgrade_->pid, upgrade_->automatic, upgrade_->ready,
+                          upgrade_->abandoned, upgrade_->since};
+  }
+  /// The slots waiting out a respawn backoff, and when each tries again.
+  [[nodiscard]] std::vector<backoff_status> backoffs() const {
+    std::vector<backoff_status> out;
+    for (unsigned k = 0; k < slots_.size() && k < config_.workers; ++k)
+      if (slots_[k].respawn_pending)
+        out.push_back({k, generation_, slots_[k].respawn_at, slots_[k].restarts});
+    return out;
+  }
+  /// The master this one was upgraded from, while it lives; 0 otherwise.
+  [[nodiscard]] pid_t parent_master() const noexcept { return parent_alive_ ? parent_ : 0; }
+  /// Whether WINCH drains the workers: not when it may be a terminal's resize.
+  [[nodiscard]] bool honours_winch() const noexcept {
+    return !terminal_ || daemonized_ || config_.winch_with_terminal;
+  }
 
  private:
   struct slot_state {
@@ -258,18 +372,36 @@ class nginx_lifecycle {
     unsigned backoff_level = 0;
     unsigned restarts = 0;
     bool respawn_pending = false;
+    steady_clock::time_point respawn_at{};
   };
   struct reload_state {
     std::uint64_t generation = 0;
     lifecycle_config config{};
     steady_clock::time_point since{};
   };
+  struct upgrade_state {
+    bool automatic = false;
+    milliseconds timeout{};
+    std::uint64_t client = 0;  // waiting for the verdict; 0 once answered
+    bool renamed = false;      // the pid file is <pid file>.oldbin
+    pid_t pid = 0;             // the new master, once started
+    bool ready = false;
+    bool abandoned = false;    // failure reported: the new master is stopped, its ready ignored
+    int stop_signal = SIGQUIT;
+    steady_clock::time_point since{};
+  };
 
   // --- events ---
 
-  void on(const events::started&) {
+  void on(const events::started& s) {
     if (phase_ != phase::idle) return;
     phase_ = phase::running;
+    self_ = s.pid;
+    generation_ = last_generation_ = first_generation_ = std::max<std::uint64_t>(1, s.generation);
+    parent_ = s.parent_master;
+    parent_alive_ = parent_ != 0;
+    terminal_ = s.controlling_terminal;
+    daemonized_ = s.daemonized;
     emit(actions::serving{generation_, config_.workers});
     for (unsigned k = 0; k < config_.workers; ++k) emit(actions::spawn{k, generation_});
   }
@@ -279,11 +411,11 @@ class nginx_lifecycle {
       case command::stop: return stop();
       case command::quit: return quit();
       case command::reopen: return reopen();
-      case command::reload: return reload();
+      case command::reload: return reload(c.client);
       case command::drain_workers: return drain_workers();
       case command::add_worker: return add_worker();
       case command::remove_worker: return remove_worker();
-      case command::upgrade: return upgrade();
+      case command::upgrade: return on(events::upgrade_requested{false, config_.ready_timeout, c.client});
     }
   }
 
@@ -325,6 +457,7 @@ class nginx_lifecycle {
   }
 
   void on(const events::exited& x) {
+    if (upgrade_ && upgrade_->pid != 0 && upgrade_->pid == x.pid) return new_master_exited(x.status);
     auto it = std::find_if(procs_.begin(), procs_.end(),
                            [&](const process_info& p) { return p.pid == x.pid; });
     if (it == procs_.end()) return;  // not a worker of ours (an adopted orphan, a helper)
@@ -359,11 +492,11 @@ class nginx_lifecycle {
     p->state = process_state::ready;
     log(log_level::debug, "worker {} (slot {}) is ready", p->pid, p->slot);
     if (pending_ && p->generation == pending_->generation && generation_ready(*pending_)) promote();
+    // Only the first generation's readiness is the news: a later reload's
+    // is not a handover.
     if (!announced_ && phase_ == phase::running && p->generation == generation_ &&
-        all_ready(generation_, config_.workers)) {
-      announced_ = true;
-      emit(actions::notify{actions::notice::ready});
-    }
+        generation_ == first_generation_ && all_ready(generation_, config_.workers))
+      announce();
   }
 
   void on(const events::timer_fired& t) {
@@ -378,6 +511,10 @@ class nginx_lifecycle {
       }
       case timer_kind::kill_escalation:
         for (auto& p : procs_) kill(p, "did not exit in time");
+        if (upgrade_ && upgrade_->abandoned && upgrade_->pid != 0) {
+          log(log_level::warn, "new master {} did not exit in time; sending SIGKILL", upgrade_->pid);
+          emit(actions::signal_new_master{upgrade_->pid, SIGKILL});
+        }
         return;
       case timer_kind::ready_deadline:
         if (pending_ && t.id.key == static_cast<unsigned>(pending_->generation))
@@ -391,27 +528,131 @@ class nginx_lifecycle {
         return;
       }
       case timer_kind::upgrade_deadline:
+        if (!upgrade_ || upgrade_->pid == 0) return;
+        if (t.id.key == 0 && !upgrade_->ready && !upgrade_->abandoned) {
+          fail_upgrade(fmt::format("the new master {} was not ready within {} ms", upgrade_->pid,
+                                   upgrade_->timeout.count()));
+          stop_new_master(SIGQUIT);
+        } else if (t.id.key == 1 && upgrade_->abandoned) {
+          log(log_level::warn, "new master {} did not stop in time; sending SIGKILL",
+              upgrade_->pid);
+          emit(actions::signal_new_master{upgrade_->pid, SIGKILL});
+        }
+        return;
       case timer_kind::watchdog:
       case timer_kind::control_backoff:
       case timer_kind::control_deadline: return;  // the supervisor's own
     }
   }
 
-  void on(const events::upgrade_finished&) { upgrading_ = false; }
+  // --- hot upgrade: this master starts a new one ---
+
+  void on(const events::upgrade_requested& r) {
+    auto refuse = [&](const std::string& why) {
+      log(log_level::warn, "upgrade refused: {}", why);
+      emit(actions::reply{r.client, false, why});
+    };
+    if (phase_ != phase::running)
+      return refuse(fmt::format("the master is {}", to_string(phase_)));
+    // One upgrade at a time across both masters: the pid file names a new
+    // master while its parent lives, and a third would take .oldbin.
+    if (parent_alive_)
+      return refuse(fmt::format(
+          "this master was started by an upgrade and its parent master {} still runs; finish "
+          "that upgrade (WINCH and QUIT {}) or roll it back (QUIT this master) first",
+          parent_, parent_));
+    if (upgrade_ && upgrade_->abandoned)
+      return refuse(fmt::format("the new master {} of a failed upgrade is still stopping",
+                                upgrade_->pid));
+    if (upgrade_)
+      return refuse(upgrade_->pid ? fmt::format("another upgrade is under way (new master {})",
+                                                upgrade_->pid)
+                                  : std::string("another upgrade is under way"));
+    upgrade_state u;
+    u.automatic = r.automatic;
+    u.timeout = r.timeout;
+    u.client = r.client;
+    u.since = now_;
+    upgrade_ = u;
+    log(log_level::notice, "upgrade: starting a new master from the binary on disk ({})",
+        r.automatic ? fmt::format("automatic: it must be ready within {} ms", r.timeout.count())
+                    : std::string("manual"));
+    emit(actions::rename_pid_file{});
+  }
+
+  void on(const events::pid_file_renamed& f) {
+    if (!upgrade_ || upgrade_->renamed || upgrade_->pid != 0) return;
+    if (!f.ok) {
+      if (!upgrade_->abandoned) fail_upgrade(f.error);
+      upgrade_.reset();
+      return maybe_exit();
+    }
+    upgrade_->renamed = true;
+    if (upgrade_->abandoned) {  // this master began stopping meanwhile
+      emit(actions::restore_pid_file{});
+      upgrade_.reset();
+      return maybe_exit();
+    }
+    emit(actions::exec_upgrade{last_generation_ + 1});
+  }
+
+  void on(const events::new_master_failed& f) {
+    if (!upgrade_ || upgrade_->pid != 0) return;
+    if (!upgrade_->abandoned) fail_upgrade(f.error);
+    upgrade_.reset();
+    maybe_exit();
+  }
+
+  void on(const events::new_master_started& s) {
+    if (!upgrade_ || upgrade_->pid != 0) return;
+    upgrade_->pid = s.pid;
+    if (upgrade_->abandoned) return stop_new_master(upgrade_->stop_signal);
+    log(log_level::notice, "upgrade: new master {} must be ready within {} ms{}", s.pid,
+        upgrade_->timeout.count(),
+        upgrade_->automatic ? "" : " (manual: WINCH and QUIT this master once it is ready)");
+    emit(actions::arm_timer{upgrade_timer(0), upgrade_->timeout});
+  }
+
+  void on(const events::new_master_ready& r) {
+    if (!upgrade_ || upgrade_->pid == 0 || r.pid != upgrade_->pid || upgrade_->ready) return;
+    if (upgrade_->abandoned) {
+      log(log_level::warn, "new master {} reported ready after its upgrade was abandoned; ignored",
+          r.pid);
+      return;
+    }
+    upgrade_->ready = true;
+    emit(actions::cancel_timer{upgrade_timer(0)});
+    if (!upgrade_->automatic) {
+      log(log_level::notice,
+          "upgrade: new master {} is ready; send WINCH then QUIT to this master ({}) to finish, "
+          "or QUIT to the new one to roll back",
+          r.pid, self_);
+      return;
+    }
+    log(log_level::notice, "upgrade: new master {} is ready; this master quits", r.pid);
+    emit(actions::reply{std::exchange(upgrade_->client, 0), true,
+                        fmt::format("new master {} serves; old master {} quits", r.pid, self_)});
+    quit();
+  }
+
+  // --- hot upgrade: this master was started by one ---
+
+  void on(const events::parent_master_gone&) {
+    if (!parent_alive_) return;
+    parent_alive_ = false;
+    log(log_level::notice, "parent master {} is gone; this master is on its own", parent_);
+  }
 
   void on(const events::config_loaded& c) {
     if (!loading_) return;
     loading_ = false;
     if (phase_ != phase::running) return;
-    if (!c.ok) {
-      log(log_level::error, "reload refused: {}; generation {} keeps serving", c.error,
-          generation_);
-      emit(actions::notify{actions::notice::ready});
-      return reload_again_if_asked();
-    }
-    if (c.config.workers == 0) {
-      log(log_level::error, "reload refused: 0 workers; generation {} keeps serving", generation_);
-      emit(actions::notify{actions::notice::ready});
+    if (!c.ok || c.config.workers == 0) {
+      std::string why = c.ok ? std::string("0 workers") : c.error;
+      log(log_level::error, "reload refused: {}; generation {} keeps serving", why, generation_);
+      answer_reload(false, fmt::format("configuration refused: {}; generation {} keeps serving",
+                                       why, generation_));
+      notify_ready_again();
       return reload_again_if_asked();
     }
     pending_ = reload_state{++last_generation_, c.config, now_};
@@ -433,10 +674,11 @@ class nginx_lifecycle {
     }
     log(log_level::notice, "fast stop: terminating {} worker(s)", procs_.size());
     phase_ = phase::stopping;
-    emit(actions::notify{actions::notice::stopping});
-    abandon_reload();
+    const bool handing_over = announce_stop();
+    abandon_reload("the master is stopping (fast stop)");
     cancel_respawns();
     for (auto& p : procs_) terminate(p);
+    if (!handing_over) abandon_upgrade(SIGTERM, "fast stop");
     arm_escalation(config_.terminate_timeout);
     maybe_exit();
   }
@@ -450,11 +692,14 @@ class nginx_lifecycle {
     }
     log(log_level::notice, "graceful stop: draining {} worker(s)", procs_.size());
     phase_ = phase::quitting;
-    emit(actions::notify{actions::notice::stopping});
-    emit(actions::stop_listening{});
-    abandon_reload();
+    const bool handing_over = announce_stop();
+    // The last master holding the sockets stops their queues filling; one
+    // that hands over to (or came from) a live master must not.
+    emit(actions::stop_listening{!handing_over && !parent_alive_});
+    abandon_reload("the master is stopping (graceful stop)");
     cancel_respawns();
     for (auto& p : procs_) drain(p);
+    if (!handing_over) abandon_upgrade(SIGQUIT, "graceful stop");
     arm_escalation(config_.shutdown_timeout);
     maybe_exit();
   }
@@ -467,44 +712,49 @@ class nginx_lifecycle {
         emit(actions::send{p.pid, worker_command::reopen});
   }
 
-  void reload() {
+  // `client` (0: a signal) waits for the outcome of the reload that reads
+  // the configuration after its request: a new one, or the next after the
+  // one under way.
+  void reload(std::uint64_t client = 0) {
     if (phase_ != phase::running) {
       log(log_level::warn, "reload ignored: the master is {}", to_string(phase_));
+      if (client != 0)
+        emit(actions::reply{client, false, fmt::format("the master is {}", to_string(phase_))});
       return;
     }
+    if (client != 0) next_reload_clients_.push_back(client);
     if (loading_ || pending_) {
       reload_again_ = true;
       log(log_level::notice, "reload already under way; another follows when it is done");
       return;
     }
+    reload_clients_.insert(reload_clients_.end(), next_reload_clients_.begin(),
+                           next_reload_clients_.end());
+    next_reload_clients_.clear();
     log(log_level::notice, "reload: reading the configuration");
     loading_ = true;
-    emit(actions::notify{actions::notice::reloading});
+    // Before the first READY=1 the service is still starting: nothing to announce.
+    if (announced_) emit(actions::notify{actions::notice::reloading});
     emit(actions::load_config{});
-  }
-
-  // USR2: a new master from the binary on disk; one upgrade at a time.
-  void upgrade() {
-    if (phase_ != phase::running) {
-      log(log_level::warn, "upgrade ignored: the master is {}", to_string(phase_));
-      return;
-    }
-    if (upgrading_) {
-      log(log_level::warn, "upgrade refused: another upgrade is under way");
-      return;
-    }
-    upgrading_ = true;
-    log(log_level::notice, "upgrade: starting a new master from the binary on disk");
-    emit(actions::exec_upgrade{});
   }
 
   // WINCH: every worker drains; the master and its sockets stay; HUP brings
   // workers back (nginx's step after starting a new binary).
   void drain_workers() {
     if (phase_ != phase::running || idle_) return;
+    if (!honours_winch()) {
+      log(log_level::warn,
+          "WINCH ignored: the master has a controlling terminal, whose resizes send WINCH "
+          "(daemonize, or allow it with --winch-with-terminal)");
+      return;
+    }
     log(log_level::notice, "draining every worker; the master stays (HUP starts workers again)");
-    if (loading_ || pending_) log(log_level::warn, "the reload under way is abandoned");
-    abandon_reload();
+    if (loading_ || pending_) {
+      log(log_level::warn, "the reload under way is abandoned");
+      // It is over: the service manager waits for READY=1 after RELOADING=1.
+      notify_ready_again();
+    }
+    abandon_reload("every worker was drained (WINCH)");
     idle_ = true;
     cancel_respawns();
     for (auto& p : procs_) retire(p);
@@ -591,8 +841,14 @@ class nginx_lifecycle {
         "{} drain",
         generation_, config_.workers, took.count(), retired, old);
     cap_draining_generations();
-    announced_ = true;
-    emit(actions::notify{actions::notice::ready});
+    answer_reload(true, fmt::format("generation {} serves with {} worker(s)", generation_,
+                                    config_.workers));
+    // Before the first generation was announced, a reload's generation
+    // serving is news to the service manager but never a handover.
+    if (announced_)
+      emit(actions::notify{actions::notice::ready});
+    else if (!parent_alive_)
+      announce();
     reload_again_if_asked();
   }
 
@@ -604,13 +860,25 @@ class nginx_lifecycle {
     emit(actions::cancel_timer{ready_timer(r.generation)});
     log(log_level::error, "reload to generation {} rolled back: {}; generation {} keeps serving",
         r.generation, why, generation_);
+    rolled_back_.insert(r.generation);
     for (auto& p : procs_)
       if (p.generation == r.generation) retire(p);
-    emit(actions::notify{actions::notice::ready});
+    answer_reload(false, fmt::format("generation {} rolled back: {}; generation {} keeps serving",
+                                     r.generation, why, generation_));
+    notify_ready_again();
     reload_again_if_asked();
   }
 
-  void abandon_reload() {
+  // Tells the clients waiting for the reload under way how it ended.
+  void answer_reload(bool ok, const std::string& text) {
+    for (std::uint64_t c : std::exchange(reload_clients_, {})) emit(actions::reply{c, ok, text});
+  }
+
+  void abandon_reload(std::string_view why) {
+    if (loading_ || pending_ || reload_again_)
+      for (std::uint64_t c : std::exchange(next_reload_clients_, {}))
+        reload_clients_.push_back(c);
+    answer_reload(false, fmt::format("reload abandoned: {}", why));
     loading_ = false;
     reload_again_ = false;
     if (!pending_) return;
@@ -623,15 +891,25 @@ class nginx_lifecycle {
     reload();
   }
 
-  // Past max_draining_generations, the oldest draining generations are terminated.
+  // Past max_draining_generations, the draining generations that stopped
+  // serving longest ago are terminated. A rolled-back generation never
+  // served: it goes first, or the generation that served until this
+  // promotion would be terminated while rolled-back ones drain on.
   void cap_draining_generations() {
+    std::erase_if(rolled_back_, [&](std::uint64_t g) {
+      return std::none_of(procs_.begin(), procs_.end(),
+                          [&](const process_info& p) { return p.generation == g; });
+    });
     std::vector<std::uint64_t> draining;
     for (const auto& p : procs_)
       if (p.state == process_state::draining && p.generation != generation_ &&
           std::find(draining.begin(), draining.end(), p.generation) == draining.end())
         draining.push_back(p.generation);
     if (draining.size() <= config_.max_draining_generations) return;
-    std::sort(draining.begin(), draining.end());
+    // Served generations stopped serving in the order of their numbers.
+    std::sort(draining.begin(), draining.end(), [&](std::uint64_t a, std::uint64_t b) {
+      return std::pair(!rolled_back_.count(a), a) < std::pair(!rolled_back_.count(b), b);
+    });
     draining.resize(draining.size() - config_.max_draining_generations);
     for (std::uint64_t g : draining) {
       log(log_level::warn, "more than {} generation(s) draining: terminating generation {}",
@@ -642,6 +920,97 @@ class nginx_lifecycle {
           arm_retire_deadline(p.pid, config_.terminate_timeout);
         }
     }
+  }
+
+  // A reload that ends leaves RELOADING=1; only after the first announcement.
+  void notify_ready_again() {
+    if (announced_) emit(actions::notify{actions::notice::ready});
+  }
+
+  void announce() {
+    announced_ = true;
+    emit(actions::notify{actions::notice::ready});
+    if (parent_alive_) emit(actions::report_ready_to_parent{});
+  }
+
+  // STOPPING=1, or naming the ready new master the service continues in.
+  // Returns whether this stop hands over to it.
+  bool announce_stop() {
+    if (upgrade_ && upgrade_->ready && !upgrade_->abandoned) {
+      emit(actions::hand_over{upgrade_->pid});
+      return true;
+    }
+    // A new master whose parent serves on: the service does not stop.
+    if (!parent_alive_) emit(actions::notify{actions::notice::stopping});
+    return false;
+  }
+
+  // --- hot upgrade helpers ---
+
+  static timer_id upgrade_timer(unsigned key) { return {timer_kind::upgrade_deadline, key}; }
+
+  // Reports a failed upgrade: the pid file names this master again at once,
+  // the waiting client hears why, workers drained by WINCH come back. The
+  // attempt is over for good; a late ready is ignored.
+  void fail_upgrade(const std::string& why, std::string_view verdict = "failed") {
+    auto& u = *upgrade_;
+    if (phase_ == phase::running)
+      log(log_level::error, "upgrade {}: {}; this master keeps serving", verdict, why);
+    else
+      log(log_level::warn, "upgrade abandoned: {}", why);
+    u.abandoned = true;
+    if (u.pid != 0 && !u.ready) emit(actions::cancel_timer{upgrade_timer(0)});
+    if (u.renamed) {
+      emit(actions::restore_pid_file{});
+      u.renamed = false;
+    }
+    emit(actions::reply{std::exchange(u.client, 0), false, why});
+    bring_workers_back();
+  }
+
+  // This master stops before its new master was ready: that one stops too.
+  void abandon_upgrade(int signo, std::string_view how) {
+    if (!upgrade_) return;
+    if (!upgrade_->abandoned)
+      fail_upgrade(fmt::format("the old master is stopping ({}) before the new master was ready",
+                               how));
+    upgrade_->stop_signal = signo;
+    if (upgrade_->pid != 0) stop_new_master(signo);
+  }
+
+  void stop_new_master(int signo) {
+    upgrade_->stop_signal = signo;
+    emit(actions::signal_new_master{upgrade_->pid, signo});
+    // One that ignores the signal would block every later upgrade.
+    emit(actions::arm_timer{upgrade_timer(1), signo == SIGTERM ? config_.terminate_timeout
+                                                               : config_.shutdown_timeout});
+  }
+
+  void new_master_exited(int status) {
+    upgrade_state u = *upgrade_;
+    emit(actions::cancel_timer{upgrade_timer(0)});
+    emit(actions::cancel_timer{upgrade_timer(1)});
+    if (u.abandoned || phase_ != phase::running) {
+      log(u.abandoned || !u.ready ? log_level::info : log_level::warn, "new master {} {}", u.pid,
+          describe_wait_status(status));
+    } else {
+      fail_upgrade(fmt::format("the new master {} {}{}", u.pid, describe_wait_status(status),
+                               u.ready ? " after it was ready" : ""),
+                   u.ready ? "rolled back" : "failed");
+    }
+    upgrade_.reset();
+    maybe_exit();
+  }
+
+  // nginx's rule: workers drained by WINCH for an upgrade that failed start again.
+  void bring_workers_back() {
+    if (!idle_ || phase_ != phase::running) return;
+    idle_ = false;
+    log(log_level::notice, "workers were drained (WINCH): generation {} starts {} worker(s) again",
+        generation_, config_.workers);
+    emit(actions::serving{generation_, config_.workers});
+    for (unsigned k = 0; k < config_.workers; ++k)
+      if (!slot_taken(k)) emit(actions::spawn{k, generation_});
   }
 
   // --- helpers ---
@@ -691,6 +1060,8 @@ class nginx_lifecycle {
 
   void maybe_exit() {
     if ((phase_ != phase::quitting && phase_ != phase::stopping) || !procs_.empty()) return;
+    // An unready new master stops with this one; it would be left unsupervised.
+    if (upgrade_ && (upgrade_->abandoned || !upgrade_->ready)) return;
     if (escalation_armed_) emit(actions::cancel_timer{{timer_kind::kill_escalation, 0}});
     escalation_armed_ = false;
     phase_ = phase::exited;
@@ -731,6 +1102,7 @@ class nginx_lifecycle {
     delay = std::min(delay, config_.restart.backoff_max);
     ++s.backoff_level;
     s.respawn_pending = true;
+    s.respawn_at = now_ + delay;
     log(log_level::warn, "slot {} restarted {} times in {} ms; next respawn in {} ms", slot,
         s.recent.size(), config_.restart.period.count(), delay.count());
     emit(actions::arm_timer{{timer_kind::respawn, slot}, delay});
@@ -773,12 +1145,21 @@ class nginx_lifecycle {
   std::optional<reload_state> pending_;
   bool loading_ = false;
   bool reload_again_ = false;
+  std::vector<std::uint64_t> reload_clients_;       // waiting for the reload under way
+  std::vector<std::uint64_t> next_reload_clients_;  // for the one that follows it
   bool idle_ = false;  // WINCH: no workers until the next reload
-  bool upgrading_ = false;
   bool announced_ = false;  // the first generation was announced ready
+  std::uint64_t first_generation_ = 1;
+  std::optional<upgrade_state> upgrade_;
+  pid_t self_ = 0;
+  pid_t parent_ = 0;  // the master this one was upgraded from
+  bool parent_alive_ = false;
+  bool terminal_ = false;  // a controlling terminal: WINCH may be a resize
+  bool daemonized_ = false;
   std::vector<process_info> procs_;
   std::vector<slot_state> slots_;
   std::set<pid_t> retire_timers_;
+  std::set<std::uint64_t> rolled_back_;  // generations whose reload was rolled back, still in the table
   bool escalation_armed_ = false;
   steady_clock::time_point escalate_at_{};
   steady_clock::time_point now_{};

@@ -53,13 +53,22 @@ struct options {
   bool reuseport = false;
   /// Crash-loop protection.
   restart_policy restart{};
-  /// Detach from the terminal (fork, setsid, stdio to /dev/null).
+  /// Detach from the terminal (fork, setsid, stdio to /dev/null). A new
+  /// master started by an upgrade never does: its parent tracks it by pid.
   bool daemon = false;
+  /// WINCH drains the workers even with a controlling terminal (whose
+  /// resizes send WINCH); by default only a master without one honours it.
+  bool winch_with_terminal = false;
   /// Set by `-s CMD`: send this command to the running master and exit.
   std::optional<command> signal;
-  /// Set by `-s status` or `-s upgrade`: ask the running master over its
-  /// control socket, print the answer and exit.
+  /// Set by `-s status`, `-s upgrade` or `-s reload`: ask the running master
+  /// over its control socket, print the answer and exit (0 only on success).
   std::string query;
+  /// `-s reload --no-wait`: only send SIGHUP, as nginx does; no verdict.
+  bool no_wait = false;
+  /// `-t`: run the reloader on copies of the configuration, say whether it
+  /// loads, and exit; no master is started or told anything.
+  bool check_config = false;
   /// `-s status --json`: the table as JSON.
   bool json = false;
   /// The control socket; empty: "<pid file>.sock".
@@ -79,6 +88,7 @@ inline lifecycle_config to_lifecycle_config(const options& opt) {
   c.ready_timeout = opt.ready_timeout;
   c.max_draining_generations = opt.max_draining_generations;
   c.restart = opt.restart;
+  c.winch_with_terminal = opt.winch_with_terminal;
   return c;
 }
 
@@ -148,6 +158,8 @@ class command_line {
     add_flag("--reuseport", "one SO_REUSEPORT socket per worker instead of a shared one",
              [this] { opt_.reuseport = true; });
     add_flag("--daemon", "detach from the terminal", [this] { opt_.daemon = true; });
+    add_flag("--winch-with-terminal", "WINCH drains workers even with a controlling terminal",
+             [this] { opt_.winch_with_terminal = true; });
     add("--control", "PATH", "control socket (default: <pid file>.sock)",
         [this](auto v) { opt_.control_socket = v; });
     add("--upgrade-timeout", "MS", "-s upgrade: give up if the new master is not ready after MS",
@@ -155,12 +167,18 @@ class command_line {
           opt_.upgrade_timeout = milliseconds(parse_number("--upgrade-timeout", v, 1, 86'400'000));
         });
     add_flag("--json", "-s status: print JSON", [this] { opt_.json = true; });
+    add_flag("--no-wait", "-s reload: only send SIGHUP; do not wait for the outcome",
+             [this] { opt_.no_wait = true; });
+    add_flag("-t", "check the configuration (as a reload would load it) and exit",
+             [this] { opt_.check_config = true; });
+    add_flag("--check-config", "the same as -t", [this] { opt_.check_config = true; });
     add("-s", "COMMAND", "tell the running master: stop, quit, reload, reopen, upgrade, status",
         [this](auto v) {
           // The last -s wins, as with nginx: a signal and a query never both stand.
           opt_.signal.reset();
           opt_.query.clear();
-          if (v == "status" || v == "upgrade") return void(opt_.query = std::string(v));
+          if (v == "status" || v == "upgrade" || v == "reload")
+            return void(opt_.query = std::string(v));
           auto c = parse_command(v);
           if (!c)
             throw std::invalid_argument(fmt::format(

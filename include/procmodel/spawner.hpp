@@ -76,7 +76,8 @@ class fork_spawner {
     if (pid > 0) return pid;
     int code = 1;
     try {
-      detail::reset_signals_after_fork();
+      // Signals stay blocked, as in the master, until the worker's handlers exist.
+      detail::reset_dispositions_after_fork();
       detail::close_all_except(req.keep_fds);
       code = req.body(true, [](boost::asio::io_context*) {});
     } catch (const std::exception& e) {

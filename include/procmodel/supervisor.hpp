@@ -53,6 +53,14 @@ namespace detail {
 inline constexpr const char* upgrade_channel_env = "PROCMODEL_UPGRADE_FD";
 /// Set beside the handover when the sockets came from systemd, not --listen.
 inline constexpr const char* activated_env = "PROCMODEL_ACTIVATED";
+/// Set beside the handover: the number the new master's first generation takes.
+inline constexpr const char* generation_env = "PROCMODEL_GENERATION";
+
+/// Whether this process has a controlling terminal (whose resizes send WINCH).
+inline bool has_controlling_terminal() {
+  unique_fd tty(::open("/dev/tty", O_RDONLY | O_NOCTTY | O_CLOEXEC));
+  return static_cast<bool>(tty);
+}
 
 /// This program's absolute path, as the kernel knows it; a binary replaced
 /// on disk since ("PATH (deleted)") is the new one at PATH.
@@ -119,6 +127,8 @@ class basic_supervisor {
   /// With `options::signal` set, only tells the running master and returns.
   int run() {
     detail::open_missing_stdio();
+    if (opt_.check_config) return check_config();
+    if (opt_.query == "reload" && opt_.no_wait) return send_command<Signals>(opt_, command::reload);
     if (opt_.signal) return send_command<Signals>(opt_, *opt_.signal);
     if (!opt_.query.empty()) return query_master(opt_);
     log_.set_level(opt_.level);
@@ -146,9 +156,6 @@ class basic_supervisor {
       log_.error("master failed: {}; workers will drain and exit", e.what());
       exit_code_ = 1;
     }
-    // A new master that took over (manual upgrade) becomes systemd's main pid.
-    if (upgrade_ && upgrade_->ready && ::kill(upgrade_->pid, 0) == 0)
-      systemd_.main_pid(upgrade_->pid);
     control_.close(true);
     if (!opt_.pid_file.empty()) {
       pid_file::remove_if_ours(opt_.pid_file, ::getpid());
@@ -182,7 +189,8 @@ class basic_supervisor {
     take_listeners();
     for (const auto& l : listeners_.for_slot(0))
       log_.notice("listening on {}{}", l.local, opt_.reuseport ? " (a socket per worker)" : "");
-    if (opt_.daemon) daemon_.detach(opt_.log_file.empty());
+    const bool daemonized = should_daemonize(opt_.daemon, handed_over_);
+    if (daemonized) daemon_.detach(opt_.log_file.empty());
     loop_.watch_signals(watched, [this](int signo) { on_signal(signo); });
     open_control(parent_master_ != 0);
     if (auto every = systemd_.watchdog()) arm_watchdog(std::chrono::duration_cast<milliseconds>(*every / 2));
@@ -191,7 +199,18 @@ class basic_supervisor {
     // on its control socket.
     if (!opt_.pid_file.empty()) pid_file::write(opt_.pid_file, ::getpid());
     log_.notice("master {} started with {} worker(s)", ::getpid(), opt_.workers);
-    dispatch(events::started{});
+    dispatch(events::started{::getpid(), first_generation_, parent_master_,
+                             detail::has_controlling_terminal(), daemonized});
+    // End of file on the line to the previous master: it has exited.
+    if (parent_channel_.is_open())
+      loop_.watch_readable(parent_channel_.fd(), [this] {
+        char byte = 0;
+        ssize_t n = ::recv(parent_channel_.fd(), &byte, 1, MSG_DONTWAIT);
+        if (n < 0 && (errno == EAGAIN || errno == EINTR)) return true;
+        parent_channel_.close();
+        dispatch(events::parent_master_gone{});
+        return false;
+      });
   }
 
   void on_signal(int signo) {
@@ -213,6 +232,17 @@ class basic_supervisor {
     if (const char* handed = std::getenv(handover_env)) {
       std::string text = handed;
       ::unsetenv(handover_env);
+      handed_over_ = true;
+      if (const char* gen = std::getenv(detail::generation_env)) {
+        std::string gen_text = gen;
+        ::unsetenv(detail::generation_env);
+        try {
+          first_generation_ = static_cast<std::uint64_t>(
+              parse_number(detail::generation_env, gen_text, 1, 1LL << 53));
+        } catch (const std::invalid_argument& e) {
+          throw std::runtime_error(e.what());
+        }
+      }
       activated_ = std::getenv(detail::activated_env) != nullptr;
       ::unsetenv(detail::activated_env);
       if (activated_) {  // systemd's sockets, passed on as they came
@@ -231,6 +261,9 @@ class basic_supervisor {
         } catch (const std::invalid_argument& e) {
           throw std::runtime_error(e.what());
         }
+        if (auto why = upgrade_fd_problem(fd, listeners_.fds()); !why.empty())
+          throw std::runtime_error(
+              fmt::format("{}={}: {}", detail::upgrade_channel_env, fd_text, why));
         // Not a listener handed over, nor anything else but a channel.
         detail::check_channel_fd(fd, fmt::format("{}={}", detail::upgrade_channel_env, fd_text));
         ::fcntl(fd, F_SETFD, FD_CLOEXEC);
@@ -251,13 +284,6 @@ class basic_supervisor {
       return;
     }
     listeners_.bind_all(opt_.listen, opt_.backlog, slots);
-  }
-
-  // Whether another master (the one we upgraded to, or the one we came from)
-  // still holds our listening sockets.
-  [[nodiscard]] bool sockets_shared() const {
-    if (upgrade_ && ::kill(upgrade_->pid, 0) == 0) return true;
-    return parent_master_ != 0 && ::getppid() == parent_master_;
   }
 
   // --- control socket ---
@@ -356,26 +382,30 @@ class basic_supervisor {
     while (!req.empty() && (req.back() == '\n' || req.back() == '\r')) req.remove_suffix(1);
     if (req == "status" || req == "status json") {
       reply(client, status_table(req == "status json"));
+    } else if (req == "reload") {
+      dispatch(events::commanded{command::reload, wait_for_verdict(std::move(client))});
     } else if (req == "upgrade" || req.starts_with("upgrade ")) {
       // "upgrade MS": the client's own --upgrade-timeout.
-      upgrade_timeout_ = opt_.upgrade_timeout;
+      milliseconds timeout = opt_.upgrade_timeout;
       if (req.size() > 8) {
         try {
-          upgrade_timeout_ = milliseconds(parse_number("timeout", req.substr(8), 1, 86'400'000));
+          timeout = milliseconds(parse_number("timeout", req.substr(8), 1, 86'400'000));
         } catch (const std::invalid_argument& e) {
           return reply(client, fmt::format("error: {}\n", e.what()));
         }
       }
-      upgrade_client_ = std::move(client);
-      dispatch(events::commanded{command::upgrade});
-      if (upgrade_client_)  // the lifecycle did not start one
-        reply(upgrade_client_,
-              upgrade_ ? fmt::format("error: an upgrade is already under way (new master {})\n",
-                                     upgrade_->pid)
-                       : std::string("error: the master is not running normally\n"));
+      dispatch(events::upgrade_requested{true, timeout, wait_for_verdict(std::move(client))});
     } else {
-      reply(client, fmt::format("error: unknown request '{}' (status, status json, upgrade)\n", req));
+      reply(client,
+            fmt::format("error: unknown request '{}' (status, status json, reload, upgrade)\n", req));
     }
+  }
+
+  // Keeps a control client until the lifecycle answers it (actions::reply).
+  std::uint64_t wait_for_verdict(detail::unique_fd client) {
+    std::uint64_t id = next_client_++;
+    waiting_.emplace(id, std::move(client));
+    return id;
   }
 
   static void reply(detail::unique_fd& client, const std::string& text) {
@@ -392,15 +422,28 @@ class basic_supervisor {
     struct row {
       pid_t pid;
       std::string role, slot, generation, state;
-      double uptime;
+      double uptime;  // seconds; negative: unknown (another master, an empty slot)
       std::string restarts;
     };
     std::vector<row> rows;
+    pid_t named = 0;  // the master the pid file names
+    try {
+      if (!opt_.pid_file.empty()) named = pid_file::read(opt_.pid_file);
+    } catch (const std::runtime_error&) {
+    }
     rows.push_back({::getpid(), "master", "-", std::to_string(lifecycle_->generation()),
                     std::string(to_string(lifecycle_->current_phase())), secs(started_at_), "-"});
-    if (upgrade_)
-      rows.push_back({upgrade_->pid, "new master", "-", "-",
-                      upgrade_->ready ? "ready" : "starting", secs(upgrade_->since), "-"});
+    if (auto u = lifecycle_->upgrade(); u && u->pid != 0)
+      rows.push_back({u->pid, "new master", "-", "-",
+                      u->abandoned ? "stopping" : u->ready ? "ready" : "starting", secs(u->since),
+                      "-"});
+    if (pid_t parent = lifecycle_->parent_master())
+      rows.push_back({parent, "old master", "-", "-", "serving", -1.0, "-"});
+    for (const auto& b : lifecycle_->backoffs())
+      rows.push_back({0, "worker", std::to_string(b.slot), std::to_string(b.generation),
+                      fmt::format("backoff {:.1f}s",
+                                  std::chrono::duration<double>(b.next_attempt - now).count()),
+                      -1.0, std::to_string(b.restarts)});
     for (const auto& p : lifecycle_->processes())
       rows.push_back({p.pid, "worker", std::to_string(p.slot), std::to_string(p.generation),
                       std::string(to_string(p.state)), secs(p.started), std::to_string(p.restarts)});
@@ -411,10 +454,14 @@ class basic_supervisor {
         const auto& r = rows[i];
         out += fmt::format(
             "{}{{\"pid\":{},\"role\":\"{}\",\"slot\":{},\"generation\":{},\"state\":\"{}\","
-            "\"uptime\":{:.3f},\"restarts\":{}}}",
-            i ? "," : "", r.pid, r.role, r.slot == "-" ? "null" : r.slot,
-            r.generation == "-" ? "null" : r.generation, r.state, r.uptime,
-            r.restarts == "-" ? "null" : r.restarts);
+            "\"uptime\":{},\"restarts\":{}{}}}",
+            i ? "," : "", r.pid ? std::to_string(r.pid) : "null", r.role,
+            r.slot == "-" ? "null" : r.slot,
+            r.generation == "-" ? "null" : r.generation, r.state,
+            r.uptime < 0 ? std::string("null") : fmt::format("{:.3f}", r.uptime),
+            r.restarts == "-" ? "null" : r.restarts,
+            r.role.ends_with("master") ? fmt::format(",\"pid_file\":{}", r.pid == named ? "true" : "false")
+                                       : std::string());
       }
       out += "]\n";
       return out;
@@ -422,30 +469,38 @@ class basic_supervisor {
     out = fmt::format("{:>8}  {:<10}  {:>4}  {:>10}  {:<11}  {:>10}  {:>8}\n", "PID", "ROLE", "SLOT",
                       "GENERATION", "STATE", "UPTIME", "RESTARTS");
     for (const auto& r : rows)
-      out += fmt::format("{:>8}  {:<10}  {:>4}  {:>10}  {:<11}  {:>9.1f}s  {:>8}\n", r.pid, r.role,
-                         r.slot, r.generation, r.state, r.uptime, r.restarts);
+      out += fmt::format("{:>8}  {:<10}  {:>4}  {:>10}  {:<11}  {:>10}  {:>8}\n",
+                         r.pid ? std::to_string(r.pid) : "-", r.role, r.slot, r.generation,
+                         r.state, r.uptime < 0 ? std::string("-") : fmt::format("{:.1f}s", r.uptime),
+                         r.restarts);
+    // Two masters: say which one `-s` reaches through the pid file.
+    if (named != 0 && (lifecycle_->upgrade() || lifecycle_->parent_master()))
+      out += fmt::format("pid file {} names {}\n", opt_.pid_file, named);
     return out;
   }
 
-  // --- hot upgrade ---
+  // --- hot upgrade: the lifecycle decides, these carry it out ---
 
-  void perform(const actions::exec_upgrade&) {
-    detail::unique_fd client = std::move(upgrade_client_);
-    auto fail = [&](const std::string& why) {
-      log_.error("upgrade failed: {}; this master keeps serving", why);
-      reply(client, "error: " + why + "\n");
-      dispatch(events::upgrade_finished{});
-    };
-    if (exe_.empty() || ::access(exe_.c_str(), X_OK) != 0)
-      return fail(fmt::format("cannot execute {}", exe_.empty() ? "this binary" : exe_));
-    auto [mine, theirs] = channel::make_pair();
+  void perform(const actions::rename_pid_file&) {
+    events::pid_file_renamed result;
     if (!opt_.pid_file.empty() &&
-        ::rename(opt_.pid_file.c_str(), (opt_.pid_file + ".oldbin").c_str()) != 0)
-      return fail(fmt::format("cannot rename {} to {}.oldbin: {}", opt_.pid_file, opt_.pid_file,
-                              std::strerror(errno)));
+        ::rename(opt_.pid_file.c_str(), (opt_.pid_file + ".oldbin").c_str()) != 0) {
+      result.ok = false;
+      result.error = fmt::format("cannot rename {} to {}.oldbin: {}", opt_.pid_file,
+                                 opt_.pid_file, std::strerror(errno));
+    }
+    dispatch(std::move(result));
+  }
+
+  void perform(const actions::exec_upgrade& a) {
+    if (exe_.empty() || ::access(exe_.c_str(), X_OK) != 0)
+      return dispatch(events::new_master_failed{
+          fmt::format("cannot execute {}", exe_.empty() ? "this binary" : exe_)});
+    auto [mine, theirs] = channel::make_pair();
     std::vector<int> keep = listeners_.fds();
     keep.push_back(theirs.fd());
     std::string handover = listeners_.handover();
+    std::string generation = std::to_string(a.next_generation);
     std::fflush(nullptr);
     pid_t pid = ::fork();
     if (pid == 0) {
@@ -456,98 +511,65 @@ class basic_supervisor {
       ::setenv(handover_env, handover.c_str(), 1);
       if (activated_) ::setenv(detail::activated_env, "1", 1);
       ::setenv(detail::upgrade_channel_env, std::to_string(theirs.fd()).c_str(), 1);
+      ::setenv(detail::generation_env, generation.c_str(), 1);
       // systemd's WATCHDOG_PID names the main pid, which this one becomes.
       if (systemd_.watchdog()) ::setenv("WATCHDOG_PID", std::to_string(::getpid()).c_str(), 1);
       std::vector<char*> argv;
-      for (auto& a : args_) argv.push_back(a.data());
+      for (auto& arg : args_) argv.push_back(arg.data());
       argv.push_back(nullptr);
       ::execv(exe_.c_str(), argv.data());
       std::fprintf(stderr, "cannot execute %s: %s\n", exe_.c_str(), std::strerror(errno));
       ::_exit(127);
     }
-    if (pid < 0) {
-      restore_pid_file();
-      return fail(fmt::format("fork: {}", std::strerror(errno)));
-    }
-    upgrade_state u;
-    u.pid = pid;
-    u.line = std::move(mine);
-    u.client = std::move(client);
-    u.automatic = static_cast<bool>(u.client);
-    u.since = loop_.now();
-    upgrade_ = std::move(u);
-    log_.notice("upgrade: new master {} started from {}{}", pid, exe_,
-                upgrade_->automatic ? "" : " (manual: WINCH and QUIT this master once it is ready)");
-    loop_.watch_readable(upgrade_->line.fd(), [this] { return on_upgrade_channel(); });
-    // -s upgrade's timeout, or for USR2 ready_timeout, as for new workers. The
-    // timeout is this upgrade's: a refused request meanwhile overwrites upgrade_timeout_.
-    milliseconds limit = upgrade_->automatic ? upgrade_timeout_ : opt_.ready_timeout;
-    loop_.arm_timer({timer_kind::upgrade_deadline, 0}, limit, [this, timeout = limit] {
-      if (!upgrade_ || upgrade_->ready) return;
-      log_.error("upgrade failed: new master {} was not ready within {} ms; stopping it",
-                 upgrade_->pid, timeout.count());
-      reply(upgrade_->client, fmt::format("error: the new master was not ready within {} ms\n",
-                                          timeout.count()));
-      ::kill(upgrade_->pid, SIGQUIT);
-      // One that ignores QUIT too would block every later upgrade.
-      loop_.arm_timer({timer_kind::upgrade_deadline, 1}, opt_.shutdown_timeout, [this] {
-        if (!upgrade_) return;
-        log_.warn("new master {} did not stop in time; sending SIGKILL", upgrade_->pid);
-        ::kill(upgrade_->pid, SIGKILL);
-      });
-    });
+    if (pid < 0) return dispatch(events::new_master_failed{fmt::format("fork: {}", std::strerror(errno))});
+    if (new_master_line_.is_open()) loop_.unwatch(new_master_line_.fd());
+    new_master_line_ = std::move(mine);
+    new_master_ = pid;
+    loop_.watch_readable(new_master_line_.fd(), [this, pid] { return on_new_master_line(pid); });
+    log_.notice("upgrade: new master {} started from {}", pid, exe_);
+    dispatch(events::new_master_started{pid});
   }
 
-  bool on_upgrade_channel() {
-    if (!upgrade_) return false;
+  // What the new master reports; false once its line is closed.
+  bool on_new_master_line(pid_t pid) {
     message m;
     for (;;) {
-      auto st = upgrade_->line.receive(m);
+      auto st = new_master_line_.receive(m);
       if (st == receive_status::would_block) return true;
       if (st != receive_status::received) return false;  // its exit tells the rest
-      if (m.type == message_type::ready && !upgrade_->ready) upgrade_ready();
+      if (m.type == message_type::ready) dispatch(events::new_master_ready{pid});
     }
   }
 
-  void upgrade_ready() {
-    upgrade_->ready = true;
-    loop_.cancel_timer({timer_kind::upgrade_deadline, 0});
-    if (!upgrade_->automatic) {
-      log_.notice("upgrade: new master {} is ready; send WINCH then QUIT to this master ({}) to "
-                  "finish, or QUIT to the new one to roll back",
-                  upgrade_->pid, ::getpid());
-      return;
-    }
-    log_.notice("upgrade: new master {} is ready; this master quits", upgrade_->pid);
-    reply(upgrade_->client,
-          fmt::format("ok: new master {} serves; old master {} quits\n", upgrade_->pid, ::getpid()));
-    systemd_.main_pid(upgrade_->pid);
-    dispatch(events::commanded{command::quit});
-  }
-
-  // The new master is gone: unless it had taken over, this master goes on.
-  void upgrade_exited(int status) {
-    upgrade_state u = std::move(*upgrade_);
-    upgrade_.reset();
-    loop_.unwatch(u.line.fd());
-    loop_.cancel_timer({timer_kind::upgrade_deadline, 0});
-    loop_.cancel_timer({timer_kind::upgrade_deadline, 1});
-    if (lifecycle_->current_phase() != phase::running) {
-      log_.info("new master {} {}", u.pid, describe_wait_status(status));
-      return;
-    }
-    log_.error("upgrade {}: new master {} {}; this master keeps serving",
-               u.ready ? "rolled back" : "failed", u.pid, describe_wait_status(status));
-    reply(u.client, fmt::format("error: the new master {}\n", describe_wait_status(status)));
+  void perform(const actions::restore_pid_file&) {
     restore_pid_file();
-    try {
+    try {  // operators reach this master again
+      if (control_.fd() >= 0) loop_.unwatch(control_.fd());
       control_.close(false);
       open_control(true);
     } catch (const std::exception& e) {
       log_.error("{}", e.what());
     }
-    dispatch(events::upgrade_finished{});
   }
+
+  void perform(const actions::signal_new_master& a) {
+    if (a.pid > 0 && a.pid == new_master_) ::kill(a.pid, a.signo);
+  }
+
+  void perform(const actions::reply& a) {
+    auto it = waiting_.find(a.client);
+    if (it == waiting_.end()) return;
+    reply(it->second, fmt::format("{}: {}\n", a.ok ? "ok" : "error", a.text));
+    waiting_.erase(it);
+  }
+
+  void perform(const actions::report_ready_to_parent&) {
+    // The line stays open: its end of file says the previous master is gone.
+    if (parent_channel_.is_open() && !parent_channel_.send({message_type::ready, 0}))
+      log_.warn("cannot tell the previous master this one is ready");
+  }
+
+  void perform(const actions::hand_over& a) { systemd_.main_pid(a.pid); }
 
   void restore_pid_file() {
     if (opt_.pid_file.empty()) return;
@@ -569,7 +591,10 @@ class basic_supervisor {
   }
 
   void on_exit(pid_t pid, int status) {
-    if (upgrade_ && pid == upgrade_->pid) return upgrade_exited(status);
+    if (pid == new_master_ && new_master_line_.is_open()) {
+      loop_.unwatch(new_master_line_.fd());
+      new_master_line_.close();
+    }
     if (auto it = channels_.find(pid); it != channels_.end()) {
       loop_.unwatch(it->second.fd());
       channels_.erase(it);
@@ -636,11 +661,7 @@ class basic_supervisor {
 
   // Before the new master exists: this one keeps serving.
   void failed(const actions::exec_upgrade&, const std::exception& e) {
-    log_.error("upgrade failed: {}; this master keeps serving", e.what());
-    if (upgrade_) return;  // it runs: its exit ends the upgrade
-    reply(upgrade_client_, fmt::format("error: {}\n", e.what()));
-    restore_pid_file();
-    dispatch(events::upgrade_finished{});
+    dispatch(events::new_master_failed{e.what()});
   }
 
   template <class Action>
@@ -708,33 +729,17 @@ class basic_supervisor {
 
   void perform(const actions::cancel_timer& a) { loop_.cancel_timer(a.id); }
 
-  void perform(const actions::stop_listening&) {
-    // The last master to hold the sockets stops the queues filling; one that
-    // hands over to (or came from) a live master must not.
-    if (!sockets_shared()) listeners_.freeze();
+  // The control socket stays: status answers until the master exits.
+  void perform(const actions::stop_listening& a) {
+    if (a.freeze) listeners_.freeze();
     listeners_.close_all();
-    control_.close(true);
   }
 
   void perform(const actions::notify& a) {
     switch (a.what) {
-      case actions::notice::ready:
-        systemd_.ready();
-        if (parent_channel_.is_open()) {  // the previous master waits for this
-          parent_channel_.send({message_type::ready, 0});
-          parent_channel_.close();
-        }
-        break;
+      case actions::notice::ready: systemd_.ready(); break;
       case actions::notice::reloading: systemd_.reloading(); break;
-      case actions::notice::stopping:
-        // Handing over to a ready new master, or rolled back while the old one
-        // goes on: the service does not stop. systemd would act on STOPPING=1
-        // (from its main pid, or any pid with NotifyAccess=all) and stop it.
-        if (upgrade_ && upgrade_->ready && ::kill(upgrade_->pid, 0) == 0)
-          systemd_.main_pid(upgrade_->pid);
-        else if (!sockets_shared())
-          systemd_.stopping();
-        break;
+      case actions::notice::stopping: systemd_.stopping(); break;
     }
   }
 
@@ -750,14 +755,34 @@ class basic_supervisor {
     }
   }
 
+  // The configuration a reload would load: the reloader run on copies.
+  // Throws what refuses it.
+  void load_next(Worker& next, options& next_opt) const {
+    if (reloader_) reloader_(next, next_opt);
+    if (next_opt.workers == 0) throw std::invalid_argument("workers must be at least 1");
+  }
+
+  // -t: whether the configuration loads, without a master.
+  int check_config() {
+    Worker next = worker_;
+    options next_opt = opt_;
+    try {
+      load_next(next, next_opt);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "%s: configuration refused: %s\n", opt_.program_name.c_str(), e.what());
+      return 1;
+    }
+    std::printf("%s: configuration ok (%u worker(s))\n", opt_.program_name.c_str(), next_opt.workers);
+    return 0;
+  }
+
   // Runs the embedder's reloader on copies; only a complete success is kept.
   void perform(const actions::load_config&) {
     Worker next = worker_;
     options next_opt = opt_;
     events::config_loaded result;
     try {
-      if (reloader_) reloader_(next, next_opt);
-      if (next_opt.workers == 0) throw std::invalid_argument("workers must be at least 1");
+      load_next(next, next_opt);
       if (next_opt.listen != opt_.listen)
         log_.warn("reload: listen addresses change only with a restart or an upgrade; kept");
       next_opt.listen = opt_.listen;
@@ -797,16 +822,10 @@ class basic_supervisor {
   std::vector<std::string> args_;   // and with which arguments
   systemd_notifier systemd_;
   control_server control_;
-  struct upgrade_state {
-    pid_t pid = 0;
-    channel line;                  // the new master reports ready here
-    detail::unique_fd client;      // `-s upgrade` waiting for the verdict
-    bool automatic = false;
-    bool ready = false;
-    steady_clock::time_point since{};
-  };
-  std::optional<upgrade_state> upgrade_;
-  detail::unique_fd upgrade_client_;  // a request not yet taken by exec_upgrade
+  pid_t new_master_ = 0;               // the last master this one started
+  channel new_master_line_;            // it reports ready here
+  std::map<std::uint64_t, detail::unique_fd> waiting_;  // control clients awaiting a verdict
+  std::uint64_t next_client_ = 1;
   struct control_client {
     detail::unique_fd fd;
     std::string request;  // what came so far
@@ -815,9 +834,10 @@ class basic_supervisor {
   std::map<int, control_client> control_clients_;  // waiting for their request line
   unsigned control_serial_ = 0;
   bool control_starved_ = false;  // accept failed; logged once until it works again
-  milliseconds upgrade_timeout_{30'000};
-  channel parent_channel_;            // a new master's line to the previous one
+  channel parent_channel_;             // a new master's line to the previous one
   pid_t parent_master_ = 0;
+  bool handed_over_ = false;           // the listeners came from a previous master
+  std::uint64_t first_generation_ = 1;
   bool activated_ = false;  // the listeners came from systemd
 };
 

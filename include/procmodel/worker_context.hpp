@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
@@ -83,12 +84,16 @@ class worker_context {
   boost::asio::io_context& loop() noexcept { return io_; }
 
   /// The listening sockets, in the order of the options' listen addresses.
+  /// Once draining, each `fd` is -1: the number is closed or not ours to use.
   [[nodiscard]] const std::vector<listener>& listeners() const noexcept { return listeners_; }
 
   /// An acceptor on listener `i`, holding its own duplicate of the socket.
   /// Close it in your drain handler after drain_acceptor() or when done.
+  /// Throws std::logic_error once draining: a draining worker accepts nothing new.
   boost::asio::ip::tcp::acceptor acceptor(std::size_t i = 0) {
     const listener& l = listeners_.at(i);
+    if (l.fd < 0)
+      throw std::logic_error(fmt::format("acceptor({}): the listeners are gone (draining)", i));
     int fd = ::fcntl(l.fd, F_DUPFD_CLOEXEC, 3);
     if (fd < 0) detail::throw_errno("dup listener");
     auto protocol = l.family == AF_INET6 ? boost::asio::ip::tcp::v6() : boost::asio::ip::tcp::v4();
@@ -119,7 +124,9 @@ class worker_context {
   void on_reopen(std::function<void()> h) { reopen_handlers_.push_back(std::move(h)); }
 
   [[nodiscard]] bool draining() const noexcept { return draining_; }
+  /// Why; becomes master_lost if the master dies during the drain.
   [[nodiscard]] drain_reason why_draining() const noexcept { return drain_reason_; }
+  /// The drain's deadline; moves earlier if the master dies during the drain.
   [[nodiscard]] steady_clock::time_point deadline() const noexcept { return deadline_; }
 
   /// Counts a live connection until the guard is destroyed.
@@ -137,15 +144,18 @@ class worker_context {
   }
   [[nodiscard]] bool stopped() const noexcept { return stopped_; }
 
-  /// Starts draining now, as if the master had asked.
+  /// Starts draining now, as if the master had asked. While draining already,
+  /// only the master's loss counts: it brings the end forward to `within`.
   void drain(drain_reason why, milliseconds within) {
-    if (draining_ || stopped_) return;
+    if (stopped_) return;
+    if (draining_) {
+      if (why == drain_reason::master_lost) hasten(within);
+      return;
+    }
     draining_ = true;
     drain_reason_ = why;
     auto now = steady_clock::now();
-    // Handlers get a deadline a little before the hard one, so that closing
-    // idle connections happens before the loop is stopped.
-    milliseconds margin = std::min(within / 5, milliseconds(500));
+    milliseconds margin = margin_of(within);
     deadline_ = now + within - margin;
     // No freeze here, even with the master gone: after an upgrade another
     // master may serve from the same sockets, and a filter would starve it.
@@ -154,16 +164,14 @@ class worker_context {
                                                                                 : "master is gone",
               (within - margin).count());
     for (auto& h : drain_handlers_) h(deadline_);
-    if (owns_listeners_) {
-      for (auto& l : listeners_) ::close(l.fd);
-      owns_listeners_ = false;
+    // Not handed out again: a forked worker's copies are closed (and the
+    // numbers reused), the master's own may be closed by the master any time.
+    for (auto& l : listeners_) {
+      if (owns_listeners_) ::close(l.fd);
+      l.fd = -1;
     }
-    hard_stop_.expires_after(within - margin / 2);
-    hard_stop_.async_wait([this](boost::system::error_code ec) {
-      if (ec) return;
-      log_.warn("drain deadline reached with {} connection(s) open; exiting", live_);
-      stop(0);
-    });
+    owns_listeners_ = false;
+    arm_hard_stop(now + within - margin / 2);
     boost::asio::post(io_, [this] { maybe_finish(); });
   }
 
@@ -212,6 +220,30 @@ class worker_context {
   void untrack() noexcept {
     if (live_ > 0) --live_;
     if (draining_ && live_ == 0) boost::asio::post(io_, [this] { maybe_finish(); });
+  }
+  // Handlers get a deadline a little before the hard one, so that closing
+  // idle connections happens before the loop is stopped.
+  static milliseconds margin_of(milliseconds within) {
+    return std::min(within / 5, milliseconds(500));
+  }
+  void arm_hard_stop(steady_clock::time_point at) {
+    hard_stop_.expires_at(at);  // cancels a wait for an earlier setting
+    hard_stop_.async_wait([this](boost::system::error_code ec) {
+      if (ec) return;
+      log_.warn("drain deadline reached with {} connection(s) open; exiting", live_);
+      stop(0);
+    });
+  }
+  // The master died during a drain: no one will SIGKILL this worker at the old
+  // deadline, and a new master may need the slot, so orphan_timeout rules.
+  void hasten(milliseconds within) {
+    auto now = steady_clock::now();
+    milliseconds margin = margin_of(within);
+    if (now + within - margin / 2 >= hard_stop_.expiry()) return;
+    deadline_ = std::min(deadline_, now + within - margin);
+    log_.info("master is gone while draining; deadline in {} ms", (within - margin).count());
+    drain_reason_ = drain_reason::master_lost;
+    arm_hard_stop(now + within - margin / 2);
   }
   void maybe_finish() {
     if (draining_ && live_ == 0 && !stopped_) {
@@ -266,21 +298,100 @@ void drain_acceptor(boost::asio::ip::tcp::acceptor& acceptor, OnSocket&& on_sock
 
 namespace detail {
 
+// One accept loop's state, owned by its pending handlers.
+template <class OnSocket>
+class accept_state : public std::enable_shared_from_this<accept_state<OnSocket>> {
+ public:
+  accept_state(worker_context& ctx, std::shared_ptr<boost::asio::ip::tcp::acceptor> acceptor,
+               OnSocket on_socket)
+      : ctx_(ctx), acceptor_(std::move(acceptor)), on_socket_(std::move(on_socket)),
+        retry_(ctx.loop()) {}
+
+  void accept() {
+    acceptor_->async_accept(
+        [self = this->shared_from_this()](boost::system::error_code ec,
+                                          boost::asio::ip::tcp::socket s) {
+          self->accepted(ec, std::move(s));
+        });
+  }
+
+ private:
+  static constexpr milliseconds first_backoff{100};
+  static constexpr milliseconds last_backoff{1000};
+
+  void accepted(boost::system::error_code ec, boost::asio::ip::tcp::socket s) {
+    if (!ec) {
+      if (failures_ > 0)
+        ctx_.log().notice("accepting again after {} failed accept()", failures_);
+      failures_ = 0;
+      backoff_ = milliseconds(0);
+      // Even when a drain has just closed the acceptor: dropping the
+      // connection would reset it.
+      on_socket_(std::move(s));
+    }
+    if (!acceptor_->is_open() || ec == boost::asio::error::operation_aborted) return;
+    if (!ec) return accept();
+    // Out of descriptors (EMFILE, ENFILE) or memory, the connection stays
+    // queued and the acceptor stays readable: retrying at once would spin.
+    if (failures_++ == 0)
+      ctx_.log().error("accept() failed: {}; retrying with backoff", ec.message());
+    backoff_ = backoff_.count() == 0 ? first_backoff : std::min(backoff_ * 2, last_backoff);
+    retry_.expires_after(backoff_);
+    retry_.async_wait([self = this->shared_from_this()](boost::system::error_code e) {
+      if (!e && self->acceptor_->is_open()) self->accept();
+    });
+  }
+
+  worker_context& ctx_;
+  std::shared_ptr<boost::asio::ip::tcp::acceptor> acceptor_;
+  OnSocket on_socket_;
+  boost::asio::steady_timer retry_;
+  milliseconds backoff_{0};
+  std::size_t failures_ = 0;
+};
+
+}  // namespace detail
+
+/// Accepts connections on `acceptor` and hands each to `on_socket`, until the
+/// acceptor is closed (drain_acceptor() does that). A failing accept (out of
+/// descriptors, EMFILE/ENFILE, or memory) is logged once and retried after
+/// 100 ms, doubling up to 1 s, never at once; the recovery is logged too. The
+/// loop's handlers own the acceptor and `on_socket`.
+template <class OnSocket>
+void accept_loop(worker_context& ctx, std::shared_ptr<boost::asio::ip::tcp::acceptor> acceptor,
+                 OnSocket on_socket) {
+  std::make_shared<detail::accept_state<OnSocket>>(ctx, std::move(acceptor), std::move(on_socket))
+      ->accept();
+}
+
+namespace detail {
+
+/// A worker's io_context whose pending handlers can be destroyed on demand,
+/// while its services (and so every I/O object) still work.
+class worker_loop : public boost::asio::io_context {
+ public:
+  using boost::asio::io_context::io_context;
+  /// Destroys every handler not yet run; services stay until the destructor.
+  using boost::asio::io_context::shutdown;
+};
+
 /// Runs a Worker in this process or thread until it stops; returns its exit code.
-/// Each worker gets its own copy of `prototype`. Destruction order matters:
-/// the loop's pending handlers (which may own connections that refer to the
-/// worker) go before the worker copy does.
+/// Each worker gets its own copy of `prototype`. Teardown follows Asio's
+/// rules in three steps: the loop's pending handlers are destroyed first
+/// (they may own connections that refer to the worker and its context), then
+/// the worker copy and the context (which may own acceptors and timers), and
+/// the loop's services last, once no I/O object is left to use them.
 template <class Signals, class Worker>
 int run_worker(const Worker& prototype, channel ch, worker_context::setup setup, bool own_signals,
                const std::function<void(boost::asio::io_context*)>& attach) {
-  Worker worker = prototype;
-  boost::asio::io_context io(1);
+  worker_loop io(1);
   attach(&io);
   struct detach_guard {
     const std::function<void(boost::asio::io_context*)>& attach;
     ~detach_guard() { attach(nullptr); }
   } detach{attach};
   worker_context ctx(io, std::move(ch), std::move(setup));
+  Worker worker = prototype;  // after ctx: what it owns may refer to ctx
 
   // Commands from the master; end-of-file means the master is gone.
   boost::asio::posix::stream_descriptor chan(io, ctx.master_channel().fd());
@@ -310,16 +421,17 @@ int run_worker(const Worker& prototype, channel ch, worker_context::setup setup,
   };
   watch_channel();
 
-  // Signals sent to the worker directly (a forked worker only).
-  std::unique_ptr<signal_fd> sigs;
+  // Signals sent to the worker directly (a forked worker only). Handlers and
+  // a pipe, not a signalfd: the mask is left empty for programs the worker starts.
+  std::unique_ptr<signal_pipe> sigs;
   std::unique_ptr<boost::asio::posix::stream_descriptor> sig_desc;
   std::function<void()> watch_signals = [&] {
     sig_desc->async_wait(boost::asio::posix::stream_descriptor::wait_read,
                          [&](boost::system::error_code ec) {
                            if (ec) return;
-                           signalfd_siginfo info{};
-                           while (sigs->read(info)) {
-                             switch (Signals::worker(static_cast<int>(info.ssi_signo))) {
+                           int signo = 0;
+                           while (sigs->read(signo)) {
+                             switch (Signals::worker(signo)) {
                                case worker_reaction::terminate: ctx.stop(0); return;
                                case worker_reaction::drain:
                                  ctx.drain(drain_reason::signal, ctx.shutdown_timeout());
@@ -332,7 +444,7 @@ int run_worker(const Worker& prototype, channel ch, worker_context::setup setup,
                          });
   };
   if (own_signals) {
-    sigs = std::make_unique<signal_fd>(std::span<const int>(Signals::watched));
+    sigs = std::make_unique<signal_pipe>(std::span<const int>(Signals::watched));
     sig_desc = std::make_unique<boost::asio::posix::stream_descriptor>(io, sigs->fd());
     watch_signals();
   }
@@ -346,10 +458,11 @@ int run_worker(const Worker& prototype, channel ch, worker_context::setup setup,
     ctx.log().error("worker failed: {}", e.what());
     code = 1;
   }
-  // The descriptors belong to the channel and the signalfd, not to asio.
+  // The descriptors belong to the channel and the signal pipe, not to asio.
   chan.release();
   if (sig_desc) sig_desc->release();
-  return code;
+  io.shutdown();  // handlers go while what they refer to lives
+  return code;    // then the worker copy, ctx, and the loop's services, in that order
 }
 
 }  // namespace detail

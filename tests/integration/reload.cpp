@@ -263,9 +263,7 @@ void reload_under_load(bool reuseport, bool connection_close) {
                              << describe(r) << "; answers per generation:" << per_gen);
   INFO(mode << ": " << describe(r));
   PM_CHECK(srv, settled);
-  PM_CHECK(srv, r.failed == 0);
-  PM_CHECK(srv, r.non_2xx == 0);
-  PM_CHECK(srv, r.refused == 0);  // the listeners never close on reload
+  PM_CHECK(srv, losses(r) == "");  // not even refused: the listeners never close on reload
   PM_CHECK(srv, r.ok >= 1000);
   // Many generations really served, and the reloads were not all coalesced.
   PM_CHECK(srv, gens.size() >= 5);
@@ -277,27 +275,27 @@ void reload_under_load(bool reuseport, bool connection_close) {
 
 }  // namespace
 
-TEST_CASE("reload under keep-alive load with a shared listener: no request fails",
+PM_TEST_CASE("reload under keep-alive load with a shared listener: no request fails",
           "[reload][load]") {
   reload_under_load(false, false);
 }
 
-TEST_CASE("reload under keep-alive load with per-worker reuseport sockets: no request fails",
+PM_TEST_CASE("reload under keep-alive load with per-worker reuseport sockets: no request fails",
           "[reload][load]") {
   reload_under_load(true, false);
 }
 
-TEST_CASE("reload under Connection: close load with a shared listener: no request fails",
+PM_TEST_CASE("reload under Connection: close load with a shared listener: no request fails",
           "[reload][load]") {
   reload_under_load(false, true);
 }
 
-TEST_CASE("reload under Connection: close load with per-worker reuseport sockets: no request fails",
+PM_TEST_CASE("reload under Connection: close load with per-worker reuseport sockets: no request fails",
           "[reload][load]") {
   reload_under_load(true, true);
 }
 
-TEST_CASE("a changed greeting serves after HUP and a config that does not parse is refused",
+PM_TEST_CASE("a changed greeting serves after HUP and a config that does not parse is refused",
           "[reload][config]") {
   server srv(http_server, "procmodel-reload");
   const std::string conf = srv.dir().file("http.conf");
@@ -339,6 +337,8 @@ TEST_CASE("a changed greeting serves after HUP and a config that does not parse 
   // A file that does not parse: refused with the file:line reason, the old
   // greeting keeps serving from the same workers, the master stays up.
   write_file(conf, "greeting = broken\nworkers = many\n");
+  expect_log_line("reload refused: " + conf + ":2: workers");
+  expect_log_line("reload refused: cannot read config file " + conf);
   PM_REQUIRE(srv, srv.master().signal(SIGHUP));
   PM_REQUIRE(srv, wait_for([&] { return count_of(srv.log(), "reload refused: ") == 1; }, 10s));
   {
@@ -376,7 +376,7 @@ TEST_CASE("a changed greeting serves after HUP and a config that does not parse 
   PM_CHECK(srv, b->rfind("hi again from worker ", 0) == 0);
 }
 
-TEST_CASE("200 reloads leak no descriptor or memory or zombie or worker", "[reload][leak]") {
+PM_TEST_CASE("200 reloads leak no descriptor or memory or zombie or worker", "[reload][leak]") {
   server srv(http_server, "procmodel-reload");
   PM_REQUIRE(srv, srv.start(http_config(2)));
   const pid_t master = srv.master_pid();
@@ -458,7 +458,7 @@ TEST_CASE("200 reloads leak no descriptor or memory or zombie or worker", "[relo
   PM_CHECK(srv, body->find(" generation " + std::to_string(generation) + " ") != std::string::npos);
 }
 
-TEST_CASE("a reload whose new workers are not ready in time or crash is rolled back",
+PM_TEST_CASE("a reload whose new workers are not ready in time or crash is rolled back",
           "[reload][rollback]") {
   server srv(echo_server, "procmodel-reload");
   const std::string not_ready = srv.dir().file("not-ready");
@@ -485,6 +485,7 @@ TEST_CASE("a reload whose new workers are not ready in time or crash is rolled b
 
   SECTION("new workers that never report ready") {
     write_file(not_ready, "");
+    expect_log_line("reload to generation 2 rolled back: not every worker was ready within 500 ms");
     auto t0 = steady::now();
     PM_REQUIRE(srv, srv.master().signal(SIGHUP));
     // While generation 2 starts (and never gets ready), generation 1 serves.
@@ -499,13 +500,17 @@ TEST_CASE("a reload whose new workers are not ready in time or crash is rolled b
     PM_CHECK(srv, lines[0].find("reload to generation 2 rolled back: not every worker was ready "
                                 "within 500 ms; generation 1 keeps serving") != std::string::npos);
     PM_CHECK(srv, ms >= 450);  // not before the timeout
-    PM_CHECK(srv, ms < 5000);
+    PM_CHECK(srv, ms < 500 + 2000);
     auto fresh = generation_pids(2);
     PM_CHECK(srv, wait_for([&] { return std::none_of(fresh.begin(), fresh.end(), is_running); }, 10s));
   }
 
   SECTION("new workers that crash before they are ready") {
     write_file(crash, "");
+    // Generation 2's workers crash at start (the hook): the first is
+    // unexpected and rolls the reload back, the other was already retired.
+    expect_log_pattern(R"(worker \d+ \(slot \d+, generation 2\) exited with code 3)");
+    expect_log_line("reload to generation 2 rolled back: worker ");
     PM_REQUIRE(srv, srv.master().signal(SIGHUP));
     PM_REQUIRE(srv, wait_for([&] { return count_of(srv.log(), "rolled back") == 1; }, 10s));
     auto lines = lines_with(srv.log(), "rolled back");
@@ -537,7 +542,7 @@ TEST_CASE("a reload whose new workers are not ready in time or crash is rolled b
   check_no_zombies(srv);
 }
 
-TEST_CASE("WINCH drains every worker but keeps the master and its sockets - HUP serves again",
+PM_TEST_CASE("WINCH drains every worker but keeps the master and its sockets - HUP serves again",
           "[reload][winch]") {
   for (bool reuseport : {false, true}) {
     INFO((reuseport ? "--reuseport" : "shared listener"));
@@ -580,7 +585,7 @@ TEST_CASE("WINCH drains every worker but keeps the master and its sockets - HUP 
   }
 }
 
-TEST_CASE("TTIN and TTOU take the worker count 2 to 3 to 2 under load without a failed request",
+PM_TEST_CASE("TTIN and TTOU take the worker count 2 to 3 to 2 under load without a failed request",
           "[reload][ttin]") {
   for (bool reuseport : {false, true}) {
     const std::string mode = reuseport ? "--reuseport" : "shared listener";
@@ -653,18 +658,14 @@ TEST_CASE("TTIN and TTOU take the worker count 2 to 3 to 2 under load without a 
                                   << "; slot 2 answered " << slots_served(rc)[2]
                                   << " fresh connections");
     PM_CHECK(srv, slots_served(rc)[2] == slot2_before);
-    PM_CHECK(srv, r.failed == 0);
-    PM_CHECK(srv, r.non_2xx == 0);
-    PM_CHECK(srv, r.refused == 0);
-    PM_CHECK(srv, rc.failed == 0);
-    PM_CHECK(srv, rc.non_2xx == 0);
-    PM_CHECK(srv, rc.refused == 0);
+    PM_CHECK(srv, losses(r) == "");
+    PM_CHECK(srv, losses(rc) == "");
     PM_CHECK(srv, srv.workers().size() == 2);
     check_no_zombies(srv);
   }
 }
 
-TEST_CASE("workers = 3 in a reloaded config makes 3 workers", "[reload][config]") {
+PM_TEST_CASE("workers = 3 in a reloaded config makes 3 workers", "[reload][config]") {
   server srv(http_server, "procmodel-reload");
   const std::string conf = srv.dir().file("http.conf");
   write_file(conf, "workers = 2\n");
@@ -691,7 +692,7 @@ TEST_CASE("workers = 3 in a reloaded config makes 3 workers", "[reload][config]"
   check_no_zombies(srv);
 }
 
-TEST_CASE("reuseport: each worker holds its own slot's socket and passes it to its successor",
+PM_TEST_CASE("reuseport: each worker holds its own slot's socket and passes it to its successor",
           "[reload][reuseport]") {
   server srv(http_server, "procmodel-reload");
   const std::string conf = srv.dir().file("http.conf");
@@ -766,7 +767,7 @@ TEST_CASE("reuseport: each worker holds its own slot's socket and passes it to i
 // reload arms a ready deadline keyed by its generation and a retire
 // deadline keyed by each retired worker's pid, and those ids never repeat.
 // The loop's timer table must forget a timer once it fired or was cancelled.
-TEST_CASE("the master's loop forgets timers that fired or were cancelled", "[reload][leak]") {
+PM_TEST_CASE("the master's loop forgets timers that fired or were cancelled", "[reload][leak]") {
   using procmodel::timer_id;
   using procmodel::timer_kind;
   procmodel::asio_loop loop;

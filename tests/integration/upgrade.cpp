@@ -29,6 +29,7 @@
 
 #include <algorithm>
 #include <csignal>
+#include <cstddef>
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
@@ -42,11 +43,15 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <dirent.h>
 #include <poll.h>
+#include <pty.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <unistd.h>
 
 #ifndef PROCMODEL_HTTP_SERVER
@@ -261,6 +266,13 @@ class family {
   /// their parent is gone).
   void kill_all() noexcept {
     try {
+      // The guard's master, if it still runs, stops gracefully first: its
+      // workers then end well (a SIGKILL here would be a violation of the
+      // teardown audit, and a respawn).
+      if (!guard_.exited()) {
+        guard_.signal(SIGQUIT);
+        guard_.wait_exit(20s);
+      }
       for (const auto& [p, start] : start_) {
         if (p == guard_.pid()) continue;
         auto st = read_stat(p);
@@ -326,6 +338,7 @@ class notify_socket {
     pid_t sender = 0;
   };
 
+  /// A path, or "@name" for Linux's abstract namespace (as systemd may give).
   explicit notify_socket(std::string path) : path_(std::move(path)) {
     fd_ = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     REQUIRE(fd_ >= 0);
@@ -333,7 +346,12 @@ class notify_socket {
     sa.sun_family = AF_UNIX;
     REQUIRE(path_.size() < sizeof sa.sun_path);
     std::memcpy(sa.sun_path, path_.data(), path_.size());
-    REQUIRE(::bind(fd_, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0);
+    socklen_t len = sizeof sa;
+    if (path_[0] == '@') {  // abstract: a leading NUL, and exactly the name's length
+      sa.sun_path[0] = '\0';
+      len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path_.size());
+    }
+    REQUIRE(::bind(fd_, reinterpret_cast<sockaddr*>(&sa), len) == 0);
     int one = 1;
     REQUIRE(::setsockopt(fd_, SOL_SOCKET, SO_PASSCRED, &one, sizeof one) == 0);
   }
@@ -341,7 +359,7 @@ class notify_socket {
   notify_socket& operator=(const notify_socket&) = delete;
   ~notify_socket() {
     ::close(fd_);
-    ::unlink(path_.c_str());
+    if (path_[0] != '@') ::unlink(path_.c_str());
   }
   [[nodiscard]] const std::string& path() const noexcept { return path_; }
 
@@ -432,6 +450,7 @@ run_result run_with(const temp_dir& dir, const std::vector<std::string>& args, s
   opt.stdout_path = dir.file("with" + std::to_string(counter) + ".out");
   opt.stderr_path = dir.file("with" + std::to_string(counter) + ".err");
   process p = process::spawn(http_server, args, opt);
+  p.expect_any_exit();  // the test checks r.code()
   run_result r;
   wait_for(
       [&] {
@@ -453,11 +472,138 @@ run_result upgrade_now(const server& srv, std::vector<std::string> extra = {},
   return run(srv.dir(), http_server, args, timeout);
 }
 
+// --- the real binary, configured to rehearse failures ------------------------------
+
+// An http_server fixture that reads <dir>/http.conf (ready, exit_at_start)
+// at start and on HUP; a new master of an upgrade reads the file anew.
+std::string conf_path(const server& srv) { return srv.dir().file("http.conf"); }
+server_config conf_config(const server& srv, const std::string& text,
+                          std::vector<std::string> extra = {}) {
+  write_file(conf_path(srv), text);
+  auto c = http_config(2, std::move(extra));
+  c.extra.insert(c.extra.end(), {"--config", conf_path(srv)});
+  return c;
+}
+
+// `-s upgrade` through the pid file, in the background.
+process upgrade_in_background(const server& srv, const std::string& timeout_ms,
+                              const std::string& name) {
+  spawn_options o;
+  o.stdout_path = srv.dir().file(name + ".out");
+  o.stderr_path = srv.dir().file(name + ".err");
+  return process::spawn(
+      http_server, {"-s", "upgrade", "--pid-file", srv.pid_path(), "--upgrade-timeout", timeout_ms},
+      o);
+}
+
+// Until master `pid` logs that its lifecycle runs.
+bool master_running(const server& srv, pid_t pid) {
+  return wait_for(
+      [&] { return srv.log().find("master " + std::to_string(pid) + " started with") != std::string::npos; },
+      10s);
+}
+
+// The wait status of `pid` once it exits as a child of ours (we are child
+// subreaper, so orphans come here); nothing if it has not within `timeout`.
+std::optional<int> reap_within(pid_t pid, milliseconds timeout) {
+  std::optional<int> out;
+  wait_for(
+      [&] {
+        int ws = 0;
+        if (::waitpid(pid, &ws, WNOHANG) != pid) return false;
+        out = ws;
+        return true;
+      },
+      timeout, 5ms);
+  return out;
+}
+
+// Every process of session `sid`, from /proc.
+std::vector<pid_t> session_members(pid_t sid) {
+  std::vector<pid_t> out;
+  DIR* d = ::opendir("/proc");
+  if (!d) return out;
+  while (dirent* e = ::readdir(d)) {
+    char* end = nullptr;
+    long pid = std::strtol(e->d_name, &end, 10);
+    if (*end != '\0' || pid <= 0) continue;
+    std::string stat = read_file("/proc/" + std::string(e->d_name) + "/stat");
+    auto paren = stat.rfind(')');
+    if (paren == std::string::npos) continue;
+    char state = 0;
+    int ppid = 0, pgrp = 0, session = 0;
+    if (std::sscanf(stat.c_str() + paren + 1, " %c %d %d %d", &state, &ppid, &pgrp, &session) == 4 &&
+        session == sid && state != 'Z')
+      out.push_back(static_cast<pid_t>(pid));
+  }
+  ::closedir(d);
+  return out;
+}
+
+// "worker W (slot K, generation G) exited with code 0" in `log` for each of `workers`.
+bool workers_exited_cleanly(const std::string& log, const std::vector<pid_t>& workers) {
+  for (pid_t w : workers) {
+    std::regex re("worker " + std::to_string(w) + R"( \(slot \d+, generation \d+\) exited with code 0)");
+    if (!std::regex_search(log, re)) return false;
+  }
+  return true;
+}
+
+// How a new master ended, as the old master (its parent, which reaped it)
+// logged it: "exited with code 0", "killed by signal 9"; "" if not logged.
+std::string new_master_end(const server& srv, pid_t nm) {
+  std::string log = srv.log();
+  std::smatch m;
+  std::regex re("new master " + std::to_string(nm) + R"( (exited with code \d+|killed by signal \d+))");
+  return std::regex_search(log, m, re) ? m[1].str() : "";
+}
+
+// A master of http_server reading <dir>/http.conf, and the family that
+// tracks every master and worker the test sees.
+struct rig {
+  subreaper_scope reaper;
+  server srv{http_server, "procmodel-upgrade"};
+  family fam{srv.master()};
+  pid_t master = 0;
+
+  explicit rig(const std::string& conf, std::vector<std::string> extra = {}) {
+    PM_REQUIRE(srv, srv.start(conf_config(srv, conf, std::move(extra))));
+    master = srv.master_pid();
+    fam.master(master);
+  }
+  // The new master of the newest upgrade, once its lifecycle runs.
+  pid_t new_master() {
+    pid_t nm = 0;
+    PM_REQUIRE(srv, wait_for([&] { return (nm = started_new_master(srv.log())) != 0; }, 10s));
+    PM_REQUIRE(srv, master_running(srv, nm));
+    return nm;
+  }
+  // QUIT to the first master: it exits with 0.
+  void quit_master() {
+    srv.master().signal(SIGQUIT);
+    auto st = srv.master().wait_exit(15s);
+    REQUIRE(st);
+    CHECK(exit_code_of(*st) == 0);
+  }
+};
+
+// SIGKILLs `pids` and whatever runs under them when it goes out of scope.
+struct kill_on_exit {
+  std::vector<pid_t> pids;
+  ~kill_on_exit() {
+    for (pid_t p : pids) {
+      for (pid_t c : descendants_of(p)) ::kill(c, SIGKILL);
+      ::kill(p, SIGKILL);
+    }
+    subreaper_scope::reap(pids);
+  }
+};
+
 }  // namespace
 
 // -----------------------------------------------------------------------------------
 
-TEST_CASE("8 automatic upgrades under keep-alive load from a relative argv0 drop nothing",
+PM_TEST_CASE("8 automatic upgrades under keep-alive load from a relative argv0 drop nothing",
           "[upgrade][auto]") {
   subreaper_scope reaper;
   server srv("./http_server", "procmodel-upgrade");
@@ -518,8 +664,7 @@ TEST_CASE("8 automatic upgrades under keep-alive load from a relative argv0 drop
   int last_fds = count_open_fds(current);
   WARN("descriptors of the first master: " << first_fds << "; of the 9th: " << last_fds);
   INFO(describe(r) << "\n" << srv.describe());
-  CHECK(r.failed == 0);
-  CHECK(r.non_2xx == 0);
+  CHECK(losses(r) == "");  // not even refused: the listeners pass from master to master
   CHECK(r.ok > 500);
 
   // Only the newest master and its workers remain; it serves and is named.
@@ -552,7 +697,7 @@ TEST_CASE("8 automatic upgrades under keep-alive load from a relative argv0 drop
   CHECK(!file_exists(srv.pid_path()));
 }
 
-TEST_CASE("manual upgrade: USR2 then WINCH and QUIT the old master under light load",
+PM_TEST_CASE("manual upgrade: USR2 then WINCH and QUIT the old master under light load",
           "[upgrade][manual]") {
   subreaper_scope reaper;
   server srv(http_server, "procmodel-upgrade");
@@ -623,8 +768,7 @@ TEST_CASE("manual upgrade: USR2 then WINCH and QUIT the old master under light l
   INFO(describe(r));
   WARN("manual upgrade (USR2, WINCH, QUIT) under light load: " << r.ok << " requests, "
                                                                << r.failed << " failed");
-  CHECK(r.failed == 0);
-  CHECK(r.non_2xx == 0);
+  CHECK(losses(r) == "");
 
   ::kill(new_master, SIGQUIT);
   PM_REQUIRE(srv, fam.wait_gone(new_master, 15s));
@@ -634,8 +778,10 @@ TEST_CASE("manual upgrade: USR2 then WINCH and QUIT the old master under light l
   CHECK(!file_exists(srv.pid_path()));
 }
 
-TEST_CASE("manual upgrade rolled back: WINCH then HUP the old master and QUIT the new one",
+PM_TEST_CASE("manual upgrade rolled back: WINCH then HUP the old master and QUIT the new one",
           "[upgrade][manual]") {
+  // The rollback under test: the old master says so at error level.
+  expect_log_line("upgrade rolled back: new master ");
   subreaper_scope reaper;
   server srv(http_server, "procmodel-upgrade");
   notify_socket sd(srv.dir().file("notify.sock"));
@@ -698,8 +844,7 @@ TEST_CASE("manual upgrade rolled back: WINCH then HUP the old master and QUIT th
   INFO(describe(r));
   WARN("manual upgrade rolled back (USR2, WINCH, HUP, QUIT new) under light load: "
        << r.ok << " requests, " << r.failed << " failed");
-  CHECK(r.failed == 0);
-  CHECK(r.non_2xx == 0);
+  CHECK(losses(r) == "");
 
   srv.master().signal(SIGQUIT);
   auto st = srv.master().wait_exit(15s);
@@ -727,12 +872,13 @@ TEST_CASE("manual upgrade rolled back: WINCH then HUP the old master and QUIT th
   CHECK(std::count(from_old.begin(), from_old.end(), "STOPPING=1") == 1);
 }
 
-TEST_CASE("an upgrade to a binary that exits or never gets ready fails while the old master serves",
+PM_TEST_CASE("an upgrade to a binary that exits or never gets ready fails while the old master serves",
           "[upgrade][auto][rollback]") {
+  expect_log_line("upgrade failed: new master ");  // the failures under test
   subreaper_scope reaper;
   server srv("./http_server", "procmodel-upgrade");
   std::string bin = copy_binary(srv.dir());
-  auto c = http_config();
+  auto c = conf_config(srv, "ready = yes\n");
   c.cwd = srv.dir().path();
   PM_REQUIRE(srv, srv.start(c));
   family fam(srv.master());
@@ -760,22 +906,26 @@ TEST_CASE("an upgrade to a binary that exits or never gets ready fails while the
     CHECK(wait_for([&] { return load.snapshot().ok >= before + 100; }, 10s));
   }
 
-  // 2. A binary that never reports ready: stopped with SIGQUIT at the deadline.
-  replace_with_script(bin, "#!/bin/sh\nexec sleep 1000\n");
+  // 2. The real binary, whose workers never report ready: stopped with
+  // SIGQUIT at the deadline (it has written the pid file and taken the
+  // control socket by then; both come back).
+  restore_binary(bin);
+  write_file(conf_path(srv), "ready = no\n");
   before = load.snapshot().ok;
   auto t0 = steady::now();
   r = upgrade_now(srv, {"--upgrade-timeout", "1000"});
   double waited = ms_since(t0);
-  pid_t sleeper = started_new_master(srv.log());
+  pid_t unready = started_new_master(srv.log());
   {
     INFO(describe(r) << "\n" << srv.describe());
     CHECK(r.code() == 1);
     CHECK(r.err.find("not ready within 1000 ms") != std::string::npos);
     CHECK(waited >= 1000);
-    REQUIRE(sleeper != 0);
-    fam.note(sleeper);
+    REQUIRE(unready != 0);
+    fam.note(unready);
     // SIGQUIT ended it and the master reaped it.
-    CHECK(wait_for([&] { return !is_alive(sleeper); }, 10s));
+    CHECK(wait_for([&] { return !is_alive(unready); }, 10s));
+    CHECK(wait_for([&] { return new_master_end(srv, unready) == "exited with code 0"; }, 5s));
     CHECK(pid_in(srv.pid_path()) == master);
     CHECK(!file_exists(srv.pid_path() + ".oldbin"));
     CHECK(fam.running(master));
@@ -783,7 +933,7 @@ TEST_CASE("an upgrade to a binary that exits or never gets ready fails while the
   }
 
   // 3. The failures left nothing behind: the real binary upgrades at once.
-  restore_binary(bin);
+  write_file(conf_path(srv), "ready = yes\n");
   r = upgrade_now(srv, {"--upgrade-timeout", "10000"});
   pid_t next = 0;
   {
@@ -801,42 +951,38 @@ TEST_CASE("an upgrade to a binary that exits or never gets ready fails while the
   INFO(describe(res));
   WARN("failed upgrades (exit 3, never ready) then a good one, under load: "
        << res.ok << " requests, " << res.failed << " failed");
-  CHECK(res.failed == 0);
-  CHECK(res.non_2xx == 0);
+  CHECK(losses(res) == "");
 
   ::kill(next, SIGQUIT);
   CHECK(fam.wait_gone(next, 15s));
 }
 
-TEST_CASE("a manual upgrade whose new master never gets ready is stopped after the ready timeout",
+PM_TEST_CASE("a manual upgrade whose new master never gets ready is stopped after the ready timeout",
           "[upgrade][manual][rollback]") {
-  subreaper_scope reaper;
-  server srv("./http_server", "procmodel-upgrade");
-  std::string bin = copy_binary(srv.dir());
-  auto c = http_config();
-  c.cwd = srv.dir().path();
-  c.extra = {"--ready-timeout", "1000"};
-  PM_REQUIRE(srv, srv.start(c));
-  family fam(srv.master());
-  pid_t master = srv.master_pid();
-  fam.master(master);
+  expect_log_line("upgrade failed: new master ");  // the failure under test
+  expect_log_line("upgrade rolled back: new master ");  // the second new master, QUIT by the test
+  rig rg("ready = yes\n", {"--ready-timeout", "1000"});
+  auto& srv = rg.srv;
+  auto& fam = rg.fam;
+  pid_t master = rg.master;
 
-  replace_with_script(bin, "#!/bin/sh\nexec sleep 1000\n");
+  // The real binary, whose workers never report ready.
+  write_file(conf_path(srv), "ready = no\n");
   srv.master().signal(SIGUSR2);
-  pid_t sleeper = 0;
-  PM_REQUIRE(srv, wait_for([&] { return (sleeper = started_new_master(srv.log())) != 0; }, 10s));
-  fam.note(sleeper);
+  pid_t unready = rg.new_master();
+  fam.note(unready);
   PM_CHECK(srv, pid_in(srv.pid_path() + ".oldbin") == master);
   // The design: a successor (new workers, or a new master after USR2) not
-  // ready within ready_timeout is killed and the old one keeps serving.
-  PM_REQUIRE(srv, wait_for([&] { return !is_alive(sleeper); }, 10s));
+  // ready within ready_timeout is stopped and the old one keeps serving.
+  PM_REQUIRE(srv, wait_for([&] { return !is_alive(unready); }, 10s));
+  PM_CHECK(srv, wait_for([&] { return new_master_end(srv, unready) == "exited with code 0"; }, 5s));
   PM_CHECK(srv, wait_for([&] { return pid_in(srv.pid_path()) == master; }, 5s));
   PM_CHECK(srv, !file_exists(srv.pid_path() + ".oldbin"));
   PM_CHECK(srv, srv.log().find("was not ready within 1000 ms") != std::string::npos);
   PM_CHECK(srv, http_get(srv.port()).has_value());
 
   // And the next USR2 is not refused as "under way".
-  restore_binary(bin);
+  write_file(conf_path(srv), "ready = yes\n");
   srv.master().signal(SIGUSR2);
   pid_t next = 0;
   PM_CHECK(srv, wait_for([&] { return (next = manual_ready_new_master(srv.log())) != 0; }, 10s));
@@ -844,11 +990,14 @@ TEST_CASE("a manual upgrade whose new master never gets ready is stopped after t
     fam.master(next);
     ::kill(next, SIGQUIT);
     PM_CHECK(srv, fam.wait_gone(next, 15s));
+    PM_CHECK(srv, wait_for([&] { return new_master_end(srv, next) == "exited with code 0"; }, 5s));
   }
+  rg.quit_master();
 }
 
-TEST_CASE("a new master that ignores SIGQUIT at the upgrade deadline is killed and the next upgrade works",
+PM_TEST_CASE("a new master that ignores SIGQUIT at the upgrade deadline is killed and the next upgrade works",
           "[upgrade][auto][rollback]") {
+  expect_log_line("upgrade failed: new master ");  // the failure under test
   subreaper_scope reaper;
   server srv("./http_server", "procmodel-upgrade");
   std::string bin = copy_binary(srv.dir());
@@ -887,63 +1036,58 @@ TEST_CASE("a new master that ignores SIGQUIT at the upgrade deadline is killed a
   }
 }
 
-TEST_CASE("one upgrade at a time: a second -s upgrade or USR2 is refused while one is under way",
+PM_TEST_CASE("one upgrade at a time: a second -s upgrade or USR2 is refused while one is under way",
           "[upgrade][auto]") {
-  subreaper_scope reaper;
-  server srv("./http_server", "procmodel-upgrade");
-  std::string bin = copy_binary(srv.dir());
-  auto c = http_config();
-  c.cwd = srv.dir().path();
-  PM_REQUIRE(srv, srv.start(c));
-  family fam(srv.master());
-  pid_t master = srv.master_pid();
-  fam.master(master);
+  expect_log_line("upgrade failed: new master ");  // the first upgrade's, on its deadline
+  rig rg("ready = yes\n");
+  auto& srv = rg.srv;
+  auto& fam = rg.fam;
+  pid_t master = rg.master;
 
-  replace_with_script(bin, "#!/bin/sh\nexec sleep 1000\n");
-  spawn_options bg_opt;
-  bg_opt.stdout_path = srv.dir().file("first.out");
-  bg_opt.stderr_path = srv.dir().file("first.err");
-  process first = process::spawn(
-      http_server, {"-s", "upgrade", "--pid-file", srv.pid_path(), "--upgrade-timeout", "2000"},
-      bg_opt);
-  pid_t sleeper = 0;
-  PM_REQUIRE(srv, wait_for([&] { return (sleeper = started_new_master(srv.log())) != 0; }, 10s));
-  fam.note(sleeper);
+  // The real binary, whose workers never report ready.
+  write_file(conf_path(srv), "ready = no\n");
+  process first = upgrade_in_background(srv, "2000", "first");
+  pid_t unready = rg.new_master();
+  fam.master(unready);
 
-  // The table shows the new master while it starts.
+  // The pid file and the control socket are the new master's now: its table
+  // shows the old master and says which one the pid file names.
   auto status = run(srv.dir(), http_server, {"-s", "status", "--pid-file", srv.pid_path()});
   {
     INFO(describe(status));
     CHECK(status.code() == 0);
-    CHECK(std::regex_search(status.out,
-                            std::regex(std::to_string(sleeper) + R"(\s+new master\s+-\s+-\s+starting)")));
+    CHECK(std::regex_search(status.out, std::regex("\\b" + std::to_string(unready) + R"(\s+master\s+-\s+2\s+running)")));
+    CHECK(std::regex_search(status.out, std::regex("\\b" + std::to_string(master) + R"(\s+old master\s)")));
+    CHECK(status.out.find("names " + std::to_string(unready)) != std::string::npos);
   }
-
+  // A second -s upgrade reaches the new master, which refuses while its parent lives.
   auto second = upgrade_now(srv);
   {
     INFO(describe(second) << "\n" << srv.describe());
     CHECK(second.code() == 1);
-    CHECK(second.err.find("already under way") != std::string::npos);
-    CHECK(second.err.find(std::to_string(sleeper)) != std::string::npos);
+    CHECK(second.err.find("parent master " + std::to_string(master) + " still runs") != std::string::npos);
   }
+  // USR2 to the old master: another upgrade is under way.
   srv.master().signal(SIGUSR2);
-  PM_CHECK(srv, wait_for([&] { return count_of(srv.log(), "upgrade refused") >= 2; }, 5s));
+  PM_CHECK(srv, wait_for([&] { return srv.log().find("upgrade refused: another upgrade is under way (new master " + std::to_string(unready)) != std::string::npos; }, 5s));
   PM_CHECK(srv, count_of(srv.log(), "started from") == 1);
 
   // The first one fails on its own deadline, and says which.
   auto st = first.wait_exit(15s);
   REQUIRE(st);
-  std::string first_err = read_file(bg_opt.stderr_path);
+  std::string first_err = read_file(srv.dir().file("first.err"));
   INFO(first_err << "\n" << srv.describe());
   CHECK(exit_code_of(*st) == 1);
   CHECK(first_err.find("not ready within 2000 ms") != std::string::npos);
-  CHECK(wait_for([&] { return !is_alive(sleeper); }, 10s));
   CHECK(pid_in(srv.pid_path()) == master);
   CHECK(!file_exists(srv.pid_path() + ".oldbin"));
+  CHECK(fam.wait_gone(unready, 10s));
+  CHECK(wait_for([&] { return new_master_end(srv, unready) == "exited with code 0"; }, 5s));
   CHECK(http_get(srv.port()).has_value());
+  rg.quit_master();
 }
 
-TEST_CASE("NOTIFY_SOCKET gets READY then RELOADING and READY around HUP then STOPPING",
+PM_TEST_CASE("NOTIFY_SOCKET gets READY then RELOADING and READY around HUP then STOPPING",
           "[upgrade][systemd]") {
   server srv(http_server, "procmodel-upgrade");
   notify_socket sd(srv.dir().file("notify.sock"));
@@ -976,26 +1120,36 @@ TEST_CASE("NOTIFY_SOCKET gets READY then RELOADING and READY around HUP then STO
   for (const auto& n : m) CHECK(n.sender == master);
 }
 
-TEST_CASE("WATCHDOG_USEC makes the master send WATCHDOG=1 again and again", "[upgrade][systemd]") {
+PM_TEST_CASE("WATCHDOG_USEC makes the master send WATCHDOG=1 again and again", "[upgrade][systemd]") {
   server srv(http_server, "procmodel-upgrade");
   notify_socket sd(srv.dir().file("notify.sock"));
   auto c = notified_config(sd, 1, "200000");
   PM_REQUIRE(srv, srv.start(c));
+  // systemd kills a service silent for WatchdogSec (200 ms here): every gap
+  // between pings must stay under it (sd_watchdog_enabled(3) suggests half).
+  sd.until("WATCHDOG=1", 2s);
   auto t0 = steady::now();
+  auto last = t0;
+  double widest = 0;
   int pings = 0;
-  while (ms_since(t0) < 1000)
-    if (auto n = sd.next(100ms); n && n->text == "WATCHDOG=1") {
+  while (ms_since(t0) < 2000)
+    if (auto n = sd.next(300ms); n && n->text == "WATCHDOG=1") {
       ++pings;
       CHECK(n->sender == srv.master_pid());
+      widest = std::max(widest, ms_since(last));
+      last = steady::now();
     }
-  WARN("WATCHDOG_USEC=200000: " << pings << " WATCHDOG=1 in 1 s");
+  widest = std::max(widest, ms_since(last));
+  WARN("WATCHDOG_USEC=200000: " << pings << " WATCHDOG=1 in 2 s, widest gap " << widest << " ms");
   INFO(sd.describe());
-  CHECK(pings >= 3);
+  CHECK(widest < 200);
+  CHECK(pings >= 10);  // 2 s / 200 ms, at the very least
+  CHECK(pings <= 60);  // and not a flood
   srv.master().signal(SIGQUIT);
   CHECK(srv.master().wait_exit(15s).has_value());
 }
 
-TEST_CASE("after an automatic upgrade the new master keeps the systemd watchdog fed",
+PM_TEST_CASE("after an automatic upgrade the new master keeps the systemd watchdog fed",
           "[upgrade][systemd]") {
   subreaper_scope reaper;
   temp_dir dir("procmodel-upgrade");
@@ -1038,7 +1192,7 @@ TEST_CASE("after an automatic upgrade the new master keeps the systemd watchdog 
   CHECK(fam.wait_gone(next, 15s));
 }
 
-TEST_CASE("after an automatic upgrade the old master names the new one with MAINPID",
+PM_TEST_CASE("after an automatic upgrade the old master names the new one with MAINPID",
           "[upgrade][systemd]") {
   subreaper_scope reaper;
   server srv(http_server, "procmodel-upgrade");
@@ -1080,7 +1234,7 @@ TEST_CASE("after an automatic upgrade the old master names the new one with MAIN
   CHECK(fam.wait_gone(new_master, 15s));
 }
 
-TEST_CASE("after a manual upgrade the old master names the new one with MAINPID and not STOPPING",
+PM_TEST_CASE("after a manual upgrade the old master names the new one with MAINPID and not STOPPING",
           "[upgrade][systemd][manual]") {
   subreaper_scope reaper;
   server srv(http_server, "procmodel-upgrade");
@@ -1117,7 +1271,7 @@ TEST_CASE("after a manual upgrade the old master names the new one with MAINPID 
   CHECK(fam.wait_gone(new_master, 15s));
 }
 
-TEST_CASE("socket activation: the listener on fd 3 is served and --listen is not bound",
+PM_TEST_CASE("socket activation: the listener on fd 3 is served and --listen is not bound",
           "[upgrade][systemd][activation]") {
   subreaper_scope reaper;
   temp_dir dir("procmodel-upgrade");
@@ -1173,8 +1327,11 @@ TEST_CASE("socket activation: the listener on fd 3 is served and --listen is not
   }
 }
 
-TEST_CASE("socket activation: bad LISTEN_FDS or fd 3 fail clearly and LISTEN_PID of another is ignored",
+PM_TEST_CASE("socket activation: bad LISTEN_FDS or fd 3 fail clearly and LISTEN_PID of another is ignored",
           "[upgrade][systemd][activation]") {
+  // The refusals under test.
+  expect_log_line("master: LISTEN_FDS='abc' is not usable");
+  expect_log_line("master: LISTEN_FDS: descriptor 3 is not a socket");
   temp_dir dir("procmodel-upgrade");
   test_socket activated;
   const std::vector<std::string> args = {"--listen", "127.0.0.1:0", "--workers", "1"};
@@ -1230,8 +1387,11 @@ TEST_CASE("socket activation: bad LISTEN_FDS or fd 3 fail clearly and LISTEN_PID
   CHECK(master.wait_exit(15s).has_value());
 }
 
-TEST_CASE("PROCMODEL_LISTENERS that is garbage or names a bad descriptor is refused with a clear message",
+PM_TEST_CASE("PROCMODEL_LISTENERS that is garbage or names a bad descriptor is refused with a clear message",
           "[upgrade][handover]") {
+  // The refusals under test, one per start.
+  expect_log_line("master: PROCMODEL_LISTENERS");
+  expect_log_line("master: PROCMODEL_UPGRADE_FD: expected a whole number");
   temp_dir dir("procmodel-upgrade");
   std::string pid_path = dir.file("master.pid");
   auto args = [&](const std::string& listen) {
@@ -1284,7 +1444,7 @@ TEST_CASE("PROCMODEL_LISTENERS that is garbage or names a bad descriptor is refu
   refused(run_with(dir, args("127.0.0.1:0"), o), {"PROCMODEL_UPGRADE_FD"});
 }
 
-TEST_CASE("the status command lists the master and its workers as a table and as JSON over a 0600 socket",
+PM_TEST_CASE("the status command lists the master and its workers as a table and as JSON over a 0600 socket",
           "[upgrade][cli][status]") {
   server srv(http_server, "procmodel-upgrade");
   PM_REQUIRE(srv, srv.start(http_config(3)));
@@ -1342,7 +1502,7 @@ TEST_CASE("the status command lists the master and its workers as a table and as
   CHECK(up.err.find("cannot reach the master") != std::string::npos);
 }
 
-TEST_CASE("silent control clients do not stall the master", "[upgrade][cli][status]") {
+PM_TEST_CASE("silent control clients do not stall the master", "[upgrade][cli][status]") {
   server srv(http_server, "procmodel-upgrade");
   PM_REQUIRE(srv, srv.start(http_config(1)));
   std::string sock = srv.pid_path() + ".sock";
@@ -1367,4 +1527,568 @@ TEST_CASE("silent control clients do not stall the master", "[upgrade][cli][stat
   CHECK(ms < 5000);  // a master that waited a second per silent client takes 10 s
   CHECK(http_get(srv.port()).has_value());
   for (int fd : silent) ::close(fd);
+}
+
+PM_TEST_CASE("NOTIFY_SOCKET: STOPPING=1 on TERM, and an abstract @ socket works",
+             "[upgrade][systemd]") {
+  server srv(http_server, "procmodel-upgrade");
+  // A name of our own in the abstract namespace: no file, nothing to clean.
+  const std::string name = "@procmodel-test-" + std::to_string(::getpid()) + "-" +
+                           std::to_string(steady::now().time_since_epoch().count());
+  notify_socket sd(name);
+  auto c = notified_config(sd, 1);
+  PM_REQUIRE(srv, srv.start(c));
+  PM_CHECK(srv, sd.until("READY=1", 5s));
+  srv.master().signal(SIGTERM);
+  PM_CHECK(srv, sd.until("STOPPING=1", 10s));
+  auto st = srv.master().wait_exit(15s);
+  PM_REQUIRE(srv, st.has_value());
+  PM_CHECK(srv, exit_code_of(*st) == 0);
+  PM_CHECK(srv, srv.log().find("fast stop") != std::string::npos);
+  INFO(sd.describe());
+  for (const auto& m : sd.seen()) CHECK(m.sender == srv.master_pid());
+}
+
+// --- issue 7's numbered failures, each against the real binary ----------------------
+
+
+TEST_CASE("failure 1: a --daemon master upgrades to a new master that does not detach again",
+          "[upgrade][failures][daemon]") {
+  // -s upgrade, the same with a socket per worker, and nginx's USR2 then QUIT.
+  enum class how { automatic, reuseport, manual };
+  how mode = GENERATE(how::automatic, how::reuseport, how::manual);
+  subreaper_scope reaper;
+  temp_dir dir("procmodel-upgrade");
+  std::string pid_path = dir.file("d.pid"), log_path = dir.file("d.log");
+  std::vector<std::string> args = {"--daemon", "--listen", "127.0.0.1:0", "--workers", "2",
+                                   "--pid-file", pid_path, "--log-file", log_path};
+  if (mode == how::reuseport) args.push_back("--reuseport");
+  auto r = run(dir, http_server, args, 10s);
+  INFO("mode " << static_cast<int>(mode) << "\n" << r.err << read_file(log_path));
+  REQUIRE(r.code() == 0);
+  pid_t old_master = pid_in(pid_path);
+  REQUIRE(old_master != 0);
+  kill_on_exit guard{{old_master}};
+  auto old_workers = children_of(old_master);
+  REQUIRE(old_workers.size() == 2);
+  auto port = parse_port(read_file(log_path));
+  REQUIRE(port != 0);
+  REQUIRE(wait_for([&] { return http_get(port).has_value(); }, 5s));
+
+  pid_t new_master = 0;
+  if (mode == how::manual) {
+    ::kill(old_master, SIGUSR2);
+    REQUIRE(wait_for([&] { return (new_master = manual_ready_new_master(read_file(log_path))) != 0; }, 10s));
+    guard.pids.push_back(new_master);
+    ::kill(old_master, SIGQUIT);
+  } else {
+    auto up = run(dir, http_server,
+                  {"-s", "upgrade", "--pid-file", pid_path, "--upgrade-timeout", "10000"}, 30s);
+    INFO(describe(up) << "\n--- log ---\n" << read_file(log_path));
+    CHECK(up.code() == 0);
+    auto ok = parse_upgrade_ok(up.out);
+    REQUIRE(ok);
+    new_master = ok->first;
+    guard.pids.push_back(new_master);
+    CHECK(ok->second == old_master);
+  }
+  INFO("--- log ---\n" << read_file(log_path));
+
+  // The old master quits (ours now: the daemon's launcher is gone).
+  auto old_status = reap_within(old_master, 15s);
+  REQUIRE(old_status);
+  CHECK(exit_code_of(*old_status) == 0);
+  CHECK(workers_exited_cleanly(read_file(log_path), old_workers));
+  // The new master is the one the old master started, in the daemon's session:
+  // no stray detached master serves the same sockets.
+  CHECK(is_running(new_master));
+  CHECK(pid_in(pid_path) == new_master);
+  CHECK(::getsid(new_master) == old_master);
+  std::vector<pid_t> new_workers;
+  CHECK(wait_for([&] { return (new_workers = children_of(new_master)).size() == 2; }, 10s));
+  auto members = session_members(old_master);
+  std::sort(members.begin(), members.end());
+  std::vector<pid_t> expected = new_workers;
+  expected.push_back(new_master);
+  std::sort(expected.begin(), expected.end());
+  CHECK(members == expected);
+  auto body = http_get(port);
+  REQUIRE(body);
+  CHECK(std::count(new_workers.begin(), new_workers.end(), body_pid(*body)) == 1);
+  CHECK(count_of(read_file(log_path), "exited with code 0; this master keeps serving") == 0);
+
+  auto q = run(dir, http_server, {"-s", "quit", "--pid-file", pid_path});
+  CHECK(q.code() == 0);
+  auto new_status = reap_within(new_master, 15s);
+  REQUIRE(new_status);
+  CHECK(exit_code_of(*new_status) == 0);
+  CHECK(workers_exited_cleanly(read_file(log_path), new_workers));
+  CHECK(!file_exists(pid_path));
+}
+
+TEST_CASE("failure 2: resizing the terminal of a foreground master drains no worker",
+          "[upgrade][failures][tty]") {
+  temp_dir dir("procmodel-upgrade");
+  std::string pid_path = dir.file("t.pid"), log_path = dir.file("t.log");
+  auto start_under_pty = [&](bool force, int& pty) {
+    winsize ws{24, 80, 0, 0};
+    std::vector<std::string> args = {http_server, "--listen", "127.0.0.1:0", "--workers", "2",
+                                     "--pid-file", pid_path, "--log-file", log_path};
+    if (force) args.push_back("--winch-with-terminal");
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    std::fflush(nullptr);
+    pid_t pid = ::forkpty(&pty, nullptr, nullptr, &ws);
+    if (pid == 0) {
+      ::execv(http_server.c_str(), argv.data());
+      ::_exit(127);
+    }
+    return pid;
+  };
+  auto resize = [](int pty, unsigned short cols) {
+    winsize ws{24, cols, 0, 0};
+    return ::ioctl(pty, TIOCSWINSZ, &ws) == 0;  // the tty sends SIGWINCH to its foreground
+  };
+  bool force = GENERATE(false, true);
+  INFO((force ? "with --winch-with-terminal" : "by default"));
+  ::unlink(log_path.c_str());
+  int pty = -1;
+  pid_t master = start_under_pty(force, pty);
+  REQUIRE(master > 0);
+  kill_on_exit guard{{master}};
+  std::vector<pid_t> workers;
+  REQUIRE(wait_for([&] { return (workers = children_of(master)).size() == 2; }, 10s));
+  auto port = parse_port(read_file(log_path));
+  REQUIRE(wait_for([&] { return http_get(port).has_value(); }, 5s));
+
+  REQUIRE(resize(pty, 100));
+  INFO(read_file(log_path));
+  REQUIRE(wait_for([&] { return read_file(log_path).find("received SIGWINCH") != std::string::npos; }, 5s));
+  if (!force) {
+    CHECK(wait_for([&] { return read_file(log_path).find("WINCH ignored") != std::string::npos; }, 5s));
+    ::usleep(300'000);
+    CHECK(children_of(master) == workers);
+    CHECK(http_get(port).has_value());
+  } else {
+    // Forced, it is nginx's WINCH: every worker drains.
+    for (pid_t w : workers) CHECK(wait_for([&] { return !is_alive(w); }, 10s));
+    CHECK(workers_exited_cleanly(read_file(log_path), workers));
+  }
+  ::kill(master, SIGQUIT);
+  int st = 0;
+  bool exited = wait_for([&] { return ::waitpid(master, &st, WNOHANG) == master; }, 15s, 5ms);
+  REQUIRE(exited);
+  guard.pids.clear();
+  CHECK(exit_code_of(st) == 0);
+  if (!force) CHECK(workers_exited_cleanly(read_file(log_path), workers));
+  ::close(pty);
+}
+
+TEST_CASE("failure 3: USR2 and -s upgrade to a new master whose parent lives are refused",
+          "[upgrade][failures]") {
+  rig rg("ready = yes\n");
+  auto& srv = rg.srv;
+  auto& fam = rg.fam;
+  pid_t old_master = rg.master;
+
+  srv.master().signal(SIGUSR2);
+  pid_t new_master = 0;
+  PM_REQUIRE(srv, wait_for([&] { return (new_master = manual_ready_new_master(srv.log())) != 0; }, 10s));
+  fam.master(new_master);
+  PM_CHECK(srv, pid_in(srv.pid_path()) == new_master);
+
+  ::kill(new_master, SIGUSR2);
+  PM_CHECK(srv, wait_for([&] { return srv.log().find("upgrade refused: this master was started by an upgrade") != std::string::npos; }, 5s));
+  auto r = upgrade_now(srv, {"--upgrade-timeout", "3000"});
+  {
+    INFO(describe(r) << "\n" << srv.describe());
+    CHECK(r.code() == 1);
+    CHECK(r.err.find("parent master " + std::to_string(old_master) + " still runs") != std::string::npos);
+  }
+  PM_CHECK(srv, count_of(srv.log(), "started from") == 1);  // no third master
+  PM_CHECK(srv, pid_in(srv.pid_path()) == new_master);
+  PM_CHECK(srv, pid_in(srv.pid_path() + ".oldbin") == old_master);
+
+  // Roll back: QUIT the new master; the old one has its pid file again.
+  ::kill(new_master, SIGQUIT);
+  PM_REQUIRE(srv, fam.wait_gone(new_master, 15s));
+  PM_CHECK(srv, wait_for([&] { return new_master_end(srv, new_master) == "exited with code 0"; }, 5s));
+  PM_CHECK(srv, wait_for([&] { return pid_in(srv.pid_path()) == old_master; }, 5s));
+  PM_CHECK(srv, http_get(srv.port()).has_value());
+  rg.quit_master();
+}
+
+TEST_CASE("failure 3: two -s upgrade whose new workers never get ready leave the pid file with the master",
+          "[upgrade][failures]") {
+  rig rg("ready = yes\n");
+  auto& srv = rg.srv;
+  auto& fam = rg.fam;
+  pid_t master = rg.master;
+
+  write_file(conf_path(srv), "ready = no\n");  // the real binary, whose workers never report ready
+  pid_t previous = 0;
+  for (int i = 0; i < 2; ++i) {
+    auto r = upgrade_now(srv, {"--upgrade-timeout", "1500"});
+    pid_t nm = started_new_master(srv.log());
+    INFO("attempt " << i << "\n" << describe(r) << "\n" << srv.describe());
+    CHECK(r.code() == 1);
+    CHECK(r.err.find("not ready within 1500 ms") != std::string::npos);
+    REQUIRE(nm != 0);
+    REQUIRE(nm != previous);
+    previous = nm;
+    fam.note(nm);
+    // Given back as the failure was reported, not when the new master is gone.
+    CHECK(pid_in(srv.pid_path()) == master);
+    CHECK(!file_exists(srv.pid_path() + ".oldbin"));
+    REQUIRE(fam.wait_gone(nm, 15s));
+    CHECK(wait_for([&] { return new_master_end(srv, nm) == "exited with code 0"; }, 5s));
+    CHECK(pid_in(srv.pid_path()) == master);
+  }
+  auto status = run(srv.dir(), http_server, {"-s", "status", "--pid-file", srv.pid_path()});
+  PM_CHECK(srv, status.code() == 0);
+  PM_CHECK(srv, status.out.find(std::to_string(master)) != std::string::npos);
+  PM_CHECK(srv, http_get(srv.port()).has_value());
+  rg.quit_master();
+  CHECK(!file_exists(srv.pid_path()));
+}
+
+TEST_CASE("failure 4: a HUP rolled back in a crash-looping new master is not its readiness",
+          "[upgrade][failures]") {
+  rig rg("ready = yes\n", {"--ready-timeout", "1000"});
+  auto& srv = rg.srv;
+  auto& fam = rg.fam;
+  pid_t master = rg.master;
+
+  write_file(conf_path(srv), "exit_at_start = 3\n");  // every new worker exits at once
+  process up = upgrade_in_background(srv, "4000", "up");
+  pid_t nm = 0;
+  PM_REQUIRE(srv, wait_for([&] { return (nm = started_new_master(srv.log())) != 0; }, 10s));
+  fam.note(nm);
+  PM_REQUIRE(srv, master_running(srv, nm));
+  PM_CHECK(srv, pid_in(srv.pid_path()) == nm);
+  ::kill(nm, SIGHUP);  // as `-s reload` would, through the pid file
+  PM_CHECK(srv, wait_for([&] { return srv.log().find("rolled back") != std::string::npos; }, 10s));
+
+  auto st = up.wait_exit(20s);
+  REQUIRE(st);
+  std::string err = read_file(srv.dir().file("up.err")), out = read_file(srv.dir().file("up.out"));
+  INFO(out << err << "\n" << srv.describe());
+  CHECK(exit_code_of(*st) == 1);
+  CHECK(err.find("not ready within 4000 ms") != std::string::npos);
+  CHECK(out.find("ok") == std::string::npos);
+  PM_CHECK(srv, fam.running(master));
+  PM_REQUIRE(srv, fam.wait_gone(nm, 15s));
+  PM_CHECK(srv, wait_for([&] { return new_master_end(srv, nm) == "exited with code 0"; }, 5s));
+  PM_CHECK(srv, pid_in(srv.pid_path()) == master);
+  PM_CHECK(srv, http_get(srv.port()).has_value());
+  rg.quit_master();
+}
+
+TEST_CASE("failure 5: WINCH, then the new master dies: the old master starts its workers again",
+          "[upgrade][failures]") {
+  rig rg("ready = yes\n");
+  auto& srv = rg.srv;
+  auto& fam = rg.fam;
+  pid_t master = rg.master;
+  auto old_workers = fam.workers_of(master);
+  PM_REQUIRE(srv, old_workers.size() == 2);
+
+  write_file(conf_path(srv), "ready = no\n");
+  srv.master().signal(SIGUSR2);
+  pid_t nm = rg.new_master();
+  std::vector<pid_t> nm_workers;
+  PM_REQUIRE(srv, wait_for([&] { return (nm_workers = children_of(nm)).size() == 2; }, 10s));
+  fam.master(nm);
+  srv.master().signal(SIGWINCH);
+  for (pid_t w : old_workers) PM_CHECK(srv, fam.wait_gone(w, 15s));
+  PM_CHECK(srv, workers_exited_cleanly(srv.log(), old_workers));
+
+  ::kill(nm, SIGKILL);
+  PM_REQUIRE(srv, fam.wait_gone(nm, 15s));
+  PM_CHECK(srv, wait_for([&] { return new_master_end(srv, nm) == "killed by signal 9"; }, 5s));
+  // Its workers see their line to it close and leave by themselves; orphans,
+  // they are reaped here.
+  for (pid_t w : nm_workers) {
+    PM_CHECK(srv, fam.wait_gone(w, 15s));
+    auto wst = fam.status_of(w);
+    REQUIRE(wst);
+    CHECK(exit_code_of(*wst) == 0);
+  }
+
+  std::vector<pid_t> back;
+  PM_CHECK(srv, wait_for([&] { return (back = fam.workers_of(master)).size() == 2; }, 10s));
+  PM_CHECK(srv, srv.log().find("starts 2 worker(s) again") != std::string::npos);
+  PM_CHECK(srv, pid_in(srv.pid_path()) == master);
+  auto body = http_get(srv.port());
+  PM_REQUIRE(srv, body.has_value());
+  PM_CHECK(srv, std::count(back.begin(), back.end(), body_pid(*body)) == 1);
+  rg.quit_master();
+  CHECK(workers_exited_cleanly(srv.log(), back));
+}
+
+TEST_CASE("failure 6: TERM to the old master before the new one is ready fails -s upgrade and stops both",
+          "[upgrade][failures]") {
+  rig rg("ready = yes\n");
+  auto& srv = rg.srv;
+  auto& fam = rg.fam;
+
+  write_file(conf_path(srv), "ready = no\n");
+  process up = upgrade_in_background(srv, "20000", "up");
+  pid_t nm = rg.new_master();
+  fam.master(nm);
+  srv.master().signal(SIGTERM);
+
+  auto st = up.wait_exit(15s);
+  REQUIRE(st);
+  std::string err = read_file(srv.dir().file("up.err"));
+  INFO(err << "\n" << srv.describe());
+  CHECK(exit_code_of(*st) == 1);
+  CHECK(err.find("old master is stopping") != std::string::npos);
+  auto mst = srv.master().wait_exit(15s);
+  REQUIRE(mst);
+  CHECK(exit_code_of(*mst) == 0);
+  PM_REQUIRE(srv, fam.wait_gone(nm, 15s));
+  PM_CHECK(srv, new_master_end(srv, nm) == "exited with code 0");
+  CHECK(!file_exists(srv.pid_path()));
+  CHECK(!file_exists(srv.pid_path() + ".oldbin"));
+}
+
+TEST_CASE("failure 7: a ready in flight when the deadline fires is ignored: exactly one master serves",
+          "[upgrade][failures]") {
+  rig rg("ready = yes\n");
+  auto& srv = rg.srv;
+  auto& fam = rg.fam;
+  pid_t master = rg.master;
+
+  // The new master's workers report ready 1.2 s after they start; it is held
+  // stopped from before that until after the 2 s deadline. Woken, it reads
+  // its workers' readiness (queued first) before the QUIT the deadline sent,
+  // so its ready reaches the old master after the deadline: in flight.
+  write_file(conf_path(srv), "ready_delay = 1200\n");
+  auto t0 = steady::now();
+  process up = upgrade_in_background(srv, "2000", "up");
+  pid_t nm = 0;
+  PM_REQUIRE(srv, wait_for([&] { return (nm = started_new_master(srv.log())) != 0; }, 10s));
+  PM_REQUIRE(srv, wait_for([&] { return children_of(nm).size() == 2; }, 5s, 1ms));
+  fam.master(nm);
+  ::kill(nm, SIGSTOP);
+  double stopped_at = ms_since(t0);
+  PM_REQUIRE(srv, wait_for([&] { return srv.log().find("was not ready within 2000 ms") != std::string::npos; }, 10s));
+  ::usleep(300'000);
+  ::kill(nm, SIGCONT);
+
+  auto st = up.wait_exit(20s);
+  REQUIRE(st);
+  std::string out = read_file(srv.dir().file("up.out")), err = read_file(srv.dir().file("up.err"));
+  INFO(out << err << "\n" << srv.describe() << "\nstopped after " << stopped_at << " ms");
+  CHECK(exit_code_of(*st) == 1);
+  CHECK(err.find("not ready within 2000 ms") != std::string::npos);
+  PM_REQUIRE(srv, fam.wait_gone(nm, 15s));
+  PM_CHECK(srv, wait_for([&] { return new_master_end(srv, nm) == "exited with code 0"; }, 5s));
+  // The old master serves on, alone, with its pid file.
+  ::usleep(500'000);
+  PM_CHECK(srv, fam.running(master));
+  PM_CHECK(srv, pid_in(srv.pid_path()) == master);
+  PM_CHECK(srv, http_get(srv.port()).has_value());
+  WARN("late ready after the deadline: "
+       << (srv.log().find("reported ready after its upgrade was abandoned") != std::string::npos
+               ? "arrived and was ignored"
+               : "never arrived (the new master took QUIT first)"));
+
+  rg.quit_master();
+}
+
+TEST_CASE("failure 8: a failed upgrade whose new master is hung gives the pid file back at once",
+          "[upgrade][failures]") {
+  rig rg("ready = yes\n", {"--shutdown-timeout", "3000"});
+  auto& srv = rg.srv;
+  auto& fam = rg.fam;
+  pid_t master = rg.master;
+
+  write_file(conf_path(srv), "ready = no\n");
+  process up = upgrade_in_background(srv, "1500", "up");
+  pid_t nm = rg.new_master();
+  fam.master(nm);
+  ::kill(nm, SIGSTOP);  // hung: it acts on no signal but SIGKILL
+
+  auto st = up.wait_exit(15s);
+  REQUIRE(st);
+  CHECK(exit_code_of(*st) == 1);
+  PM_CHECK(srv, fam.running(nm));
+  PM_CHECK(srv, pid_in(srv.pid_path()) == master);
+  write_file(conf_path(srv), "ready = yes\n");
+  auto reload = run(srv.dir(), http_server, {"-s", "reload", "--pid-file", srv.pid_path()});
+  {
+    INFO(describe(reload));
+    CHECK(reload.code() == 0);
+  }
+  PM_CHECK(srv, wait_for([&] { return srv.log().find("reload: generation 3 serves") != std::string::npos ||
+                                      srv.log().find("reload: generation 2 serves") != std::string::npos; }, 10s));
+  // The hung new master is killed at shutdown_timeout.
+  PM_REQUIRE(srv, fam.wait_gone(nm, 15s));
+  PM_CHECK(srv, wait_for([&] { return new_master_end(srv, nm) == "killed by signal 9"; }, 5s));
+  PM_CHECK(srv, pid_in(srv.pid_path()) == master);
+  rg.quit_master();
+}
+
+TEST_CASE("failure 9: PROCMODEL_UPGRADE_FD naming a handed-over listener is refused",
+          "[upgrade][failures][handover]") {
+  temp_dir dir("procmodel-upgrade");
+  std::string pid_path = dir.file("master.pid");
+  test_socket s;
+  spawn_options o;
+  o.fd3 = s.fd();
+  o.env = {{"PROCMODEL_LISTENERS", "0:3"}, {"PROCMODEL_UPGRADE_FD", "3"}};
+  auto r = run_with(dir,
+                    {"--listen", "127.0.0.1:" + std::to_string(s.port()), "--workers", "1",
+                     "--pid-file", pid_path},
+                    o, 5s);
+  INFO(describe(r));
+  CHECK(r.code() == 1);
+  CHECK(r.err.find("PROCMODEL_UPGRADE_FD=3") != std::string::npos);
+  CHECK(r.err.find("inherited listeners") != std::string::npos);
+  CHECK(!file_exists(pid_path));
+}
+
+// --- control commands that tell the truth ----------------------------------------
+
+TEST_CASE("-s reload waits for the outcome; --no-wait only signals; -t checks the config",
+          "[upgrade][cli][reload]") {
+  rig rg("ready = yes\n", {"--ready-timeout", "2000"});
+  auto& srv = rg.srv;
+  auto reload = [&](std::vector<std::string> extra = {}) {
+    std::vector<std::string> args = {"-s", "reload", "--pid-file", srv.pid_path()};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return run(srv.dir(), http_server, args, 30s);
+  };
+  auto r = reload();
+  {
+    INFO(describe(r) << "\n" << srv.describe());
+    CHECK(r.code() == 0);
+    CHECK(r.out.find("ok: generation 2 serves with 2 worker(s)") != std::string::npos);
+  }
+  write_file(conf_path(srv), "workers = none\n");
+  r = reload();
+  {
+    INFO(describe(r));
+    CHECK(r.code() == 1);
+    CHECK(r.err.find("configuration refused") != std::string::npos);
+    CHECK(r.err.find("generation 2 keeps serving") != std::string::npos);
+  }
+  write_file(conf_path(srv), "exit_at_start = 3\n");
+  r = reload();
+  {
+    INFO(describe(r));
+    CHECK(r.code() == 1);
+    CHECK(r.err.find("generation 3 rolled back") != std::string::npos);
+    CHECK(r.err.find("exited with code 3") != std::string::npos);
+  }
+  write_file(conf_path(srv), "ready = yes\n");
+  r = reload({"--no-wait"});
+  {
+    INFO(describe(r));
+    CHECK(r.code() == 0);
+    CHECK(r.out.empty());
+  }
+  PM_CHECK(srv, wait_for([&] { return srv.log().find("reload: generation 4 serves") != std::string::npos; }, 10s));
+
+  // -t: the same loading, no master involved.
+  auto check = [&](const std::string& text) {
+    write_file(srv.dir().file("check.conf"), text);
+    return run(srv.dir(), http_server, {"-t", "--config", srv.dir().file("check.conf")});
+  };
+  auto good = check("greeting = hi\nworkers = 3\n");
+  CHECK(good.code() == 0);
+  CHECK(good.out.find("configuration ok (3 worker(s))") != std::string::npos);
+  auto bad = check("greeting = hi\nbogus = 1\n");
+  CHECK(bad.code() == 1);
+  CHECK(bad.err.find("unknown key 'bogus'") != std::string::npos);
+  PM_CHECK(srv, srv.log().find("generation 5") == std::string::npos);  // nothing reached the master
+  rg.quit_master();
+}
+
+TEST_CASE("-s status answers during a graceful stop and during an upgrade, with backoff and generations",
+          "[upgrade][cli][status]") {
+  rig rg("ready = yes\n", {"--shutdown-timeout", "8000"});
+  auto& srv = rg.srv;
+  auto& fam = rg.fam;
+  pid_t master = rg.master;
+  auto status = [&] { return run(srv.dir(), http_server, {"-s", "status", "--pid-file", srv.pid_path()}); };
+
+  // An upgrade whose new master's workers crash at start: it backs off.
+  write_file(conf_path(srv), "exit_at_start = 3\n");
+  srv.master().signal(SIGUSR2);
+  pid_t nm = rg.new_master();
+  fam.master(nm);
+  PM_CHECK(srv, wait_for([&] { return count_of(srv.log(), "next respawn in") >= 2; }, 10s));
+  auto table = status();  // the pid file and the control socket are the new master's
+  {
+    INFO(describe(table) << "\n" << srv.describe());
+    CHECK(table.code() == 0);
+    CHECK(std::regex_search(table.out, std::regex("\\b" + std::to_string(nm) + R"(\s+master\s+-\s+2\s+running)")));
+    CHECK(std::regex_search(table.out, std::regex("\\b" + std::to_string(master) + R"(\s+old master\s+-\s+-\s+serving)")));
+    CHECK(std::regex_search(table.out, std::regex(R"(-\s+worker\s+\d+\s+2\s+backoff \d+\.\ds)")));
+    CHECK(table.out.find("pid file " + srv.pid_path() + " names " + std::to_string(nm)) != std::string::npos);
+  }
+  // Roll back: QUIT the new master.
+  ::kill(nm, SIGQUIT);
+  PM_REQUIRE(srv, fam.wait_gone(nm, 15s));
+  PM_CHECK(srv, wait_for([&] { return new_master_end(srv, nm) == "exited with code 0"; }, 5s));
+  PM_CHECK(srv, wait_for([&] { return pid_in(srv.pid_path()) == master; }, 5s));
+
+  // A graceful stop held up by an idle connection still answers.
+  auto idle = tcp_client::connect(srv.port());
+  PM_REQUIRE(srv, idle.has_value());
+  ::usleep(200'000);
+  srv.master().signal(SIGQUIT);
+  PM_REQUIRE(srv, wait_for([&] { return srv.log().find("graceful stop") != std::string::npos; }, 5s));
+  table = status();
+  {
+    INFO(describe(table) << "\n" << srv.describe());
+    CHECK(table.code() == 0);
+    CHECK(std::regex_search(table.out, std::regex("\\b" + std::to_string(master) + R"(\s+master\s+-\s+1\s+quitting)")));
+    CHECK(table.out.find("draining") != std::string::npos);
+  }
+  idle->close();
+  auto st = srv.master().wait_exit(15s);
+  REQUIRE(st);
+  CHECK(exit_code_of(*st) == 0);
+}
+
+TEST_CASE("-s upgrade whose old master dies without a verdict exits non-zero and says so",
+          "[upgrade][cli]") {
+  rig rg("ready = yes\n");
+  auto& srv = rg.srv;
+  auto& fam = rg.fam;
+  pid_t master = rg.master;
+  auto old_workers = fam.workers_of(master);
+  write_file(conf_path(srv), "ready = no\n");
+  process up = upgrade_in_background(srv, "20000", "up");
+  pid_t nm = rg.new_master();
+  fam.master(nm);
+  srv.master().signal(SIGKILL);
+
+  auto st = up.wait_exit(15s);
+  REQUIRE(st);
+  std::string out = read_file(srv.dir().file("up.out")), err = read_file(srv.dir().file("up.err"));
+  INFO(out << err << "\n" << srv.describe());
+  CHECK(exit_code_of(*st) == 1);
+  CHECK(err.find("hung up without a verdict") != std::string::npos);
+  auto mst = srv.master().wait_exit(5s);
+  REQUIRE(mst);
+  CHECK(WIFSIGNALED(*mst));
+  CHECK(WTERMSIG(*mst) == SIGKILL);
+  // Its workers and the new master are orphans reaped here.
+  for (pid_t w : old_workers) {
+    PM_CHECK(srv, fam.wait_gone(w, 10s));
+    auto wst = fam.status_of(w);
+    REQUIRE(wst);
+    CHECK(exit_code_of(*wst) == 0);
+  }
+  ::kill(nm, SIGQUIT);
+  PM_REQUIRE(srv, fam.wait_gone(nm, 15s));
+  auto nst = fam.status_of(nm);
+  REQUIRE(nst);
+  CHECK(exit_code_of(*nst) == 0);
 }

@@ -4,6 +4,7 @@
 /// What the http_server end-to-end tests share: a fixture configuration, a
 /// readable verdict of a load run, and one request on a kept-alive connection.
 
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -27,10 +28,30 @@ inline server_config http_config(unsigned workers = 2, std::vector<std::string> 
 inline std::string describe(const test_support::load_result& r) {
   std::string s = "ok " + std::to_string(r.ok) + ", non-2xx " + std::to_string(r.non_2xx) +
                   ", failed " + std::to_string(r.failed) + ", refused " +
-                  std::to_string(r.refused) + ", Connection: close answers " +
-                  std::to_string(r.closes);
-  for (const auto& f : r.failures) s += "\n  failure: " + f;
+                  std::to_string(r.refused) + ", timed out " + std::to_string(r.timed_out) +
+                  ", slow " + std::to_string(r.slow) + ", slowest answer " +
+                  std::to_string(static_cast<long>(r.max_latency_ms)) +
+                  " ms, Connection: close answers " + std::to_string(r.closes);
+  for (const auto& f : r.failures) s += "\n  " + f;
   return s;
+}
+
+/// What a zero-loss run lost, "" if nothing: failed, non-2xx, timed-out and
+/// slow requests, and refused connects — unless `refused_after` is given (a
+/// stop closes the listeners) and every refusal came after it.
+inline std::string losses(const test_support::load_result& r,
+                          std::optional<steady::time_point> refused_after = std::nullopt) {
+  std::string out;
+  auto add = [&](std::uint64_t n, const char* what) {
+    if (n) out += (out.empty() ? "" : ", ") + std::to_string(n) + " " + what;
+  };
+  add(r.failed, "failed");
+  add(r.non_2xx, "non-2xx");
+  add(r.timed_out, "timed out");
+  add(r.slow, "slow");
+  if (r.refused && (!refused_after || (r.first_refused && *r.first_refused < *refused_after)))
+    add(r.refused, refused_after ? "refused, the first before the stop" : "refused");
+  return out;
 }
 
 /// One request on an open keep-alive connection; the raw answer (headers and

@@ -4,13 +4,18 @@
 // poll loop, each with exactly one request in flight at a time. It tells
 // apart what the design allows (a connect refused after the server stopped)
 // from what it forbids (a request sent and never answered: reset, EOF,
-// garbage). Plain POSIX, no Asio.
+// garbage), and counts apart what would otherwise hide a stall: a connect or
+// an answer that timed out, an answer slower than a bound. Each failure
+// carries when it happened and which worker pid served that connection
+// last. Plain POSIX, no Asio.
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstdint>
 #include <cstring>
+#include <ctime>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -32,10 +37,15 @@ namespace test_support {
 struct load_result {
   std::uint64_t ok = 0;         ///< 2xx responses
   std::uint64_t non_2xx = 0;    ///< answered, but not 2xx
-  std::uint64_t failed = 0;     ///< sent and never answered: reset, EOF, timeout, garbage
-  std::uint64_t refused = 0;    ///< connect refused or timed out (server gone: allowed)
+  std::uint64_t failed = 0;     ///< sent and never answered: reset, EOF, garbage; other connect errors
+  std::uint64_t refused = 0;    ///< connect refused, ECONNREFUSED (server gone: allowed on a stop)
+  std::uint64_t timed_out = 0;  ///< connect or answer not done within its timeout
+  std::uint64_t slow = 0;       ///< answered, but later than load_options::slow_after
   std::uint64_t closes = 0;     ///< answers that carried Connection: close
-  std::vector<std::string> failures;       ///< first few failure descriptions
+  double max_latency_ms = 0;    ///< the slowest answer
+  /// When the first connect was refused (nothing if none was).
+  std::optional<std::chrono::steady_clock::time_point> first_refused;
+  std::vector<std::string> failures;       ///< first few descriptions of each kind, with time and pid
   std::map<std::string, std::uint64_t> bodies;  ///< body text -> count
 };
 
@@ -44,6 +54,8 @@ struct load_options {
   bool connection_close = false;  ///< send Connection: close on every request
   std::chrono::milliseconds connect_timeout{3000};
   std::chrono::milliseconds response_timeout{10000};
+  /// An answer later than this counts as slow (a stall the design forbids).
+  std::chrono::milliseconds slow_after{2000};
   bool stop_on_refused = true;  ///< a connection that is refused stops (server gone)
   bool record_bodies = true;
 };
@@ -93,22 +105,63 @@ class http_load {
     std::size_t sent = 0;
     std::string in;
     clock::time_point since;
+    long served_by = 0;  ///< the pid the last answer on this connection named
   };
 
+  // "+1234.5 ms (20:10:52.123), connection last served by pid 4242: why"
+  std::string stamp(const conn& c, const std::string& why) const {
+    const auto now = clock::now();
+    const double rel = std::chrono::duration<double, std::milli>(now - started_at_).count();
+    timespec ts{};
+    ::clock_gettime(CLOCK_REALTIME, &ts);
+    std::tm tm{};
+    ::localtime_r(&ts.tv_sec, &tm);
+    char buf[96];
+    std::snprintf(buf, sizeof buf, "+%.1f ms (%02d:%02d:%02d.%03ld), ", rel, tm.tm_hour, tm.tm_min,
+                  tm.tm_sec, ts.tv_nsec / 1000000);
+    std::string who = c.served_by ? "connection last served by pid " + std::to_string(c.served_by)
+                                  : std::string("connection not served yet");
+    return buf + who + ": " + why;
+  }
+
+  // Counts one event of a kind and keeps its description (the first 10 of each kind).
+  void note(std::uint64_t& counter, std::map<std::uint64_t*, int>& kept, const conn& c,
+            const std::string& why) {
+    std::lock_guard lock(mutex_);
+    ++counter;
+    if (kept[&counter]++ < 10) result_.failures.push_back(stamp(c, why));
+  }
+
   void fail(conn& c, const std::string& why) {
-    {
-      std::lock_guard lock(mutex_);
-      ++result_.failed;
-      if (result_.failures.size() < 10) result_.failures.push_back(why);
-    }
+    note(result_.failed, kept_, c, why);
     reconnect(c);
   }
 
-  void refused(conn& c) {
+  void timed_out(conn& c, const std::string& why) {
+    note(result_.timed_out, kept_, c, why);
+    reconnect(c);
+  }
+
+  // A connect that did not succeed: refused (allowed once the server is
+  // gone), timed out, or another error.
+  void connect_failed(conn& c, int err, bool timeout) {
+    if (timeout) {
+      note(result_.timed_out, kept_, c, "connect not done within the connect timeout");
+      return give_up(c);
+    }
+    if (err != ECONNREFUSED) {
+      note(result_.failed, kept_, c, std::string("connect: ") + std::strerror(err));
+      return give_up(c);
+    }
     {
       std::lock_guard lock(mutex_);
       ++result_.refused;
+      if (!result_.first_refused) result_.first_refused = clock::now();
     }
+    give_up(c);
+  }
+
+  void give_up(conn& c) {
     ::close(c.fd);
     c.fd = -1;
     if (opt_.stop_on_refused) {
@@ -144,7 +197,7 @@ class http_load {
     } else if (errno == EINPROGRESS) {
       c.state = st::connecting;
     } else {
-      refused(c);
+      connect_failed(c, errno, false);
     }
   }
 
@@ -175,13 +228,22 @@ class http_load {
     int status = 0;
     if (head.rfind("HTTP/1.", 0) == 0 && head.size() > 12) status = std::atoi(head.c_str() + 9);
     std::string body = c.in.substr(end + 4, length);
+    if (auto p = body.rfind(" pid "); p != std::string::npos)
+      c.served_by = std::strtol(body.c_str() + p + 5, nullptr, 10);
+    const auto took = clock::now() - c.since;
+    const double ms = std::chrono::duration<double, std::milli>(took).count();
     {
       std::lock_guard lock(mutex_);
       if (status >= 200 && status < 300) ++result_.ok;
       else ++result_.non_2xx;
       if (close) ++result_.closes;
       if (opt_.record_bodies) ++result_.bodies[body];
+      result_.max_latency_ms = std::max(result_.max_latency_ms, ms);
     }
+    if (took > opt_.slow_after)
+      note(result_.slow, kept_, c, "slow: answered after " + std::to_string(static_cast<long>(ms)) +
+                                       " ms (bound " + std::to_string(opt_.slow_after.count()) +
+                                       " ms)");
     if (finishing_) {
       retire(c);
     } else if (close || opt_.connection_close) {
@@ -194,6 +256,7 @@ class http_load {
 
   void run() {
     std::vector<conn> conns(static_cast<std::size_t>(opt_.connections));
+    started_at_ = clock::now();
     active_ = opt_.connections;
     started_ = true;
     for (auto& c : conns) reconnect(c);
@@ -219,9 +282,9 @@ class http_load {
             socklen_t len = sizeof err;
             ::getsockopt(c.fd, SOL_SOCKET, SO_ERROR, &err, &len);
             if (err == 0) begin_request(c);
-            else refused(c);
+            else connect_failed(c, err, false);
           } else if (now - c.since > opt_.connect_timeout) {
-            refused(c);
+            connect_failed(c, 0, true);
           }
           continue;
         }
@@ -254,7 +317,8 @@ class http_load {
             fail(c, std::string("recv: ") + std::strerror(errno));
           }
         } else if (now - c.since > opt_.response_timeout) {
-          fail(c, "no response within the timeout");
+          timed_out(c, "no answer within the response timeout (" +
+                           std::to_string(opt_.response_timeout.count()) + " ms)");
         }
       }
     }
@@ -274,16 +338,12 @@ class http_load {
     if (clock::now() < finish_by_.load()) return true;
     for (auto& c : conns) {
       if (c.state != st::sending && c.state != st::reading) continue;
-      {
-        std::lock_guard lock(mutex_);
-        ++result_.failed;
-        if (result_.failures.size() < 10)
-          result_.failures.push_back("no answer by the end of the run (request sent " +
-                                     std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                                        clock::now() - c.since)
-                                                        .count()) +
-                                     " ms before)");
-      }
+      note(result_.failed, kept_, c,
+           "no answer by the end of the run (request sent " +
+               std::to_string(
+                   std::chrono::duration_cast<std::chrono::milliseconds>(clock::now() - c.since)
+                       .count()) +
+               " ms before)");
       retire(c);
     }
     return false;
@@ -299,6 +359,8 @@ class http_load {
   std::thread thread_;
   std::mutex mutex_;
   load_result result_;
+  std::map<std::uint64_t*, int> kept_;  // failure descriptions kept per counter
+  clock::time_point started_at_{};
 };
 
 /// One GET on a fresh connection; the body of a 200 answer, or nothing.

@@ -18,6 +18,7 @@
 #include <fstream>
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <regex>
 #include <set>
@@ -104,6 +105,79 @@ inline std::size_t count_of(std::string_view text, std::string_view needle) {
   return n;
 }
 
+// ---------------------------------------------------------------------------
+// The teardown audit's registry (teardown.hpp checks it at the end of a test)
+
+/// How a process a test started must end; the teardown audit checks it.
+struct expected_end {
+  enum class kind {
+    code,     ///< exits with `value`
+    signal,   ///< killed by signal `value`
+    any_code, ///< exits (the test checks the code itself), never killed
+    killed,   ///< the test leaves it running: the guard SIGKILLs it
+  };
+  kind what = kind::code;
+  int value = 0;
+};
+
+/// One process a test started, as the audit sees it.
+struct audited_process {
+  pid_t pid = 0;
+  std::string program;
+  std::vector<std::string> logs;  ///< its stdout and stderr files
+  expected_end expected;
+  std::optional<int> status;        ///< its wait status once reaped
+  bool killed_at_teardown = false;  ///< it was still running when its guard went away
+  std::vector<pid_t> left_behind;   ///< descendants still running after it exited
+};
+
+/// What the test running now started, logged and named as expected. One per
+/// PM_TEST_CASE (teardown.hpp); none outside.
+struct audit_registry {
+  std::vector<std::shared_ptr<audited_process>> processes;
+  std::vector<std::string> logs;            ///< more log files (a --log-file)
+  std::vector<std::string> dirs;            ///< temporary directories, removed after the audit
+  std::vector<std::string> expected_lines;  ///< a log line containing one of these is expected
+  std::vector<std::regex> expected_patterns;  ///< or matching one of these
+};
+
+inline audit_registry*& current_audit() {
+  static audit_registry* current = nullptr;
+  return current;
+}
+
+/// PROCMODEL_KEEP_LOGS=1: temporary directories (logs, pid files) stay.
+inline bool keep_logs() {
+  const char* v = std::getenv("PROCMODEL_KEEP_LOGS");
+  return v && std::string_view(v) == "1";
+}
+
+/// Names a log line the running test expects: a line that contains `text`
+/// is no teardown violation (an `[error]` line, a worker that exited with a
+/// code other than 0 or was killed, a sanitizer report).
+inline void expect_log_line(std::string text) {
+  if (auto* a = current_audit())
+    a->expected_lines.push_back(std::move(text));
+}
+
+/// Names the log lines matching the regular expression `pattern` as expected.
+inline void expect_log_pattern(const std::string& pattern) {
+  if (auto* a = current_audit())
+    a->expected_patterns.emplace_back(pattern);
+}
+
+/// Names the master's line telling that worker `pid` ended as `how` ("killed
+/// by signal 9", "exited with code 3") as expected.
+inline void expect_worker_end(pid_t pid, const std::string& how) {
+  expect_log_pattern("worker " + std::to_string(pid) + R"( \(slot \d+, generation \d+\) )" + how);
+}
+
+/// One more log file for the audit to read (a master's --log-file).
+inline void audit_log_file(std::string path) {
+  if (auto* a = current_audit())
+    a->logs.push_back(std::move(path));
+}
+
 /// A directory from mkdtemp, removed with its content on destruction.
 class temp_dir {
  public:
@@ -122,8 +196,22 @@ class temp_dir {
   ~temp_dir() {
     if (path_.empty())
       return;
+    // The audit at the end of the test still reads the logs in here: it
+    // removes the directory after that (or keeps it, PROCMODEL_KEEP_LOGS=1).
+    if (auto* a = current_audit()) {
+      a->dirs.push_back(path_);
+      return;
+    }
+    if (keep_logs()) {
+      std::fprintf(stderr, "procmodel: kept %s (PROCMODEL_KEEP_LOGS=1)\n", path_.c_str());
+      return;
+    }
+    remove_tree(path_);
+  }
+  /// rm -r `path`.
+  static void remove_tree(const std::string& path) {
     ::nftw(
-        path_.c_str(),
+        path.c_str(),
         [](const char* p, const struct stat*, int, struct FTW*) {
           ::remove(p);
           return 0;
@@ -588,6 +676,9 @@ class process {
     if (pid < 0)
       throw std::runtime_error(std::string("fork: ") + std::strerror(errno));
     if (pid == 0) {
+      // No controlling terminal, as under a service manager: a master that
+      // has one ignores WINCH (a resize), and tests run from a terminal too.
+      ::setsid();
       sigset_t none;
       sigemptyset(&none);
       ::sigprocmask(SIG_SETMASK, &none, nullptr);
@@ -647,21 +738,53 @@ class process {
     process p;
     p.pid_ = pid;
     p.record(pid);
+    if (auto* a = current_audit()) {
+      p.audit_ = std::make_shared<audited_process>();
+      p.audit_->pid = pid;
+      p.audit_->program = program;
+      for (const auto& path : {out_path, err_path})
+        if (!path.empty() && std::find(p.audit_->logs.begin(), p.audit_->logs.end(), path) ==
+                                 p.audit_->logs.end())
+          p.audit_->logs.push_back(path);
+      a->processes.push_back(p.audit_);
+    }
     return p;
   }
 
   process(process&& o) noexcept
       : pid_(std::exchange(o.pid_, 0)),
         status_(std::exchange(o.status_, std::nullopt)),
-        seen_(std::move(o.seen_)) {}
+        seen_(std::move(o.seen_)),
+        audit_(std::move(o.audit_)),
+        teardown_signal_(o.teardown_signal_),
+        teardown_wait_(o.teardown_wait_) {}
   process& operator=(process&& o) noexcept {
     if (this != &o) {
       cleanup();
       pid_ = std::exchange(o.pid_, 0);
       status_ = std::exchange(o.status_, std::nullopt);
       seen_ = std::move(o.seen_);
+      audit_ = std::move(o.audit_);
+      teardown_signal_ = o.teardown_signal_;
+      teardown_wait_ = o.teardown_wait_;
     }
     return *this;
+  }
+
+  /// The teardown audit's expectations (the default: exit code 0).
+  void expect_exit(int code) { expect({expected_end::kind::code, code}); }
+  void expect_signal(int signo) { expect({expected_end::kind::signal, signo}); }
+  /// Exits, with a code the test checks itself; never killed.
+  void expect_any_exit() { expect({expected_end::kind::any_code, 0}); }
+  /// The test leaves it running on purpose; the guard's SIGKILL is its end.
+  void expect_killed() { expect({expected_end::kind::killed, 0}); }
+
+  /// A process still running when the guard goes away first gets `signo` and
+  /// up to `wait` to exit by itself (a master: SIGQUIT, a graceful stop the
+  /// audit then checks); only then SIGKILL.
+  void stop_at_teardown(int signo, milliseconds wait) {
+    teardown_signal_ = signo;
+    teardown_wait_ = wait;
   }
   process(const process&) = delete;
   process& operator=(const process&) = delete;
@@ -712,7 +835,7 @@ class process {
     int st = 0;
     pid_t r = ::waitpid(pid_, &st, WNOHANG);
     if (r == pid_)
-      status_ = st;
+      set_status(st);
     return status_;
   }
 
@@ -738,6 +861,34 @@ class process {
     if (!was_subreaper)
       ::prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
     try {
+      if (!try_wait() && teardown_signal_ != 0) {
+        record_descendants();
+        ::kill(pid_, teardown_signal_);
+        wait_for(
+            [&] {
+              record_descendants();
+              return try_wait().has_value();
+            },
+            teardown_wait_, 5ms);
+      }
+      if (audit_ && !try_wait())
+        audit_->killed_at_teardown = true;
+      if (audit_ && try_wait() && !audit_->killed_at_teardown) {
+        // It exited by itself: whatever it started must be gone too (a
+        // worker still draining gets a moment).
+        auto still_running = [&] {
+          std::vector<pid_t> out;
+          for (const auto& [p, start] : seen_) {
+            auto st = read_stat(p);
+            if (p != pid_ && st && st->starttime == start && st->state != 'Z' &&
+                st->state != 'X')
+              out.push_back(p);
+          }
+          return out;
+        };
+        wait_for([&] { return still_running().empty(); }, 1s, 5ms);
+        audit_->left_behind = still_running();
+      }
       if (!try_wait()) {
         ::kill(pid_, SIGSTOP);  // no more forks while we collect its tree
         wait_for(
@@ -760,7 +911,7 @@ class process {
         int st = 0;
         while (::waitpid(pid_, &st, 0) < 0 && errno == EINTR) {
         }
-        status_ = st;
+        set_status(st);
       }
       // Descendants reparented to us (we are a child subreaper) are ours to
       // reap; they got SIGKILL above, so this does not block for long.
@@ -782,9 +933,22 @@ class process {
     pid_ = 0;
   }
 
+  void set_status(int st) {
+    status_ = st;
+    if (audit_)
+      audit_->status = st;
+  }
+  void expect(expected_end e) {
+    if (audit_)
+      audit_->expected = e;
+  }
+
   pid_t pid_ = 0;
   std::optional<int> status_;
   std::map<pid_t, unsigned long long> seen_;  // pid -> start time
+  std::shared_ptr<audited_process> audit_;    // nothing outside a PM_TEST_CASE
+  int teardown_signal_ = 0;
+  milliseconds teardown_wait_{0};
 };
 
 /// Makes this process the child subreaper while it lives: orphans among its
@@ -868,6 +1032,7 @@ inline run_result run(const temp_dir& dir, const std::string& program,
   opt.stderr_path = dir.file("run" + std::to_string(counter) + ".err");
   opt.env = env;
   process p = process::spawn(program, args, opt);
+  p.expect_any_exit();  // the test checks r.code()
   run_result r;
   wait_for(
       [&] {

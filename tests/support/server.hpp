@@ -7,6 +7,7 @@
 /// (SIGKILL of the master and of every descendant seen) when it goes out of
 /// scope.
 
+#include <csignal>
 #include <cstdint>
 #include <map>
 #include <string>
@@ -15,6 +16,7 @@
 
 #include "support/http_load.hpp"
 #include "support/process.hpp"
+#include "support/teardown.hpp"
 
 namespace pmtest {
 
@@ -75,6 +77,10 @@ class server {
     opt.blocked_signals = c.blocked_signals;
     opt.closed_stdio = c.closed_stdio;
     master_ = process::spawn(program_, args, opt);
+    // A master the test leaves running ends with a graceful stop, which the
+    // teardown audit then checks (exit 0, every worker exited with 0).
+    master_.stop_at_teardown(SIGQUIT, 20s);
+    if (c.log_file) audit_log_file(dir_.file("master.log"));
 
     if (!wait_for([&] { return parse_port(log()) != 0 || master_.exited(); }, c.timeout)) {
       why_ = "no 'listening on' line in the log";
@@ -171,6 +177,12 @@ class server {
       if (l.find("is ready") != std::string::npos)
         return true;
     return false;
+  }
+
+  /// Whether the master had to SIGKILL a process (a worker that missed its
+  /// own deadline, or a new master that ignored QUIT).
+  [[nodiscard]] bool needed_sigkill() const {
+    return log().find("sending SIGKILL") != std::string::npos;
   }
 
   /// Everything useful when a check fails: the logs and the process tree.

@@ -1,6 +1,7 @@
 #include <procmodel/lifecycle.hpp>
 
 #include "support/catch.hpp"
+#include "support/on_failure.hpp"
 
 #include <chrono>
 #include <csignal>
@@ -42,27 +43,12 @@ std::vector<std::string> effects(const action_list& list) {
   return out;
 }
 
-// Only the service-manager notices, rendered.
-std::vector<std::string> notices(const action_list& list) {
-  std::vector<std::string> out;
-  for (const auto& a : list)
-    if (std::holds_alternative<actions::notify>(a)) out.push_back(to_string(a));
-  return out;
-}
-
 using strings = std::vector<std::string>;
-
-// Logs at `level` whose text contains `needle`.
-std::size_t logs_with(const action_list& list, log_level level, const std::string& needle) {
-  std::size_t n = 0;
-  for (const auto& l : actions_of<actions::log>(list))
-    n += (l.level == level && l.text.find(needle) != std::string::npos) ? 1 : 0;
-  return n;
-}
 
 // A driver with `workers` workers started at t = 0 (pids 1000, 1001, ...).
 lifecycle_driver started(lifecycle_config c = config()) {
   lifecycle_driver d(c);
+  PM_SHOW_ON_FAILURE(d.describe());
   d.start();
   return d;
 }
@@ -84,6 +70,7 @@ void crash_into_backoff(lifecycle_driver& d, unsigned slot) {
 TEST_CASE("started spawns one worker per slot - generation 1", "[lifecycle]") {
   auto workers = GENERATE(1u, 2u, 4u);
   lifecycle_driver d(config(workers));
+  PM_SHOW_ON_FAILURE(d.describe());
   REQUIRE(d.current_phase() == phase::idle);
 
   auto acts = d.send(events::started{});
@@ -102,6 +89,7 @@ TEST_CASE("started spawns one worker per slot - generation 1", "[lifecycle]") {
 
 TEST_CASE("spawned adds a starting row - ready makes it ready", "[lifecycle]") {
   lifecycle_driver d(config(2));
+  PM_SHOW_ON_FAILURE(d.describe());
   d.at(250ms);
   d.start();
   REQUIRE(d.pids() == std::vector<pid_t>{1000, 1001});
@@ -139,6 +127,7 @@ TEST_CASE("spawned adds a starting row - ready makes it ready", "[lifecycle]") {
 TEST_CASE("a crash while running respawns the slot at once", "[lifecycle]") {
   auto status = GENERATE(exited_with(1), exited_with(0), killed_by(SIGSEGV), killed_by(SIGABRT, true));
   auto d = started();
+  PM_SHOW_ON_FAILURE(d.describe());
   d.ready(1000);
   d.ready(1001);
 
@@ -159,6 +148,7 @@ TEST_CASE("a crash while running respawns the slot at once", "[lifecycle]") {
 
 TEST_CASE("restarts are counted per slot", "[lifecycle]") {
   auto d = started();
+  PM_SHOW_ON_FAILURE(d.describe());
   d.at(1s).exit(1000, exited_with(1));
   d.at(2s).exit(1002, exited_with(1));
   d.at(3s).exit(1001, exited_with(1));
@@ -203,6 +193,7 @@ TEST_CASE("crash at start for a simulated minute is no fork storm", "[lifecycle]
   lifecycle_config c;
   c.workers = 1;
   lifecycle_driver d(c);
+  PM_SHOW_ON_FAILURE(d.describe());
   std::vector<milliseconds> spawned_at;
   auto note = [&](const action_list& acts) {
     for (std::size_t i = 0; i < count_of<actions::spawn>(acts); ++i) spawned_at.push_back(d.elapsed());
@@ -240,6 +231,7 @@ TEST_CASE("crash at start for a simulated minute is no fork storm", "[lifecycle]
 TEST_CASE("a worker that stayed up a whole period resets its slot's backoff",
           "[lifecycle][backoff]") {
   auto d = started(config(1));
+  PM_SHOW_ON_FAILURE(d.describe());
   crash_into_backoff(d, 0);      // 100 ms
   d.advance(100ms);
   d.exit(d.in_slot(0)->pid, exited_with(1));
@@ -269,6 +261,7 @@ TEST_CASE("a worker that stayed up a whole period resets its slot's backoff",
 
 TEST_CASE("spawn_failed schedules a retry with backoff", "[lifecycle][backoff]") {
   lifecycle_driver d(config(2));
+  PM_SHOW_ON_FAILURE(d.describe());
   d.fail_spawns(EAGAIN);
   auto acts = d.start();
   CHECK(effects(acts) == strings{"serving(gen 1, 2 workers)", "spawn(slot 0, gen 1)",
@@ -295,6 +288,7 @@ TEST_CASE("spawn_failed schedules a retry with backoff", "[lifecycle][backoff]")
 TEST_CASE("spawn_failed outside running - or for a removed slot - schedules nothing",
           "[lifecycle][backoff]") {
   auto d = started();
+  PM_SHOW_ON_FAILURE(d.describe());
   SECTION("during a fast stop") {
     d.command(command::stop);
     CHECK(effects(d.send(events::spawn_failed{0, 1, EAGAIN})).empty());
@@ -314,6 +308,7 @@ TEST_CASE("spawn_failed outside running - or for a removed slot - schedules noth
 TEST_CASE("stop: terminate every worker - escalate after terminate_timeout - exit last",
           "[lifecycle][stop]") {
   auto d = started();
+  PM_SHOW_ON_FAILURE(d.describe());
   d.ready(1000);
 
   auto acts = d.at(1s).command(command::stop);
@@ -345,6 +340,7 @@ TEST_CASE("stop: terminate every worker - escalate after terminate_timeout - exi
 
 TEST_CASE("stop while no worker is alive exits at once", "[lifecycle][stop]") {
   auto d = started(config(1));
+  PM_SHOW_ON_FAILURE(d.describe());
   crash_into_backoff(d, 0);
   auto acts = d.command(command::stop);
   CHECK(index_of<actions::exit>(acts) < acts.size());
@@ -358,6 +354,7 @@ TEST_CASE("stop while no worker is alive exits at once", "[lifecycle][stop]") {
 TEST_CASE("quit: stop listening first - drain every worker - escalate after shutdown_timeout",
           "[lifecycle][quit]") {
   auto d = started();
+  PM_SHOW_ON_FAILURE(d.describe());
   d.ready(1000);
   d.ready(1001);
 
@@ -390,6 +387,7 @@ TEST_CASE("quit: stop listening first - drain every worker - escalate after shut
 
 TEST_CASE("quit cancels pending respawns", "[lifecycle][quit]") {
   auto d = started();
+  PM_SHOW_ON_FAILURE(d.describe());
   crash_into_backoff(d, 0);
   auto acts = d.command(command::quit);
   CHECK(effects(acts) == strings{"stop_listening", "cancel_timer(respawn[0])",
@@ -401,6 +399,7 @@ TEST_CASE("quit cancels pending respawns", "[lifecycle][quit]") {
 TEST_CASE("commands before started: stop and quit exit at once", "[lifecycle]") {
   auto c = GENERATE(command::stop, command::quit);
   lifecycle_driver d(config());
+  PM_SHOW_ON_FAILURE(d.describe());
   CHECK(effects(d.command(c)) == strings{"exit(0)"});
   CHECK(d.current_phase() == phase::exited);
   CHECK(d.send(events::started{}).empty());  // and nothing starts after that
@@ -443,6 +442,7 @@ TEST_CASE("signals during a shutdown", "[lifecycle][quit][stop]") {
   c.terminate_timeout = r.terminate_timeout;
   c.shutdown_timeout = r.shutdown_timeout;
   auto d = started(c);
+  PM_SHOW_ON_FAILURE(d.describe());
   d.command(r.first);
   auto acts = d.at(1s).command(r.second);
   CHECK(effects(acts) == r.expected);
@@ -453,6 +453,7 @@ TEST_CASE("signals during a shutdown", "[lifecycle][quit][stop]") {
 
 TEST_CASE("a worker spawned while a stop is under way leaves at once", "[lifecycle]") {
   auto d = started();
+  PM_SHOW_ON_FAILURE(d.describe());
   SECTION("fast stop") {
     d.command(command::stop);
     CHECK(effects(d.send(events::spawned{0, 1, 2000})) == strings{"send(2000, terminate, 0)"});
@@ -475,6 +476,7 @@ TEST_CASE("a worker spawned while a stop is under way leaves at once", "[lifecyc
 
 TEST_CASE("reopen: the master's logs - then every worker not terminating", "[lifecycle]") {
   auto d = started(config(3));
+  PM_SHOW_ON_FAILURE(d.describe());
   SECTION("running") {
     CHECK(effects(d.command(command::reopen)) ==
           strings{"reopen_logs", "send(1000, reopen, 0)", "send(1001, reopen, 0)",
@@ -497,6 +499,7 @@ TEST_CASE("reopen: the master's logs - then every worker not terminating", "[lif
 
 TEST_CASE("add_worker spawns one more slot", "[lifecycle][resize]") {
   auto d = started();
+  PM_SHOW_ON_FAILURE(d.describe());
   auto acts = d.command(command::add_worker);
   CHECK(effects(acts) == strings{"serving(gen 1, 3 workers)", "spawn(slot 2, gen 1)"});
   CHECK(d.lifecycle().workers() == 3);
@@ -509,6 +512,7 @@ TEST_CASE("add_worker spawns one more slot", "[lifecycle][resize]") {
 
 TEST_CASE("remove_worker drains the last slot and never respawns it", "[lifecycle][resize]") {
   auto d = started(config(3));
+  PM_SHOW_ON_FAILURE(d.describe());
   auto acts = d.command(command::remove_worker);
   CHECK(effects(acts) == strings{"serving(gen 1, 2 workers)", "send(1002, quit, 10000)",
                                  "arm_timer(retire_deadline[1002], 10000 ms)"});
@@ -530,6 +534,7 @@ TEST_CASE("remove_worker drains the last slot and never respawns it", "[lifecycl
 
 TEST_CASE("remove_worker then add_worker before the drained worker leaves", "[lifecycle][resize]") {
   auto d = started();
+  PM_SHOW_ON_FAILURE(d.describe());
   d.command(command::remove_worker);  // 1001 drains
   auto acts = d.command(command::add_worker);
   CHECK(effects(acts) == strings{"serving(gen 1, 2 workers)", "spawn(slot 1, gen 1)"});
@@ -541,6 +546,7 @@ TEST_CASE("remove_worker then add_worker before the drained worker leaves", "[li
 
 TEST_CASE("remove_worker refuses to go below one worker", "[lifecycle][resize]") {
   auto d = started(config(1));
+  PM_SHOW_ON_FAILURE(d.describe());
   auto acts = d.command(command::remove_worker);
   CHECK(effects(acts).empty());
   CHECK(logs_with(acts, log_level::warn, "refused") == 1);
@@ -550,6 +556,7 @@ TEST_CASE("remove_worker refuses to go below one worker", "[lifecycle][resize]")
 
 TEST_CASE("remove_worker cancels a pending respawn of the removed slot", "[lifecycle][resize]") {
   auto d = started();
+  PM_SHOW_ON_FAILURE(d.describe());
   crash_into_backoff(d, 1);
   auto acts = d.command(command::remove_worker);
   CHECK(effects(acts) == strings{"serving(gen 1, 1 workers)", "cancel_timer(respawn[1])"});
@@ -562,6 +569,7 @@ TEST_CASE("remove_worker cancels a pending respawn of the removed slot", "[lifec
 TEST_CASE("add_worker and remove_worker before start do nothing", "[lifecycle][resize]") {
   auto c = GENERATE(command::add_worker, command::remove_worker);
   lifecycle_driver d(config());
+  PM_SHOW_ON_FAILURE(d.describe());
   CHECK(effects(d.command(c)).empty());
   CHECK(d.lifecycle().workers() == 2);
   CHECK(d.current_phase() == phase::idle);
@@ -572,6 +580,7 @@ TEST_CASE("add_worker and remove_worker before start do nothing", "[lifecycle][r
 TEST_CASE("a respawn timer that fires after a stop does nothing", "[lifecycle]") {
   auto c = GENERATE(command::stop, command::quit);
   auto d = started();
+  PM_SHOW_ON_FAILURE(d.describe());
   crash_into_backoff(d, 0);
   auto acts = d.command(c);
   CHECK(count_of<actions::cancel_timer>(acts) >= 1);
@@ -582,6 +591,7 @@ TEST_CASE("a respawn timer that fires after a stop does nothing", "[lifecycle]")
 
 TEST_CASE("timers for unknown slots are ignored", "[lifecycle]") {
   auto d = started();
+  PM_SHOW_ON_FAILURE(d.describe());
   CHECK(d.send(events::timer_fired{respawn_timer(99)}).empty());
   // A respawn timer for a live slot spawns nothing either.
   CHECK(effects(d.send(events::timer_fired{respawn_timer(0)})).empty());
@@ -590,6 +600,7 @@ TEST_CASE("timers for unknown slots are ignored", "[lifecycle]") {
 
 TEST_CASE("the exit of an unknown pid is ignored", "[lifecycle]") {
   auto d = started();
+  PM_SHOW_ON_FAILURE(d.describe());
   auto before = d.processes().size();
   CHECK(d.exit(4242, exited_with(1)).empty());
   CHECK(d.processes().size() == before);
@@ -601,46 +612,51 @@ TEST_CASE("the exit of an unknown pid is ignored", "[lifecycle]") {
 TEST_CASE("upgrade: exec_upgrade once - a second is refused until the first finishes",
           "[lifecycle][upgrade]") {
   auto d = started();
+  PM_SHOW_ON_FAILURE(d.describe());
   d.ready(1000);
   auto before = d.processes();
   auto acts = d.command(command::upgrade);
-  CHECK(effects(acts) == strings{"exec_upgrade"});
+  CHECK(effects(acts) == strings{"rename_pid_file", "exec_upgrade(gen 2)"});
   // The workers are untouched: the old master serves on while the new one starts.
   REQUIRE(d.processes().size() == before.size());
   for (std::size_t i = 0; i < before.size(); ++i) CHECK(d.processes()[i].state == before[i].state);
 
   acts = d.command(command::upgrade);
-  CHECK(effects(acts).empty());
+  CHECK(effects(acts) == strings{"reply(0, error, \"another upgrade is under way\")"});
   CHECK(logs_with(acts, log_level::warn, "another upgrade is under way") == 1);
 
-  d.send(events::upgrade_finished{});
-  CHECK(effects(d.command(command::upgrade)) == strings{"exec_upgrade"});
+  d.dispatch(events::new_master_failed{"cannot execute /bin/x"});
+  CHECK(effects(d.command(command::upgrade)) == strings{"rename_pid_file", "exec_upgrade(gen 2)"});
 }
 
-TEST_CASE("upgrade before start or during a stop is ignored", "[lifecycle][upgrade]") {
+TEST_CASE("upgrade before start or during a stop is refused", "[lifecycle][upgrade]") {
   lifecycle_driver idle(config());
-  CHECK(effects(idle.command(command::upgrade)).empty());
+  CHECK(effects(idle.command(command::upgrade)) ==
+        strings{"reply(0, error, \"the master is idle\")"});
   auto d = started();
+  PM_SHOW_ON_FAILURE(d.describe());
   d.command(command::quit);
-  CHECK(effects(d.command(command::upgrade)).empty());
+  CHECK(effects(d.command(command::upgrade)) ==
+        strings{"reply(0, error, \"the master is quitting\")"});
 }
 
 TEST_CASE("notices: ready once every first worker is ready - stopping - reloading then ready",
           "[lifecycle][notify]") {
   auto d = started();
-  CHECK(notices(d.ready(1000)).empty());  // slot 1 is not ready yet
-  CHECK(notices(d.ready(1001)) == strings{"notify(ready)"});
+  PM_SHOW_ON_FAILURE(d.describe());
+  CHECK(notices_of(d.ready(1000)).empty());  // slot 1 is not ready yet
+  CHECK(notices_of(d.ready(1001)) == strings{"notify(ready)"});
   // A respawned worker being ready is no news.
   d.exit(1000, exited_with(1));
-  CHECK(notices(d.ready(d.in_slot(0)->pid)).empty());
+  CHECK(notices_of(d.ready(d.in_slot(0)->pid)).empty());
 
   SECTION("reload refused: reloading, then ready again") {
-    CHECK(notices(d.command(command::reload)) == strings{"notify(reloading)"});
-    CHECK(notices(d.refused("bad config")) == strings{"notify(ready)"});
+    CHECK(notices_of(d.command(command::reload)) == strings{"notify(reloading)"});
+    CHECK(notices_of(d.refused("bad config")) == strings{"notify(ready)"});
   }
   SECTION("quit and stop: stopping") {
     auto c = GENERATE(command::quit, command::stop);
-    CHECK(notices(d.command(c)) == strings{"notify(stopping)"});
+    CHECK(notices_of(d.command(c)) == strings{"notify(stopping)"});
   }
 }
 

@@ -1,6 +1,7 @@
 #include <procmodel/lifecycle.hpp>
 #include <procmodel/testing/lifecycle_driver.hpp>
 #include "support/catch.hpp"
+#include "support/on_failure.hpp"
 
 // Reload (HUP) into a new generation: readiness gating, promotion, rollback,
 // coalesced HUPs, the draining-generation cap, retire deadlines, WINCH, and
@@ -58,14 +59,6 @@ strings effects(const action_list& list) {
   return out;
 }
 
-// Logs at `level` whose text contains `needle`.
-std::size_t logs_with(const action_list& list, log_level level, const std::string& needle) {
-  std::size_t n = 0;
-  for (const auto& l : actions_of<actions::log>(list))
-    n += (l.level == level && l.text.find(needle) != std::string::npos) ? 1 : 0;
-  return n;
-}
-
 // Actions in `list` aimed at `pid`: sends, kills, its retire timer.
 std::size_t touching(const action_list& list, pid_t pid) {
   std::size_t n = 0;
@@ -86,6 +79,7 @@ std::vector<std::uint64_t> spawned_generations(const action_list& list) {
 // ready (pids 1000, 1001, ...).
 lifecycle_driver serving(lifecycle_config c = config()) {
   lifecycle_driver d(c);
+  PM_SHOW_ON_FAILURE(d.describe());
   d.start();
   d.ready_generation(1);
   REQUIRE(d.processes().size() == c.workers);
@@ -144,6 +138,7 @@ bool all_in(const lifecycle_driver& d, std::uint64_t g, process_state s) {
 TEST_CASE("reload reads the configuration first - a refused one changes nothing",
           "[lifecycle][reload]") {
   auto d = serving();
+  PM_SHOW_ON_FAILURE(d.describe());
   auto acts = d.at(1s).command(command::reload);
   CHECK(effects(acts) == strings{"load_config"});
   CHECK(logs_with(acts, log_level::notice, "reading the configuration") == 1);
@@ -179,6 +174,7 @@ TEST_CASE("reload reads the configuration first - a refused one changes nothing"
 
 TEST_CASE("a config_loaded nobody asked for is ignored", "[lifecycle][reload]") {
   auto d = serving();
+  PM_SHOW_ON_FAILURE(d.describe());
   CHECK(d.loaded(config(3)).empty());
   CHECK(d.refused("nope").empty());
   CHECK_FALSE(d.lifecycle().pending_generation());
@@ -196,6 +192,7 @@ TEST_CASE("a loaded configuration spawns the next generation under a ready deadl
           "[lifecycle][reload]") {
   auto workers = GENERATE(1u, 2u, 3u);
   auto d = serving(config(2));
+  PM_SHOW_ON_FAILURE(d.describe());
   auto next = config(workers);
   next.ready_timeout = 4s;  // the new configuration's deadline applies
   d.at(1s).command(command::reload);
@@ -224,6 +221,7 @@ TEST_CASE("a loaded configuration spawns the next generation under a ready deadl
 
 TEST_CASE("old workers are retired only once every new slot is ready", "[lifecycle][reload]") {
   auto d = serving(config(2));
+  PM_SHOW_ON_FAILURE(d.describe());
   d.at(1s);
   reload_to(d, config(3));
   REQUIRE(d.pids_of(2) == pids{1002, 1003, 1004});
@@ -277,6 +275,7 @@ TEST_CASE("a reload changes the worker count", "[lifecycle][reload]") {
   auto r = GENERATE(values<row>({{2, 3}, {3, 1}, {1, 4}}));
   INFO(r.before << " -> " << r.after);
   auto d = serving(config(r.before));
+  PM_SHOW_ON_FAILURE(d.describe());
   auto acts = d.command(command::reload);
   acts = d.loaded(config(r.after));
   auto spawns = actions_of<actions::spawn>(acts);
@@ -313,6 +312,7 @@ TEST_CASE("a reload changes the worker count", "[lifecycle][reload]") {
 TEST_CASE("a reload with a new shutdown_timeout tells the old workers the new value",
           "[lifecycle][reload]") {
   auto d = serving(config(2));
+  PM_SHOW_ON_FAILURE(d.describe());
   auto next = config(2);
   next.shutdown_timeout = 3s;
   auto acts = reload_and_promote(d, next);
@@ -334,6 +334,7 @@ TEST_CASE("a reload with a new shutdown_timeout tells the old workers the new va
 TEST_CASE("a new worker exiting before promotion rolls the reload back", "[lifecycle][reload]") {
   auto status = GENERATE(exited_with(0), exited_with(1), killed_by(SIGSEGV), killed_by(SIGKILL));
   auto d = serving(config(2));
+  PM_SHOW_ON_FAILURE(d.describe());
   d.at(1s);
   reload_to(d, config(3));
   REQUIRE(d.pids_of(2) == pids{1002, 1003, 1004});
@@ -379,6 +380,7 @@ TEST_CASE("a new worker exiting before promotion rolls the reload back", "[lifec
 TEST_CASE("the ready deadline rolls back a reload whose workers are not all ready",
           "[lifecycle][reload]") {
   auto d = serving(config(2));
+  PM_SHOW_ON_FAILURE(d.describe());
   auto next = config(2);
   next.ready_timeout = 4s;
   d.at(1s);
@@ -411,6 +413,7 @@ TEST_CASE("the ready deadline rolls back a reload whose workers are not all read
 
 TEST_CASE("spawn_failed for the new generation rolls the reload back", "[lifecycle][reload]") {
   auto d = serving(config(2));
+  PM_SHOW_ON_FAILURE(d.describe());
   d.command(command::reload);
 
   SECTION("every spawn fails") {
@@ -462,6 +465,7 @@ TEST_CASE("spawn_failed for the new generation rolls the reload back", "[lifecyc
 TEST_CASE("generation numbers strictly increase across reloads and rollbacks",
           "[lifecycle][reload]") {
   auto d = serving(config(1));
+  PM_SHOW_ON_FAILURE(d.describe());
   std::vector<std::uint64_t> started{1};
   auto note_new = [&] {
     auto g = d.lifecycle().pending_generation();
@@ -518,6 +522,7 @@ TEST_CASE("an old worker crashing during a pending reload is respawned into the 
           "[lifecycle][reload]") {
   auto status = GENERATE(exited_with(1), killed_by(SIGSEGV));
   auto d = serving(config(2));
+  PM_SHOW_ON_FAILURE(d.describe());
   reload_to(d, config(2));
   REQUIRE(d.pids_of(2) == pids{1002, 1003});
   d.ready(1002);
@@ -547,6 +552,7 @@ TEST_CASE("an old worker crashing during a pending reload is respawned into the 
 TEST_CASE("an old slot backing off during a reload is cancelled at promotion",
           "[lifecycle][reload][backoff]") {
   auto d = serving(config(2));
+  PM_SHOW_ON_FAILURE(d.describe());
   reload_to(d, config(2));
   crash_into_backoff(d, 0, 1);  // old slot 0 waits on a respawn timer
   CHECK(d.lifecycle().pending_generation() == 2u);  // old crashes do not roll back
@@ -564,6 +570,7 @@ TEST_CASE("an old slot backing off during a reload is cancelled at promotion",
 TEST_CASE("after promotion a new worker's crash respawns into the new generation - fresh record",
           "[lifecycle][reload][backoff]") {
   auto d = serving(config(2));
+  PM_SHOW_ON_FAILURE(d.describe());
   crash_into_backoff(d, 0);  // R = 3 quick restarts used up, then 100 ms
   d.advance(100ms);
   REQUIRE(d.in_slot(0) != nullptr);
@@ -593,6 +600,7 @@ TEST_CASE("after promotion a new worker's crash respawns into the new generation
 TEST_CASE("HUPs while a reload is under way coalesce into one more reload",
           "[lifecycle][reload]") {
   auto d = serving(config(2));
+  PM_SHOW_ON_FAILURE(d.describe());
   CHECK(effects(d.command(command::reload)) == strings{"load_config"});
 
   SECTION("while loading - the follow-up comes after a refusal") {
@@ -656,6 +664,7 @@ TEST_CASE("past max_draining_generations the oldest draining generation is termi
   auto c = config(2);
   c.max_draining_generations = cap;
   auto d = serving(c);
+  PM_SHOW_ON_FAILURE(d.describe());
 
   // Back-to-back reloads; no old worker ever leaves by itself.
   for (std::uint64_t g = 2; g <= 5; ++g) {
@@ -708,6 +717,7 @@ TEST_CASE("draining generations that leave in time are not counted against the c
   auto c = config(1);
   c.max_draining_generations = 1;
   auto d = serving(c);
+  PM_SHOW_ON_FAILURE(d.describe());
   reload_and_promote(d, c);  // 1000 drains
   CHECK(effects(d.exit(1000, exited_with(0))) == strings{"cancel_timer(retire_deadline[1000])"});
   auto acts = reload_and_promote(d, c);  // 1001 drains: one generation
@@ -720,6 +730,7 @@ TEST_CASE("draining generations that leave in time are not counted against the c
 TEST_CASE("a retire deadline kills a worker still draining - not one that left",
           "[lifecycle][reload]") {
   auto d = serving(config(2));
+  PM_SHOW_ON_FAILURE(d.describe());
   d.at(1s);
   reload_and_promote(d, config(2));
   REQUIRE(d.due_in(retire_timer(1000)) == 10s);
@@ -747,6 +758,7 @@ TEST_CASE("a retire deadline kills a worker still draining - not one that left",
 
 TEST_CASE("stop during a pending reload terminates both generations", "[lifecycle][reload]") {
   auto d = serving(config(2));
+  PM_SHOW_ON_FAILURE(d.describe());
   reload_to(d, config(2));
   d.ready(1002);
   auto acts = d.at(1s).command(command::stop);
@@ -774,6 +786,7 @@ TEST_CASE("stop during a pending reload terminates both generations", "[lifecycl
 
 TEST_CASE("quit during a pending reload drains both generations", "[lifecycle][reload]") {
   auto d = serving(config(2));
+  PM_SHOW_ON_FAILURE(d.describe());
   reload_to(d, config(2));
   d.command(command::reload);  // a follow-up is asked for: the quit drops it
   auto acts = d.at(1s).command(command::quit);
@@ -796,6 +809,7 @@ TEST_CASE("quit during a pending reload drains both generations", "[lifecycle][r
 TEST_CASE("a configuration that loads after a quit or stop is ignored", "[lifecycle][reload]") {
   auto c = GENERATE(command::quit, command::stop);
   auto d = serving(config(2));
+  PM_SHOW_ON_FAILURE(d.describe());
   d.command(command::reload);
   d.command(c);
   CHECK(d.loaded(config(3)).empty());
@@ -820,6 +834,7 @@ TEST_CASE("reload before start or during a shutdown is ignored with a warning",
                                   {"stopping", command::stop, phase::stopping}}));
   INFO(r.name);
   lifecycle_driver d(config(2));
+  PM_SHOW_ON_FAILURE(d.describe());
   if (r.before) {
     d.start();
     d.command(*r.before);
@@ -838,6 +853,7 @@ TEST_CASE("reload before start or during a shutdown is ignored with a warning",
 TEST_CASE("WINCH drains every worker - the master stays - HUP brings workers back",
           "[lifecycle][reload][winch]") {
   auto d = serving(config(2));
+  PM_SHOW_ON_FAILURE(d.describe());
   auto acts = d.at(1s).command(command::drain_workers);
   CHECK(effects(acts) == strings{"send(1000, quit, 10000)",
                                  "arm_timer(retire_deadline[1000], 10000 ms)",
@@ -896,6 +912,7 @@ TEST_CASE("WINCH drains every worker - the master stays - HUP brings workers bac
 TEST_CASE("WINCH during a pending reload drains the new generation too",
           "[lifecycle][reload][winch]") {
   auto d = serving(config(2));
+  PM_SHOW_ON_FAILURE(d.describe());
   reload_to(d, config(2));
   auto acts = d.command(command::drain_workers);
   CHECK(effects(acts).front() == "cancel_timer(ready_deadline[2])");
@@ -910,6 +927,7 @@ TEST_CASE("WINCH during a pending reload drains the new generation too",
 TEST_CASE("TTIN and TTOU during a reload are refused", "[lifecycle][reload][resize]") {
   auto c = GENERATE(command::add_worker, command::remove_worker);
   auto d = serving(config(2));
+  PM_SHOW_ON_FAILURE(d.describe());
   d.command(command::reload);
   SECTION("while loading") {}
   SECTION("while pending") { d.loaded(config(3)); }
@@ -926,6 +944,7 @@ TEST_CASE("TTIN and TTOU during a reload are refused", "[lifecycle][reload][resi
 
 TEST_CASE("lifecycle_driver can answer load_config by itself", "[testing][driver][reload]") {
   auto d = serving(config(2));
+  PM_SHOW_ON_FAILURE(d.describe());
   SECTION("with a configuration") {
     d.answer_load_config(config(3));
     auto acts = d.command(command::reload);
@@ -951,4 +970,87 @@ TEST_CASE("lifecycle_driver can answer load_config by itself", "[testing][driver
     CHECK(effects(d.command(command::reload)) == strings{"load_config"});
     CHECK_FALSE(d.lifecycle().pending_generation());
   }
+}
+
+// ---------------------------------------------------------------- before the first READY
+
+// The service manager reads READY=1 before any READY=1 as "started": it must
+// wait until the first generation serves, even when a reload asked for
+// before that is refused or rolled back (found by lifecycle_walk.cpp).
+TEST_CASE("a reload refused or rolled back before the first generation is ready sends no READY",
+          "[lifecycle][reload][notify]") {
+  lifecycle_driver d(config(2));
+  PM_SHOW_ON_FAILURE(d.describe());
+  d.start();  // 1000 and 1001 start; neither is ready
+  // Still starting: RELOADING=1 would be as wrong as READY=1.
+  CHECK(notices_of(d.command(command::reload)).empty());
+
+  SECTION("refused") {
+    auto acts = d.refused("does not parse");
+    INFO(to_string(acts));
+    CHECK(notices_of(acts).empty());
+  }
+  SECTION("rolled back: a new worker crashes") {
+    d.loaded(config(2));  // 1002, 1003 of generation 2
+    auto acts = d.exit(1002, exited_with(3));
+    INFO(to_string(acts));
+    REQUIRE(logs_with(acts, log_level::error, "rolled back") == 1);
+    CHECK(notices_of(acts).empty());
+  }
+  SECTION("rolled back: the ready deadline") {
+    d.loaded(config(2));
+    auto acts = d.advance(3s);
+    INFO(to_string(acts));
+    REQUIRE(logs_with(acts, log_level::error, "rolled back") == 1);
+    CHECK(notices_of(acts).empty());
+  }
+  // READY=1 once generation 1 serves, and only then.
+  CHECK(notices_of(d.ready(1000)).empty());
+  auto acts = d.ready(1001);
+  INFO(to_string(acts));
+  CHECK(notices_of(acts) == strings{"notify(ready)"});
+}
+
+// A generation rolled back never served; the cap must not make the one
+// that served a moment ago pay for it (found by lifecycle_walk.cpp).
+TEST_CASE("the draining cap terminates rolled-back generations before one that served",
+          "[lifecycle][reload]") {
+  auto c = config(1);
+  c.max_draining_generations = 2;
+  c.shutdown_timeout = 60s;  // nothing leaves by its own deadline here
+  auto d = serving(c);       // 1000 serves generation 1
+  // Two reloads whose workers hang in start-up, rolled back at the ready deadline.
+  for (std::uint64_t g = 2; g <= 3; ++g) {
+    reload_to(d, c);
+    REQUIRE(d.lifecycle().pending_generation() == g);
+    auto acts = d.advance(3s);
+    REQUIRE(logs_with(acts, log_level::error, "rolled back") == 1);
+  }
+  REQUIRE(all_in(d, 2, process_state::draining));
+  REQUIRE(all_in(d, 3, process_state::draining));
+  // The third reload serves: generation 1 drains, three generations drain.
+  auto acts = reload_and_promote(d, c);
+  INFO(to_string(acts));
+  CHECK(d.lifecycle().generation() == 4);
+  // The oldest rolled-back generation goes, not the one that served until now.
+  CHECK(d.find(1000)->state == process_state::draining);
+  CHECK(pids_sent(acts, worker_command::terminate) == d.pids_of(2));
+  CHECK(all_in(d, 3, process_state::draining));
+  CHECK(logs_with(acts, log_level::warn, "terminating generation 2") == 1);
+}
+
+// systemd waits for READY=1 after RELOADING=1 (until its timeout fails the
+// reload job): a reload WINCH abandons must still end with READY=1 (found
+// by lifecycle_walk.cpp).
+TEST_CASE("WINCH abandoning a reload ends the RELOADING it announced", "[lifecycle][reload][notify]") {
+  auto d = serving(config(2));
+  PM_SHOW_ON_FAILURE(d.describe());
+  REQUIRE(notices_of(d.command(command::reload)) == strings{"notify(reloading)"});
+  SECTION("while the configuration loads") {}
+  SECTION("while the new generation starts") { d.loaded(config(2)); }
+  auto acts = d.command(command::drain_workers);
+  INFO(to_string(acts));
+  CHECK(notices_of(acts) == strings{"notify(ready)"});
+  // A configuration answered late is ignored, and says nothing more.
+  CHECK(notices_of(d.refused("late")).empty());
 }

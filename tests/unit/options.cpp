@@ -152,8 +152,8 @@ TEST_CASE("command_line: each log level", "[options]") {
 }
 
 TEST_CASE("command_line: each -s command", "[options]") {
-  auto c = GENERATE(command::stop, command::quit, command::reload, command::reopen,
-                    command::drain_workers, command::add_worker, command::remove_worker);
+  auto c = GENERATE(command::stop, command::quit, command::reopen, command::drain_workers,
+                    command::add_worker, command::remove_worker);
   options opt;
   std::string name(to_string(c));
   REQUIRE_FALSE(parse(opt, {"-s", name.c_str()}).code);
@@ -186,6 +186,22 @@ TEST_CASE("command_line: the last -s wins - '-s stop -s status' does not stop th
   REQUIRE_FALSE(parse(back, {"-s", "upgrade", "-s", "reopen"}).code);
   CHECK(back.signal == command::reopen);
   CHECK(back.query.empty());
+}
+
+TEST_CASE("command_line: -s reload waits for the outcome unless --no-wait; -t checks the config",
+          "[options]") {
+  options opt;
+  REQUIRE_FALSE(parse(opt, {"-s", "reload"}).code);
+  CHECK(opt.query == "reload");
+  CHECK_FALSE(opt.signal);
+  CHECK_FALSE(opt.no_wait);
+  options quick;
+  REQUIRE_FALSE(parse(quick, {"-s", "reload", "--no-wait"}).code);
+  CHECK(quick.no_wait);
+  auto flag = GENERATE(std::string("-t"), std::string("--check-config"));
+  options check;
+  REQUIRE_FALSE(parse(check, {flag.c_str()}).code);
+  CHECK(check.check_config);
 }
 
 TEST_CASE("command_line: --listen repeats - and the first replaces the default", "[options]") {

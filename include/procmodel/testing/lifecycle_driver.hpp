@@ -20,6 +20,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <type_traits>
 #include <utility>
 #include <variant>
@@ -85,6 +86,14 @@ inline std::vector<pid_t> pids_sent(const action_list& list, worker_command what
   return out;
 }
 
+/// How many log actions of `list` are at `level` and contain `needle`.
+inline std::size_t logs_with(const action_list& list, log_level level, std::string_view needle) {
+  std::size_t n = 0;
+  for (const auto& l : actions_of<actions::log>(list))
+    n += (l.level == level && l.text.find(needle) != std::string::npos) ? 1 : 0;
+  return n;
+}
+
 /// The name of a worker command: "quit", "terminate", "reopen".
 constexpr std::string_view to_string(worker_command c) noexcept {
   switch (c) {
@@ -116,7 +125,7 @@ inline std::string to_string(const action& a) {
         else if constexpr (std::is_same_v<A, actions::cancel_timer>)
           return fmt::format("cancel_timer({})", to_string(x.id));
         else if constexpr (std::is_same_v<A, actions::stop_listening>)
-          return "stop_listening";
+          return x.freeze ? "stop_listening" : "stop_listening(no freeze)";
         else if constexpr (std::is_same_v<A, actions::reopen_logs>)
           return "reopen_logs";
         else if constexpr (std::is_same_v<A, actions::log>)
@@ -126,7 +135,19 @@ inline std::string to_string(const action& a) {
         else if constexpr (std::is_same_v<A, actions::serving>)
           return fmt::format("serving(gen {}, {} workers)", x.generation, x.workers);
         else if constexpr (std::is_same_v<A, actions::exec_upgrade>)
-          return "exec_upgrade";
+          return fmt::format("exec_upgrade(gen {})", x.next_generation);
+        else if constexpr (std::is_same_v<A, actions::rename_pid_file>)
+          return "rename_pid_file";
+        else if constexpr (std::is_same_v<A, actions::restore_pid_file>)
+          return "restore_pid_file";
+        else if constexpr (std::is_same_v<A, actions::signal_new_master>)
+          return fmt::format("signal_new_master({}, {})", x.pid, x.signo);
+        else if constexpr (std::is_same_v<A, actions::reply>)
+          return fmt::format("reply({}, {}, \"{}\")", x.client, x.ok ? "ok" : "error", x.text);
+        else if constexpr (std::is_same_v<A, actions::report_ready_to_parent>)
+          return "report_ready_to_parent";
+        else if constexpr (std::is_same_v<A, actions::hand_over>)
+          return fmt::format("hand_over({})", x.pid);
         else if constexpr (std::is_same_v<A, actions::notify>)
           return x.what == actions::notice::ready       ? "notify(ready)"
                  : x.what == actions::notice::reloading ? "notify(reloading)"
@@ -135,6 +156,14 @@ inline std::string to_string(const action& a) {
           return fmt::format("exit({})", x.code);
       },
       a);
+}
+
+/// The service-manager notices in `list`, rendered ("notify(ready)"), in order.
+inline std::vector<std::string> notices_of(const action_list& list) {
+  std::vector<std::string> out;
+  for (const auto& a : list)
+    if (std::holds_alternative<actions::notify>(a)) out.push_back(to_string(a));
+  return out;
 }
 
 /// A list of actions, one per line, for failure messages.
@@ -187,6 +216,7 @@ class basic_lifecycle_driver {
 
   /// Feeds `e`, then answers every spawn action (its own and those that
   /// follow) with `spawned` (or `spawn_failed` while fail_spawns() is on),
+  /// every rename_pid_file with `pid_file_renamed` (see fail_pid_file_rename()),
   /// and every load_config with the answer_load_config() answer if one is
   /// set, queued as basic_supervisor queues them. Returns every action, in order.
   action_list dispatch(const event& e) {
@@ -204,6 +234,8 @@ class basic_lifecycle_driver {
         }
         if (std::holds_alternative<actions::load_config>(a) && config_answer_)
           pending.push_back(*config_answer_);
+        if (std::holds_alternative<actions::rename_pid_file>(a))
+          pending.push_back(events::pid_file_renamed{rename_error_.empty(), rename_error_});
         all.push_back(std::move(a));
       }
     }
@@ -244,6 +276,9 @@ class basic_lifecycle_driver {
 
   /// Answer spawns with `spawn_failed{error}` (non-zero) or `spawned` (0).
   void fail_spawns(int error) noexcept { spawn_error_ = error; }
+
+  /// Answer rename_pid_file with this error (non-empty) or with success (empty).
+  void fail_pid_file_rename(std::string error) { rename_error_ = std::move(error); }
 
   /// From now on dispatch() answers every `load_config` with `answer`
   /// (queued like a spawn's answer); `std::nullopt` (the default) leaves
@@ -331,6 +366,23 @@ class basic_lifecycle_driver {
 
   /// Every action since the driver was made, in order.
   [[nodiscard]] const action_list& history() const noexcept { return history_; }
+  /// The phase, the table, the armed timers and the last `last` actions,
+  /// for failure messages.
+  [[nodiscard]] std::string describe(std::size_t last = 80) const {
+    std::string out = fmt::format("at +{} ms: phase {}, {} process(es)\n", elapsed().count(),
+                                  procmodel::to_string(current_phase()), processes().size());
+    for (const auto& p : processes())
+      out += fmt::format("  pid {} slot {} generation {} {}\n", p.pid, p.slot, p.generation,
+                         procmodel::to_string(p.state));
+    for (const auto& [id, at] : timers_)
+      out += fmt::format("  timer {} due in {} ms\n", to_string(id),
+                         std::chrono::duration_cast<milliseconds>(at - now_).count());
+    const std::size_t from = history_.size() > last ? history_.size() - last : 0;
+    out += fmt::format("actions {} to {}:\n", from, history_.size());
+    for (std::size_t i = from; i < history_.size(); ++i) out += "  " + to_string(history_[i]) + "\n";
+    return out;
+  }
+
   /// The code of the exit action, once one was emitted.
   [[nodiscard]] std::optional<int> exit_code() const noexcept { return exit_code_; }
 
@@ -348,6 +400,7 @@ class basic_lifecycle_driver {
   time_point now_ = origin();
   pid_t next_pid_;
   int spawn_error_ = 0;
+  std::string rename_error_;
   std::optional<events::config_loaded> config_answer_;
   std::map<timer_id, time_point> timers_;
   action_list history_;
