@@ -541,15 +541,24 @@ class basic_supervisor {
     }
   }
 
-  void perform(const actions::restore_pid_file&) {
-    restore_pid_file();
-    try {  // operators reach this master again
+  void perform(const actions::restore_pid_file&) { reclaim_master_files(); }
+
+  // Operators reach this master again: its pid file back from .oldbin, its
+  // control socket open. Out of descriptors either may fail (an upgrade that
+  // failed for that very reason): retried until it works.
+  void reclaim_master_files() {
+    bool done = restore_pid_file();
+    try {
       if (control_.fd() >= 0) loop_.unwatch(control_.fd());
       control_.close(false);
       open_control(true);
     } catch (const std::exception& e) {
-      log_.error("{}", e.what());
+      log_.error("{}; trying again in {} ms", e.what(), control_backoff.count());
+      done = false;
     }
+    if (!done)
+      loop_.arm_timer({timer_kind::control_backoff, 1}, control_backoff,
+                      [this] { reclaim_master_files(); });
   }
 
   void perform(const actions::signal_new_master& a) {
@@ -571,16 +580,21 @@ class basic_supervisor {
 
   void perform(const actions::hand_over& a) { systemd_.main_pid(a.pid); }
 
-  void restore_pid_file() {
-    if (opt_.pid_file.empty()) return;
+  // False when it could not be done for want of resources (try again later).
+  bool restore_pid_file() {
+    if (opt_.pid_file.empty()) return true;
     std::string old = opt_.pid_file + ".oldbin";
+    struct stat st {};
+    if (::lstat(old.c_str(), &st) != 0) return true;  // nothing to restore
+    if (!detail::unique_fd(::open("/dev/null", O_RDONLY | O_CLOEXEC))) return false;  // no fd to read it
     try {
-      if (pid_file::read(old) != ::getpid()) return;
+      if (pid_file::read(old) != ::getpid()) return true;
     } catch (const std::runtime_error&) {
-      return;
+      return true;  // not ours
     }
     if (::rename(old.c_str(), opt_.pid_file.c_str()) != 0)
       log_.error("cannot restore pid file {}: {}", opt_.pid_file, std::strerror(errno));
+    return true;
   }
 
   void arm_watchdog(milliseconds every) {
