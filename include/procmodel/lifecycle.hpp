@@ -246,7 +246,10 @@ struct exec_upgrade { std::uint64_t next_generation; };
 struct rename_pid_file {};
 /// Put `<pid file>.oldbin` back as the pid file if it still names this master,
 /// and take back the control socket: this master is the one operators reach.
-struct restore_pid_file {};
+struct restore_pid_file {
+  /// A new master ran and took the control socket over: take it back too.
+  bool take_back_control = true;
+};
 /// Signal the new master of an upgrade.
 struct signal_new_master { pid_t pid; int signo; };
 /// Answer control client `client` (no-op for 0) and hang up.
@@ -589,7 +592,7 @@ class nginx_lifecycle {
     }
     upgrade_->renamed = true;
     if (upgrade_->abandoned) {  // this master began stopping meanwhile
-      emit(actions::restore_pid_file{});
+      emit(actions::restore_pid_file{false});
       upgrade_.reset();
       return maybe_exit();
     }
@@ -961,7 +964,7 @@ class nginx_lifecycle {
     u.abandoned = true;
     if (u.pid != 0 && !u.ready) emit(actions::cancel_timer{upgrade_timer(0)});
     if (u.renamed) {
-      emit(actions::restore_pid_file{});
+      emit(actions::restore_pid_file{u.pid != 0});
       u.renamed = false;
     }
     emit(actions::reply{std::exchange(u.client, 0), false, why});

@@ -541,14 +541,24 @@ class basic_supervisor {
     }
   }
 
-  void perform(const actions::restore_pid_file&) {
+  void perform(const actions::restore_pid_file& a) {
     restore_pid_file();
-    try {  // operators reach this master again
+    if (a.take_back_control) take_back_control();
+  }
+
+  // Operators reach this master again. Out of descriptors that can fail:
+  // then it is tried again until it works, as the accept loop backs off.
+  void take_back_control() {
+    try {
       if (control_.fd() >= 0) loop_.unwatch(control_.fd());
       control_.close(false);
       open_control(true);
     } catch (const std::exception& e) {
-      log_.error("{}", e.what());
+      log_.error("{}; the control socket is tried again in {} ms", e.what(),
+                 control_backoff.count());
+      loop_.arm_timer({timer_kind::control_backoff, 1}, control_backoff, [this] {
+        if (lifecycle_->current_phase() == phase::running) take_back_control();
+      });
     }
   }
 
@@ -571,13 +581,23 @@ class basic_supervisor {
 
   void perform(const actions::hand_over& a) { systemd_.main_pid(a.pid); }
 
+  // Only on the lifecycle's word that this master renamed it. Out of
+  // descriptors (the failure that may have ended the upgrade) the file cannot
+  // be opened to check its pid: then a regular file, not a link, is enough.
   void restore_pid_file() {
     if (opt_.pid_file.empty()) return;
     std::string old = opt_.pid_file + ".oldbin";
-    try {
-      if (pid_file::read(old) != ::getpid()) return;
-    } catch (const std::runtime_error&) {
-      return;
+    detail::unique_fd probe(::open(old.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
+    if (!probe && (errno == EMFILE || errno == ENFILE)) {
+      struct stat st {};
+      if (::lstat(old.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return;
+    } else {
+      probe.reset();
+      try {
+        if (pid_file::read(old) != ::getpid()) return;
+      } catch (const std::runtime_error&) {
+        return;
+      }
     }
     if (::rename(old.c_str(), opt_.pid_file.c_str()) != 0)
       log_.error("cannot restore pid file {}: {}", opt_.pid_file, std::strerror(errno));

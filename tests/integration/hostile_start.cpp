@@ -403,7 +403,7 @@ TEST_CASE("bad control requests are answered with an error and change nothing",
   const auto workers = srv.workers();
   const std::vector<std::string> junk = {
       "\n", "\r\n", "statusX\n", "status json extra\n", "STATUS\n", " status\n", "status \n",
-      "quit\n", "reload\n", "stop\n", "status\tjson\n", "upgrade abc\n", "upgrade 0\n",
+      "quit\n", "reload now\n", "reloadx\n", "stop\n", "status\tjson\n", "upgrade abc\n", "upgrade 0\n",
       "upgrade -5\n", "upgrade 99999999999999\n", "upgrade 1 2\n", "upgrade  5\n", "upgrade x5\n",
       std::string(300, 'a') + "\n", std::string(5000, 's'), std::string("st\0atus\n", 8),
       "\xff\xfe\xfd\n", "\x1b[2J\n", std::string("status\0json\n", 12), "{\"cmd\":\"status\"}\n",

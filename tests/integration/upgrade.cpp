@@ -781,7 +781,7 @@ PM_TEST_CASE("manual upgrade: USR2 then WINCH and QUIT the old master under ligh
 PM_TEST_CASE("manual upgrade rolled back: WINCH then HUP the old master and QUIT the new one",
           "[upgrade][manual]") {
   // The rollback under test: the old master says so at error level.
-  expect_log_line("upgrade rolled back: new master ");
+  expect_log_line("upgrade rolled back: the new master ");
   subreaper_scope reaper;
   server srv(http_server, "procmodel-upgrade");
   notify_socket sd(srv.dir().file("notify.sock"));
@@ -874,7 +874,7 @@ PM_TEST_CASE("manual upgrade rolled back: WINCH then HUP the old master and QUIT
 
 PM_TEST_CASE("an upgrade to a binary that exits or never gets ready fails while the old master serves",
           "[upgrade][auto][rollback]") {
-  expect_log_line("upgrade failed: new master ");  // the failures under test
+  expect_log_line("upgrade failed: the new master ");  // the failures under test
   subreaper_scope reaper;
   server srv("./http_server", "procmodel-upgrade");
   std::string bin = copy_binary(srv.dir());
@@ -959,8 +959,8 @@ PM_TEST_CASE("an upgrade to a binary that exits or never gets ready fails while 
 
 PM_TEST_CASE("a manual upgrade whose new master never gets ready is stopped after the ready timeout",
           "[upgrade][manual][rollback]") {
-  expect_log_line("upgrade failed: new master ");  // the failure under test
-  expect_log_line("upgrade rolled back: new master ");  // the second new master, QUIT by the test
+  expect_log_line("upgrade failed: the new master ");  // the failure under test
+  expect_log_line("upgrade rolled back: the new master ");  // the second new master, QUIT by the test
   rig rg("ready = yes\n", {"--ready-timeout", "1000"});
   auto& srv = rg.srv;
   auto& fam = rg.fam;
@@ -997,7 +997,7 @@ PM_TEST_CASE("a manual upgrade whose new master never gets ready is stopped afte
 
 PM_TEST_CASE("a new master that ignores SIGQUIT at the upgrade deadline is killed and the next upgrade works",
           "[upgrade][auto][rollback]") {
-  expect_log_line("upgrade failed: new master ");  // the failure under test
+  expect_log_line("upgrade failed: the new master ");  // the failure under test
   subreaper_scope reaper;
   server srv("./http_server", "procmodel-upgrade");
   std::string bin = copy_binary(srv.dir());
@@ -1038,7 +1038,7 @@ PM_TEST_CASE("a new master that ignores SIGQUIT at the upgrade deadline is kille
 
 PM_TEST_CASE("one upgrade at a time: a second -s upgrade or USR2 is refused while one is under way",
           "[upgrade][auto]") {
-  expect_log_line("upgrade failed: new master ");  // the first upgrade's, on its deadline
+  expect_log_line("upgrade failed: the new master ");  // the first upgrade's, on its deadline
   rig rg("ready = yes\n");
   auto& srv = rg.srv;
   auto& fam = rg.fam;
@@ -1047,6 +1047,7 @@ PM_TEST_CASE("one upgrade at a time: a second -s upgrade or USR2 is refused whil
   // The real binary, whose workers never report ready.
   write_file(conf_path(srv), "ready = no\n");
   process first = upgrade_in_background(srv, "2000", "first");
+  first.expect_exit(1);  // it fails on its own deadline (checked below)
   pid_t unready = rg.new_master();
   fam.master(unready);
 
