@@ -31,6 +31,7 @@
 #include <csignal>
 #include <cstddef>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
 #include <filesystem>
 #include <map>
@@ -43,6 +44,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -1422,4 +1424,56 @@ PM_TEST_CASE("NOTIFY_SOCKET: STOPPING=1 on TERM, and an abstract @ socket works"
   PM_CHECK(srv, srv.log().find("fast stop") != std::string::npos);
   INFO(sd.describe());
   for (const auto& m : sd.seen()) CHECK(m.sender == srv.master_pid());
+}
+
+PM_TEST_CASE("the control socket answers a client of another uid with permission denied",
+             "[upgrade][cli][status]") {
+  if (::geteuid() != 0) {
+    WARN("not root: cannot be another uid here; skipped");
+    return;
+  }
+  server srv(http_server, "procmodel-upgrade");
+  PM_REQUIRE(srv, srv.start(http_config(1)));
+  const std::string sock = srv.pid_path() + ".sock";
+  struct stat st {};
+  PM_REQUIRE(srv, ::stat(sock.c_str(), &st) == 0);
+  PM_CHECK(srv, (st.st_mode & 0777) == 0600);
+  // The file mode alone keeps others out; open it up so that the master's
+  // own check of the peer's uid is what is tested.
+  PM_REQUIRE(srv, ::chmod(sock.c_str(), 0666) == 0);
+  ::chmod(srv.dir().path().c_str(), 0755);
+
+  auto ask_as = [&](uid_t uid) {
+    int out[2];
+    REQUIRE(::pipe2(out, O_CLOEXEC) == 0);
+    pid_t child = ::fork();
+    REQUIRE(child >= 0);
+    if (child == 0) {
+      if (uid != 0 && (::setgid(uid) != 0 || ::setuid(uid) != 0)) ::_exit(2);
+      int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      sockaddr_un sa{};
+      sa.sun_family = AF_UNIX;
+      std::memcpy(sa.sun_path, sock.c_str(), sock.size());
+      if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) ::_exit(3);
+      (void)!::send(fd, "status\n", 7, MSG_NOSIGNAL);
+      char buf[4096];
+      for (ssize_t n; (n = ::recv(fd, buf, sizeof buf, 0)) > 0;) (void)!::write(out[1], buf, static_cast<std::size_t>(n));
+      ::_exit(0);
+    }
+    ::close(out[1]);
+    std::string answer;
+    char buf[4096];
+    for (ssize_t n; (n = ::read(out[0], buf, sizeof buf)) > 0;) answer.append(buf, static_cast<std::size_t>(n));
+    ::close(out[0]);
+    int ws = 0;
+    ::waitpid(child, &ws, 0);
+    INFO("client as uid " << uid << ": " << describe_status(ws) << ", answer: " << answer);
+    CHECK(exit_code_of(ws) == 0);
+    return answer;
+  };
+  const std::string stranger = ask_as(65534);  // nobody
+  PM_CHECK(srv, stranger.rfind("error: permission denied", 0) == 0);
+  const std::string owner = ask_as(0);
+  PM_CHECK(srv, owner.find("master") != std::string::npos);
+  PM_CHECK(srv, owner.find("error") == std::string::npos);
 }
