@@ -806,3 +806,45 @@ PM_TEST_CASE("the master's loop forgets timers that fired or were cancelled", "[
   // A timer that is gone must not cost anything that stays: allow 8 bytes a timer of noise.
   CHECK(per_timer < 8);
 }
+
+PM_TEST_CASE("a rolled-back generation serves the connections it accepted to their end",
+             "[reload][rollback]") {
+  server srv(echo_server, "procmodel-reload");
+  const std::string hook = srv.dir().file("serve-not-ready");
+  server_config c;
+  c.workers = 1;
+  c.extra = {"--ready-timeout", "1000", "--shutdown-timeout", "60000"};
+  c.env = {{"ECHO_SERVE_NOT_READY_FILE", hook}};
+  PM_REQUIRE(srv, srv.start(c));
+  const pid_t old = srv.workers().at(0);
+  // Frozen, the old worker accepts nothing: every new connection goes to
+  // the new generation's worker, which serves but never reports ready.
+  PM_REQUIRE(srv, ::kill(old, SIGSTOP) == 0);
+  struct thaw {
+    pid_t pid;
+    ~thaw() { ::kill(pid, SIGCONT); }
+  } thaw_old{old};
+  write_file(hook, "");
+  expect_log_line("reload to generation 2 rolled back: not every worker was ready within 1000 ms");
+  PM_REQUIRE(srv, srv.master().signal(SIGHUP));
+  PM_REQUIRE(srv, wait_for([&] { return srv.started().size() == 2; }, 10s));
+  const pid_t fresh = srv.started().back().pid;
+  auto client = tcp_client::connect(srv.port());
+  PM_REQUIRE(srv, client.has_value());
+  PM_REQUIRE(srv, client->echo("accepted by generation 2\n", 5s));
+
+  PM_REQUIRE(srv, wait_for([&] { return srv.log().find("rolled back") != std::string::npos; }, 10s));
+  ::kill(old, SIGCONT);
+  // Rolled back with the session open: it is served on, not reset.
+  PM_CHECK(srv, client->echo("after the rollback\n"));
+  std::this_thread::sleep_for(300ms);  // a window in which it must not be cut
+  PM_CHECK(srv, client->echo("still served\n"));
+  PM_CHECK(srv, is_running(fresh));
+  client->close();
+  PM_CHECK(srv, wait_for([&] { return !is_running(fresh); }, 5s));
+  PM_CHECK(srv, srv.log().find("worker " + std::to_string(fresh) +
+                               " (slot 0, generation 2) exited with code 0") != std::string::npos);
+  // Generation 1 serves on.
+  PM_CHECK(srv, echo_once(srv.port()));
+  PM_CHECK(srv, srv.workers() == std::vector<pid_t>{old});
+}
