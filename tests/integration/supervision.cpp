@@ -674,7 +674,7 @@ PM_TEST_CASE("a worker that crashes at start is respawned with backoff, not in a
 
   // QUIT while a respawn timer is pending: it exits, and nothing is respawned.
   // (The 6th backoff, 3200 ms, is armed about 3.1 s after the start.)
-  wait_for([&] { return srv.log().find("next respawn in 3200 ms") != std::string::npos; }, 10s);
+  PM_REQUIRE(srv, wait_for([&] { return srv.log().find("next respawn in 3200 ms") != std::string::npos; }, 10s));
   PM_REQUIRE(srv, srv.master().signal(SIGQUIT));
   auto status = srv.master().wait_exit(10s);
   PM_REQUIRE(srv, status.has_value());
@@ -885,13 +885,13 @@ std::string end_line(server& srv, pid_t worker) {
 // Waits until slot 0 has a ready worker other than `old`; that worker.
 pid_t replacement_of(server& srv, pid_t old) {
   pid_t now = 0;
-  wait_for(
+  const bool replaced = wait_for(
       [&] {
         now = srv.slot_pids().at(0);
         return now != old && srv.is_ready(now);
       },
       10s);
-  return now != old ? now : 0;
+  return replaced ? now : 0;
 }
 
 }  // namespace
