@@ -138,7 +138,7 @@ enum class timer_kind : std::uint8_t {
   retire_deadline,  ///< key: pid of a retired worker; SIGKILL if still there
   upgrade_deadline, ///< key 0: a new master must be ready by then; key 1: SIGKILL a failed one
   watchdog,         ///< the supervisor's: time for systemd's WATCHDOG=1
-  control_backoff,  ///< the supervisor's; key 0: accept on the control socket again, 1: reclaim pid file and socket
+  control_backoff,  ///< the supervisor's; key 0: accept on the control socket again, 1: take it back after a failed upgrade
   control_deadline, ///< the supervisor's; key: a control client that must have spoken by then
 };
 
@@ -246,7 +246,10 @@ struct exec_upgrade { std::uint64_t next_generation; };
 struct rename_pid_file {};
 /// Put `<pid file>.oldbin` back as the pid file if it still names this master,
 /// and take back the control socket: this master is the one operators reach.
-struct restore_pid_file {};
+struct restore_pid_file {
+  /// A new master ran and took the control socket over: take it back too.
+  bool take_back_control = true;
+};
 /// Signal the new master of an upgrade.
 struct signal_new_master { pid_t pid; int signo; };
 /// Answer control client `client` (no-op for 0) and hang up.
@@ -589,7 +592,7 @@ class nginx_lifecycle {
     }
     upgrade_->renamed = true;
     if (upgrade_->abandoned) {  // this master began stopping meanwhile
-      emit(actions::restore_pid_file{});
+      emit(actions::restore_pid_file{false});
       upgrade_.reset();
       return maybe_exit();
     }
@@ -961,7 +964,7 @@ class nginx_lifecycle {
     u.abandoned = true;
     if (u.pid != 0 && !u.ready) emit(actions::cancel_timer{upgrade_timer(0)});
     if (u.renamed) {
-      emit(actions::restore_pid_file{});
+      emit(actions::restore_pid_file{u.pid != 0});
       u.renamed = false;
     }
     emit(actions::reply{std::exchange(u.client, 0), false, why});

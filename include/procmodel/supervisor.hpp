@@ -541,24 +541,25 @@ class basic_supervisor {
     }
   }
 
-  void perform(const actions::restore_pid_file&) { reclaim_master_files(); }
+  void perform(const actions::restore_pid_file& a) {
+    restore_pid_file();
+    if (a.take_back_control) take_back_control();
+  }
 
-  // Operators reach this master again: its pid file back from .oldbin, its
-  // control socket open. Out of descriptors either may fail (an upgrade that
-  // failed for that very reason): retried until it works.
-  void reclaim_master_files() {
-    bool done = restore_pid_file();
+  // Operators reach this master again. Out of descriptors that can fail:
+  // then it is tried again until it works, as the accept loop backs off.
+  void take_back_control() {
     try {
       if (control_.fd() >= 0) loop_.unwatch(control_.fd());
       control_.close(false);
       open_control(true);
     } catch (const std::exception& e) {
-      log_.error("{}; trying again in {} ms", e.what(), control_backoff.count());
-      done = false;
+      log_.error("{}; the control socket is tried again in {} ms", e.what(),
+                 control_backoff.count());
+      loop_.arm_timer({timer_kind::control_backoff, 1}, control_backoff, [this] {
+        if (lifecycle_->current_phase() == phase::running) take_back_control();
+      });
     }
-    if (!done)
-      loop_.arm_timer({timer_kind::control_backoff, 1}, control_backoff,
-                      [this] { reclaim_master_files(); });
   }
 
   void perform(const actions::signal_new_master& a) {
@@ -580,21 +581,26 @@ class basic_supervisor {
 
   void perform(const actions::hand_over& a) { systemd_.main_pid(a.pid); }
 
-  // False when it could not be done for want of resources (try again later).
-  bool restore_pid_file() {
-    if (opt_.pid_file.empty()) return true;
+  // Only on the lifecycle's word that this master renamed it. Out of
+  // descriptors (the failure that may have ended the upgrade) the file cannot
+  // be opened to check its pid: then a regular file, not a link, is enough.
+  void restore_pid_file() {
+    if (opt_.pid_file.empty()) return;
     std::string old = opt_.pid_file + ".oldbin";
-    struct stat st {};
-    if (::lstat(old.c_str(), &st) != 0) return true;  // nothing to restore
-    if (!detail::unique_fd(::open("/dev/null", O_RDONLY | O_CLOEXEC))) return false;  // no fd to read it
-    try {
-      if (pid_file::read(old) != ::getpid()) return true;
-    } catch (const std::runtime_error&) {
-      return true;  // not ours
+    detail::unique_fd probe(::open(old.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
+    if (!probe && (errno == EMFILE || errno == ENFILE)) {
+      struct stat st {};
+      if (::lstat(old.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return;
+    } else {
+      probe.reset();
+      try {
+        if (pid_file::read(old) != ::getpid()) return;
+      } catch (const std::runtime_error&) {
+        return;
+      }
     }
     if (::rename(old.c_str(), opt_.pid_file.c_str()) != 0)
       log_.error("cannot restore pid file {}: {}", opt_.pid_file, std::strerror(errno));
-    return true;
   }
 
   void arm_watchdog(milliseconds every) {

@@ -171,7 +171,7 @@ TEST_CASE("a new master that cannot be started: the pid file is restored and the
   request_automatic(d);
   auto acts = d.dispatch(events::new_master_failed{"cannot execute /srv/bin/app"});
   CHECK(effects(acts) ==
-        strings{"restore_pid_file", "reply(7, error, \"cannot execute /srv/bin/app\")"});
+        strings{"restore_pid_file(pid file only)", "reply(7, error, \"cannot execute /srv/bin/app\")"});
   CHECK_FALSE(d.lifecycle().upgrade());
   CHECK(d.current_phase() == phase::running);
 }
@@ -372,7 +372,7 @@ TEST_CASE("failure 6: stopping before the exec answered still stops what it star
   auto acts = d.command(command::quit);
   CHECK(replies(acts).size() == 1);
   acts = d.dispatch(events::pid_file_renamed{});
-  CHECK(has(acts, "restore_pid_file"));
+  CHECK(has(acts, "restore_pid_file(pid file only)"));
   CHECK_FALSE(has(acts, "exec_upgrade(gen 2)"));
   d.exit(1000, exited_with(0));
   d.exit(1001, exited_with(0));

@@ -139,7 +139,7 @@ inline std::string to_string(const action& a) {
         else if constexpr (std::is_same_v<A, actions::rename_pid_file>)
           return "rename_pid_file";
         else if constexpr (std::is_same_v<A, actions::restore_pid_file>)
-          return "restore_pid_file";
+          return x.take_back_control ? "restore_pid_file" : "restore_pid_file(pid file only)";
         else if constexpr (std::is_same_v<A, actions::signal_new_master>)
           return fmt::format("signal_new_master({}, {})", x.pid, x.signo);
         else if constexpr (std::is_same_v<A, actions::reply>)
