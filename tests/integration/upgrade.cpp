@@ -32,6 +32,7 @@
 #include <cstddef>
 #include <cstdio>
 #include <ctime>
+#include <exception>
 #include <filesystem>
 #include <map>
 #include <optional>
@@ -263,8 +264,12 @@ class family {
 
   /// SIGKILLs every recorded process still running, then reaps those that
   /// end up as our children (for a while: orphans are reparented only once
-  /// their parent is gone).
+  /// their parent is gone). A master or worker that had to be killed here
+  /// is a failure of a test that ended well otherwise: the test did not
+  /// account for it (new masters and their workers are no process objects,
+  /// so the teardown audit would not see them).
   void kill_all() noexcept {
+    std::vector<pid_t> left;
     try {
       // The guard's master, if it still runs, stops gracefully first: its
       // workers then end well (a SIGKILL here would be a violation of the
@@ -273,6 +278,21 @@ class family {
         guard_.signal(SIGQUIT);
         guard_.wait_exit(20s);
       }
+      auto still_running = [&] {
+        reap();
+        std::vector<pid_t> out;
+        for (const auto& [p, start] : start_) {
+          if (p == guard_.pid() || statuses_.count(p)) continue;
+          auto st = read_stat(p);
+          if (st && st->starttime == start && st->state != 'Z' && st->state != 'X')
+            out.push_back(p);
+        }
+        return out;
+      };
+      // Orphaned workers of a master that just went drain by themselves
+      // (orphan_timeout); a moment for them.
+      wait_for([&] { return still_running().empty(); }, 2s, 5ms);
+      left = still_running();
       for (const auto& [p, start] : start_) {
         if (p == guard_.pid()) continue;
         auto st = read_stat(p);
@@ -289,6 +309,13 @@ class family {
             return true;
           },
           3s, 5ms);
+    } catch (...) {
+    }
+    if (left.empty() || std::uncaught_exceptions() > 0) return;
+    try {
+      std::string pids;
+      for (pid_t p : left) pids += " " + std::to_string(p);
+      FAIL_CHECK("still running at the end of the test, SIGKILLed:" << pids);
     } catch (...) {
     }
   }
