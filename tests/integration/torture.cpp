@@ -11,6 +11,7 @@
 #include "support/http_load.hpp"
 #include "support/process.hpp"
 #include "support/server.hpp"
+#include "support/teardown.hpp"
 
 #include <algorithm>
 #include <csignal>
@@ -96,7 +97,7 @@ int quit(server& srv, milliseconds within = 20s) {
 
 }  // namespace
 
-TEST_CASE("kill -9 storm: 10 s of worker kills under HTTP load", "[torture][kill]") {
+PM_TEST_CASE("kill -9 storm: 10 s of worker kills under HTTP load", "[torture][kill]") {
   server srv(http_server, "procmodel-torture");
   PM_REQUIRE(srv, srv.start(http_config(4)));
   const pid_t master = srv.master_pid();
@@ -116,7 +117,11 @@ TEST_CASE("kill -9 storm: 10 s of worker kills under HTTP load", "[torture][kill
   // slot) soon holds slots in backoff, so the count is what it is.
   while (steady::now() - t0 < 10s) {
     auto live = srv.workers();
-    if (!live.empty() && ::kill(live[rng() % live.size()], SIGKILL) == 0) ++kills;
+    const pid_t victim = live.empty() ? 0 : live[rng() % live.size()];
+    if (victim > 0 && ::kill(victim, SIGKILL) == 0) {
+      ++kills;
+      expect_worker_end(victim, "killed by signal 9");
+    }
     std::this_thread::sleep_for(20ms);
   }
   const double storm_ms = ms_since(t0);
@@ -137,7 +142,7 @@ TEST_CASE("kill -9 storm: 10 s of worker kills under HTTP load", "[torture][kill
   PM_CHECK(srv, quit(srv) == 0);
 }
 
-TEST_CASE("3000 mixed signals to the master", "[torture][signals]") {
+PM_TEST_CASE("3000 mixed signals to the master", "[torture][signals]") {
   server srv(echo_server, "procmodel-torture");
   server_config cfg;
   cfg.workers = 2;
@@ -178,9 +183,11 @@ TEST_CASE("3000 mixed signals to the master", "[torture][signals]") {
   PM_CHECK(srv, !file_exists(srv.pid_path()));
 }
 
-TEST_CASE("descriptor exhaustion five times over, with a worker killed each time",
+PM_TEST_CASE("descriptor exhaustion five times over, with a worker killed each time",
           "[torture][resources]") {
   if (!can_starve_descriptors()) return;
+  // The respawn that fails for want of descriptors, on purpose.
+  expect_log_pattern(R"(cannot start a worker for slot \d: Too many open files)");
   server srv(echo_server, "procmodel-torture");
   server_config cfg;
   cfg.workers = 2;
@@ -195,6 +202,7 @@ TEST_CASE("descriptor exhaustion five times over, with a worker killed each time
     starved.rlim_cur = 3;
     PM_REQUIRE(srv, ::prlimit(master, RLIMIT_NOFILE, &starved, nullptr) == 0);
     const pid_t victim = srv.slot_pids().at(static_cast<unsigned>(round % 2));
+    expect_worker_end(victim, "killed by signal 9");
     PM_REQUIRE(srv, ::kill(victim, SIGKILL) == 0);
     std::this_thread::sleep_for(400ms);
     PM_REQUIRE(srv, is_running(master));
@@ -207,7 +215,7 @@ TEST_CASE("descriptor exhaustion five times over, with a worker killed each time
   PM_CHECK(srv, quit(srv) == 0);
 }
 
-TEST_CASE("a worker stopped with SIGSTOP during QUIT is killed at the shutdown timeout",
+PM_TEST_CASE("a worker stopped with SIGSTOP during QUIT is killed at the shutdown timeout",
           "[torture][stop]") {
   server srv(echo_server, "procmodel-torture");
   server_config cfg;
@@ -215,6 +223,7 @@ TEST_CASE("a worker stopped with SIGSTOP during QUIT is killed at the shutdown t
   cfg.extra = {"--shutdown-timeout", "1000"};
   PM_REQUIRE(srv, srv.start(cfg));
   const pid_t stopped = srv.slot_pids().at(0);
+  expect_worker_end(stopped, "killed by signal 9");  // the master's SIGKILL at the deadline
   PM_REQUIRE(srv, ::kill(stopped, SIGSTOP) == 0);
   PM_REQUIRE(srv, wait_for([&] { return process_state(stopped) == 'T'; }, 5s));
   const auto t0 = steady::now();
@@ -228,7 +237,7 @@ TEST_CASE("a worker stopped with SIGSTOP during QUIT is killed at the shutdown t
   PM_CHECK(srv, srv.log().find("did not exit in time") != std::string::npos);
 }
 
-TEST_CASE("the master killed with SIGKILL mid-drain: every worker leaves, none a zombie",
+PM_TEST_CASE("the master killed with SIGKILL mid-drain: every worker leaves, none a zombie",
           "[torture][orphans]") {
   subreaper_scope reaper;  // the orphans come to us: we reap them and see how they ended
   server srv(echo_server, "procmodel-torture");
@@ -245,6 +254,7 @@ TEST_CASE("the master killed with SIGKILL mid-drain: every worker leaves, none a
   std::this_thread::sleep_for(100ms);
   const auto workers = srv.workers();
   PM_REQUIRE(srv, !workers.empty());
+  srv.master().expect_signal(SIGKILL);  // on purpose: its workers are orphans now
   const auto t0 = steady::now();
   PM_REQUIRE(srv, srv.master().signal(SIGKILL));
   auto st = srv.master().wait_exit(5s);
@@ -270,8 +280,9 @@ TEST_CASE("the master killed with SIGKILL mid-drain: every worker leaves, none a
   for (auto [w, ws] : ended) PM_CHECK(srv, (WIFEXITED(ws) && WEXITSTATUS(ws) == 0));
 }
 
-TEST_CASE("a crash-looping worker for 5 s: backoff, and nothing grows in the master",
+PM_TEST_CASE("a crash-looping worker for 5 s: backoff, and nothing grows in the master",
           "[torture][crash]") {
+  expect_log_line("exited with code 3 unexpectedly");  // the crash loop under test
   server srv(echo_server, "procmodel-torture");
   PM_REQUIRE(srv, srv.start(crashing_echo_config()));
   const pid_t master = srv.master_pid();

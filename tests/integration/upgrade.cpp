@@ -33,6 +33,7 @@
 #include <cstdio>
 #include <cstring>
 #include <ctime>
+#include <exception>
 #include <filesystem>
 #include <map>
 #include <optional>
@@ -265,8 +266,12 @@ class family {
 
   /// SIGKILLs every recorded process still running, then reaps those that
   /// end up as our children (for a while: orphans are reparented only once
-  /// their parent is gone).
+  /// their parent is gone). A master or worker that had to be killed here
+  /// is a failure of a test that ended well otherwise: the test did not
+  /// account for it (new masters and their workers are no process objects,
+  /// so the teardown audit would not see them).
   void kill_all() noexcept {
+    std::vector<pid_t> left;
     try {
       // The guard's master, if it still runs, stops gracefully first: its
       // workers then end well (a SIGKILL here would be a violation of the
@@ -275,6 +280,21 @@ class family {
         guard_.signal(SIGQUIT);
         guard_.wait_exit(20s);
       }
+      auto still_running = [&] {
+        reap();
+        std::vector<pid_t> out;
+        for (const auto& [p, start] : start_) {
+          if (p == guard_.pid() || statuses_.count(p)) continue;
+          auto st = read_stat(p);
+          if (st && st->starttime == start && st->state != 'Z' && st->state != 'X')
+            out.push_back(p);
+        }
+        return out;
+      };
+      // Orphaned workers of a master that just went drain by themselves
+      // (orphan_timeout); a moment for them.
+      wait_for([&] { return still_running().empty(); }, 2s, 5ms);
+      left = still_running();
       for (const auto& [p, start] : start_) {
         if (p == guard_.pid()) continue;
         auto st = read_stat(p);
@@ -291,6 +311,13 @@ class family {
             return true;
           },
           3s, 5ms);
+    } catch (...) {
+    }
+    if (left.empty() || std::uncaught_exceptions() > 0) return;
+    try {
+      std::string pids;
+      for (pid_t p : left) pids += " " + std::to_string(p);
+      FAIL_CHECK("still running at the end of the test, SIGKILLed:" << pids);
     } catch (...) {
     }
   }
@@ -561,6 +588,13 @@ std::string new_master_end(const server& srv, pid_t nm) {
   std::smatch m;
   std::regex re("new master " + std::to_string(nm) + R"( (exited with code \d+|killed by signal \d+))");
   return std::regex_search(log, m, re) ? m[1].str() : "";
+}
+
+// Names as expected the lines of new master `nm` telling that its workers
+// exited with code 3 (exit_at_start = 3: the crash loop a test provokes).
+void expect_new_workers_exit_3(pid_t nm) {
+  expect_log_pattern(std::to_string(nm) +
+                     R"( master: worker \d+ \(slot \d+, generation \d+\) exited with code 3)");
 }
 
 // A master of http_server reading <dir>/http.conf, and the family that
@@ -1624,7 +1658,7 @@ PM_TEST_CASE("NOTIFY_SOCKET: STOPPING=1 on TERM, and an abstract @ socket works"
 // --- issue 7's numbered failures, each against the real binary ----------------------
 
 
-TEST_CASE("failure 1: a --daemon master upgrades to a new master that does not detach again",
+PM_TEST_CASE("failure 1: a --daemon master upgrades to a new master that does not detach again",
           "[upgrade][failures][daemon]") {
   // -s upgrade, the same with a socket per worker, and nginx's USR2 then QUIT.
   enum class how { automatic, reuseport, manual };
@@ -1635,6 +1669,7 @@ TEST_CASE("failure 1: a --daemon master upgrades to a new master that does not d
   std::vector<std::string> args = {"--daemon", "--listen", "127.0.0.1:0", "--workers", "2",
                                    "--pid-file", pid_path, "--log-file", log_path};
   if (mode == how::reuseport) args.push_back("--reuseport");
+  audit_log_file(log_path);  // the daemon masters and their workers log here
   auto r = run(dir, http_server, args, 10s);
   INFO("mode " << static_cast<int>(mode) << "\n" << r.err << read_file(log_path));
   REQUIRE(r.code() == 0);
@@ -1698,7 +1733,7 @@ TEST_CASE("failure 1: a --daemon master upgrades to a new master that does not d
   CHECK(!file_exists(pid_path));
 }
 
-TEST_CASE("failure 2: resizing the terminal of a foreground master drains no worker",
+PM_TEST_CASE("failure 2: resizing the terminal of a foreground master drains no worker",
           "[upgrade][failures][tty]") {
   temp_dir dir("procmodel-upgrade");
   std::string pid_path = dir.file("t.pid"), log_path = dir.file("t.log");
@@ -1725,6 +1760,9 @@ TEST_CASE("failure 2: resizing the terminal of a foreground master drains no wor
   bool force = GENERATE(false, true);
   INFO((force ? "with --winch-with-terminal" : "by default"));
   ::unlink(log_path.c_str());
+  // Started under a pty, not through process::spawn: the test checks the
+  // master's end itself; the audit reads its log.
+  audit_log_file(log_path);
   int pty = -1;
   pid_t master = start_under_pty(force, pty);
   REQUIRE(master > 0);
@@ -1757,7 +1795,7 @@ TEST_CASE("failure 2: resizing the terminal of a foreground master drains no wor
   ::close(pty);
 }
 
-TEST_CASE("failure 3: USR2 and -s upgrade to a new master whose parent lives are refused",
+PM_TEST_CASE("failure 3: USR2 and -s upgrade to a new master whose parent lives are refused",
           "[upgrade][failures]") {
   rig rg("ready = yes\n");
   auto& srv = rg.srv;
@@ -1783,6 +1821,8 @@ TEST_CASE("failure 3: USR2 and -s upgrade to a new master whose parent lives are
   PM_CHECK(srv, pid_in(srv.pid_path() + ".oldbin") == old_master);
 
   // Roll back: QUIT the new master; the old one has its pid file again.
+  expect_log_line("upgrade rolled back: the new master " + std::to_string(new_master) +
+                  " exited with code 0 after it was ready");
   ::kill(new_master, SIGQUIT);
   PM_REQUIRE(srv, fam.wait_gone(new_master, 15s));
   PM_CHECK(srv, wait_for([&] { return new_master_end(srv, new_master) == "exited with code 0"; }, 5s));
@@ -1791,7 +1831,7 @@ TEST_CASE("failure 3: USR2 and -s upgrade to a new master whose parent lives are
   rg.quit_master();
 }
 
-TEST_CASE("failure 3: two -s upgrade whose new workers never get ready leave the pid file with the master",
+PM_TEST_CASE("failure 3: two -s upgrade whose new workers never get ready leave the pid file with the master",
           "[upgrade][failures]") {
   rig rg("ready = yes\n");
   auto& srv = rg.srv;
@@ -1810,6 +1850,8 @@ TEST_CASE("failure 3: two -s upgrade whose new workers never get ready leave the
     REQUIRE(nm != previous);
     previous = nm;
     fam.note(nm);
+    expect_log_line("upgrade failed: the new master " + std::to_string(nm) +
+                    " was not ready within 1500 ms");
     // Given back as the failure was reported, not when the new master is gone.
     CHECK(pid_in(srv.pid_path()) == master);
     CHECK(!file_exists(srv.pid_path() + ".oldbin"));
@@ -1825,7 +1867,7 @@ TEST_CASE("failure 3: two -s upgrade whose new workers never get ready leave the
   CHECK(!file_exists(srv.pid_path()));
 }
 
-TEST_CASE("failure 4: a HUP rolled back in a crash-looping new master is not its readiness",
+PM_TEST_CASE("failure 4: a HUP rolled back in a crash-looping new master is not its readiness",
           "[upgrade][failures]") {
   rig rg("ready = yes\n", {"--ready-timeout", "1000"});
   auto& srv = rg.srv;
@@ -1834,9 +1876,15 @@ TEST_CASE("failure 4: a HUP rolled back in a crash-looping new master is not its
 
   write_file(conf_path(srv), "exit_at_start = 3\n");  // every new worker exits at once
   process up = upgrade_in_background(srv, "4000", "up");
+  up.expect_exit(1);  // the upgrade fails on purpose
   pid_t nm = 0;
   PM_REQUIRE(srv, wait_for([&] { return (nm = started_new_master(srv.log())) != 0; }, 10s));
   fam.note(nm);
+  // The new master's crash loop, its HUP rolled back, and the upgrade failed.
+  expect_new_workers_exit_3(nm);
+  expect_log_line(std::to_string(nm) + " master: reload to generation 3 rolled back: worker ");
+  expect_log_line("upgrade failed: the new master " + std::to_string(nm) +
+                  " was not ready within 4000 ms");
   PM_REQUIRE(srv, master_running(srv, nm));
   PM_CHECK(srv, pid_in(srv.pid_path()) == nm);
   ::kill(nm, SIGHUP);  // as `-s reload` would, through the pid file
@@ -1857,7 +1905,7 @@ TEST_CASE("failure 4: a HUP rolled back in a crash-looping new master is not its
   rg.quit_master();
 }
 
-TEST_CASE("failure 5: WINCH, then the new master dies: the old master starts its workers again",
+PM_TEST_CASE("failure 5: WINCH, then the new master dies: the old master starts its workers again",
           "[upgrade][failures]") {
   rig rg("ready = yes\n");
   auto& srv = rg.srv;
@@ -1876,6 +1924,7 @@ TEST_CASE("failure 5: WINCH, then the new master dies: the old master starts its
   for (pid_t w : old_workers) PM_CHECK(srv, fam.wait_gone(w, 15s));
   PM_CHECK(srv, workers_exited_cleanly(srv.log(), old_workers));
 
+  expect_log_line("upgrade failed: the new master " + std::to_string(nm) + " killed by signal 9");
   ::kill(nm, SIGKILL);
   PM_REQUIRE(srv, fam.wait_gone(nm, 15s));
   PM_CHECK(srv, wait_for([&] { return new_master_end(srv, nm) == "killed by signal 9"; }, 5s));
@@ -1899,7 +1948,7 @@ TEST_CASE("failure 5: WINCH, then the new master dies: the old master starts its
   CHECK(workers_exited_cleanly(srv.log(), back));
 }
 
-TEST_CASE("failure 6: TERM to the old master before the new one is ready fails -s upgrade and stops both",
+PM_TEST_CASE("failure 6: TERM to the old master before the new one is ready fails -s upgrade and stops both",
           "[upgrade][failures]") {
   rig rg("ready = yes\n");
   auto& srv = rg.srv;
@@ -1907,6 +1956,7 @@ TEST_CASE("failure 6: TERM to the old master before the new one is ready fails -
 
   write_file(conf_path(srv), "ready = no\n");
   process up = upgrade_in_background(srv, "20000", "up");
+  up.expect_exit(1);  // the upgrade fails on purpose
   pid_t nm = rg.new_master();
   fam.master(nm);
   srv.master().signal(SIGTERM);
@@ -1926,7 +1976,7 @@ TEST_CASE("failure 6: TERM to the old master before the new one is ready fails -
   CHECK(!file_exists(srv.pid_path() + ".oldbin"));
 }
 
-TEST_CASE("failure 7: a ready in flight when the deadline fires is ignored: exactly one master serves",
+PM_TEST_CASE("failure 7: a ready in flight when the deadline fires is ignored: exactly one master serves",
           "[upgrade][failures]") {
   rig rg("ready = yes\n");
   auto& srv = rg.srv;
@@ -1940,10 +1990,13 @@ TEST_CASE("failure 7: a ready in flight when the deadline fires is ignored: exac
   write_file(conf_path(srv), "ready_delay = 1200\n");
   auto t0 = steady::now();
   process up = upgrade_in_background(srv, "2000", "up");
+  up.expect_exit(1);  // the upgrade fails on purpose
   pid_t nm = 0;
   PM_REQUIRE(srv, wait_for([&] { return (nm = started_new_master(srv.log())) != 0; }, 10s));
   PM_REQUIRE(srv, wait_for([&] { return children_of(nm).size() == 2; }, 5s, 1ms));
   fam.master(nm);
+  expect_log_line("upgrade failed: the new master " + std::to_string(nm) +
+                  " was not ready within 2000 ms");
   ::kill(nm, SIGSTOP);
   double stopped_at = ms_since(t0);
   PM_REQUIRE(srv, wait_for([&] { return srv.log().find("was not ready within 2000 ms") != std::string::npos; }, 10s));
@@ -1971,7 +2024,7 @@ TEST_CASE("failure 7: a ready in flight when the deadline fires is ignored: exac
   rg.quit_master();
 }
 
-TEST_CASE("failure 8: a failed upgrade whose new master is hung gives the pid file back at once",
+PM_TEST_CASE("failure 8: a failed upgrade whose new master is hung gives the pid file back at once",
           "[upgrade][failures]") {
   rig rg("ready = yes\n", {"--shutdown-timeout", "3000"});
   auto& srv = rg.srv;
@@ -1980,8 +2033,11 @@ TEST_CASE("failure 8: a failed upgrade whose new master is hung gives the pid fi
 
   write_file(conf_path(srv), "ready = no\n");
   process up = upgrade_in_background(srv, "1500", "up");
+  up.expect_exit(1);  // the upgrade fails on purpose
   pid_t nm = rg.new_master();
   fam.master(nm);
+  expect_log_line("upgrade failed: the new master " + std::to_string(nm) +
+                  " was not ready within 1500 ms");
   ::kill(nm, SIGSTOP);  // hung: it acts on no signal but SIGKILL
 
   auto st = up.wait_exit(15s);
@@ -2004,7 +2060,7 @@ TEST_CASE("failure 8: a failed upgrade whose new master is hung gives the pid fi
   rg.quit_master();
 }
 
-TEST_CASE("failure 9: PROCMODEL_UPGRADE_FD naming a handed-over listener is refused",
+PM_TEST_CASE("failure 9: PROCMODEL_UPGRADE_FD naming a handed-over listener is refused",
           "[upgrade][failures][handover]") {
   temp_dir dir("procmodel-upgrade");
   std::string pid_path = dir.file("master.pid");
@@ -2012,6 +2068,7 @@ TEST_CASE("failure 9: PROCMODEL_UPGRADE_FD naming a handed-over listener is refu
   spawn_options o;
   o.fd3 = s.fd();
   o.env = {{"PROCMODEL_LISTENERS", "0:3"}, {"PROCMODEL_UPGRADE_FD", "3"}};
+  expect_log_line("PROCMODEL_UPGRADE_FD=3: descriptor 3 is one of the inherited listeners");
   auto r = run_with(dir,
                     {"--listen", "127.0.0.1:" + std::to_string(s.port()), "--workers", "1",
                      "--pid-file", pid_path},
@@ -2025,7 +2082,7 @@ TEST_CASE("failure 9: PROCMODEL_UPGRADE_FD naming a handed-over listener is refu
 
 // --- control commands that tell the truth ----------------------------------------
 
-TEST_CASE("-s reload waits for the outcome; --no-wait only signals; -t checks the config",
+PM_TEST_CASE("-s reload waits for the outcome; --no-wait only signals; -t checks the config",
           "[upgrade][cli][reload]") {
   rig rg("ready = yes\n", {"--ready-timeout", "2000"});
   auto& srv = rg.srv;
@@ -2041,6 +2098,7 @@ TEST_CASE("-s reload waits for the outcome; --no-wait only signals; -t checks th
     CHECK(r.out.find("ok: generation 2 serves with 2 worker(s)") != std::string::npos);
   }
   write_file(conf_path(srv), "workers = none\n");
+  expect_log_line("reload refused: " + conf_path(srv) + ":1: workers: expected a whole number");
   r = reload();
   {
     INFO(describe(r));
@@ -2049,6 +2107,8 @@ TEST_CASE("-s reload waits for the outcome; --no-wait only signals; -t checks th
     CHECK(r.err.find("generation 2 keeps serving") != std::string::npos);
   }
   write_file(conf_path(srv), "exit_at_start = 3\n");
+  expect_log_pattern(R"(worker \d+ \(slot \d+, generation 3\) exited with code 3)");
+  expect_log_line("reload to generation 3 rolled back: worker ");
   r = reload();
   {
     INFO(describe(r));
@@ -2080,7 +2140,7 @@ TEST_CASE("-s reload waits for the outcome; --no-wait only signals; -t checks th
   rg.quit_master();
 }
 
-TEST_CASE("-s status answers during a graceful stop and during an upgrade, with backoff and generations",
+PM_TEST_CASE("-s status answers during a graceful stop and during an upgrade, with backoff and generations",
           "[upgrade][cli][status]") {
   rig rg("ready = yes\n", {"--shutdown-timeout", "8000"});
   auto& srv = rg.srv;
@@ -2093,6 +2153,8 @@ TEST_CASE("-s status answers during a graceful stop and during an upgrade, with 
   srv.master().signal(SIGUSR2);
   pid_t nm = rg.new_master();
   fam.master(nm);
+  expect_new_workers_exit_3(nm);
+  expect_log_line("upgrade failed: the new master " + std::to_string(nm) + " exited with code 0");
   PM_CHECK(srv, wait_for([&] { return count_of(srv.log(), "next respawn in") >= 2; }, 10s));
   auto table = status();  // the pid file and the control socket are the new master's
   {
@@ -2128,7 +2190,7 @@ TEST_CASE("-s status answers during a graceful stop and during an upgrade, with 
   CHECK(exit_code_of(*st) == 0);
 }
 
-TEST_CASE("-s upgrade whose old master dies without a verdict exits non-zero and says so",
+PM_TEST_CASE("-s upgrade whose old master dies without a verdict exits non-zero and says so",
           "[upgrade][cli]") {
   rig rg("ready = yes\n");
   auto& srv = rg.srv;
@@ -2137,8 +2199,10 @@ TEST_CASE("-s upgrade whose old master dies without a verdict exits non-zero and
   auto old_workers = fam.workers_of(master);
   write_file(conf_path(srv), "ready = no\n");
   process up = upgrade_in_background(srv, "20000", "up");
+  up.expect_exit(1);  // the upgrade fails on purpose
   pid_t nm = rg.new_master();
   fam.master(nm);
+  srv.master().expect_signal(SIGKILL);  // on purpose: the client's verdict never comes
   srv.master().signal(SIGKILL);
 
   auto st = up.wait_exit(15s);
