@@ -276,7 +276,7 @@ PM_TEST_CASE("the master killed with SIGKILL mid-drain: every worker leaves, non
   WARN("master SIGKILLed mid-drain: workers gone " << took << " ms later (shutdown timeout 4000 ms);"
                                                    << how);
   PM_CHECK(srv, ended.size() == workers.size());
-  PM_CHECK(srv, took < 6000.0);
+  PM_CHECK(srv, took < 2000.0);  // orphan_timeout (500 ms), not the 4 s drain deadline
   for (auto [w, ws] : ended) PM_CHECK(srv, (WIFEXITED(ws) && WEXITSTATUS(ws) == 0));
 }
 
