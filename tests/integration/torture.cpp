@@ -78,7 +78,7 @@ std::size_t settle(server& srv, const std::string& program, milliseconds within,
 
 // RSS growth allowed: 2 MB; under ASan, whose quarantine keeps freed memory
 // resident by design, 32 MB.
-long rss_slack_kb() { return sanitized() ? 32 * 1024 : 2048; }
+long rss_slack_kb() { return 2048 + sanitizer_rss_allowance_kib(); }
 
 // Checks the master's health against `before`: descriptors exactly, RSS within the slack.
 void check_flat(server& srv, const health& before, const char* what) {

@@ -983,6 +983,11 @@ inline bool sanitized() {
          std::getenv("TSAN_OPTIONS");
 }
 
+/// Resident memory a sanitized process may gain without leaking: ASan keeps
+/// freed memory in quarantine (up to 256 MB). Leaks there are LeakSanitizer's
+/// to find, at the process's exit; 0 in the plain build.
+inline long sanitizer_rss_allowance_kib() { return sanitized() ? 32 * 1024 : 0; }
+
 /// Whether a test that takes every descriptor from a process can run: a
 /// sanitizer runtime needs descriptors of its own (UBSan's vptr check opens
 /// a pipe to probe memory), so a process starved of all of them is stopped
