@@ -88,7 +88,11 @@ case "$mode" in
   test)
     cmake --preset ci
     cmake --build --preset ci -j"$jobs"
-    ctest --preset ci
+    # A test that fails is run once more (integration tests time real
+    # processes on 2 shared cores); one that fails twice fails the run, and
+    # every retry is listed at the end.
+    retry=(--repeat until-pass:2)
+    ctest --preset ci "${retry[@]}" | tee build/ci-test.log  # pipefail: its status stands
 
     # Sanitized runs: every process (master, workers, daemons whose stderr is
     # /dev/null) writes its report to a file here instead of a stream a test
@@ -114,7 +118,7 @@ case "$mode" in
     cmake --preset asan
     cmake --build --preset asan -j"$jobs"
     asan_rc=0
-    ctest --preset asan -LE consumer || asan_rc=$?
+    ctest --preset asan -LE consumer "${retry[@]}" | tee build/asan-test.log || asan_rc=$?
     check_reports asan || asan_rc=1
 
     log "TSan: the unit tests that run workers as threads (inline_spawner)"
@@ -138,6 +142,13 @@ case "$mode" in
     fuzz_rc=0
     ctest --preset fuzz || fuzz_rc=$?
 
+    # ctest prints a test's failed attempts before the one that passed.
+    flaky=$(grep -h -E '^ *[0-9]+/[0-9]+ Test +#[0-9]+: .*(Failed|Timeout|Exception)' \
+      build/ci-test.log build/asan-test.log | sed 's/^ *[0-9]*\/[0-9]* //' || true)
+    if [[ -n $flaky ]]; then
+      log "failed at least once, each run again once (a pass the second time is a flaky test: look at it):"
+      echo "$flaky" >&2
+    fi
     log "asan: rc $asan_rc, tsan: rc $tsan_rc, fuzz: rc $fuzz_rc"
     [[ $asan_rc -eq 0 && $tsan_rc -eq 0 && $fuzz_rc -eq 0 ]]
     ;;
