@@ -56,6 +56,10 @@ struct echo_worker {
     // exists neither serves nor reports ready (it leaves when told to quit).
     if (hook_file_exists("ECHO_CRASH_FILE")) ::_exit(3);
     if (hook_file_exists("ECHO_NOT_READY_FILE")) return;
+    // One that starts while ECHO_SERVE_NOT_READY_FILE's file exists serves
+    // but never reports ready: a reload to it is rolled back with
+    // connections it has already accepted.
+    const bool report_ready = !hook_file_exists("ECHO_SERVE_NOT_READY_FILE");
     auto acceptor = std::make_shared<tcp::acceptor>(ctx.acceptor(0));
     auto start = [&ctx](tcp::socket s) {
       std::make_shared<echo_session>(std::move(s), ctx.track())->read();
@@ -65,7 +69,7 @@ struct echo_worker {
     // Draining: take what the kernel already queued, then stop accepting.
     // Open sessions end when their clients hang up, or at the deadline.
     ctx.on_drain([acceptor, start](auto) { procmodel::drain_acceptor(*acceptor, start); });
-    ctx.ready();
+    if (report_ready) ctx.ready();
     // For the signal tests: a command run with system() once serving, as a
     // worker would start a helper program.
     if (const char* cmd = std::getenv("ECHO_RUN_AT_START"); cmd && *cmd)

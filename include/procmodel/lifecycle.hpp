@@ -138,7 +138,7 @@ enum class timer_kind : std::uint8_t {
   retire_deadline,  ///< key: pid of a retired worker; SIGKILL if still there
   upgrade_deadline, ///< key 0: a new master must be ready by then; key 1: SIGKILL a failed one
   watchdog,         ///< the supervisor's: time for systemd's WATCHDOG=1
-  control_backoff,  ///< the supervisor's: accept on the control socket again
+  control_backoff,  ///< the supervisor's; key 0: accept on the control socket again, 1: take it back after a failed upgrade
   control_deadline, ///< the supervisor's; key: a control client that must have spoken by then
 };
 

@@ -71,7 +71,8 @@ class connection_guard {
 enum class drain_reason : std::uint8_t {
   quit,           ///< the master asked (graceful stop, one worker fewer)
   master_lost,    ///< the channel closed: the master is gone
-  signal,         ///< SIGQUIT sent to the worker directly
+  signal,         ///< a draining signal sent to the worker directly (SIGQUIT; SIGTERM too
+                  ///< with graceful_term_signals)
 };
 
 /// The worker's view of the world. Passed to `Worker::operator()`.
@@ -160,7 +161,7 @@ class worker_context {
     // No freeze here, even with the master gone: after an upgrade another
     // master may serve from the same sockets, and a filter would starve it.
     log_.info("draining ({}), deadline in {} ms", why == drain_reason::quit ? "asked by master"
-                                                  : why == drain_reason::signal ? "SIGQUIT"
+                                                  : why == drain_reason::signal ? "a signal to the worker"
                                                                                 : "master is gone",
               (within - margin).count());
     for (auto& h : drain_handlers_) h(deadline_);

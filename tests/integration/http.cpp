@@ -40,14 +40,17 @@ load_result load_then_signal(server& srv, const load_options& lo, int signo,
                              steady::time_point& signalled) {
   http_load load(srv.port(), lo);
   load.start();
-  wait_for([&] { return load.snapshot().ok >= 500; }, 10s);
+  {
+    INFO(srv.describe());
+    REQUIRE(wait_for([&] { return load.snapshot().ok >= 500; }, 10s));
+  }
   signalled = steady::now();
   srv.master().signal(signo);
   auto status = srv.master().wait_exit(15s);
   INFO(srv.describe());
   REQUIRE(status.has_value());
   CHECK(exit_code_of(*status) == 0);
-  wait_for([&] { return load.all_stopped(); }, 10s);
+  CHECK(wait_for([&] { return load.all_stopped(); }, 10s));
   return load.stop();
 }
 
@@ -151,7 +154,8 @@ PM_TEST_CASE("QUIT: an idle kept-alive connection is answered with Connection: c
   srv.master().signal(SIGQUIT);
   // The worker drains but keeps the idle connection open until its deadline,
   // so the next request is answered — and told to close.
-  wait_for([&] { return count_of(srv.log(), "draining") >= 1; }, 5s);
+  // The worker's own line (the master's "graceful stop: draining ..." comes first).
+  PM_REQUIRE(srv, wait_for([&] { return count_of(srv.log(), "worker 0: draining (asked by master)") >= 1; }, 5s));
   std::string after = keepalive_request(*client);
   INFO(after << "\n" << srv.describe());
   CHECK(after.rfind("HTTP/1.1 200", 0) == 0);

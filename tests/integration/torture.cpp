@@ -88,13 +88,17 @@ std::size_t settle(server& srv, const std::string& program, milliseconds within,
   return ok ? n : 0;
 }
 
-// Checks the master's health against `before`: descriptors exactly, RSS within 2 MB.
+// RSS growth allowed: 2 MB; under ASan, whose quarantine keeps freed memory
+// resident by design, 32 MB.
+long rss_slack_kb() { return sanitized() ? 32 * 1024 : 2048; }
+
+// Checks the master's health against `before`: descriptors exactly, RSS within the slack.
 void check_flat(server& srv, const health& before, const char* what) {
   const health after = health_of(srv);
   WARN(what << ": master descriptors (less one per worker) " << before.fds << " -> " << after.fds
             << ", RSS " << before.rss << " kB -> " << after.rss << " kB");
   PM_CHECK(srv, after.fds == before.fds);
-  PM_CHECK(srv, after.rss <= before.rss + 2048);
+  PM_CHECK(srv, after.rss <= before.rss + rss_slack_kb());
 }
 
 int quit(server& srv, milliseconds within = 20s) {
@@ -194,6 +198,7 @@ PM_TEST_CASE("3000 mixed signals to the master", "[torture][signals]") {
 
 PM_TEST_CASE("descriptor exhaustion five times over, with a worker killed each time",
           "[torture][resources]") {
+  if (!can_starve_descriptors()) return;
   // The respawn that fails for want of descriptors, on purpose.
   expect_log_pattern(R"(cannot start a worker for slot \d: Too many open files)");
   server srv(echo_server, "procmodel-torture");
@@ -284,7 +289,7 @@ PM_TEST_CASE("the master killed with SIGKILL mid-drain: every worker leaves, non
   WARN("master SIGKILLed mid-drain: workers gone " << took << " ms later (shutdown timeout 4000 ms);"
                                                    << how);
   PM_CHECK(srv, ended.size() == workers.size());
-  PM_CHECK(srv, took < 6000.0);
+  PM_CHECK(srv, took < 2000.0);  // orphan_timeout (500 ms), not the 4 s drain deadline
   for (auto [w, ws] : ended) PM_CHECK(srv, (WIFEXITED(ws) && WEXITSTATUS(ws) == 0));
 }
 
@@ -317,7 +322,7 @@ PM_TEST_CASE("a crash-looping worker for 5 s: backoff, and nothing grows in the 
   PM_CHECK(srv, spawns >= 3);
   PM_CHECK(srv, spawns <= 15);  // 5 quick restarts, then 100 ms doubling
   PM_CHECK(srv, fds_after == fds_before);
-  PM_CHECK(srv, rss_after <= rss_before + 2048);
+  PM_CHECK(srv, rss_after <= rss_before + rss_slack_kb());
   PM_CHECK(srv, srv.zombie_children().empty());
   PM_CHECK(srv, quit(srv) == 0);
 }

@@ -31,6 +31,7 @@
 #include <csignal>
 #include <cstddef>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
 #include <exception>
 #include <filesystem>
@@ -45,6 +46,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <dirent.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <pty.h>
 #include <sys/ioctl.h>
@@ -333,9 +335,12 @@ class family {
 // HOST:0.
 class test_socket {
  public:
-  explicit test_socket(const char* host = "127.0.0.1", bool listening = true) {
+  explicit test_socket(const char* host = "127.0.0.1", bool listening = true,
+                       bool reuseport = false) {
     fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     REQUIRE(fd_ >= 0);
+    int one = 1;
+    if (reuseport) REQUIRE(::setsockopt(fd_, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) == 0);
     sockaddr_in sa{};
     sa.sin_family = AF_INET;
     REQUIRE(::inet_pton(AF_INET, host, &sa.sin_addr) == 1);
@@ -729,6 +734,56 @@ PM_TEST_CASE("8 automatic upgrades under keep-alive load from a relative argv0 d
   REQUIRE(st);
   CHECK(exit_code_of(*st) == 0);
   CHECK(!file_exists(srv.pid_path()));
+}
+
+PM_TEST_CASE("automatic upgrades with per-worker reuseport sockets hand the very sockets over under load",
+             "[upgrade][auto][reuseport]") {
+  subreaper_scope reaper;
+  server srv("./http_server", "procmodel-upgrade");
+  copy_binary(srv.dir());
+  auto c = http_config(2, {"--reuseport"});
+  c.cwd = srv.dir().path();
+  PM_REQUIRE(srv, srv.start(c));
+  family fam(srv.master());
+  pid_t current = srv.master_pid();
+  fam.master(current);
+  // One SO_REUSEPORT socket per slot; an upgrade passes them, never reopens.
+  const auto sockets = listening_inodes(srv.port());
+  PM_REQUIRE(srv, sockets.size() == 2);
+
+  load_options lo;
+  lo.connections = 20;
+  http_load load(srv.port(), lo);
+  load.start();
+  PM_REQUIRE(srv, wait_for([&] { return load.snapshot().ok >= 300; }, 10s));
+  for (int i = 0; i < 2; ++i) {
+    INFO("upgrade #" << i + 1 << " of master " << current);
+    const auto before = load.snapshot().ok;
+    auto r = upgrade_now(srv, {"--upgrade-timeout", "10000"});
+    INFO(describe(r) << "\n" << srv.describe());
+    REQUIRE(r.code() == 0);
+    auto ok = parse_upgrade_ok(r.out);
+    REQUIRE(ok);
+    fam.master(ok->first);
+    REQUIRE(fam.wait_gone(current, 15s));
+    current = ok->first;
+    CHECK(listening_inodes(srv.port()) == sockets);
+    // Each new worker holds its own slot's socket.
+    auto workers = fam.workers_of(current);
+    CHECK(workers.size() == 2);
+    std::set<std::string> held;
+    for (pid_t w : workers)
+      for (const auto& f : open_fds(w))
+        if (f.is_socket() && sockets.count(f.target.substr(8, f.target.size() - 9)))
+          held.insert(f.target);
+    CHECK(held.size() == 2);
+    CHECK(wait_for([&] { return load.snapshot().ok >= before + 200; }, 10s));
+  }
+  auto r = load.finish();
+  INFO(describe(r));
+  CHECK(losses(r) == "");
+  ::kill(current, SIGQUIT);
+  CHECK(fam.wait_gone(current, 15s));
 }
 
 PM_TEST_CASE("manual upgrade: USR2 then WINCH and QUIT the old master under light load",
@@ -1475,6 +1530,22 @@ PM_TEST_CASE("PROCMODEL_LISTENERS that is garbage or names a bad descriptor is r
           {"PROCMODEL_LISTENERS", "bound to 127.0.0.1:" + std::to_string(elsewhere.port()),
            "not to 127.0.0.2:0"});
 
+  // A socket made without SO_REUSEPORT for a --reuseport master, and the reverse.
+  test_socket plain_listener("127.0.0.1");
+  o.env = {{"PROCMODEL_LISTENERS", "0:3"}};
+  o.fd3 = plain_listener.fd();
+  auto with_reuseport = args("127.0.0.1:" + std::to_string(plain_listener.port()));
+  with_reuseport.push_back("--reuseport");
+  refused(run_with(dir, with_reuseport, o),
+          {"PROCMODEL_LISTENERS", "was made without SO_REUSEPORT",
+           "this master is configured with --reuseport"});
+  test_socket reuseport_listener("127.0.0.1", true, true);
+  o.fd3 = reuseport_listener.fd();
+  refused(run_with(dir, args("127.0.0.1:" + std::to_string(reuseport_listener.port())), o),
+          {"PROCMODEL_LISTENERS", "was made with SO_REUSEPORT",
+           "this master is configured without --reuseport"});
+
+  o.fd3 = elsewhere.fd();
   o.env = {{"PROCMODEL_LISTENERS", "0:3"}, {"PROCMODEL_UPGRADE_FD", "nonsense"}};
   refused(run_with(dir, args("127.0.0.1:0"), o), {"PROCMODEL_UPGRADE_FD"});
 }
@@ -2160,4 +2231,56 @@ PM_TEST_CASE("-s upgrade whose old master dies without a verdict exits non-zero 
   auto nst = fam.status_of(nm);
   REQUIRE(nst);
   CHECK(exit_code_of(*nst) == 0);
+}
+
+PM_TEST_CASE("the control socket answers a client of another uid with permission denied",
+             "[upgrade][cli][status]") {
+  if (::geteuid() != 0) {
+    WARN("not root: cannot be another uid here; skipped");
+    return;
+  }
+  server srv(http_server, "procmodel-upgrade");
+  PM_REQUIRE(srv, srv.start(http_config(1)));
+  const std::string sock = srv.pid_path() + ".sock";
+  struct stat st {};
+  PM_REQUIRE(srv, ::stat(sock.c_str(), &st) == 0);
+  PM_CHECK(srv, (st.st_mode & 0777) == 0600);
+  // The file mode alone keeps others out; open it up so that the master's
+  // own check of the peer's uid is what is tested.
+  PM_REQUIRE(srv, ::chmod(sock.c_str(), 0666) == 0);
+  ::chmod(srv.dir().path().c_str(), 0755);
+
+  auto ask_as = [&](uid_t uid) {
+    int out[2];
+    REQUIRE(::pipe2(out, O_CLOEXEC) == 0);
+    pid_t child = ::fork();
+    REQUIRE(child >= 0);
+    if (child == 0) {
+      if (uid != 0 && (::setgid(uid) != 0 || ::setuid(uid) != 0)) ::_exit(2);
+      int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      sockaddr_un sa{};
+      sa.sun_family = AF_UNIX;
+      std::memcpy(sa.sun_path, sock.c_str(), sock.size());
+      if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) ::_exit(3);
+      (void)!::send(fd, "status\n", 7, MSG_NOSIGNAL);
+      char buf[4096];
+      for (ssize_t n; (n = ::recv(fd, buf, sizeof buf, 0)) > 0;) (void)!::write(out[1], buf, static_cast<std::size_t>(n));
+      ::_exit(0);
+    }
+    ::close(out[1]);
+    std::string answer;
+    char buf[4096];
+    for (ssize_t n; (n = ::read(out[0], buf, sizeof buf)) > 0;) answer.append(buf, static_cast<std::size_t>(n));
+    ::close(out[0]);
+    int ws = 0;
+    ::waitpid(child, &ws, 0);
+    INFO("client as uid " << uid << ": " << describe_status(ws) << ", answer: " << answer);
+    CHECK(exit_code_of(ws) == 0);
+    return answer;
+  };
+  const std::string stranger = ask_as(65534);  // nobody
+  PM_CHECK(srv, stranger.rfind("error: permission denied", 0) == 0);
+  const std::string owner = ask_as(0);
+  PM_CHECK(srv, owner.find("master") != std::string::npos);
+  PM_CHECK(srv, owner.find("error") == std::string::npos);
 }

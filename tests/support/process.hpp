@@ -976,6 +976,26 @@ class subreaper_scope {
   }
 };
 
+/// Whether the programs under test run with a sanitizer runtime (the asan
+/// and tsan test presets set these variables for every test).
+inline bool sanitized() {
+  return std::getenv("ASAN_OPTIONS") || std::getenv("UBSAN_OPTIONS") ||
+         std::getenv("TSAN_OPTIONS");
+}
+
+/// Whether a test that takes every descriptor from a process can run: a
+/// sanitizer runtime needs descriptors of its own (UBSan's vptr check opens
+/// a pipe to probe memory), so a process starved of all of them is stopped
+/// by the sanitizer, not by the code under test. Says why when it cannot.
+inline bool can_starve_descriptors() {
+  if (!sanitized())
+    return true;
+  std::fprintf(stderr,
+               "skipped under a sanitizer: its runtime needs descriptors of its own "
+               "(checked in the plain build)\n");
+  return false;
+}
+
 /// SIGKILLs a process that is not our child (a daemon) and its descendants
 /// on scope exit, whatever the test did meanwhile.
 struct daemon_reaper {

@@ -46,7 +46,7 @@ TEST_CASE("a handover with garbage is refused, naming the variable and the probl
       FAIL("accepted");
     } catch (const std::runtime_error& e) {
       std::string what = e.what();
-      CHECK(what.starts_with("PROCMODEL_LISTENERS="));
+      CHECK(what.starts_with("PROCMODEL_LISTENERS='" + std::string(c.text) + "'"));  // the whole value
       CHECK(what.find(c.says) != std::string::npos);
     }
   }
