@@ -33,6 +33,7 @@ const std::string echo_server = PROCMODEL_ECHO_SERVER;
 // in its place; the new pid (0 if none came).
 pid_t replace_slot0(server& srv) {
   const pid_t victim = srv.slot_pids().at(0);
+  expect_worker_end(victim, "killed by signal 9");  // on purpose
   REQUIRE(::kill(victim, SIGKILL) == 0);
   pid_t next = 0;
   wait_for(
@@ -101,7 +102,7 @@ run_result status_of(server& srv, const std::string& program) {
 
 }  // namespace
 
-TEST_CASE("a master started with SIGCHLD ignored still replaces a killed worker and quits",
+PM_TEST_CASE("a master started with SIGCHLD ignored still replaces a killed worker and quits",
           "[hostile][signals]") {
   server srv(http_server, "procmodel-hostile");
   auto cfg = http_config(2);
@@ -123,7 +124,7 @@ TEST_CASE("a master started with SIGCHLD ignored still replaces a killed worker 
   PM_CHECK(srv, srv.log().find("did not exit in time") == std::string::npos);
 }
 
-TEST_CASE("out of descriptors, the master survives, backs off, and recovers when they come back",
+PM_TEST_CASE("out of descriptors, the master survives, backs off, and recovers when they come back",
           "[hostile][resources]") {
   if (!can_starve_descriptors()) return;
   server srv(echo_server, "procmodel-hostile");
@@ -150,6 +151,9 @@ TEST_CASE("out of descriptors, the master survives, backs off, and recovers when
   PM_REQUIRE(srv, ::prlimit(master, RLIMIT_NOFILE, nullptr, &old) == 0);
   rlimit starved = old;
   starved.rlim_cur = 3;
+  // What starvation makes the master say, on purpose.
+  expect_log_line("control socket: cannot accept: Too many open files");
+  expect_log_pattern(R"(cannot start a worker for slot \d: Too many open files)");
   PM_REQUIRE(srv, ::prlimit(master, RLIMIT_NOFILE, &starved, nullptr) == 0);
   // More clients wait in the accept queue the master cannot take from.
   for (int i = 0; i < 5; ++i) {
@@ -158,6 +162,7 @@ TEST_CASE("out of descriptors, the master survives, backs off, and recovers when
   }
 
   const pid_t victim = srv.slot_pids().at(0);
+  expect_worker_end(victim, "killed by signal 9");  // on purpose
   PM_REQUIRE(srv, ::kill(victim, SIGKILL) == 0);
   PM_CHECK(srv, wait_for([&] { return !is_alive(victim); }, 5s));
   // The silent clients' deadlines pass meanwhile (their descriptors go back).
@@ -195,7 +200,7 @@ TEST_CASE("out of descriptors, the master survives, backs off, and recovers when
   PM_CHECK(srv, quit(srv) == 0);
 }
 
-TEST_CASE("the control socket caps and times out silent clients, and reads a request sent in pieces",
+PM_TEST_CASE("the control socket caps and times out silent clients, and reads a request sent in pieces",
           "[hostile][control]") {
   server srv(echo_server, "procmodel-hostile");
   start_echo(srv, 1);
@@ -272,7 +277,7 @@ void check_stdio_and_listener(server& srv, pid_t pid, std::uint16_t port, const 
 
 }  // namespace
 
-TEST_CASE("a master started with stdin, stdout and stderr closed keeps its listener off them",
+PM_TEST_CASE("a master started with stdin, stdout and stderr closed keeps its listener off them",
           "[hostile][stdio]") {
   server srv(http_server, "procmodel-hostile");
   auto cfg = http_config(2);
@@ -285,7 +290,7 @@ TEST_CASE("a master started with stdin, stdout and stderr closed keeps its liste
   PM_CHECK(srv, quit(srv) == 0);
 }
 
-TEST_CASE("a daemon (--daemon) started with stdio closed reports its start truly and serves",
+PM_TEST_CASE("a daemon (--daemon) started with stdio closed reports its start truly and serves",
           "[hostile][stdio][daemon]") {
   temp_dir dir("procmodel-hostile");
   const std::string pid_path = dir.file("d.pid"), log_path = dir.file("d.log");
@@ -316,12 +321,13 @@ TEST_CASE("a daemon (--daemon) started with stdio closed reports its start truly
   CHECK(!file_exists(pid_path));
 }
 
-TEST_CASE("a start that fails after its listeners are bound leaves no pid file",
+PM_TEST_CASE("a start that fails after its listeners are bound leaves no pid file",
           "[hostile][pidfile]") {
   temp_dir dir("procmodel-hostile");
   const std::string pid_path = dir.file("master.pid");
   // The control socket cannot be created where a directory stands.
   REQUIRE(::mkdir((pid_path + ".sock").c_str(), 0700) == 0);
+  expect_log_line("sock exists and is not a socket");  // the refusal under test
   auto r = run(dir, echo_server,
                {"--listen", "127.0.0.1:0", "--workers", "1", "--pid-file", pid_path}, 10s);
   INFO("stderr: " << r.err);
@@ -330,7 +336,7 @@ TEST_CASE("a start that fails after its listeners are bound leaves no pid file",
   CHECK_FALSE(file_exists(pid_path));
 }
 
-TEST_CASE("a pid file path of 150 characters works, -s status included", "[hostile][pidfile]") {
+PM_TEST_CASE("a pid file path of 150 characters works, -s status included", "[hostile][pidfile]") {
   server srv(echo_server, "procmodel-hostile");
   std::string deep = srv.dir().path();
   while (deep.size() < 150 - 12) {
@@ -396,7 +402,7 @@ int listening_socket(std::uint16_t& port) {
 
 }  // namespace
 
-TEST_CASE("bad control requests are answered with an error and change nothing",
+PM_TEST_CASE("bad control requests are answered with an error and change nothing",
           "[hostile][control][bad_input]") {
   server srv(echo_server, "procmodel-hostile");
   start_echo(srv, 2);
@@ -428,7 +434,7 @@ TEST_CASE("bad control requests are answered with an error and change nothing",
   PM_CHECK(srv, quit(srv) == 0);
 }
 
-TEST_CASE("PROCMODEL_UPGRADE_FD that is not the previous master's channel is refused",
+PM_TEST_CASE("PROCMODEL_UPGRADE_FD that is not the previous master's channel is refused",
           "[hostile][handover][bad_input]") {
   temp_dir dir("procmodel-hostile");
   std::uint16_t port = 0;
@@ -448,6 +454,7 @@ TEST_CASE("PROCMODEL_UPGRADE_FD that is not the previous master's channel is ref
                                {"--listen", "127.0.0.1:" + std::to_string(port), "--workers", "1",
                                 "--pid-file", pid_path},
                                opt);
+    p.expect_exit(1);  // refused, as checked below
     auto st = p.wait_exit(10s);
     p.record_descendants();
     INFO("PROCMODEL_UPGRADE_FD='" << value << "': " << read_file(opt.stdout_path));
@@ -464,13 +471,14 @@ TEST_CASE("PROCMODEL_UPGRADE_FD that is not the previous master's channel is ref
   CHECK(accepting == 1);
 }
 
-TEST_CASE("a master refuses a pid file path that is a FIFO or a directory, and replaces junk",
+PM_TEST_CASE("a master refuses a pid file path that is a FIFO or a directory, and replaces junk",
           "[hostile][pidfile][bad_input]") {
   temp_dir dir("procmodel-hostile");
   SECTION("a FIFO or a directory: a clear error, left as it was") {
     const std::string fifo = dir.file("fifo.pid"), sub = dir.file("dir.pid");
     REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
     REQUIRE(::mkdir(sub.c_str(), 0700) == 0);
+    expect_log_line("exists and is not a regular file");  // the refusals under test
     for (const auto& path : {fifo, sub}) {
       ++bad_inputs;
       auto r = run(dir, echo_server, {"--listen", "127.0.0.1:0", "--workers", "1", "--pid-file", path});
@@ -496,12 +504,12 @@ TEST_CASE("a master refuses a pid file path that is a FIFO or a directory, and r
   }
 }
 
-TEST_CASE("bad inputs tried by the integration suite", "[hostile][bad_input][zz_count]") {
+PM_TEST_CASE("bad inputs tried by the integration suite", "[hostile][bad_input][zz_count]") {
   WARN("bad inputs tried in tests/integration/hostile_start.cpp: " << bad_inputs);
   SUCCEED();
 }
 
-TEST_CASE("an upgrade asked for while out of descriptors fails, and the master goes on",
+PM_TEST_CASE("an upgrade asked for while out of descriptors fails, and the master goes on",
           "[hostile][resources][upgrade]") {
   if (!can_starve_descriptors()) return;
   server srv(echo_server, "procmodel-hostile");
@@ -512,6 +520,7 @@ TEST_CASE("an upgrade asked for while out of descriptors fails, and the master g
   PM_REQUIRE(srv, ::prlimit(master, RLIMIT_NOFILE, nullptr, &old) == 0);
   rlimit starved = old;
   starved.rlim_cur = 3;
+  expect_log_line("upgrade failed: socketpair: Too many open files");  // the failure under test
   PM_REQUIRE(srv, ::prlimit(master, RLIMIT_NOFILE, &starved, nullptr) == 0);
   PM_REQUIRE(srv, srv.master().signal(SIGUSR2));
   PM_CHECK(srv, wait_for([&] { return srv.log().find("upgrade failed") != std::string::npos; }, 5s));
@@ -529,7 +538,7 @@ TEST_CASE("an upgrade asked for while out of descriptors fails, and the master g
   PM_CHECK(srv, quit(srv) == 0);
 }
 
-TEST_CASE("the pid file is written only once the master watches its signals", "[hostile][pidfile]") {
+PM_TEST_CASE("the pid file is written only once the master watches its signals", "[hostile][pidfile]") {
   // strace tells the order of the system calls for certain: the master's
   // signalfd must come before the rename that puts its pid file in place.
   temp_dir dir("procmodel-hostile");
