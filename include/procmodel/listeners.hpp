@@ -49,7 +49,8 @@ inline endpoint_spec parse_endpoint(std::string_view text) {
     auto close = text.find(']');
     if (close == std::string_view::npos) throw fail("missing ']'");
     host = text.substr(1, close - 1);
-    if (host.empty()) throw fail("no host between '[' and ']' (write '*:PORT' for any address)");
+    if (host.empty() || host == "*")
+      throw fail("no address between '[' and ']' (write '*:PORT' for any address)");
     if (close + 1 >= text.size() || text[close + 1] != ':') throw fail("expected [HOST]:PORT");
     port = text.substr(close + 2);
   } else {
