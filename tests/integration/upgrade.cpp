@@ -590,6 +590,13 @@ std::string new_master_end(const server& srv, pid_t nm) {
   return std::regex_search(log, m, re) ? m[1].str() : "";
 }
 
+// Until new master `nm` is gone (within `within`) and the master that started
+// it has logged that it exited with code 0: a stopped new master left cleanly.
+bool new_master_left_cleanly(const server& srv, family& fam, pid_t nm, milliseconds within = 15s) {
+  return fam.wait_gone(nm, within) &&
+         wait_for([&] { return new_master_end(srv, nm) == "exited with code 0"; }, 5s);
+}
+
 // Names as expected the lines of new master `nm` telling that its workers
 // exited with code 3 (exit_at_start = 3: the crash loop a test provokes).
 void expect_new_workers_exit_3(pid_t nm) {
@@ -1078,8 +1085,7 @@ PM_TEST_CASE("a manual upgrade whose new master never gets ready is stopped afte
   if (next) {
     fam.master(next);
     ::kill(next, SIGQUIT);
-    PM_CHECK(srv, fam.wait_gone(next, 15s));
-    PM_CHECK(srv, wait_for([&] { return new_master_end(srv, next) == "exited with code 0"; }, 5s));
+    PM_CHECK(srv, new_master_left_cleanly(srv, fam, next));
   }
   rg.quit_master();
 }
@@ -1171,8 +1177,7 @@ PM_TEST_CASE("one upgrade at a time: a second -s upgrade or USR2 is refused whil
   CHECK(first_err.find("not ready within 2000 ms") != std::string::npos);
   CHECK(pid_in(srv.pid_path()) == master);
   CHECK(!file_exists(srv.pid_path() + ".oldbin"));
-  CHECK(fam.wait_gone(unready, 10s));
-  CHECK(wait_for([&] { return new_master_end(srv, unready) == "exited with code 0"; }, 5s));
+  CHECK(new_master_left_cleanly(srv, fam, unready, 10s));
   CHECK(http_get(srv.port()).has_value());
   rg.quit_master();
 }
@@ -1828,8 +1833,7 @@ PM_TEST_CASE("failure 3: USR2 and -s upgrade to a new master whose parent lives 
   expect_log_line("upgrade rolled back: the new master " + std::to_string(new_master) +
                   " exited with code 0 after it was ready");
   ::kill(new_master, SIGQUIT);
-  PM_REQUIRE(srv, fam.wait_gone(new_master, 15s));
-  PM_CHECK(srv, wait_for([&] { return new_master_end(srv, new_master) == "exited with code 0"; }, 5s));
+  PM_REQUIRE(srv, new_master_left_cleanly(srv, fam, new_master));
   PM_CHECK(srv, wait_for([&] { return pid_in(srv.pid_path()) == old_master; }, 5s));
   PM_CHECK(srv, http_get(srv.port()).has_value());
   rg.quit_master();
@@ -1859,8 +1863,7 @@ PM_TEST_CASE("failure 3: two -s upgrade whose new workers never get ready leave 
     // Given back as the failure was reported, not when the new master is gone.
     CHECK(pid_in(srv.pid_path()) == master);
     CHECK(!file_exists(srv.pid_path() + ".oldbin"));
-    REQUIRE(fam.wait_gone(nm, 15s));
-    CHECK(wait_for([&] { return new_master_end(srv, nm) == "exited with code 0"; }, 5s));
+    REQUIRE(new_master_left_cleanly(srv, fam, nm));
     CHECK(pid_in(srv.pid_path()) == master);
   }
   auto status = run(srv.dir(), http_server, {"-s", "status", "--pid-file", srv.pid_path()});
@@ -1902,8 +1905,7 @@ PM_TEST_CASE("failure 4: a HUP rolled back in a crash-looping new master is not 
   CHECK(err.find("not ready within 4000 ms") != std::string::npos);
   CHECK(out.find("ok") == std::string::npos);
   PM_CHECK(srv, fam.running(master));
-  PM_REQUIRE(srv, fam.wait_gone(nm, 15s));
-  PM_CHECK(srv, wait_for([&] { return new_master_end(srv, nm) == "exited with code 0"; }, 5s));
+  PM_REQUIRE(srv, new_master_left_cleanly(srv, fam, nm));
   PM_CHECK(srv, pid_in(srv.pid_path()) == master);
   PM_CHECK(srv, http_get(srv.port()).has_value());
   rg.quit_master();
@@ -2013,8 +2015,7 @@ PM_TEST_CASE("failure 7: a ready in flight when the deadline fires is ignored: e
   INFO(out << err << "\n" << srv.describe() << "\nstopped after " << stopped_at << " ms");
   CHECK(exit_code_of(*st) == 1);
   CHECK(err.find("not ready within 2000 ms") != std::string::npos);
-  PM_REQUIRE(srv, fam.wait_gone(nm, 15s));
-  PM_CHECK(srv, wait_for([&] { return new_master_end(srv, nm) == "exited with code 0"; }, 5s));
+  PM_REQUIRE(srv, new_master_left_cleanly(srv, fam, nm));
   // The old master serves on, alone, with its pid file.
   ::usleep(500'000);
   PM_CHECK(srv, fam.running(master));
@@ -2171,8 +2172,7 @@ PM_TEST_CASE("-s status answers during a graceful stop and during an upgrade, wi
   }
   // Roll back: QUIT the new master.
   ::kill(nm, SIGQUIT);
-  PM_REQUIRE(srv, fam.wait_gone(nm, 15s));
-  PM_CHECK(srv, wait_for([&] { return new_master_end(srv, nm) == "exited with code 0"; }, 5s));
+  PM_REQUIRE(srv, new_master_left_cleanly(srv, fam, nm));
   PM_CHECK(srv, wait_for([&] { return pid_in(srv.pid_path()) == master; }, 5s));
 
   // A graceful stop held up by an idle connection still answers.
