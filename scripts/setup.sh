@@ -41,6 +41,7 @@ packages=(g++ cmake make libboost-dev libfmt-dev catch2)
 if [[ $mode == test ]]; then
   packages+=(clang libclang-rt-14-dev)  # libFuzzer for the fuzz targets
   packages+=(strace)                    # the start-order test traces the master
+  packages+=(pkg-config)                # the consumer_pkg_config test
 fi
 if [[ $mode == bench ]]; then
   packages+=(wrk nginx-light)
