@@ -1,12 +1,14 @@
 # Builds and runs one consumer of procmodel; registered with ctest by
 # tests/CMakeLists.txt. Every step must succeed; a failing step stops with its
-# output. Each way ends by running the program it built (program/consumer.cpp):
-# `--help`, then a whole supervisor run with one worker.
+# output. Each way ends by running the programs it built (PROGRAMS, each
+# program/consumer.cpp: `consumer` header-only, `consumer_compiled` against
+# procmodel's static library): `--help`, then a whole supervisor run with one worker.
 #
 #   cmake -DMODE=find_package -DPROCMODEL_BINARY_DIR=<procmodel build> -DPREFIX=<dir>
 #         -DSOURCE_DIR=<consumer project> -DWORK_DIR=<dir> -DCXX_COMPILER=<c++>
-#         -DGENERATOR=<generator> [-DMAKE_PROGRAM=<make>] [-DBUILD_TYPE=<config>]
-#         [-DFMT_HEADER_ONLY=0|1] -P run_consumer.cmake
+#         -DGENERATOR=<generator> -DPROGRAMS=<name>[,<name>...] [-DMAKE_PROGRAM=<make>]
+#         [-DBUILD_TYPE=<config>] [-DFMT_HEADER_ONLY=0|1]
+#         [-DBUILD_TARGETS=<target>[,<target>...]] -P run_consumer.cmake
 #   cmake -DMODE=add_subdirectory|fetch_content -DPROCMODEL_ROOT=<procmodel source> ...
 #   cmake -DMODE=pkg_config -DPROCMODEL_ROOT=<procmodel source> -DPREFIX=<dir>
 #         -DPKG_CONFIG=<pkg-config> -DVERSION=<procmodel version>
@@ -14,10 +16,11 @@
 #
 # pkg_config follows the README's "Install" section: a top-level configure with
 # tests and examples off (which must define no other target to build),
-# `cmake --install`, then `c++ $(pkg-config --cflags --libs procmodel)`.
+# `cmake --install`, then `c++ $(pkg-config --cflags --libs procmodel)` (or
+# procmodel-compiled for consumer_compiled).
 cmake_minimum_required(VERSION 3.21)
 
-foreach(var MODE WORK_DIR CXX_COMPILER GENERATOR)
+foreach(var MODE WORK_DIR CXX_COMPILER GENERATOR PROGRAMS)
   if(NOT DEFINED ${var} OR "${${var}}" STREQUAL "")
     message(FATAL_ERROR "run_consumer.cmake: -D${var}=... is required")
   endif()
@@ -33,7 +36,7 @@ endfunction()
 
 # run_step(<what> <command>...): the step's output is in `step_output`; it may
 # last `step_timeout` seconds.
-set(step_timeout 280)
+set(step_timeout 840)
 function(run_step what)
   message(STATUS "consumer (${MODE}): ${what}")
   string(REPLACE ";" " " shown "${ARGN}")
@@ -72,11 +75,18 @@ endif()
 set(configure_args -S ${SOURCE_DIR} -B ${WORK_DIR} ${generator_args}
   -DCONSUMER_FMT_HEADER_ONLY=${FMT_HEADER_ONLY})
 
+string(REPLACE "," ";" PROGRAMS "${PROGRAMS}")
+string(REPLACE "," ";" INSTALLED_TARGETS "${INSTALLED_TARGETS}")
 file(REMOVE_RECURSE ${WORK_DIR})
 
 if(MODE STREQUAL "find_package")
   require(SOURCE_DIR PROCMODEL_BINARY_DIR PREFIX)
   file(REMOVE_RECURSE ${PREFIX})
+  string(REPLACE "," ";" BUILD_TARGETS "${BUILD_TARGETS}")
+  foreach(target IN LISTS BUILD_TARGETS)
+    run_step("build ${target}, which the install takes"
+      ${CMAKE_COMMAND} --build ${PROCMODEL_BINARY_DIR} --target ${target} ${config_args})
+  endforeach()
   run_step("install into ${PREFIX}"
     ${CMAKE_COMMAND} --install ${PROCMODEL_BINARY_DIR} --prefix ${PREFIX} ${config_args})
   run_step("configure" ${CMAKE_COMMAND} ${configure_args} -DCMAKE_PREFIX_PATH=${PREFIX})
@@ -100,7 +110,6 @@ elseif(MODE STREQUAL "pkg_config")
     message(FATAL_ERROR "consumer (pkg_config): no pkg-config program; install pkg-config")
   endif()
   require(PROCMODEL_ROOT PREFIX VERSION INSTALLED_TARGETS)
-  string(REPLACE "," ";" INSTALLED_TARGETS "${INSTALLED_TARGETS}")
   file(REMOVE_RECURSE ${PREFIX})
   set(build ${WORK_DIR}/procmodel)
   # Ask CMake's file API which targets the configure defines.
@@ -138,37 +147,50 @@ elseif(MODE STREQUAL "pkg_config")
   get_filename_component(pc_dir ${pc_files} DIRECTORY)
   # Ahead of the system's own directories, where fmt.pc is.
   set(ENV{PKG_CONFIG_PATH} "${pc_dir}:$ENV{PKG_CONFIG_PATH}")
-  run_step("pkg-config --modversion" ${PKG_CONFIG} --modversion procmodel)
-  string(STRIP "${step_output}" found_version)
-  if(NOT found_version STREQUAL VERSION)
-    message(FATAL_ERROR "consumer (pkg_config): version '${found_version}', expected '${VERSION}'")
-  endif()
-  run_step("pkg-config --cflags --libs" ${PKG_CONFIG} --cflags --libs procmodel)
-  separate_arguments(flags UNIX_COMMAND "${step_output}")
   file(MAKE_DIRECTORY ${WORK_DIR})
-  run_step("compile and link with pkg-config's flags"
-    ${CXX_COMPILER} -std=c++20 -DCONSUMER_FMT_HEADER_ONLY=0
-      ${CMAKE_CURRENT_LIST_DIR}/program/consumer.cpp -o ${WORK_DIR}/consumer ${flags})
+  foreach(name IN LISTS PROGRAMS)
+    # consumer: header-only procmodel.pc; consumer_compiled: procmodel-compiled.pc.
+    if(name STREQUAL "consumer_compiled")
+      set(module procmodel-compiled)
+      set(compiled 1)
+    else()
+      set(module procmodel)
+      set(compiled 0)
+    endif()
+    run_step("pkg-config --modversion ${module}" ${PKG_CONFIG} --modversion ${module})
+    string(STRIP "${step_output}" found_version)
+    if(NOT found_version STREQUAL VERSION)
+      message(FATAL_ERROR "consumer (pkg_config): ${module} is version '${found_version}', "
+        "expected '${VERSION}'")
+    endif()
+    run_step("pkg-config --cflags --libs ${module}" ${PKG_CONFIG} --cflags --libs ${module})
+    separate_arguments(flags UNIX_COMMAND "${step_output}")
+    run_step("compile and link ${name} with ${module}'s flags"
+      ${CXX_COMPILER} -std=c++20 -DCONSUMER_FMT_HEADER_ONLY=0 -DCONSUMER_COMPILED=${compiled}
+        ${CMAKE_CURRENT_LIST_DIR}/program/consumer.cpp -o ${WORK_DIR}/${name} ${flags})
+  endforeach()
 else()
   message(FATAL_ERROR "run_consumer.cmake: unknown MODE '${MODE}'")
 endif()
 
-set(program)
-foreach(candidate ${WORK_DIR}/consumer ${WORK_DIR}/${BUILD_TYPE}/consumer)
-  if(EXISTS ${candidate} AND NOT IS_DIRECTORY ${candidate})
-    set(program ${candidate})
-    break()
+foreach(name IN LISTS PROGRAMS)
+  set(program)
+  foreach(candidate ${WORK_DIR}/${name} ${WORK_DIR}/${BUILD_TYPE}/${name})
+    if(EXISTS ${candidate} AND NOT IS_DIRECTORY ${candidate})
+      set(program ${candidate})
+      break()
+    endif()
+  endforeach()
+  if(NOT program)
+    message(FATAL_ERROR "consumer (${MODE}): no '${name}' executable under ${WORK_DIR}")
   endif()
+  set(step_timeout 60)
+  run_step("run ${program} --help" ${program} --help)
+  expect_output("${name} --help" "--workers N")
+  # The worker prints this line, then asks its master for a graceful stop.
+  run_step("run ${program} with one worker" ${program} --workers 1)
+  expect_output("${name}'s run" "consumer: worker 0 ready on 127.0.0.1:")
 endforeach()
-if(NOT program)
-  message(FATAL_ERROR "consumer (${MODE}): no 'consumer' executable under ${WORK_DIR}")
-endif()
-set(step_timeout 60)
-run_step("run ${program} --help" ${program} --help)
-expect_output("--help" "--workers N")
-# The worker prints this line, then asks its master for a graceful stop.
-run_step("run ${program} with one worker" ${program} --workers 1)
-expect_output("the run" "consumer: worker 0 ready on 127.0.0.1:")
 # A consumer that also builds the installed test doubles runs them.
 get_filename_component(program_dir ${program} DIRECTORY)
 if(EXISTS ${program_dir}/consumer_testing)

@@ -4,8 +4,11 @@
 // inherited socket, signals, the master's log through fmt) ends by itself with
 // exit code 0. `--help` prints the standard flags.
 //
-// CONSUMER_FMT_HEADER_ONLY (0 or 1) is how the consumer expects fmt: procmodel
-// must not impose the other way, or the program mixes header-only and compiled fmt.
+// The consumer says what it expects (0 or 1), and the build must agree:
+// CONSUMER_FMT_HEADER_ONLY, how fmt is linked (procmodel must not impose the
+// other way, or the program mixes header-only and compiled fmt), and
+// CONSUMER_COMPILED, procmodel's separately compiled mode (else the program
+// would quietly compile procmodel itself next to the library).
 #include <procmodel/procmodel.hpp>
 
 #include <csignal>
@@ -20,6 +23,14 @@
 #error "fmt is compiled here, but this consumer chose header-only fmt"
 #elif !CONSUMER_FMT_HEADER_ONLY && defined(FMT_HEADER_ONLY)
 #error "FMT_HEADER_ONLY is defined: procmodel imposed header-only fmt on a consumer of compiled fmt"
+#endif
+
+#if !defined(CONSUMER_COMPILED)
+#error "define CONSUMER_COMPILED to 0 or 1"
+#elif CONSUMER_COMPILED && !defined(PROCMODEL_SEPARATE_COMPILATION)
+#error "linked to the separately compiled procmodel, but PROCMODEL_SEPARATE_COMPILATION is not defined"
+#elif !CONSUMER_COMPILED && defined(PROCMODEL_SEPARATE_COMPILATION)
+#error "PROCMODEL_SEPARATE_COMPILATION is defined in a header-only consumer"
 #endif
 
 struct consumer_worker {
