@@ -1,4 +1,5 @@
 #include <procmodel/worker_context.hpp>
+#include <procmodel/listeners.hpp>  // detail::local_address
 
 #include "support/catch.hpp"
 
