@@ -1,5 +1,5 @@
-#include <procmodel/worker_context.hpp>
 #include <procmodel/listeners.hpp>  // detail::local_address
+#include <procmodel/worker_context.hpp>
 
 #include "support/catch.hpp"
 

@@ -28,7 +28,7 @@
 #if !defined(CONSUMER_COMPILED)
 #error "define CONSUMER_COMPILED to 0 or 1"
 #elif CONSUMER_COMPILED && !defined(PROCMODEL_SEPARATE_COMPILATION)
-#error "linked to the separately compiled procmodel, but PROCMODEL_SEPARATE_COMPILATION is not defined"
+#error "linked to the compiled procmodel, but PROCMODEL_SEPARATE_COMPILATION is not defined"
 #elif !CONSUMER_COMPILED && defined(PROCMODEL_SEPARATE_COMPILATION)
 #error "PROCMODEL_SEPARATE_COMPILATION is defined in a header-only consumer"
 #endif
