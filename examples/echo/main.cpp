@@ -85,8 +85,6 @@ int main(int argc, char** argv) {
   // ECHO_GRACEFUL_TERM=1: SIGTERM drains, as systemd and container runtimes
   // expect (the signal table's policy; SIGINT stays the fast stop).
   if (const char* v = std::getenv("ECHO_GRACEFUL_TERM"); v && std::string_view(v) == "1")
-    return procmodel::basic_supervisor<echo_worker, procmodel::fork_spawner,
-                                       procmodel::graceful_term_signals>(opt)
-        .run(argc, argv);
+    return procmodel::graceful_term_supervisor<echo_worker>(opt).run(argc, argv);
   return procmodel::supervisor<echo_worker>(opt).run(argc, argv);
 }

@@ -51,6 +51,10 @@ struct options {
   unsigned max_draining_generations = 2;
   /// One SO_REUSEPORT socket per worker slot instead of one shared socket.
   bool reuseport = false;
+  /// Run the workers as threads of the master, not processes (nginx's
+  /// `master_process off`): for a debugger. Needs a spawner that can
+  /// (the default, runtime_spawner); fixed at start, a reload keeps it.
+  bool single_process = false;
   /// Crash-loop protection.
   restart_policy restart{};
   /// Detach from the terminal (fork, setsid, stdio to /dev/null). A new
@@ -158,6 +162,8 @@ class command_line {
     add_flag("--reuseport", "one SO_REUSEPORT socket per worker instead of a shared one",
              [this] { opt_.reuseport = true; });
     add_flag("--daemon", "detach from the terminal", [this] { opt_.daemon = true; });
+    add_flag("--single-process", "run the workers as threads of the master (for debugging)",
+             [this] { opt_.single_process = true; });
     add_flag("--winch-with-terminal", "WINCH drains workers even with a controlling terminal",
              [this] { opt_.winch_with_terminal = true; });
     add("--control", "PATH", "control socket (default: <pid file>.sock)",

@@ -11,6 +11,7 @@
 #include "log.hpp"
 #include "options.hpp"
 #include "pid_file.hpp"
+#include "policies.hpp"
 #include "signals.hpp"
 #include "spawner.hpp"
 #include "supervisor.hpp"

@@ -64,6 +64,6 @@ TEST_CASE("inline_spawner runs a whole supervisor in one process until SIGQUIT",
 }
 
 TEST_CASE("inline_spawner hands out negative ids that never name a process", "[spawner][inline]") {
-  STATIC_REQUIRE_FALSE(procmodel::inline_spawner::separate_processes);
+  STATIC_REQUIRE_FALSE(procmodel::inline_spawner::separate_processes());
   STATIC_REQUIRE(procmodel::detail::check_spawner_policy<procmodel::inline_spawner>());
 }
