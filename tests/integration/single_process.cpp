@@ -1,0 +1,130 @@
+// --single-process, end to end with the real echo_server (which uses the
+// default supervisor and knows nothing of the flag): the workers are threads
+// of the master, so the program is one process with no children; it serves,
+// reloads on HUP into a new generation of threads, and drains on QUIT.
+
+#include "support/catch.hpp"
+#include "support/process.hpp"
+#include "support/server.hpp"
+#include "support/teardown.hpp"
+
+#include <csignal>
+#include <map>
+#include <regex>
+#include <string>
+
+#include <dirent.h>
+
+#ifndef PROCMODEL_ECHO_SERVER
+#error "PROCMODEL_ECHO_SERVER must name the echo_server binary"
+#endif
+
+using namespace pmtest;
+
+namespace {
+
+const std::string echo_server = PROCMODEL_ECHO_SERVER;
+
+// The threads of `pid` (sanitizer runtimes may add some of their own).
+std::size_t thread_count(pid_t pid) {
+  std::size_t n = 0;
+  if (DIR* d = ::opendir(("/proc/" + std::to_string(pid) + "/task").c_str())) {
+    while (dirent* e = ::readdir(d))
+      if (e->d_name[0] != '.') ++n;
+    ::closedir(d);
+  }
+  return n;
+}
+
+// Every "started worker ID" of `generation`; a thread's id is negative.
+std::vector<pid_t> started_ids(const std::string& log, unsigned generation) {
+  static const std::regex re(R"(started worker (-?\d+) in slot \d+ \(generation (\d+)\))");
+  std::vector<pid_t> out;
+  for (std::sregex_iterator it(log.begin(), log.end(), re), end; it != end; ++it)
+    if (std::stoul((*it)[2]) == generation) out.push_back(static_cast<pid_t>(std::stol((*it)[1])));
+  return out;
+}
+
+// How the worker `id` ended, from the master's log; "" while it runs.
+std::string end_of(const std::string& log, pid_t id) {
+  const std::regex re("worker " + std::to_string(id) +
+                      R"( \(slot \d+, generation \d+\) (exited with code \d+|killed by signal \d+))");
+  std::smatch m;
+  return std::regex_search(log, m, re) ? m[1].str() : "";
+}
+
+// Whether the master logged that worker `id` is ready (--log-level debug).
+bool ready(const std::string& log, pid_t id) {
+  for (const auto& l : lines_with(log, "worker " + std::to_string(id) + " (slot "))
+    if (l.find("is ready") != std::string::npos) return true;
+  return false;
+}
+
+// An echo_server started with --single-process and 2 workers, serving.
+void start_single_process(server& srv) {
+  server_config c;
+  c.extra = {"--single-process"};
+  c.wait_workers = false;  // they are not processes
+  PM_REQUIRE(srv, srv.start(c));
+  PM_REQUIRE(srv, wait_for([&] {
+               auto ids = started_ids(srv.log(), 1);
+               return ids.size() == 2 && ready(srv.log(), ids[0]) && ready(srv.log(), ids[1]);
+             }, 10s));
+  PM_REQUIRE(srv, wait_for([&] { return echo_once(srv.port()); }, 10s, 50ms));
+}
+
+}  // namespace
+
+PM_TEST_CASE("single process (--single-process): one process serves, and QUIT drains it to exit code 0",
+             "[single_process]") {
+  server srv(echo_server, "procmodel-single");
+  start_single_process(srv);
+  const pid_t master = srv.master_pid();
+  const auto ids = started_ids(srv.log(), 1);
+  for (pid_t id : ids) PM_CHECK(srv, id < 0);  // not processes
+  PM_CHECK(srv, children_of(master).empty());
+  PM_CHECK(srv, thread_count(master) >= 3);  // the master and two workers
+
+  // A session open when QUIT comes is served until its client leaves.
+  auto client = tcp_client::connect(srv.port());
+  REQUIRE(client);
+  REQUIRE(client->echo("before\n"));
+  REQUIRE(srv.master().signal(SIGQUIT));
+  PM_REQUIRE(srv, wait_for([&] { return count_of(srv.log(), ": draining (asked by master)") == 2; }, 5s));
+  PM_CHECK(srv, client->echo("while draining\n"));
+  PM_CHECK(srv, !srv.master().exited());
+  client.reset();
+
+  auto status = srv.master().wait_exit(10s);
+  PM_REQUIRE(srv, status.has_value());
+  PM_CHECK(srv, exit_code_of(*status) == 0);
+  for (pid_t id : ids) PM_CHECK(srv, end_of(srv.log(), id) == "exited with code 0");
+  PM_CHECK(srv, !file_exists(srv.pid_path()));
+}
+
+PM_TEST_CASE("single process (--single-process): HUP reloads into a new generation of threads",
+             "[single_process][reload]") {
+  server srv(echo_server, "procmodel-single");
+  start_single_process(srv);
+  const pid_t master = srv.master_pid();
+  const auto threads_before = thread_count(master);
+  const auto old_ids = started_ids(srv.log(), 1);
+
+  REQUIRE(srv.master().signal(SIGHUP));
+  PM_REQUIRE(srv, wait_for([&] {
+               return srv.log().find("reload: generation 2 serves with 2 worker(s)") !=
+                      std::string::npos;
+             }, 10s));
+  const auto new_ids = started_ids(srv.log(), 2);
+  PM_REQUIRE(srv, new_ids.size() == 2);
+  for (pid_t id : new_ids) PM_CHECK(srv, id < 0);
+  // The old generation drains and its threads are joined: none pile up.
+  PM_CHECK(srv, wait_for([&] {
+             return end_of(srv.log(), old_ids[0]) == "exited with code 0" &&
+                    end_of(srv.log(), old_ids[1]) == "exited with code 0";
+           }, 10s));
+  PM_CHECK(srv, wait_for([&] { return thread_count(master) == threads_before; }, 5s));
+  PM_CHECK(srv, echo_once(srv.port()));
+  PM_CHECK(srv, children_of(master).empty());
+  // The teardown's QUIT ends it; the audit checks exit code 0.
+}
