@@ -14,6 +14,7 @@
 #include <string>
 
 #include <dirent.h>
+#include <sys/wait.h>
 
 #ifndef PROCMODEL_ECHO_SERVER
 #error "PROCMODEL_ECHO_SERVER must name the echo_server binary"
@@ -61,9 +62,10 @@ bool ready(const std::string& log, pid_t id) {
 }
 
 // An echo_server started with --single-process and 2 workers, serving.
-void start_single_process(server& srv) {
+void start_single_process(server& srv, std::vector<std::string> more = {}) {
   server_config c;
   c.extra = {"--single-process"};
+  c.extra.insert(c.extra.end(), more.begin(), more.end());
   c.wait_workers = false;  // they are not processes
   PM_REQUIRE(srv, srv.start(c));
   PM_REQUIRE(srv, wait_for([&] {
@@ -127,4 +129,42 @@ PM_TEST_CASE("single process (--single-process): HUP reloads into a new generati
   PM_CHECK(srv, echo_once(srv.port()));
   PM_CHECK(srv, children_of(master).empty());
   // The teardown's QUIT ends it; the audit checks exit code 0.
+}
+
+PM_TEST_CASE("single process (--single-process): --reuseport gives each worker thread its socket",
+             "[single_process][reuseport]") {
+  server srv(echo_server, "procmodel-single");
+  start_single_process(srv, {"--reuseport"});
+  PM_CHECK(srv, srv.log().find("(a socket per worker)") != std::string::npos);
+  // Connections spread over both slots' sockets; every one is served.
+  for (int i = 0; i < 20; ++i) PM_REQUIRE(srv, echo_once(srv.port()));
+  PM_CHECK(srv, children_of(srv.master_pid()).empty());
+}
+
+PM_TEST_CASE("single process (--single-process): -s upgrade hands over to a new master that runs threads too",
+             "[single_process][upgrade]") {
+  subreaper_scope reaper;  // the new master outlives its parent: it comes to us
+  server srv(echo_server, "procmodel-single");
+  start_single_process(srv);
+  const pid_t old_master = srv.master_pid();
+
+  auto r = run(srv.dir(), echo_server, {"-s", "upgrade", "--pid-file", srv.pid_path()}, 30s);
+  INFO(r.out << r.err);
+  PM_REQUIRE(srv, r.code() == 0);
+  auto old_status = srv.master().wait_exit(15s);
+  PM_REQUIRE(srv, old_status.has_value());
+  PM_CHECK(srv, exit_code_of(*old_status) == 0);
+
+  const pid_t next = static_cast<pid_t>(std::stol(read_file(srv.pid_path())));
+  PM_REQUIRE(srv, next != old_master);
+  PM_CHECK(srv, echo_once(srv.port()));  // the same sockets, served by the new master
+  PM_CHECK(srv, children_of(next).empty());
+  PM_CHECK(srv, thread_count(next) >= 3);
+
+  ::kill(next, SIGQUIT);
+  int status = 0;
+  bool gone = wait_for([&] { return ::waitpid(next, &status, WNOHANG) == next; }, 15s, 5ms);
+  if (!gone) subreaper_scope::reap({next});
+  PM_REQUIRE(srv, gone);
+  PM_CHECK(srv, exit_code_of(status) == 0);
 }
