@@ -168,3 +168,31 @@ PM_TEST_CASE("single process (--single-process): -s upgrade hands over to a new 
   PM_REQUIRE(srv, gone);
   PM_CHECK(srv, exit_code_of(status) == 0);
 }
+
+PM_TEST_CASE("single process (--single-process): --daemon detaches first, then runs its threads",
+             "[single_process][daemon]") {
+  temp_dir dir("procmodel-single");
+  const std::string pid_path = dir.file("d.pid"), log_path = dir.file("d.log");
+  auto r = run(dir, echo_server,
+               {"--single-process", "--daemon", "--listen", "127.0.0.1:0", "--workers", "2",
+                "--pid-file", pid_path, "--log-file", log_path},
+               10s);
+  audit_log_file(log_path);
+  INFO(r.err << read_file(log_path));
+  REQUIRE(r.code() == 0);  // the parent returns once the daemon is up
+  REQUIRE(file_exists(pid_path));
+  const pid_t daemon_pid = std::stoi(read_file(pid_path));
+  daemon_reaper guard{daemon_pid};
+  CHECK(::getsid(daemon_pid) == daemon_pid);  // detached
+  const auto port = parse_port(read_file(log_path));
+  REQUIRE(port != 0);
+  CHECK(wait_for([&] { return echo_once(port); }, 5s, 50ms));
+  CHECK(started_ids(read_file(log_path), 1).size() == 2);
+  CHECK(children_of(daemon_pid).empty());
+  CHECK(thread_count(daemon_pid) >= 3);
+
+  CHECK(run(dir, echo_server, {"-s", "quit", "--pid-file", pid_path}).code() == 0);
+  CHECK(wait_for([&] { return !is_running(daemon_pid); }, 10s));
+  const auto log = read_file(log_path);
+  for (pid_t id : started_ids(log, 1)) CHECK(end_of(log, id) == "exited with code 0");
+}
