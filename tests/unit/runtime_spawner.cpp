@@ -3,10 +3,7 @@
 #include "support/catch.hpp"
 
 #include <atomic>
-#include <csignal>
-#include <mutex>
 #include <optional>
-#include <set>
 #include <thread>
 
 #include <sys/wait.h>
@@ -15,11 +12,10 @@
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 
-#include <procmodel/supervisor.hpp>
-
 // runtime_spawner, the default Spawner: a process per worker, or with
 // options::single_process (--single-process) a thread of the master per
-// worker, as inline_spawner does; chosen when the program runs.
+// worker, as inline_spawner does; chosen when the program runs. A whole
+// supervisor run with --single-process is in inline_spawner.cpp.
 
 using procmodel::runtime_spawner;
 using procmodel::spawn_request;
@@ -120,70 +116,4 @@ TEST_CASE("runtime_spawner with single_process runs workers as threads, like inl
   }();
   REQUIRE(killed);
   CHECK(WEXITSTATUS(*killed) == 9);
-}
-
-namespace {
-
-std::atomic<int> started{0};
-std::atomic<int> drained{0};
-std::mutex seen_mutex;
-std::set<std::thread::id> threads;
-std::set<pid_t> pids;
-
-struct thread_worker {
-  void operator()(procmodel::worker_context& ctx) {
-    {
-      std::lock_guard lock(seen_mutex);
-      threads.insert(std::this_thread::get_id());
-      pids.insert(::getpid());
-    }
-    ctx.on_drain([](auto) { ++drained; });
-    ctx.ready();
-    if (++started == 2) ::kill(::getpid(), SIGQUIT);
-  }
-};
-
-}  // namespace
-
-TEST_CASE("single_process (--single-process) makes the default supervisor run its workers as threads",
-          "[spawner][runtime][inline]") {
-  sigset_t before;
-  ::pthread_sigmask(SIG_SETMASK, nullptr, &before);
-
-  procmodel::options opt;
-  opt.listen = {"127.0.0.1:0"};
-  procmodel::supervisor<thread_worker> master(opt);
-  // The flag, as an operator gives it; no template in sight.
-  const char* argv[] = {"prog", "--single-process", "--workers", "2", "--log-level", "warn"};
-  int code = master.run(6, argv);
-
-  CHECK(master.opts().single_process);
-  CHECK_FALSE(master.spawner().separate_processes());
-  CHECK(code == 0);
-  CHECK(started == 2);
-  CHECK(drained == 2);  // told to drain over their channels by the SIGQUIT
-  CHECK(threads.size() == 2);
-  CHECK(threads.count(std::this_thread::get_id()) == 0);
-  CHECK(pids == std::set<pid_t>{::getpid()});
-  CHECK(master.lifecycle().processes().empty());
-
-  ::pthread_sigmask(SIG_SETMASK, &before, nullptr);
-}
-
-TEST_CASE("single_process with a spawner that always forks is refused at start",
-          "[spawner][runtime]") {
-  sigset_t before;
-  ::pthread_sigmask(SIG_SETMASK, nullptr, &before);
-
-  procmodel::options opt;
-  opt.listen = {"127.0.0.1:0"};
-  opt.workers = 1;
-  opt.single_process = true;
-  opt.level = procmodel::log_level::error;
-  const int before_started = started;
-  procmodel::basic_supervisor<thread_worker, procmodel::fork_spawner> master(opt);
-  CHECK(master.run() == 1);
-  CHECK(started == before_started);  // no worker ran
-
-  ::pthread_sigmask(SIG_SETMASK, &before, nullptr);
 }
