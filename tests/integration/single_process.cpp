@@ -1,7 +1,9 @@
 // --single-process, end to end with the real echo_server (which uses the
 // default supervisor and knows nothing of the flag): the workers are threads
 // of the master, so the program is one process with no children; it serves,
-// reloads on HUP into a new generation of threads, and drains on QUIT.
+// reloads on HUP into a new generation of threads, and drains on QUIT. And
+// http_server, which integration_single_process_compiled runs as built on
+// the separately compiled library.
 
 #include "support/catch.hpp"
 #include "support/process.hpp"
@@ -16,6 +18,9 @@
 #include <dirent.h>
 #include <sys/wait.h>
 
+#ifndef PROCMODEL_HTTP_SERVER
+#error "PROCMODEL_HTTP_SERVER must name the http_server binary"
+#endif
 #ifndef PROCMODEL_ECHO_SERVER
 #error "PROCMODEL_ECHO_SERVER must name the echo_server binary"
 #endif
@@ -25,6 +30,7 @@ using namespace pmtest;
 namespace {
 
 const std::string echo_server = PROCMODEL_ECHO_SERVER;
+const std::string http_server = PROCMODEL_HTTP_SERVER;
 
 // The threads of `pid` (sanitizer runtimes may add some of their own).
 std::size_t thread_count(pid_t pid) {
@@ -61,9 +67,10 @@ bool ready(const std::string& log, pid_t id) {
   return false;
 }
 
-// An echo_server started with --single-process and 2 workers, serving.
-void start_single_process(server& srv, std::vector<std::string> more = {}) {
+// A server started with --single-process and 2 workers, serving.
+void start_single_process(server& srv, std::vector<std::string> more = {}, bool http = false) {
   server_config c;
+  c.http = http;
   c.extra = {"--single-process"};
   c.extra.insert(c.extra.end(), more.begin(), more.end());
   c.wait_workers = false;  // they are not processes
@@ -72,7 +79,8 @@ void start_single_process(server& srv, std::vector<std::string> more = {}) {
                auto ids = started_ids(srv.log(), 1);
                return ids.size() == 2 && ready(srv.log(), ids[0]) && ready(srv.log(), ids[1]);
              }, 10s));
-  PM_REQUIRE(srv, wait_for([&] { return echo_once(srv.port()); }, 10s, 50ms));
+  PM_REQUIRE(srv, wait_for([&] { return http ? http_get(srv.port()).has_value()
+                                              : echo_once(srv.port()); }, 10s, 50ms));
 }
 
 }  // namespace
@@ -195,4 +203,15 @@ PM_TEST_CASE("single process (--single-process): --daemon detaches first, then r
   CHECK(wait_for([&] { return !is_running(daemon_pid); }, 10s));
   const auto log = read_file(log_path);
   for (pid_t id : started_ids(log, 1)) CHECK(end_of(log, id) == "exited with code 0");
+}
+
+PM_TEST_CASE("single process (--single-process): http_server serves from one process",
+             "[single_process][http]") {
+  server srv(http_server, "procmodel-single");
+  start_single_process(srv, {}, true);
+  for (pid_t id : started_ids(srv.log(), 1)) PM_CHECK(srv, id < 0);
+  auto answer = http_get(srv.port());
+  PM_REQUIRE(srv, answer.has_value());
+  PM_CHECK(srv, answer->find("pid " + std::to_string(srv.master_pid())) != std::string::npos);
+  PM_CHECK(srv, children_of(srv.master_pid()).empty());
 }
