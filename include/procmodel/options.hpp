@@ -32,6 +32,9 @@ struct options {
   unsigned workers = std::max(1u, std::thread::hardware_concurrency());
   /// Addresses to listen on, as HOST:PORT or [V6]:PORT; bound once by the master.
   std::vector<std::string> listen;
+  /// The workers serve no socket (queue consumers, schedulers): the master
+  /// starts without a listen address. Without it, no address is an error.
+  bool without_listeners = false;
   /// listen(2) backlog of each listener.
   int backlog = 511;
   /// Pid file, written atomically; empty for none.
@@ -126,11 +129,12 @@ class command_line {
   using handler = std::function<void(std::string_view value)>;
 
   explicit command_line(options& opt) : opt_(opt) {
-    add("--listen", "HOST:PORT", "listen on this address; repeat for more", [this](auto v) {
-      if (!listen_seen_) opt_.listen.clear();
-      listen_seen_ = true;
-      opt_.listen.emplace_back(v);
-    });
+    add("--listen", "HOST:PORT", "listen on this address; repeat for more; '' for none",
+        [this](auto v) {
+          if (!listen_seen_) opt_.listen.clear();
+          listen_seen_ = true;
+          if (!v.empty()) opt_.listen.emplace_back(v);
+        });
     add("--workers", "N", "number of worker processes (default: CPU count)", [this](auto v) {
       opt_.workers = static_cast<unsigned>(parse_number("--workers", v, 1, 1024));
     });

@@ -92,6 +92,10 @@ template <class Worker, class Spawner = fork_spawner, class Signals = nginx_sign
 class basic_supervisor {
   static_assert(std::is_invocable_v<Worker&, worker_context&>,
                 "Worker is missing: void operator()(procmodel::worker_context&)");
+  static_assert(std::is_copy_constructible_v<Worker>,
+                "Worker must be copy-constructible: each worker process gets its own copy of the "
+                "prototype (and a reload edits a copy); keep non-copyable state in the worker's "
+                "handlers or behind shared_ptr");
   static_assert(detail::check_spawner_policy<Spawner>());
   static_assert(detail::check_signals_policy<Signals>());
   static_assert(detail::check_lifecycle_policy<Lifecycle>());
@@ -283,6 +287,10 @@ class basic_supervisor {
       log_.notice("took over {} socket(s) from systemd (socket activation)", activated->size());
       return;
     }
+    if (opt_.listen.empty() && !opt_.without_listeners)
+      throw std::runtime_error(
+          "no socket to serve: set options::listen, pass --listen HOST:PORT, or start by socket "
+          "activation; a program whose workers serve no socket sets options::without_listeners");
     listeners_.bind_all(opt_.listen, opt_.backlog, slots);
   }
 

@@ -82,7 +82,7 @@ class worker_context {
   using deadline_handler = std::function<void(steady_clock::time_point deadline)>;
 
   /// The I/O loop this worker runs on (after operator() returns, until stop()).
-  boost::asio::io_context& loop() noexcept { return io_; }
+  [[nodiscard]] boost::asio::io_context& loop() noexcept { return io_; }
 
   /// The listening sockets, in the order of the options' listen addresses.
   /// Once draining, each `fd` is -1: the number is closed or not ours to use.
@@ -91,8 +91,15 @@ class worker_context {
   /// An acceptor on listener `i`, holding its own duplicate of the socket.
   /// Close it in your drain handler after drain_acceptor() or when done.
   /// Throws std::logic_error once draining: a draining worker accepts nothing new.
+  /// Throws std::logic_error for a listener that does not exist.
+  [[nodiscard("the acceptor closes its socket when dropped")]]
   boost::asio::ip::tcp::acceptor acceptor(std::size_t i = 0) {
-    const listener& l = listeners_.at(i);
+    if (i >= listeners_.size())
+      throw std::logic_error(fmt::format(
+          "acceptor({}): this worker has {} listener(s); give the master an address to listen "
+          "on (options::listen or --listen HOST:PORT, or socket activation)",
+          i, listeners_.size()));
+    const listener& l = listeners_[i];
     if (l.fd < 0)
       throw std::logic_error(fmt::format("acceptor({}): the listeners are gone (draining)", i));
     int fd = ::fcntl(l.fd, F_DUPFD_CLOEXEC, 3);
@@ -107,7 +114,7 @@ class worker_context {
   [[nodiscard]] unsigned slot() const noexcept { return slot_; }
   [[nodiscard]] std::uint64_t generation() const noexcept { return generation_; }
   [[nodiscard]] pid_t pid() const noexcept { return ::getpid(); }
-  logger& log() noexcept { return log_; }
+  [[nodiscard]] logger& log() noexcept { return log_; }
 
   /// Tells the master this worker serves. Call once listening; later calls do nothing.
   void ready() {
@@ -131,6 +138,7 @@ class worker_context {
   [[nodiscard]] steady_clock::time_point deadline() const noexcept { return deadline_; }
 
   /// Counts a live connection until the guard is destroyed.
+  [[nodiscard("the guard counts the connection only while it lives: keep it with the connection")]]
   connection_guard track() {
     ++live_;
     return connection_guard(tracker_);

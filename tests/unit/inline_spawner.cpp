@@ -47,6 +47,7 @@ TEST_CASE("inline_spawner runs a whole supervisor in one process until SIGQUIT",
 
   procmodel::options opt;
   opt.workers = 2;
+  opt.without_listeners = true;  // the workers serve no socket
   opt.level = procmodel::log_level::warn;
   procmodel::basic_supervisor<thread_worker, procmodel::inline_spawner> master(opt);
   int code = master.run();

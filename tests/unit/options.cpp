@@ -218,6 +218,12 @@ TEST_CASE("command_line: --listen repeats - and the first replaces the default",
     REQUIRE_FALSE(parse(o2, {"--workers", "2"}).code);
     CHECK(o2.listen == std::vector<std::string>{"0.0.0.0:80"});
   }
+  SECTION("an empty --listen clears the default: no address at all") {
+    options o3;
+    o3.listen = {"0.0.0.0:80"};
+    REQUIRE_FALSE(parse(o3, {"--listen="}).code);
+    CHECK(o3.listen.empty());
+  }
 }
 
 TEST_CASE("command_line: a program's own flags", "[options]") {
