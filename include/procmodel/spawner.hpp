@@ -10,6 +10,7 @@
 /// @code
 /// class my_spawner {
 ///  public:
+///   my_spawner();  // the supervisor makes its own
 ///   static constexpr bool separate_processes = true;  // workers get their own signals
 ///   // Start a worker running req.body; return an id that is unique while it lives
 ///   // (its pid for a process). Throw std::system_error when it cannot start.
@@ -186,6 +187,8 @@ namespace detail {
 /// Checks a Spawner policy member by member; each message names what is missing.
 template <class S>
 constexpr bool check_spawner_policy() {
+  static_assert(std::default_initializable<S>,
+                "Spawner policy is missing: a default constructor S()");
   static_assert(requires { { S::separate_processes } -> std::convertible_to<bool>; },
                 "Spawner policy is missing: static constexpr bool separate_processes");
   static_assert(requires(S& s, const spawn_request& r) { { s.spawn(r) } -> std::same_as<pid_t>; },
