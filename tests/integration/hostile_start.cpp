@@ -471,7 +471,7 @@ PM_TEST_CASE("PROCMODEL_UPGRADE_FD that is not the previous master's channel is 
   CHECK(accepting == 1);
 }
 
-PM_TEST_CASE("a master with no address to listen on refuses to start: no worker, no pid file",
+PM_TEST_CASE("a master with no address to listen on refuses to start and leaves no worker and no pid file",
              "[hostile][pidfile][bad_input]") {
   ++bad_inputs;
   temp_dir dir("procmodel-hostile");
