@@ -836,6 +836,48 @@ PM_TEST_CASE("the -s control command does not signal a process that is not a mas
   CHECK(is_running(stranger.pid()));
 }
 
+// A program that sets options::pid_file (echo_server takes it from
+// ECHO_PID_FILE) is controlled with `-s` alone, and --help says where.
+PM_TEST_CASE("with a default pid file set by the program, -s needs no --pid-file and --help shows it",
+             "[supervision][echo][cli]") {
+  server srv(echo_server);
+  server_config cfg;
+  cfg.workers = 1;
+  cfg.pid_file = false;  // no --pid-file: the program's default
+  cfg.env = {{"ECHO_PID_FILE", srv.pid_path()}};
+  PM_REQUIRE(srv, srv.start(cfg));
+  PM_REQUIRE(srv, wait_for([&] {
+    return read_file(srv.pid_path()) == std::to_string(srv.master_pid()) + "\n";
+  }, 10s));
+
+  auto help = run(srv.dir(), echo_server, {"--help"}, 10s, cfg.env);
+  PM_CHECK(srv, help.code() == 0);
+  PM_CHECK(srv, help.out.find("(default: " + srv.pid_path() + ")") != std::string::npos);
+  PM_CHECK(srv, help.out.find("(default: 127.0.0.1:7000)") != std::string::npos);
+
+  auto status = run(srv.dir(), echo_server, {"-s", "status"}, 10s, cfg.env);
+  INFO("-s status: " << status.err);
+  PM_CHECK(srv, status.code() == 0);
+  PM_CHECK(srv, status.out.find(std::to_string(srv.master_pid()) + "  master") != std::string::npos);
+
+  auto reopen = run(srv.dir(), echo_server, {"-s", "reopen"}, 10s, cfg.env);
+  INFO("-s reopen: " << reopen.err);
+  PM_CHECK(srv, reopen.code() == 0);
+  PM_CHECK(srv, wait_for([&] { return !lines_with(srv.log(), "received SIGUSR1").empty(); }, 5s));
+
+  // Without the program's default nothing names the master.
+  auto lost = run(srv.dir(), echo_server, {"-s", "reopen"});
+  PM_CHECK(srv, lost.code() == 1);
+  PM_CHECK(srv, lost.err.find("needs --pid-file PATH") != std::string::npos);
+
+  auto quit = run(srv.dir(), echo_server, {"-s", "quit"}, 10s, cfg.env);
+  PM_CHECK(srv, quit.code() == 0);
+  auto st = srv.master().wait_exit(15s);
+  PM_REQUIRE(srv, st.has_value());
+  PM_CHECK(srv, exit_code_of(*st) == 0);
+  PM_CHECK(srv, !file_exists(srv.pid_path()));
+}
+
 // The binary an operator runs `-s` from need not be the path the master was
 // started from: a symbolic link, a hard link or a copy of the same file is the
 // same program. Another program is still refused, and told which one runs.
