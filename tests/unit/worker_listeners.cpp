@@ -2,6 +2,8 @@
 
 #include "support/catch.hpp"
 
+#include <procmodel/listeners.hpp>  // detail::local_address
+
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
