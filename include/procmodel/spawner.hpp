@@ -11,8 +11,8 @@
 /// @code
 /// class my_spawner {
 ///  public:
-///   // Optional: the supervisor constructs its spawner from the options (after
-///   // the command line is parsed) when it can, else default-constructs it.
+///   // The supervisor makes its own once the command line is parsed: from the
+///   // options when this constructor exists, else with my_spawner().
 ///   explicit my_spawner(const procmodel::options& opt);
 ///   // Whether workers are processes of their own (they get their own signals
 ///   // and copies of the listeners); may be static constexpr.
@@ -226,6 +226,8 @@ namespace detail {
 /// Checks a Spawner policy member by member; each message names what is missing.
 template <class S>
 constexpr bool check_spawner_policy() {
+  static_assert(std::default_initializable<S> || std::constructible_from<S, const options&>,
+                "Spawner policy is missing: a constructor S() or S(const procmodel::options&)");
   static_assert(requires(const S& s) { { s.separate_processes() } -> std::convertible_to<bool>; },
                 "Spawner policy is missing: bool separate_processes() const");
   static_assert(requires(S& s, const spawn_request& r) { { s.spawn(r) } -> std::same_as<pid_t>; },

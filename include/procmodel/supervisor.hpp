@@ -322,6 +322,10 @@ class basic_supervisor {
       log_.notice("took over {} socket(s) from systemd (socket activation)", activated->size());
       return;
     }
+    if (opt_.listen.empty() && !opt_.without_listeners)
+      throw std::runtime_error(
+          "no socket to serve: set options::listen, pass --listen HOST:PORT, or start by socket "
+          "activation; a program whose workers serve no socket sets options::without_listeners");
     listeners_.bind_all(opt_.listen, opt_.backlog, slots);
   }
 

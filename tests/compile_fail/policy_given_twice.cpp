@@ -1,4 +1,4 @@
-// expect: use_signals<> given more than once
+// expect-error: use_signals<> given more than once
 // A policy named twice is refused, whichever comes first.
 #include <procmodel/supervisor.hpp>
 

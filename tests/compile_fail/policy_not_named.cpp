@@ -1,4 +1,4 @@
-// expect: each option must be use_spawner<S>, use_signals<S>
+// expect-error: each option must be use_spawner<S>, use_signals<S>
 // A policy given bare, without the use_...<> that names its kind, is refused.
 #include <procmodel/supervisor.hpp>
 

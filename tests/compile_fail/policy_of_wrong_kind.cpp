@@ -1,4 +1,4 @@
-// expect: Spawner policy is missing: bool separate_processes\(\) const
+// expect-error: Spawner policy is missing: bool separate_processes\(\) const
 // A Signals table named as the spawner: the error names the Spawner contract,
 // whatever the position (positionally it would name the wrong policy).
 #include <procmodel/supervisor.hpp>

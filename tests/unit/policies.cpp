@@ -86,7 +86,7 @@ static_assert(detail::count_options<use_spawner, use_signals<nginx_signals>> == 
 options two_workers() {
   options o;
   o.workers = 2;
-  o.listen.clear();
+  o.without_listeners = true;  // the fake workers serve no socket
   o.pid_file.clear();
   o.level = log_level::error;
   return o;
