@@ -5,6 +5,7 @@
 
 #include "asio_loop.hpp"
 #include "channel.hpp"
+#include "connections.hpp"
 #include "control.hpp"
 #include "lifecycle.hpp"
 #include "listeners.hpp"

@@ -1,0 +1,248 @@
+#pragma once
+
+/// @file connections.hpp
+/// The accept/serve/drain pattern, written once: serve() accepts on the
+/// listeners and, on a drain, takes what the kernel queued; a connection_set
+/// counts the connections (so the worker exits when the last one goes), tells
+/// them that the worker drains, and closes the idle ones at the drain
+/// deadline.
+
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <utility>
+
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include "worker_context.hpp"
+
+namespace procmodel {
+
+class connection_set;
+
+namespace detail {
+
+// Circular and intrusive: a node unlinks itself from whichever list holds it.
+struct list_hook {
+  list_hook* prev = this;
+  list_hook* next = this;
+  list_hook() = default;
+  list_hook(const list_hook&) = delete;
+  list_hook& operator=(const list_hook&) = delete;
+  ~list_hook() { unlink(); }
+  [[nodiscard]] bool empty() const noexcept { return next == this; }
+  void unlink() noexcept {
+    prev->next = next;
+    next->prev = prev;
+    prev = next = this;
+  }
+  void link_before(list_hook& at) noexcept {
+    unlink();
+    prev = at.prev;
+    next = &at;
+    at.prev->next = this;
+    at.prev = this;
+  }
+};
+
+struct connection_node : list_hook {
+  connection_guard guard;
+  std::function<void()> close;
+  bool idle = false;
+};
+
+}  // namespace detail
+
+/// One connection's place in a connection_set: it keeps the drain from
+/// finishing while it lives, and says whether the connection is idle (between
+/// requests, nothing received), which the set may close at the drain
+/// deadline. Movable; declare it as the session's last member, after what its
+/// close action uses.
+class connection {
+ public:
+  connection() noexcept = default;
+  connection(connection&&) noexcept = default;
+  connection& operator=(connection&& o) noexcept {
+    if (this != &o) {
+      leave();
+      set_ = std::move(o.set_);
+      node_ = std::move(o.node_);
+    }
+    return *this;
+  }
+  connection(const connection&) = delete;
+  connection& operator=(const connection&) = delete;
+  ~connection() { leave(); }
+
+  /// How the set closes this connection when it must: while idle at the
+  /// drain deadline. Without one, an idle connection stays until the worker's
+  /// hard stop.
+  void on_close(std::function<void()> close) {
+    if (node_) node_->close = std::move(close);
+  }
+  /// Waiting for the next request with nothing received: closed if still so
+  /// at the drain deadline, at once once that has passed.
+  inline void idle();
+  /// Serving a request: kept until it is done (or the worker's hard stop).
+  void busy() noexcept {
+    if (node_) node_->idle = false;
+  }
+  /// Whether the worker drains: end the connection after this answer (HTTP:
+  /// `Connection: close`).
+  [[nodiscard]] inline bool draining() const noexcept;
+  /// Leaves the set now; the drain no longer waits for this connection.
+  inline void leave() noexcept;
+
+ private:
+  friend class connection_set;
+  connection(std::shared_ptr<connection_set> set, std::unique_ptr<detail::connection_node> node)
+      : set_(std::move(set)), node_(std::move(node)) {}
+  std::shared_ptr<connection_set> set_;
+  std::unique_ptr<detail::connection_node> node_;
+};
+
+/// A worker's connections. On a drain they see draining(); at the deadline
+/// the handlers get, the idle ones are closed, and one that becomes idle
+/// later is closed then; busy ones finish (or meet the worker's hard stop).
+/// The worker exits as soon as the last connection has left. Connections
+/// share ownership of their set; it must not outlive the worker's loop.
+class connection_set : public std::enable_shared_from_this<connection_set> {
+  struct token {};
+
+ public:
+  /// A set that follows `ctx`'s drain, even one that started already.
+  static std::shared_ptr<connection_set> create(worker_context& ctx) {
+    auto set = std::make_shared<connection_set>(token{}, ctx);
+    if (ctx.draining()) {
+      set->drain(ctx.deadline());
+    } else {
+      ctx.on_drain([weak = std::weak_ptr<connection_set>(set)](steady_clock::time_point deadline) {
+        if (auto s = weak.lock()) s->drain(deadline);
+      });
+    }
+    return set;
+  }
+
+  connection_set(token, worker_context& ctx) : ctx_(ctx), deadline_timer_(ctx.loop()) {}
+  connection_set(const connection_set&) = delete;
+  connection_set& operator=(const connection_set&) = delete;
+
+  /// A new member, busy until it says idle().
+  connection join() {
+    auto node = std::make_unique<detail::connection_node>();
+    node->guard = ctx_.track();
+    node->link_before(members_);
+    ++size_;
+    return connection(shared_from_this(), std::move(node));
+  }
+
+  /// The connections in the set.
+  [[nodiscard]] std::size_t size() const noexcept { return size_; }
+  [[nodiscard]] bool draining() const noexcept { return ctx_.draining(); }
+  /// Whether the drain deadline has passed: idle now means closed.
+  [[nodiscard]] bool past_deadline() const noexcept { return past_deadline_; }
+
+  /// Closes every idle connection now, as the drain deadline does.
+  void close_idle() {
+    auto keep = shared_from_this();  // a close action may drop the last connection
+    detail::list_hook chosen;
+    for (detail::list_hook* h = members_.next; h != &members_;) {
+      auto* n = static_cast<detail::connection_node*>(h);
+      h = h->next;
+      if (n->idle) n->link_before(chosen);
+    }
+    // One at a time: a close action may end other connections too.
+    while (!chosen.empty()) {
+      auto* n = static_cast<detail::connection_node*>(chosen.next);
+      n->link_before(members_);
+      close(*n);
+    }
+  }
+
+ private:
+  friend class connection;
+
+  void drain(steady_clock::time_point deadline) {
+    deadline_timer_.expires_at(deadline);
+    deadline_timer_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
+      if (ec) return;
+      self->past_deadline_ = true;
+      self->close_idle();
+    });
+  }
+  static void close(detail::connection_node& n) {
+    if (!n.close) return;
+    auto f = n.close;  // the call may destroy the node
+    f();
+  }
+
+  worker_context& ctx_;
+  detail::list_hook members_;
+  std::size_t size_ = 0;
+  bool past_deadline_ = false;
+  boost::asio::steady_timer deadline_timer_;
+};
+
+inline void connection::idle() {
+  if (!node_) return;
+  node_->idle = true;
+  if (set_->past_deadline_) connection_set::close(*node_);
+}
+
+inline bool connection::draining() const noexcept { return set_ && set_->draining(); }
+
+inline void connection::leave() noexcept {
+  if (!node_) return;
+  node_->unlink();
+  --set_->size_;
+  node_.reset();  // releases the guard: the drain may end here
+  set_.reset();
+}
+
+/// Called with each accepted socket and its connection, already in the set.
+using connection_handler = std::function<void(boost::asio::ip::tcp::socket, connection)>;
+
+namespace detail {
+
+inline void serve_listener(worker_context& ctx, std::size_t i,
+                           const std::shared_ptr<connection_set>& set,
+                           const std::shared_ptr<connection_handler>& handler) {
+  auto acceptor = std::make_shared<boost::asio::ip::tcp::acceptor>(ctx.acceptor(i));
+  std::function<void(boost::asio::ip::tcp::socket)> on_socket =
+      [set, handler](boost::asio::ip::tcp::socket s) { (*handler)(std::move(s), set->join()); };
+  accept_loop(ctx, acceptor, on_socket);
+  ctx.on_drain([acceptor, on_socket](steady_clock::time_point) {
+    drain_acceptor(*acceptor, on_socket);
+  });
+}
+
+}  // namespace detail
+
+/// Serves listener `i`: accepts until the worker drains, then accepts what the
+/// kernel already queued and stops; each connection goes to `handler` with
+/// its place in the returned set. Call ctx.ready() once serving.
+/// @par Example
+/// @code
+/// procmodel::serve(ctx, 0, [](tcp::socket s, procmodel::connection c) {
+///   std::make_shared<session>(std::move(s), std::move(c))->start();
+/// });
+/// ctx.ready();
+/// @endcode
+inline std::shared_ptr<connection_set> serve(worker_context& ctx, std::size_t i,
+                                             connection_handler handler) {
+  auto set = connection_set::create(ctx);
+  detail::serve_listener(ctx, i, set, std::make_shared<connection_handler>(std::move(handler)));
+  return set;
+}
+
+/// Serves every listener, as serve(ctx, i, handler) does, with one set.
+inline std::shared_ptr<connection_set> serve(worker_context& ctx, connection_handler handler) {
+  auto set = connection_set::create(ctx);
+  auto shared = std::make_shared<connection_handler>(std::move(handler));
+  for (std::size_t i = 0; i < ctx.listeners().size(); ++i)
+    detail::serve_listener(ctx, i, set, shared);
+  return set;
+}
+
+}  // namespace procmodel

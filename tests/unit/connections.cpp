@@ -1,0 +1,432 @@
+#include <procmodel/connections.hpp>
+#include "support/catch.hpp"
+
+// serve() and connection_set with real sockets on loopback, in one process:
+// a worker_context on the test's io_context, the test's clients on the same
+// loop, and the drain started by calling ctx.drain() as the runtime does.
+// The server speaks lines: "ping" is answered "pong" (or "bye", then closed,
+// once draining), "wait N" is answered N ms later; between lines the
+// connection is idle.
+
+#include <array>
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+
+#include <boost/asio/read_until.hpp>
+#include <boost/asio/write.hpp>
+
+using namespace std::chrono_literals;
+using namespace procmodel;
+namespace asio = boost::asio;
+using asio::ip::tcp;
+
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+
+double ms_between(clock_type::time_point a, clock_type::time_point b) {
+  return std::chrono::duration<double, std::milli>(b - a).count();
+}
+
+// A loop whose pending handlers can be destroyed while ctx still exists, as
+// the runtime's worker loop does.
+struct test_loop : asio::io_context {
+  using asio::io_context::io_context;
+  using asio::io_context::shutdown;
+};
+
+procmodel::listener listen_loopback() {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0);
+  REQUIRE(::listen(fd, 16) == 0);
+  procmodel::listener l;
+  l.fd = fd;
+  l.local = procmodel::detail::local_address(fd);
+  return l;
+}
+
+unsigned short port_of(int fd) {
+  sockaddr_in sa{};
+  socklen_t len = sizeof sa;
+  REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len) == 0);
+  return ntohs(sa.sin_port);
+}
+
+class line_session : public std::enable_shared_from_this<line_session> {
+ public:
+  line_session(tcp::socket s, connection c, bool answer_while_draining)
+      : socket_(std::move(s)), timer_(socket_.get_executor()),
+        answer_while_draining_(answer_while_draining), conn_(std::move(c)) {
+    conn_.on_close([this] { close(); });
+  }
+
+  void read() {
+    conn_.idle();
+    asio::async_read_until(socket_, asio::dynamic_buffer(in_), '\n',
+                           [self = shared_from_this()](boost::system::error_code ec, std::size_t n) {
+                             self->conn_.busy();
+                             if (ec) return self->close();
+                             std::string line = self->in_.substr(0, n - 1);
+                             self->in_.erase(0, n);
+                             self->handle(line);
+                           });
+  }
+
+ private:
+  void handle(const std::string& line) {
+    if (line.rfind("wait ", 0) == 0) {
+      timer_.expires_after(std::chrono::milliseconds(std::stoi(line.substr(5))));
+      timer_.async_wait([self = shared_from_this()](boost::system::error_code) { self->answer(); });
+      return;
+    }
+    answer();
+  }
+  void answer() {
+    const bool last = conn_.draining() && !answer_while_draining_;
+    out_ = last ? "bye\n" : "pong\n";
+    asio::async_write(socket_, asio::buffer(out_),
+                      [self = shared_from_this(), last](boost::system::error_code ec, std::size_t) {
+                        if (ec || last) return self->close();
+                        self->read();
+                      });
+  }
+  void close() {
+    boost::system::error_code ec;
+    socket_.shutdown(tcp::socket::shutdown_send, ec);
+    socket_.close(ec);
+  }
+
+  tcp::socket socket_;
+  asio::steady_timer timer_;
+  std::string in_;
+  std::string out_;
+  bool answer_while_draining_;
+  connection conn_;
+};
+
+// What one client saw, with when.
+struct client_log {
+  std::string got;
+  std::optional<clock_type::time_point> closed_at;  // end of file (or reset)
+  clock_type::time_point bye_at{};
+};
+
+// A client on the test's loop: records what it reads until the server closes.
+class client : public std::enable_shared_from_this<client> {
+ public:
+  client(asio::io_context& io, unsigned short port) : socket_(io) {
+    socket_.connect(tcp::endpoint(asio::ip::address_v4::loopback(), port));
+  }
+  void start() { read(); }
+  void send(const std::string& line) { asio::write(socket_, asio::buffer(line + "\n")); }
+  void hang_up() {
+    boost::system::error_code ec;
+    socket_.close(ec);
+  }
+  const client_log& log() const { return log_; }
+  // After the loop: whether the server closed its end (end of file or a
+  // reset) with nothing left unread, waiting up to a second.
+  bool closed_by_server() {
+    pollfd p{socket_.native_handle(), POLLIN, 0};
+    if (::poll(&p, 1, 1000) != 1) return false;
+    char ch = 0;
+    ssize_t n = ::recv(p.fd, &ch, 1, MSG_DONTWAIT);
+    return n == 0 || (n < 0 && errno == ECONNRESET);
+  }
+
+ private:
+  void read() {
+    socket_.async_read_some(asio::buffer(buf_), [self = shared_from_this()](boost::system::error_code ec,
+                                                                         std::size_t n) {
+      if (ec) {
+        if (ec != asio::error::operation_aborted && ec != asio::error::bad_descriptor)
+          self->log_.closed_at = clock_type::now();
+        return;
+      }
+      self->log_.got.append(self->buf_.data(), n);
+      if (self->log_.got.find("bye\n") != std::string::npos && self->log_.bye_at == clock_type::time_point{})
+        self->log_.bye_at = clock_type::now();
+      self->read();
+    });
+  }
+  tcp::socket socket_;
+  std::array<char, 256> buf_{};
+  client_log log_;
+};
+
+// One worker serving one loopback listener with line sessions, and the
+// clients that talk to it.
+struct rig {
+  test_loop io{1};
+  procmodel::listener l = listen_loopback();
+  unsigned short port = port_of(l.fd);
+  std::optional<worker_context> ctx;
+  std::shared_ptr<connection_set> set;
+  clock_type::time_point drain_at{};
+  clock_type::time_point stopped_at{};
+
+  explicit rig(bool answer_while_draining = false) {
+    worker_context::setup s;
+    s.listeners = {l};
+    s.owns_listeners = true;  // as a forked worker's copies: the drain closes them
+    s.log_file = "/dev/null";
+    auto [master, worker] = channel::make_pair();
+    master_ = std::move(master);
+    ctx.emplace(io, std::move(worker), std::move(s));
+    set = serve(*ctx, 0, [answer_while_draining](tcp::socket sock, connection c) {
+      std::make_shared<line_session>(std::move(sock), std::move(c), answer_while_draining)->read();
+    });
+    // A worker that misses every deadline must fail the test, not hang it.
+    at(5s, [this] { ctx->stop(99); });
+  }
+  rig(const rig&) = delete;
+  rig& operator=(const rig&) = delete;
+  ~rig() {
+    io.shutdown();  // handlers (sessions, clients) go while ctx lives
+    ctx.reset();
+  }
+
+  std::shared_ptr<client> connect() {
+    auto c = std::make_shared<client>(io, port);
+    c->start();
+    return c;
+  }
+  // Runs `f` on the loop `after` from now.
+  void at(std::chrono::milliseconds after, std::function<void()> f) {
+    auto t = std::make_shared<asio::steady_timer>(io, after);
+    t->async_wait([t, f = std::move(f)](boost::system::error_code ec) {
+      if (!ec) f();
+    });
+  }
+  // Starts a drain `after` from now, as a quit with `within` would.
+  void drain_after(std::chrono::milliseconds after, std::chrono::milliseconds within) {
+    at(after, [this, within] {
+      drain_at = clock_type::now();
+      ctx->drain(drain_reason::quit, within);
+    });
+  }
+  // Runs the loop until the worker stops; its exit code.
+  int run() {
+    io.run();
+    stopped_at = clock_type::now();
+    return ctx->exit_code();
+  }
+  double ms_after_drain(clock_type::time_point t) const { return ms_between(drain_at, t); }
+  // When the worker closed `c`'s connection, in ms after the drain started: as
+  // the client saw it, or the worker's stop if that came first. Empty if the
+  // connection was still open when the loop stopped.
+  std::optional<double> ms_to_close(client& c) const {
+    if (c.log().closed_at) return ms_after_drain(*c.log().closed_at);
+    if (c.closed_by_server()) return ms_after_drain(stopped_at);
+    return std::nullopt;
+  }
+
+ private:
+  channel master_;
+};
+
+}  // namespace
+
+// Drains below use within = 2000 ms: the handlers' deadline is 1600 ms after
+// the drain started, the worker's hard stop 1800 ms.
+
+TEST_CASE("an idle connection is closed at the drain deadline, not before, and the worker exits then",
+          "[connections]") {
+  rig r;
+  auto c = r.connect();
+  r.at(50ms, [&] { c->send("ping"); });
+  r.drain_after(100ms, 2000ms);
+  std::optional<bool> open_before_deadline;
+  r.at(1200ms, [&] { open_before_deadline = !c->log().closed_at; });
+  CHECK(r.run() == 0);  // not the 5 s limit
+  INFO("client got '" << c->log().got << "'");
+  CHECK(c->log().got == "pong\n");
+  CHECK(open_before_deadline == true);  // 1100 ms into the drain
+  auto closed = r.ms_to_close(*c);
+  REQUIRE(closed.has_value());  // while the loop ran: by the set
+  INFO("closed " << *closed << " ms after the drain started");
+  CHECK(*closed >= 1590);
+  // The worker drained: it did not wait for its hard stop with the session open.
+  CHECK(r.ctx->live_connections() == 0);
+  CHECK(r.set->size() == 0);
+  CHECK(r.set->past_deadline());
+}
+
+TEST_CASE("a busy connection is kept past the deadline until its answer is out", "[connections]") {
+  rig r;
+  auto idle = r.connect();
+  auto busy = r.connect();
+  r.at(50ms, [&] {
+    idle->send("ping");
+    busy->send("wait 1700");  // answered 1700 ms from now: after the deadline
+  });
+  r.drain_after(100ms, 2000ms);
+  CHECK(r.run() == 0);
+  INFO("busy client got '" << busy->log().got << "', idle client '" << idle->log().got << "'");
+  CHECK(busy->log().got == "bye\n");
+  CHECK(busy->closed_by_server());
+  CHECK(r.ms_after_drain(busy->log().bye_at) >= 1600);  // after the deadline
+  auto idle_closed = r.ms_to_close(*idle);
+  REQUIRE(idle_closed.has_value());
+  CHECK(*idle_closed >= 1590);
+  CHECK(r.ctx->live_connections() == 0);  // drained before the hard stop
+  CHECK(r.set->size() == 0);
+}
+
+TEST_CASE("a connection that becomes idle after the deadline is closed at once", "[connections]") {
+  rig r(/*answer_while_draining=*/true);  // a protocol that keeps its connection open
+  auto c = r.connect();
+  r.at(50ms, [&] { c->send("wait 1700"); });  // answered 1650 ms into the drain
+  r.drain_after(100ms, 2000ms);
+  CHECK(r.run() == 0);
+  INFO("client got '" << c->log().got << "'");
+  CHECK(c->log().got == "pong\n");  // the answer, then closed on going idle
+  auto closed = r.ms_to_close(*c);
+  REQUIRE(closed.has_value());
+  INFO("closed " << *closed << " ms after the drain started");
+  CHECK(*closed >= 1640);
+  CHECK(r.ctx->live_connections() == 0);  // by the set, not the hard stop
+}
+
+TEST_CASE("draining() is seen by a connection: its next answer is its last", "[connections]") {
+  rig r;
+  auto c = r.connect();
+  std::optional<bool> draining_before;
+  r.at(50ms, [&] {
+    c->send("ping");
+    draining_before = r.set->draining();
+  });
+  r.drain_after(100ms, 2000ms);
+  r.at(300ms, [&] { c->send("ping"); });
+  CHECK(r.run() == 0);
+  INFO("client got '" << c->log().got << "'");
+  CHECK(draining_before == false);
+  CHECK(c->log().got == "pong\nbye\n");
+  CHECK(c->closed_by_server());
+  CHECK(r.ms_after_drain(r.stopped_at) < 1000);  // at the answer, not the deadline
+}
+
+TEST_CASE("the worker exits when the last connection ends, long before the deadline", "[connections]") {
+  rig r;
+  auto a = r.connect();
+  auto b = r.connect();
+  std::vector<std::size_t> sizes;
+  r.at(50ms, [&] {
+    a->send("ping");
+    b->send("ping");
+  });
+  r.drain_after(100ms, 4000ms);  // deadline 3500 ms after the drain
+  r.at(150ms, [&] { sizes.push_back(r.set->size()); });
+  r.at(300ms, [&] { a->hang_up(); });
+  r.at(450ms, [&] { sizes.push_back(r.set->size()); });
+  r.at(600ms, [&] { b->hang_up(); });
+  CHECK(r.run() == 0);
+  const double took = r.ms_after_drain(clock_type::now());
+  INFO("exited " << took << " ms after the drain started");
+  CHECK(took >= 490);  // not before b left
+  CHECK(took < 1500);
+  CHECK(sizes == std::vector<std::size_t>{2, 1});
+  CHECK(r.set->size() == 0);
+  CHECK(r.ctx->live_connections() == 0);
+}
+
+TEST_CASE("a connection still in the accept queue when the drain starts is served and waited for",
+          "[connections]") {
+  rig r;
+  // Connected and its line sent before the loop runs: the kernel holds both.
+  auto c = r.connect();
+  c->send("ping");
+  r.drain_at = clock_type::now();
+  r.ctx->drain(drain_reason::quit, 2000ms);  // accepts it, then closes the listener
+  CHECK(r.set->size() == 1);
+  CHECK(r.ctx->live_connections() == 1);
+  CHECK(r.run() == 0);
+  INFO("client got '" << c->log().got << "'");
+  CHECK(c->log().got == "bye\n");  // it joined a draining set
+  CHECK(c->closed_by_server());
+  CHECK(r.ms_after_drain(r.stopped_at) < 1000);
+}
+
+TEST_CASE("a set made after the drain started follows it: its idle members close at the deadline",
+          "[connections]") {
+  rig r;
+  r.drain_at = clock_type::now();
+  r.ctx->drain(drain_reason::quit, 2000ms);
+  auto late = connection_set::create(*r.ctx);
+  connection c = late->join();
+  CHECK(c.draining());
+  std::optional<clock_type::time_point> closed_at;
+  c.on_close([&] {
+    closed_at = clock_type::now();
+    c.leave();
+  });
+  c.idle();
+  CHECK(r.run() == 0);
+  REQUIRE(closed_at.has_value());
+  const double closed = r.ms_after_drain(*closed_at);
+  INFO("closed " << closed << " ms after the drain started");
+  CHECK(closed >= 1590);
+  CHECK(late->size() == 0);
+  CHECK(r.ctx->live_connections() == 0);
+}
+
+TEST_CASE("a close action may end other connections of the set", "[connections]") {
+  test_loop io(1);
+  auto [master, worker] = channel::make_pair();
+  worker_context::setup s;
+  s.log_file = "/dev/null";
+  worker_context ctx(io, std::move(worker), std::move(s));
+  auto set = connection_set::create(ctx);
+  std::vector<std::optional<connection>> conns(4);
+  std::vector<int> closed;
+  for (int i = 0; i < 4; ++i) {
+    conns[i].emplace(set->join());
+    // Each ends itself and the next one.
+    conns[i]->on_close([&conns, &closed, i] {
+      closed.push_back(i);
+      conns[i].reset();
+      if (i + 1 < 4) conns[i + 1].reset();
+    });
+    conns[i]->idle();
+  }
+  CHECK(set->size() == 4);
+  CHECK(ctx.live_connections() == 4);
+  set->close_idle();
+  CHECK(closed == std::vector<int>{0, 2});
+  CHECK(set->size() == 0);
+  CHECK(ctx.live_connections() == 0);
+}
+
+TEST_CASE("a moved connection stays one member; leave() and assignment release it", "[connections]") {
+  test_loop io(1);
+  auto [master, worker] = channel::make_pair();
+  worker_context::setup s;
+  s.log_file = "/dev/null";
+  worker_context ctx(io, std::move(worker), std::move(s));
+  auto set = connection_set::create(ctx);
+  connection a = set->join();
+  connection b = std::move(a);
+  CHECK(set->size() == 1);
+  CHECK(ctx.live_connections() == 1);
+  a.idle();  // a moved-from connection is in no set: harmless
+  CHECK_FALSE(a.draining());
+  b = set->join();  // the old membership leaves
+  CHECK(set->size() == 1);
+  CHECK(ctx.live_connections() == 1);
+  b.leave();
+  b.leave();
+  CHECK(set->size() == 0);
+  CHECK(ctx.live_connections() == 0);
+}
