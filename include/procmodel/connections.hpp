@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <functional>
 #include <memory>
+#include <type_traits>
 #include <utility>
 
 #include <boost/asio/ip/tcp.hpp>
@@ -112,7 +113,7 @@ class connection_set : public std::enable_shared_from_this<connection_set> {
 
  public:
   /// A set that follows `ctx`'s drain, even one that started already.
-  static std::shared_ptr<connection_set> create(worker_context& ctx) {
+  [[nodiscard]] static std::shared_ptr<connection_set> create(worker_context& ctx) {
     auto set = std::make_shared<connection_set>(token{}, ctx);
     if (ctx.draining()) {
       set->drain(ctx.deadline());
@@ -129,7 +130,7 @@ class connection_set : public std::enable_shared_from_this<connection_set> {
   connection_set& operator=(const connection_set&) = delete;
 
   /// A new member, busy until it says idle().
-  connection join() {
+  [[nodiscard]] connection join() {
     auto node = std::make_unique<detail::connection_node>();
     node->guard = ctx_.track();
     node->link_before(members_);
@@ -205,9 +206,21 @@ using connection_handler = std::function<void(boost::asio::ip::tcp::socket, conn
 
 namespace detail {
 
-inline void serve_listener(worker_context& ctx, std::size_t i,
-                           const std::shared_ptr<connection_set>& set,
-                           const std::shared_ptr<connection_handler>& handler) {
+template <class Handler>
+std::shared_ptr<connection_handler> make_connection_handler(Handler&& handler) {
+  using type = std::decay_t<Handler>;
+  static_assert(std::is_invocable_v<type&, boost::asio::ip::tcp::socket, connection>,
+                "serve(): the handler must be callable as void(tcp::socket, procmodel::connection)");
+  static_assert(std::is_copy_constructible_v<type>,
+                "serve(): the handler must be copyable (own what it uses through shared_ptr)");
+  return std::make_shared<connection_handler>(std::forward<Handler>(handler));
+}
+
+// A template only so that a program that does not serve() instantiates none
+// of it: every server shares Handler = connection_handler.
+template <class Handler>
+void serve_listener(worker_context& ctx, std::size_t i, const std::shared_ptr<connection_set>& set,
+                    const std::shared_ptr<Handler>& handler) {
   auto acceptor = std::make_shared<boost::asio::ip::tcp::acceptor>(ctx.acceptor(i));
   std::function<void(boost::asio::ip::tcp::socket)> on_socket =
       [set, handler](boost::asio::ip::tcp::socket s) { (*handler)(std::move(s), set->join()); };
@@ -220,26 +233,28 @@ inline void serve_listener(worker_context& ctx, std::size_t i,
 }  // namespace detail
 
 /// Serves listener `i`: accepts until the worker drains, then accepts what the
-/// kernel already queued and stops; each connection goes to `handler` with
-/// its place in the returned set. Call ctx.ready() once serving.
+/// kernel already queued and stops; each connection goes to `handler`, a
+/// `void(tcp::socket, connection)`, with its place in the returned set. Call
+/// ctx.ready() once serving.
 /// @par Example
 /// @code
 /// procmodel::serve(ctx, 0, [](tcp::socket s, procmodel::connection c) {
-///   std::make_shared<session>(std::move(s), std::move(c))->start();
+///   std::make_shared<session>(std::move(s), std::move(c))->read();
 /// });
 /// ctx.ready();
 /// @endcode
-inline std::shared_ptr<connection_set> serve(worker_context& ctx, std::size_t i,
-                                             connection_handler handler) {
+template <class Handler>
+std::shared_ptr<connection_set> serve(worker_context& ctx, std::size_t i, Handler handler) {
   auto set = connection_set::create(ctx);
-  detail::serve_listener(ctx, i, set, std::make_shared<connection_handler>(std::move(handler)));
+  detail::serve_listener(ctx, i, set, detail::make_connection_handler(std::move(handler)));
   return set;
 }
 
 /// Serves every listener, as serve(ctx, i, handler) does, with one set.
-inline std::shared_ptr<connection_set> serve(worker_context& ctx, connection_handler handler) {
+template <class Handler>
+std::shared_ptr<connection_set> serve(worker_context& ctx, Handler handler) {
   auto set = connection_set::create(ctx);
-  auto shared = std::make_shared<connection_handler>(std::move(handler));
+  auto shared = detail::make_connection_handler(std::move(handler));
   for (std::size_t i = 0; i < ctx.listeners().size(); ++i)
     detail::serve_listener(ctx, i, set, shared);
   return set;
