@@ -83,7 +83,7 @@ class connection {
     if (node_) node_->close = std::move(close);
   }
   /// Waiting for the next request with nothing received: closed if still so
-  /// at the drain deadline, at once once that has passed.
+  /// at the drain deadline; after the deadline, closed at once.
   inline void idle();
   /// Serving a request: kept until it is done (or the worker's hard stop).
   void busy() noexcept {

@@ -1,5 +1,6 @@
 #include <procmodel/connections.hpp>
 #include "support/catch.hpp"
+#include "support/loopback.hpp"
 
 // serve() and connection_set with real sockets on loopback, in one process:
 // a worker_context on the test's io_context, the test's clients on the same
@@ -14,6 +15,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <netinet/in.h>
@@ -43,18 +45,12 @@ struct test_loop : asio::io_context {
   using asio::io_context::shutdown;
 };
 
-procmodel::listener listen_loopback() {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-  REQUIRE(fd >= 0);
-  sockaddr_in sa{};
-  sa.sin_family = AF_INET;
-  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0);
-  REQUIRE(::listen(fd, 16) == 0);
-  procmodel::listener l;
-  l.fd = fd;
-  l.local = procmodel::detail::local_address(fd);
-  return l;
+using test_support::listen_loopback;
+
+worker_context::setup quiet_setup() {
+  worker_context::setup s;
+  s.log_file = "/dev/null";
+  return s;
 }
 
 unsigned short port_of(int fd) {
@@ -178,10 +174,9 @@ struct rig {
   clock_type::time_point stopped_at{};
 
   explicit rig(bool answer_while_draining = false) {
-    worker_context::setup s;
+    worker_context::setup s = quiet_setup();
     s.listeners = {l};
     s.owns_listeners = true;  // as a forked worker's copies: the drain closes them
-    s.log_file = "/dev/null";
     auto [master, worker] = channel::make_pair();
     master_ = std::move(master);
     ctx.emplace(io, std::move(worker), std::move(s));
@@ -235,6 +230,14 @@ struct rig {
 
  private:
   channel master_;
+};
+
+// A worker with no listener and a set, for what needs no socket.
+struct bare_worker {
+  test_loop io{1};
+  std::pair<channel, channel> ends = channel::make_pair();
+  worker_context ctx{io, std::move(ends.second), quiet_setup()};
+  std::shared_ptr<connection_set> set = connection_set::create(ctx);
 };
 
 }  // namespace
@@ -383,12 +386,9 @@ TEST_CASE("a set made after the drain started follows it: its idle members close
 }
 
 TEST_CASE("a close action may end other connections of the set", "[connections]") {
-  test_loop io(1);
-  auto [master, worker] = channel::make_pair();
-  worker_context::setup s;
-  s.log_file = "/dev/null";
-  worker_context ctx(io, std::move(worker), std::move(s));
-  auto set = connection_set::create(ctx);
+  bare_worker w;
+  worker_context& ctx = w.ctx;
+  auto& set = w.set;
   std::vector<std::optional<connection>> conns(4);
   std::vector<int> closed;
   for (int i = 0; i < 4; ++i) {
@@ -410,12 +410,9 @@ TEST_CASE("a close action may end other connections of the set", "[connections]"
 }
 
 TEST_CASE("a moved connection stays one member; leave() and assignment release it", "[connections]") {
-  test_loop io(1);
-  auto [master, worker] = channel::make_pair();
-  worker_context::setup s;
-  s.log_file = "/dev/null";
-  worker_context ctx(io, std::move(worker), std::move(s));
-  auto set = connection_set::create(ctx);
+  bare_worker w;
+  worker_context& ctx = w.ctx;
+  auto& set = w.set;
   connection a = set->join();
   connection b = std::move(a);
   CHECK(set->size() == 1);
