@@ -16,10 +16,10 @@
 #include <poll.h>
 #include <sys/socket.h>
 
-#include <fmt/format.h>
+#include <fmt/core.h>
 
 #include "detail/unique_fd.hpp"
-#include "lifecycle.hpp"
+#include "signals.hpp"
 
 namespace procmodel {
 

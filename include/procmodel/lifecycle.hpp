@@ -42,23 +42,10 @@
 #include <fmt/format.h>
 
 #include "log.hpp"
+#include "restart_policy.hpp"
 #include "signals.hpp"
 
 namespace procmodel {
-
-using steady_clock = std::chrono::steady_clock;
-using std::chrono::milliseconds;
-
-/// Restart intensity: up to `max_restarts` respawns of a slot within `period`
-/// are immediate; past that every respawn waits, doubling from
-/// `backoff_initial` to `backoff_max`, until a worker of the slot stays up for
-/// `period`, which clears the slot's record.
-struct restart_policy {
-  unsigned max_restarts = 5;
-  milliseconds period{10'000};
-  milliseconds backoff_initial{100};
-  milliseconds backoff_max{10'000};
-};
 
 /// What the lifecycle needs to know of the options.
 struct lifecycle_config {
@@ -123,12 +110,6 @@ struct process_info {
   unsigned restarts = 0;  ///< respawns of this slot before this process
 };
 
-/// What the master tells a worker over its channel.
-enum class worker_command : std::uint8_t {
-  quit = 1,       ///< drain: stop accepting, finish, exit; argument: drain time in ms
-  terminate = 2,  ///< exit now
-  reopen = 3,     ///< reopen log files
-};
 
 /// Names a timer the lifecycle arms; arming it again replaces it.
 enum class timer_kind : std::uint8_t {

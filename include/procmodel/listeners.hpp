@@ -28,6 +28,7 @@
 #include <fmt/format.h>
 
 #include "detail/unique_fd.hpp"
+#include "listener.hpp"
 #include "options.hpp"
 
 namespace procmodel {
@@ -83,14 +84,6 @@ inline std::string format_address(const sockaddr* sa) {
   }
   return fmt::format("(family {})", sa->sa_family);
 }
-
-/// One listening socket, as a worker sees it.
-struct listener {
-  int fd = -1;             ///< the descriptor; non-blocking, close-on-exec
-  std::string configured;  ///< as written in the options
-  std::string local;       ///< the bound address, port resolved ("127.0.0.1:43211")
-  int family = AF_INET;
-};
 
 namespace detail {
 

@@ -15,7 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <fmt/format.h>
+#include <fmt/core.h>
 
 #include "detail/unique_fd.hpp"
 
@@ -103,9 +103,11 @@ class logger {
     ::localtime_r(&now.tv_sec, &tm);
     char stamp[32];
     std::strftime(stamp, sizeof stamp, "%Y-%m-%d %H:%M:%S", &tm);
-    fmt::memory_buffer line;
-    fmt::format_to(std::back_inserter(line), "{}.{:03} [{}] {} {}: {}\n", stamp,
-                   now.tv_nsec / 1000000, to_string(level), ::getpid(), role_, text);
+    // fmt::format, not format_to: its engine is compiled into libfmt once,
+    // not instantiated in every program that includes this header.
+    const std::string line = fmt::format("{}.{:03} [{}] {} {}: {}\n", stamp,
+                                         now.tv_nsec / 1000000, to_string(level), ::getpid(),
+                                         role_, text);
     const char* p = line.data();
     std::size_t left = line.size();
     while (left > 0) {

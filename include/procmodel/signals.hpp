@@ -26,6 +26,13 @@
 
 namespace procmodel {
 
+/// What the master tells a worker over its channel.
+enum class worker_command : std::uint8_t {
+  quit = 1,       ///< drain: stop accepting, finish, exit; argument: drain time in ms
+  terminate = 2,  ///< exit now
+  reopen = 3,     ///< reopen log files
+};
+
 /// What the master is asked to do.
 enum class command : std::uint8_t {
   stop,           ///< fast stop: terminate workers, kill after terminate_timeout, exit

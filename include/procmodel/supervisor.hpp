@@ -34,6 +34,7 @@
 #include "channel.hpp"
 #include "control.hpp"
 #include "detail/daemon.hpp"
+#include "detail/run_worker.hpp"
 #include "detail/signal_fd.hpp"
 #include "lifecycle.hpp"
 #include "listeners.hpp"
@@ -45,9 +46,26 @@
 #include "systemd.hpp"
 #include "worker_context.hpp"
 
+#if !defined(PROCMODEL_HEADER_ONLY)
+#include "any_supervisor.hpp"  // supervisor<Worker>, separately compiled
+#endif
+
 namespace procmodel {
 
 namespace detail {
+
+/// The part of the options the lifecycle works with.
+inline lifecycle_config to_lifecycle_config(const options& opt) {
+  lifecycle_config c;
+  c.workers = opt.workers;
+  c.terminate_timeout = opt.terminate_timeout;
+  c.shutdown_timeout = opt.shutdown_timeout;
+  c.ready_timeout = opt.ready_timeout;
+  c.max_draining_generations = opt.max_draining_generations;
+  c.restart = opt.restart;
+  c.winch_with_terminal = opt.winch_with_terminal;
+  return c;
+}
 
 /// The variable naming the descriptor a new master reports ready on.
 inline constexpr const char* upgrade_channel_env = "PROCMODEL_UPGRADE_FD";
@@ -90,8 +108,7 @@ inline std::vector<std::string> own_arguments() {
 template <class Worker, class Spawner = fork_spawner, class Signals = nginx_signals,
           class Lifecycle = nginx_lifecycle, class Loop = asio_loop>
 class basic_supervisor {
-  static_assert(std::is_invocable_v<Worker&, worker_context&>,
-                "Worker is missing: void operator()(procmodel::worker_context&)");
+  static_assert(detail::check_worker<Worker>());
   static_assert(detail::check_spawner_policy<Spawner>());
   static_assert(detail::check_signals_policy<Signals>());
   static_assert(detail::check_lifecycle_policy<Lifecycle>());
@@ -194,7 +211,7 @@ class basic_supervisor {
     loop_.watch_signals(watched, [this](int signo) { on_signal(signo); });
     open_control(parent_master_ != 0);
     if (auto every = systemd_.watchdog()) arm_watchdog(std::chrono::duration_cast<milliseconds>(*every / 2));
-    lifecycle_.emplace(to_lifecycle_config(opt_));
+    lifecycle_.emplace(detail::to_lifecycle_config(opt_));
     // Last: a pid file names a master that handles its signals and answers
     // on its control socket.
     if (!opt_.pid_file.empty()) pid_file::write(opt_.pid_file, ::getpid());
@@ -812,7 +829,7 @@ class basic_supervisor {
       worker_ = std::move(next);
       opt_ = std::move(next_opt);
       result.ok = true;
-      result.config = to_lifecycle_config(opt_);
+      result.config = detail::to_lifecycle_config(opt_);
     } catch (const std::exception& e) {
       result.error = e.what();
     }
@@ -861,8 +878,10 @@ class basic_supervisor {
   bool activated_ = false;  // the listeners came from systemd
 };
 
+#if defined(PROCMODEL_HEADER_ONLY)
 /// The common case: forked workers, nginx's signals and lifecycle, Asio.
 template <class Worker>
 using supervisor = basic_supervisor<Worker>;
+#endif
 
 }  // namespace procmodel

@@ -12,6 +12,7 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -20,15 +21,13 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/steady_timer.hpp>
 
 #include "channel.hpp"
-#include "detail/signal_fd.hpp"
-#include "lifecycle.hpp"
-#include "listeners.hpp"
+#include "detail/config.hpp"
+#include "listener.hpp"
 #include "log.hpp"
-#include "signals.hpp"
+#include "restart_policy.hpp"
 
 namespace procmodel {
 
@@ -58,7 +57,7 @@ class connection_guard {
   ~connection_guard() { release(); }
 
   /// Ends the guard early.
-  inline void release() noexcept;
+  PROCMODEL_DECL void release() noexcept;
 
  private:
   friend class worker_context;
@@ -91,18 +90,7 @@ class worker_context {
   /// An acceptor on listener `i`, holding its own duplicate of the socket.
   /// Close it in your drain handler after drain_acceptor() or when done.
   /// Throws std::logic_error once draining: a draining worker accepts nothing new.
-  boost::asio::ip::tcp::acceptor acceptor(std::size_t i = 0) {
-    const listener& l = listeners_.at(i);
-    if (l.fd < 0)
-      throw std::logic_error(fmt::format("acceptor({}): the listeners are gone (draining)", i));
-    int fd = ::fcntl(l.fd, F_DUPFD_CLOEXEC, 3);
-    if (fd < 0) detail::throw_errno("dup listener");
-    auto protocol = l.family == AF_INET6 ? boost::asio::ip::tcp::v6() : boost::asio::ip::tcp::v4();
-    boost::asio::ip::tcp::acceptor a(io_);
-    a.assign(protocol, fd);
-    a.non_blocking(true);
-    return a;
-  }
+  PROCMODEL_DECL boost::asio::ip::tcp::acceptor acceptor(std::size_t i = 0);
 
   [[nodiscard]] unsigned slot() const noexcept { return slot_; }
   [[nodiscard]] std::uint64_t generation() const noexcept { return generation_; }
@@ -110,11 +98,7 @@ class worker_context {
   logger& log() noexcept { return log_; }
 
   /// Tells the master this worker serves. Call once listening; later calls do nothing.
-  void ready() {
-    if (ready_sent_) return;
-    ready_sent_ = true;
-    channel_.send({message_type::ready, 0});
-  }
+  PROCMODEL_DECL void ready();
 
   /// Called once when the worker must drain: stop accepting, finish what is in
   /// flight by `deadline`. The worker exits when every guard from track() is
@@ -147,40 +131,10 @@ class worker_context {
 
   /// Starts draining now, as if the master had asked. While draining already,
   /// only the master's loss counts: it brings the end forward to `within`.
-  void drain(drain_reason why, milliseconds within) {
-    if (stopped_) return;
-    if (draining_) {
-      if (why == drain_reason::master_lost) hasten(within);
-      return;
-    }
-    draining_ = true;
-    drain_reason_ = why;
-    auto now = steady_clock::now();
-    milliseconds margin = margin_of(within);
-    deadline_ = now + within - margin;
-    // No freeze here, even with the master gone: after an upgrade another
-    // master may serve from the same sockets, and a filter would starve it.
-    log_.info("draining ({}), deadline in {} ms", why == drain_reason::quit ? "asked by master"
-                                                  : why == drain_reason::signal ? "a signal to the worker"
-                                                                                : "master is gone",
-              (within - margin).count());
-    for (auto& h : drain_handlers_) h(deadline_);
-    // Not handed out again: a forked worker's copies are closed (and the
-    // numbers reused), the master's own may be closed by the master any time.
-    for (auto& l : listeners_) {
-      if (owns_listeners_) ::close(l.fd);
-      l.fd = -1;
-    }
-    owns_listeners_ = false;
-    arm_hard_stop(now + within - margin / 2);
-    boost::asio::post(io_, [this] { maybe_finish(); });
-  }
+  PROCMODEL_DECL void drain(drain_reason why, milliseconds within);
 
   /// Reopens the log file and tells on_reopen handlers.
-  void reopen() {
-    log_.reopen();
-    for (auto& h : reopen_handlers_) h();
-  }
+  PROCMODEL_DECL void reopen();
 
   // --- for the runtime (not for workers) ---
   struct setup {
@@ -193,21 +147,7 @@ class worker_context {
     milliseconds shutdown_timeout{10'000};  ///< for a drain asked by SIGQUIT
     milliseconds orphan_timeout{500};       ///< for a drain after the master is gone
   };
-  worker_context(boost::asio::io_context& io, channel ch, setup s)
-      : io_(io),
-        channel_(std::move(ch)),
-        listeners_(std::move(s.listeners)),
-        slot_(s.slot),
-        generation_(s.generation),
-        owns_listeners_(s.owns_listeners),
-        shutdown_timeout_(s.shutdown_timeout),
-        orphan_timeout_(s.orphan_timeout),
-        hard_stop_(io) {
-    tracker_->owner = this;
-    log_.set_level(s.level);
-    log_.set_role(fmt::format("worker {}", slot_));
-    if (!s.log_file.empty()) log_.open(s.log_file);
-  }
+  PROCMODEL_DECL worker_context(boost::asio::io_context& io, channel ch, setup s);
   ~worker_context() { tracker_->owner = nullptr; }
   worker_context(const worker_context&) = delete;
   worker_context& operator=(const worker_context&) = delete;
@@ -218,40 +158,20 @@ class worker_context {
 
  private:
   friend class connection_guard;
-  void untrack() noexcept {
-    if (live_ > 0) --live_;
-    if (draining_ && live_ == 0) boost::asio::post(io_, [this] { maybe_finish(); });
-  }
+  PROCMODEL_DECL void untrack() noexcept;
+
   // Handlers get a deadline a little before the hard one, so that closing
   // idle connections happens before the loop is stopped.
   static milliseconds margin_of(milliseconds within) {
     return std::min(within / 5, milliseconds(500));
   }
-  void arm_hard_stop(steady_clock::time_point at) {
-    hard_stop_.expires_at(at);  // cancels a wait for an earlier setting
-    hard_stop_.async_wait([this](boost::system::error_code ec) {
-      if (ec) return;
-      log_.warn("drain deadline reached with {} connection(s) open; exiting", live_);
-      stop(0);
-    });
-  }
+  PROCMODEL_DECL void arm_hard_stop(steady_clock::time_point at);
+
   // The master died during a drain: no one will SIGKILL this worker at the old
   // deadline, and a new master may need the slot, so orphan_timeout rules.
-  void hasten(milliseconds within) {
-    auto now = steady_clock::now();
-    milliseconds margin = margin_of(within);
-    if (now + within - margin / 2 >= hard_stop_.expiry()) return;
-    deadline_ = std::min(deadline_, now + within - margin);
-    log_.info("master is gone while draining; deadline in {} ms", (within - margin).count());
-    drain_reason_ = drain_reason::master_lost;
-    arm_hard_stop(now + within - margin / 2);
-  }
-  void maybe_finish() {
-    if (draining_ && live_ == 0 && !stopped_) {
-      log_.info("drained; exiting");
-      stop(0);
-    }
-  }
+  PROCMODEL_DECL void hasten(milliseconds within);
+
+  PROCMODEL_DECL void maybe_finish();
 
   boost::asio::io_context& io_;
   channel channel_;
@@ -275,9 +195,17 @@ class worker_context {
   std::vector<std::function<void()>> reopen_handlers_;
 };
 
-inline void connection_guard::release() noexcept {
-  if (auto s = std::move(state_); s && s->owner) s->owner->untrack();
+namespace detail {
+
+/// Checks a Worker type; each message names the rule it breaks.
+template <class Worker>
+constexpr bool check_worker() {
+  static_assert(std::is_invocable_v<Worker&, worker_context&>,
+                "Worker is missing: void operator()(procmodel::worker_context&)");
+  return true;
 }
+
+}  // namespace detail
 
 /// Accepts every connection already queued on `acceptor` (without waiting),
 /// hands each to `on_socket`, then closes the acceptor. For drain handlers:
@@ -365,106 +293,8 @@ void accept_loop(worker_context& ctx, std::shared_ptr<boost::asio::ip::tcp::acce
       ->accept();
 }
 
-namespace detail {
-
-/// A worker's io_context whose pending handlers can be destroyed on demand,
-/// while its services (and so every I/O object) still work.
-class worker_loop : public boost::asio::io_context {
- public:
-  using boost::asio::io_context::io_context;
-  /// Destroys every handler not yet run; services stay until the destructor.
-  using boost::asio::io_context::shutdown;
-};
-
-/// Runs a Worker in this process or thread until it stops; returns its exit code.
-/// Each worker gets its own copy of `prototype`. Teardown follows Asio's
-/// rules in three steps: the loop's pending handlers are destroyed first
-/// (they may own connections that refer to the worker and its context), then
-/// the worker copy and the context (which may own acceptors and timers), and
-/// the loop's services last, once no I/O object is left to use them.
-template <class Signals, class Worker>
-int run_worker(const Worker& prototype, channel ch, worker_context::setup setup, bool own_signals,
-               const std::function<void(boost::asio::io_context*)>& attach) {
-  worker_loop io(1);
-  attach(&io);
-  struct detach_guard {
-    const std::function<void(boost::asio::io_context*)>& attach;
-    ~detach_guard() { attach(nullptr); }
-  } detach{attach};
-  worker_context ctx(io, std::move(ch), std::move(setup));
-  Worker worker = prototype;  // after ctx: what it owns may refer to ctx
-
-  // Commands from the master; end-of-file means the master is gone.
-  boost::asio::posix::stream_descriptor chan(io, ctx.master_channel().fd());
-  std::function<void()> watch_channel = [&] {
-    chan.async_wait(boost::asio::posix::stream_descriptor::wait_read,
-                    [&](boost::system::error_code ec) {
-                      if (ec) return;
-                      message m;
-                      for (;;) {
-                        auto st = ctx.master_channel().receive(m);
-                        if (st == receive_status::would_block) break;
-                        if (st != receive_status::received) {
-                          ctx.drain(drain_reason::master_lost, ctx.orphan_timeout());
-                          return;  // stop watching a dead channel
-                        }
-                        switch (m.type) {
-                          case message_type::quit:
-                            ctx.drain(drain_reason::quit, milliseconds(std::max<std::int64_t>(m.argument, 0)));
-                            break;
-                          case message_type::terminate: ctx.stop(0); return;
-                          case message_type::reopen: ctx.reopen(); break;
-                          default: break;
-                        }
-                      }
-                      if (!ctx.stopped()) watch_channel();
-                    });
-  };
-  watch_channel();
-
-  // Signals sent to the worker directly (a forked worker only). Handlers and
-  // a pipe, not a signalfd: the mask is left empty for programs the worker starts.
-  std::unique_ptr<signal_pipe> sigs;
-  std::unique_ptr<boost::asio::posix::stream_descriptor> sig_desc;
-  std::function<void()> watch_signals = [&] {
-    sig_desc->async_wait(boost::asio::posix::stream_descriptor::wait_read,
-                         [&](boost::system::error_code ec) {
-                           if (ec) return;
-                           int signo = 0;
-                           while (sigs->read(signo)) {
-                             switch (Signals::worker(signo)) {
-                               case worker_reaction::terminate: ctx.stop(0); return;
-                               case worker_reaction::drain:
-                                 ctx.drain(drain_reason::signal, ctx.shutdown_timeout());
-                                 break;
-                               case worker_reaction::reopen: ctx.reopen(); break;
-                               case worker_reaction::ignore: break;
-                             }
-                           }
-                           watch_signals();
-                         });
-  };
-  if (own_signals) {
-    sigs = std::make_unique<signal_pipe>(std::span<const int>(Signals::watched));
-    sig_desc = std::make_unique<boost::asio::posix::stream_descriptor>(io, sigs->fd());
-    watch_signals();
-  }
-
-  int code = 0;
-  try {
-    worker(ctx);
-    if (!ctx.stopped()) io.run();
-    code = ctx.exit_code();
-  } catch (const std::exception& e) {
-    ctx.log().error("worker failed: {}", e.what());
-    code = 1;
-  }
-  // The descriptors belong to the channel and the signal pipe, not to asio.
-  chan.release();
-  if (sig_desc) sig_desc->release();
-  io.shutdown();  // handlers go while what they refer to lives
-  return code;    // then the worker copy, ctx, and the loop's services, in that order
-}
-
-}  // namespace detail
 }  // namespace procmodel
+
+#if defined(PROCMODEL_HEADER_ONLY)
+#include "impl/worker_context.ipp"
+#endif

@@ -1,4 +1,5 @@
 #include <procmodel/worker_context.hpp>
+#include <procmodel/detail/run_worker.hpp>
 #include "support/catch.hpp"
 
 // What a worker sees, with a real io_context and a real channel (a

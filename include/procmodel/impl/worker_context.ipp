@@ -1,0 +1,124 @@
+#pragma once
+
+/// @file worker_context.ipp
+/// worker_context's definitions: inline with the headers, or compiled once
+/// into the library (PROCMODEL_SEPARATE_COMPILATION).
+
+#include <algorithm>
+#include <stdexcept>
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <boost/asio/post.hpp>
+#include <fmt/core.h>
+
+#include "../worker_context.hpp"
+
+namespace procmodel {
+
+void connection_guard::release() noexcept {
+  if (auto s = std::move(state_); s && s->owner) s->owner->untrack();
+}
+
+boost::asio::ip::tcp::acceptor worker_context::acceptor(std::size_t i) {
+  const listener& l = listeners_.at(i);
+  if (l.fd < 0)
+    throw std::logic_error(fmt::format("acceptor({}): the listeners are gone (draining)", i));
+  int fd = ::fcntl(l.fd, F_DUPFD_CLOEXEC, 3);
+  if (fd < 0) detail::throw_errno("dup listener");
+  auto protocol = l.family == AF_INET6 ? boost::asio::ip::tcp::v6() : boost::asio::ip::tcp::v4();
+  boost::asio::ip::tcp::acceptor a(io_);
+  a.assign(protocol, fd);
+  a.non_blocking(true);
+  return a;
+}
+
+void worker_context::ready() {
+  if (ready_sent_) return;
+  ready_sent_ = true;
+  channel_.send({message_type::ready, 0});
+}
+
+void worker_context::drain(drain_reason why, milliseconds within) {
+  if (stopped_) return;
+  if (draining_) {
+    if (why == drain_reason::master_lost) hasten(within);
+    return;
+  }
+  draining_ = true;
+  drain_reason_ = why;
+  auto now = steady_clock::now();
+  milliseconds margin = margin_of(within);
+  deadline_ = now + within - margin;
+  // No freeze here, even with the master gone: after an upgrade another
+  // master may serve from the same sockets, and a filter would starve it.
+  log_.info("draining ({}), deadline in {} ms", why == drain_reason::quit ? "asked by master"
+                                                : why == drain_reason::signal ? "a signal to the worker"
+                                                                              : "master is gone",
+            (within - margin).count());
+  for (auto& h : drain_handlers_) h(deadline_);
+  // Not handed out again: a forked worker's copies are closed (and the
+  // numbers reused), the master's own may be closed by the master any time.
+  for (auto& l : listeners_) {
+    if (owns_listeners_) ::close(l.fd);
+    l.fd = -1;
+  }
+  owns_listeners_ = false;
+  arm_hard_stop(now + within - margin / 2);
+  boost::asio::post(io_, [this] { maybe_finish(); });
+}
+
+void worker_context::reopen() {
+  log_.reopen();
+  for (auto& h : reopen_handlers_) h();
+}
+
+worker_context::worker_context(boost::asio::io_context& io, channel ch, setup s)
+    : io_(io),
+      channel_(std::move(ch)),
+      listeners_(std::move(s.listeners)),
+      slot_(s.slot),
+      generation_(s.generation),
+      owns_listeners_(s.owns_listeners),
+      shutdown_timeout_(s.shutdown_timeout),
+      orphan_timeout_(s.orphan_timeout),
+      hard_stop_(io) {
+  tracker_->owner = this;
+  log_.set_level(s.level);
+  log_.set_role(fmt::format("worker {}", slot_));
+  if (!s.log_file.empty()) log_.open(s.log_file);
+}
+
+void worker_context::untrack() noexcept {
+  if (live_ > 0) --live_;
+  if (draining_ && live_ == 0) boost::asio::post(io_, [this] { maybe_finish(); });
+}
+
+void worker_context::arm_hard_stop(steady_clock::time_point at) {
+  hard_stop_.expires_at(at);  // cancels a wait for an earlier setting
+  hard_stop_.async_wait([this](boost::system::error_code ec) {
+    if (ec) return;
+    log_.warn("drain deadline reached with {} connection(s) open; exiting", live_);
+    stop(0);
+  });
+}
+
+void worker_context::hasten(milliseconds within) {
+  auto now = steady_clock::now();
+  milliseconds margin = margin_of(within);
+  if (now + within - margin / 2 >= hard_stop_.expiry()) return;
+  deadline_ = std::min(deadline_, now + within - margin);
+  log_.info("master is gone while draining; deadline in {} ms", (within - margin).count());
+  drain_reason_ = drain_reason::master_lost;
+  arm_hard_stop(now + within - margin / 2);
+}
+
+void worker_context::maybe_finish() {
+  if (draining_ && live_ == 0 && !stopped_) {
+    log_.info("drained; exiting");
+    stop(0);
+  }
+}
+
+}  // namespace procmodel

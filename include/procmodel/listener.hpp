@@ -1,0 +1,20 @@
+#pragma once
+
+/// @file listener.hpp
+/// One listening socket, as a worker is handed it (listeners.hpp binds them).
+
+#include <string>
+
+#include <sys/socket.h>
+
+namespace procmodel {
+
+/// One listening socket, as a worker sees it.
+struct listener {
+  int fd = -1;             ///< the descriptor; non-blocking, close-on-exec
+  std::string configured;  ///< as written in the options
+  std::string local;       ///< the bound address, port resolved ("127.0.0.1:43211")
+  int family = AF_INET;
+};
+
+}  // namespace procmodel

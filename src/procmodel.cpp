@@ -1,0 +1,3 @@
+// The separately compiled part of procmodel (the procmodel::compiled target):
+// the master's code and the worker runtime, compiled once.
+#include <procmodel/src.hpp>
