@@ -16,6 +16,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 
+#include "detail/config.hpp"
 #include "worker_context.hpp"
 
 namespace procmodel {
@@ -79,21 +80,19 @@ class connection {
   /// How the set closes this connection when it must: while idle at the
   /// drain deadline. Without one, an idle connection stays until the worker's
   /// hard stop.
-  void on_close(std::function<void()> close) {
-    if (node_) node_->close = std::move(close);
-  }
+  PROCMODEL_DECL void on_close(std::function<void()> close);
   /// Waiting for the next request with nothing received: closed if still so
   /// at the drain deadline; after the deadline, closed at once.
-  inline void idle();
+  PROCMODEL_DECL void idle();
   /// Serving a request: kept until it is done (or the worker's hard stop).
   void busy() noexcept {
     if (node_) node_->idle = false;
   }
   /// Whether the worker drains: end the connection after this answer (HTTP:
   /// `Connection: close`).
-  [[nodiscard]] inline bool draining() const noexcept;
+  [[nodiscard]] bool draining() const noexcept;
   /// Leaves the set now; the drain no longer waits for this connection.
-  inline void leave() noexcept;
+  PROCMODEL_DECL void leave() noexcept;
 
  private:
   friend class connection_set;
@@ -113,30 +112,15 @@ class connection_set : public std::enable_shared_from_this<connection_set> {
 
  public:
   /// A set that follows `ctx`'s drain, even one that started already.
-  [[nodiscard]] static std::shared_ptr<connection_set> create(worker_context& ctx) {
-    auto set = std::make_shared<connection_set>(token{}, ctx);
-    if (ctx.draining()) {
-      set->drain(ctx.deadline());
-    } else {
-      ctx.on_drain([weak = std::weak_ptr<connection_set>(set)](steady_clock::time_point deadline) {
-        if (auto s = weak.lock()) s->drain(deadline);
-      });
-    }
-    return set;
-  }
+  [[nodiscard]] PROCMODEL_DECL static std::shared_ptr<connection_set> create(worker_context& ctx);
 
-  connection_set(token, worker_context& ctx) : ctx_(ctx), deadline_timer_(ctx.loop()) {}
+  PROCMODEL_DECL connection_set(token, worker_context& ctx);
+  PROCMODEL_DECL ~connection_set();
   connection_set(const connection_set&) = delete;
   connection_set& operator=(const connection_set&) = delete;
 
   /// A new member, busy until it says idle().
-  [[nodiscard]] connection join() {
-    auto node = std::make_unique<detail::connection_node>();
-    node->guard = ctx_.track();
-    node->link_before(members_);
-    ++size_;
-    return connection(shared_from_this(), std::move(node));
-  }
+  [[nodiscard]] PROCMODEL_DECL connection join();
 
   /// The connections in the set.
   [[nodiscard]] std::size_t size() const noexcept { return size_; }
@@ -145,38 +129,13 @@ class connection_set : public std::enable_shared_from_this<connection_set> {
   [[nodiscard]] bool past_deadline() const noexcept { return past_deadline_; }
 
   /// Closes every idle connection now, as the drain deadline does.
-  void close_idle() {
-    auto keep = shared_from_this();  // a close action may drop the last connection
-    detail::list_hook chosen;
-    for (detail::list_hook* h = members_.next; h != &members_;) {
-      auto* n = static_cast<detail::connection_node*>(h);
-      h = h->next;
-      if (n->idle) n->link_before(chosen);
-    }
-    // One at a time: a close action may end other connections too.
-    while (!chosen.empty()) {
-      auto* n = static_cast<detail::connection_node*>(chosen.next);
-      n->link_before(members_);
-      close(*n);
-    }
-  }
+  PROCMODEL_DECL void close_idle();
 
  private:
   friend class connection;
 
-  void drain(steady_clock::time_point deadline) {
-    deadline_timer_.expires_at(deadline);
-    deadline_timer_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
-      if (ec) return;
-      self->past_deadline_ = true;
-      self->close_idle();
-    });
-  }
-  static void close(detail::connection_node& n) {
-    if (!n.close) return;
-    auto f = n.close;  // the call may destroy the node
-    f();
-  }
+  PROCMODEL_DECL void drain(steady_clock::time_point deadline);
+  PROCMODEL_DECL static void close(detail::connection_node& n);
 
   worker_context& ctx_;
   detail::list_hook members_;
@@ -185,21 +144,7 @@ class connection_set : public std::enable_shared_from_this<connection_set> {
   boost::asio::steady_timer deadline_timer_;
 };
 
-inline void connection::idle() {
-  if (!node_) return;
-  node_->idle = true;
-  if (set_->past_deadline_) connection_set::close(*node_);
-}
-
 inline bool connection::draining() const noexcept { return set_ && set_->draining(); }
-
-inline void connection::leave() noexcept {
-  if (!node_) return;
-  node_->unlink();
-  --set_->size_;
-  node_.reset();  // releases the guard: the drain may end here
-  set_.reset();
-}
 
 /// Called with each accepted socket and its connection, already in the set.
 using connection_handler = std::function<void(boost::asio::ip::tcp::socket, connection)>;
@@ -261,3 +206,7 @@ std::shared_ptr<connection_set> serve(worker_context& ctx, Handler handler) {
 }
 
 }  // namespace procmodel
+
+#if defined(PROCMODEL_HEADER_ONLY)
+#include "impl/connections.ipp"
+#endif
