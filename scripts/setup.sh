@@ -118,7 +118,7 @@ case "$mode" in
     cmake --preset asan
     cmake --build --preset asan -j"$jobs"
     asan_rc=0
-    ctest --preset asan -LE consumer "${retry[@]}" | tee build/asan-test.log || asan_rc=$?
+    ctest --preset asan -LE "consumer|compile" "${retry[@]}" | tee build/asan-test.log || asan_rc=$?
     check_reports asan || asan_rc=1
 
     log "TSan: the unit tests that run workers as threads (inline_spawner)"

@@ -79,11 +79,12 @@ struct echo_worker {
 int main(int argc, char** argv) {
   procmodel::options opt;
   opt.listen = {"127.0.0.1:7000"};
+  // A default pid file, as a program sets options::pid_file: then `-s` needs
+  // no --pid-file. From the environment here, so that tests can choose it.
+  if (const char* pid = std::getenv("ECHO_PID_FILE")) opt.pid_file = pid;
   // ECHO_GRACEFUL_TERM=1: SIGTERM drains, as systemd and container runtimes
   // expect (the signal table's policy; SIGINT stays the fast stop).
   if (const char* v = std::getenv("ECHO_GRACEFUL_TERM"); v && std::string_view(v) == "1")
-    return procmodel::basic_supervisor<echo_worker, procmodel::fork_spawner,
-                                       procmodel::graceful_term_signals>(opt)
-        .run(argc, argv);
+    return procmodel::graceful_term_supervisor<echo_worker>(opt).run(argc, argv);
   return procmodel::supervisor<echo_worker>(opt).run(argc, argv);
 }

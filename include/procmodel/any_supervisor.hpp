@@ -25,8 +25,8 @@ namespace procmodel {
 /// its own copy, so what it holds must be copyable.
 using any_worker = std::function<void(worker_context&)>;
 
-/// `basic_supervisor<any_worker>`: forked workers, nginx's signals and
-/// lifecycle, Asio; the same flags, signals and behaviour as `supervisor<W>`.
+/// `basic_supervisor<any_worker>`: forked workers (threads with
+/// `--single-process`), nginx's signals and lifecycle, Asio; the same flags, signals and behaviour as `supervisor<W>`.
 class any_supervisor {
  public:
   /// Edits copies of the Worker and the options on reload (HUP), or throws to refuse it.

@@ -9,6 +9,7 @@
 /// @code
 /// class my_loop {
 ///  public:
+///   my_loop();  // the supervisor makes its own
 ///   boost::asio::io_context& context();                 // what spawners and workers post to
 ///   procmodel::steady_clock::time_point now() const;
 ///   // Block `signals` and call `on_signal(signo)` on the loop for each delivery.
@@ -158,6 +159,7 @@ namespace detail {
 /// Checks a Loop policy member by member; each message names what is missing.
 template <class L>
 constexpr bool check_loop_policy() {
+  static_assert(std::default_initializable<L>, "Loop policy is missing: a default constructor L()");
   static_assert(requires(L& l) { { l.context() } -> std::same_as<boost::asio::io_context&>; },
                 "Loop policy is missing: boost::asio::io_context& context()");
   static_assert(requires(const L& l) { { l.now() } -> std::same_as<steady_clock::time_point>; },

@@ -52,9 +52,10 @@ int send_command(const options& opt, command c) {
   }
   // A pid file left behind by a crash may name a pid reused by anything.
   if (::kill(pid, 0) == 0 && !pid_file::same_executable(pid).value_or(true))
-    return fail(fmt::format("pid file {} names process {}, which runs {}, not this program "
-                            "(stale pid file?)",
-                            opt.pid_file, pid, pid_file::executable(pid)));
+    return fail(fmt::format("pid file {} names process {}, which runs {}: another program, "
+                            "neither this one ({}) nor a copy of it",
+                            opt.pid_file, pid, pid_file::executable(pid),
+                            pid_file::executable(::getpid())));
   if (::kill(pid, signo) != 0) {
     if (errno == ESRCH)
       return fail(fmt::format("no process {} is running (stale pid file {})", pid, opt.pid_file));

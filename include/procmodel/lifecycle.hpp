@@ -17,6 +17,13 @@
 ///   // The process table, for status and for tests.
 ///   const std::vector<procmodel::process_info>& processes() const;
 ///   procmodel::phase current_phase() const;
+///   // For `-s status`: the generation that serves, the upgrade this master
+///   // started (if any), the slots waiting out a respawn backoff, and the
+///   // master this one was upgraded from while it lives (0 if none).
+///   std::uint64_t generation() const;
+///   std::optional<procmodel::upgrade_status> upgrade() const;
+///   std::vector<procmodel::backoff_status> backoffs() const;
+///   pid_t parent_master() const;
 /// };
 /// @endcode
 
@@ -1170,6 +1177,20 @@ constexpr bool check_lifecycle_policy() {
       "Lifecycle policy is missing: const std::vector<process_info>& processes() const");
   static_assert(requires(const L& l) { { l.current_phase() } -> std::same_as<phase>; },
                 "Lifecycle policy is missing: phase current_phase() const");
+  static_assert(requires(const L& l) { { l.generation() } -> std::convertible_to<std::uint64_t>; },
+                "Lifecycle policy is missing: std::uint64_t generation() const");
+  static_assert(
+      requires(const L& l) {
+        { l.upgrade() } -> std::convertible_to<std::optional<upgrade_status>>;
+      },
+      "Lifecycle policy is missing: std::optional<upgrade_status> upgrade() const");
+  static_assert(
+      requires(const L& l) {
+        { l.backoffs() } -> std::convertible_to<std::vector<backoff_status>>;
+      },
+      "Lifecycle policy is missing: std::vector<backoff_status> backoffs() const");
+  static_assert(requires(const L& l) { { l.parent_master() } -> std::convertible_to<pid_t>; },
+                "Lifecycle policy is missing: pid_t parent_master() const");
   return true;
 }
 

@@ -33,9 +33,13 @@ struct options {
   unsigned workers = std::max(1u, std::thread::hardware_concurrency());
   /// Addresses to listen on, as HOST:PORT or [V6]:PORT; bound once by the master.
   std::vector<std::string> listen;
+  /// The workers serve no socket (queue consumers, schedulers): the master
+  /// starts without a listen address. Without it, no address is an error.
+  bool without_listeners = false;
   /// listen(2) backlog of each listener.
   int backlog = 511;
-  /// Pid file, written atomically; empty for none.
+  /// Pid file, written atomically; empty for none. A program that sets one
+  /// by default lets `prog -s COMMAND` find its master without --pid-file.
   std::string pid_file;
   /// Log file; empty for stderr.
   std::string log_file;
@@ -52,6 +56,10 @@ struct options {
   unsigned max_draining_generations = 2;
   /// One SO_REUSEPORT socket per worker slot instead of one shared socket.
   bool reuseport = false;
+  /// Run the workers as threads of the master, not processes (nginx's
+  /// `master_process off`): for a debugger. Needs a spawner that can
+  /// (the default, runtime_spawner); fixed at start, a reload keeps it.
+  bool single_process = false;
   /// Crash-loop protection.
   restart_policy restart{};
   /// Detach from the terminal (fork, setsid, stdio to /dev/null). A new
@@ -84,10 +92,36 @@ struct options {
 PROCMODEL_DECL long long parse_number(std::string_view what, std::string_view text, long long lo,
                                       long long hi);
 
-/// The command named by `-s`: stop, quit, reload, reopen, upgrade, status.
+/// The command a signal carries for `-s NAME` (stop, quit, reload, reopen,
+/// upgrade, drain-workers, add-worker, remove-worker); none for another name.
 PROCMODEL_DECL std::optional<command> parse_command(std::string_view name);
 
+/// One command `-s` accepts.
+struct control_command {
+  std::string_view name;
+  std::string_view help;
+  /// Asked over the control socket, which answers (status, and the verdict
+  /// of reload and upgrade); otherwise a signal through the pid file.
+  bool asks = false;
+};
+
+/// Every command `-s` accepts: the table both the parser and --help read.
+inline constexpr control_command control_commands[] = {
+    {"stop", "fast stop: workers exit now, then the master", false},
+    {"quit", "graceful stop: workers drain, then the master exits", false},
+    {"reload", "start a new generation from the re-read configuration; waits for the verdict "
+               "(--no-wait: only send SIGHUP)", true},
+    {"reopen", "reopen the log files (after rotating them)", false},
+    {"upgrade", "hot upgrade to the binary on disk; waits until the new master serves", true},
+    {"status", "print the process table (--json: as JSON)", true},
+    {"drain-workers", "workers drain and exit; the master and its sockets stay", false},
+    {"add-worker", "one worker more", false},
+    {"remove-worker", "one worker fewer", false},
+};
+
 /// Fills `options` from argv. Programs add flags of their own with add().
+/// --help shows, as each flag's default, the value `options` holds when the
+/// command_line is made: set the program's own defaults first.
 ///
 /// @code
 /// procmodel::options opt;

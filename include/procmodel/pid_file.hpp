@@ -111,6 +111,36 @@ struct pid_file {
   }
 
  private:
+  /// Whether two files hold the same bytes; nothing when one cannot be read.
+  static std::optional<bool> same_contents(const std::string& a, const std::string& b) {
+    detail::unique_fd fa(::open(a.c_str(), O_RDONLY | O_CLOEXEC));
+    detail::unique_fd fb(::open(b.c_str(), O_RDONLY | O_CLOEXEC));
+    struct stat sa {}, sb {};
+    if (!fa || !fb || ::fstat(fa.get(), &sa) != 0 || ::fstat(fb.get(), &sb) != 0)
+      return std::nullopt;
+    if (sa.st_size != sb.st_size) return false;
+    // Up to `size` bytes, fewer only at the end of the file; -1 on error.
+    auto fill = [](int fd, char* buf, std::size_t size) {
+      std::size_t got = 0;
+      while (got < size) {
+        ssize_t n = detail::retry_eintr([&] { return ::read(fd, buf + got, size - got); });
+        if (n < 0) return ssize_t{-1};
+        if (n == 0) break;
+        got += static_cast<std::size_t>(n);
+      }
+      return static_cast<ssize_t>(got);
+    };
+    std::string ba(1 << 16, '\0'), bb(1 << 16, '\0');
+    for (;;) {
+      ssize_t na = fill(fa.get(), ba.data(), ba.size());
+      ssize_t nb = fill(fb.get(), bb.data(), bb.size());
+      if (na < 0 || nb < 0) return std::nullopt;
+      if (na != nb || std::memcmp(ba.data(), bb.data(), static_cast<std::size_t>(na)) != 0)
+        return false;
+      if (na == 0) return true;
+    }
+  }
+
   /// The executable a process runs, "" when it cannot be read. A binary
   /// replaced on disk (a package upgrade) reads "PATH (deleted)": that is PATH.
   static std::string executable_of(const std::string& proc_link) {
@@ -124,13 +154,22 @@ struct pid_file {
   }
 
  public:
-  /// Whether process `pid` runs the same executable as this process; nothing
-  /// when that cannot be told (another user's process, no /proc).
+  /// Whether process `pid` runs the same program as this process: the same
+  /// file, by whatever path (a symbolic or hard link); a copy of it, byte
+  /// for byte; or the file at the path it was started from, replaced on disk
+  /// since (a package upgrade). Nothing when that cannot be told (another
+  /// user's process, no /proc).
   static std::optional<bool> same_executable(pid_t pid) {
-    std::string mine = executable_of("/proc/self/exe");
-    std::string theirs = executable_of(fmt::format("/proc/{}/exe", pid));
-    if (mine.empty() || theirs.empty()) return std::nullopt;
-    return mine == theirs;
+    const std::string theirs_link = fmt::format("/proc/{}/exe", pid);
+    struct stat mine {}, theirs {};
+    if (::stat("/proc/self/exe", &mine) != 0 || ::stat(theirs_link.c_str(), &theirs) != 0)
+      return std::nullopt;
+    if (mine.st_dev == theirs.st_dev && mine.st_ino == theirs.st_ino) return true;
+    std::string my_path = executable_of("/proc/self/exe");
+    std::string their_path = executable_of(theirs_link);
+    if (my_path.empty() || their_path.empty()) return std::nullopt;
+    if (my_path == their_path) return true;
+    return same_contents("/proc/self/exe", theirs_link);
   }
 
   /// The executable of process `pid`, for messages.

@@ -23,6 +23,7 @@
 #include "lifecycle.hpp"
 #include "listeners.hpp"
 #include "pid_file.hpp"
+#include "policies.hpp"
 #include "spawner.hpp"
 #include "supervisor.hpp"
 #else

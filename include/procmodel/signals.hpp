@@ -22,6 +22,7 @@
 #include <csignal>
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string_view>
 
 namespace procmodel {
@@ -131,7 +132,7 @@ namespace detail {
 /// Checks a Signals policy member by member; each message names what is missing.
 template <class S>
 constexpr bool check_signals_policy() {
-  static_assert(requires { S::watched.size(); S::watched[0]; },
+  static_assert(requires { std::span<const int>(S::watched); },
                 "Signals policy is missing: static constexpr std::array<int, N> watched");
   static_assert(requires(int s) { { S::master(s) } -> std::same_as<std::optional<command>>; },
                 "Signals policy is missing: static std::optional<command> master(int signo)");

@@ -4,13 +4,19 @@
 /// The Spawner policy: how a worker comes to be. `fork_spawner` forks and runs
 /// the worker in the child; `inline_spawner` runs each worker on a thread of
 /// the master's own process (single-process mode for debugging, like nginx's
-/// `master_process off`).
+/// `master_process off`); `runtime_spawner`, the default, is one or the other
+/// as `options::single_process` (`--single-process`) says.
 ///
 /// @par Spawner policy contract (copy and edit to write your own)
 /// @code
 /// class my_spawner {
 ///  public:
-///   static constexpr bool separate_processes = true;  // workers get their own signals
+///   // The supervisor makes its own once the command line is parsed: from the
+///   // options when this constructor exists, else with my_spawner().
+///   explicit my_spawner(const procmodel::options& opt);
+///   // Whether workers are processes of their own (they get their own signals
+///   // and copies of the listeners); may be static constexpr.
+///   bool separate_processes() const;
 ///   // Start a worker running req.body; return an id that is unique while it lives
 ///   // (its pid for a process). Throw std::system_error when it cannot start.
 ///   pid_t spawn(const procmodel::spawn_request& req);
@@ -28,6 +34,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <system_error>
 #include <thread>
 #include <utility>
@@ -42,6 +49,7 @@
 
 #include "detail/close_fds.hpp"
 #include "detail/signal_fd.hpp"
+#include "options.hpp"
 
 namespace procmodel {
 
@@ -67,7 +75,7 @@ struct spawn_request {
 /// stack, holding only stdio, the listeners and its channel.
 class fork_spawner {
  public:
-  static constexpr bool separate_processes = true;
+  static constexpr bool separate_processes() noexcept { return true; }
 
   pid_t spawn(const spawn_request& req) {
     std::fflush(nullptr);  // or buffered output is written twice
@@ -109,7 +117,7 @@ class fork_spawner {
 /// attach a debugger to), not for production: a crash takes the master down.
 class inline_spawner {
  public:
-  static constexpr bool separate_processes = false;
+  static constexpr bool separate_processes() noexcept { return false; }
 
   inline_spawner() = default;
   inline_spawner(const inline_spawner&) = delete;
@@ -181,13 +189,47 @@ class inline_spawner {
   pid_t next_id_ = -1;
 };
 
+/// Forks, or with `options::single_process` (`--single-process`) runs the
+/// workers as threads of the master, as inline_spawner does: the choice is
+/// made when the program runs, not when it is compiled. The default Spawner.
+class runtime_spawner {
+ public:
+  /// Forks.
+  runtime_spawner() = default;
+  /// Threads of the master when `single_process`, else processes.
+  explicit runtime_spawner(bool single_process) {
+    if (single_process) threads_.emplace();
+  }
+  /// As `opt.single_process` says.
+  explicit runtime_spawner(const options& opt) : runtime_spawner(opt.single_process) {}
+
+  [[nodiscard]] bool separate_processes() const noexcept { return !threads_; }
+
+  pid_t spawn(const spawn_request& req) {
+    return threads_ ? threads_->spawn(req) : fork_spawner{}.spawn(req);
+  }
+
+  void kill(pid_t id) {
+    if (threads_) threads_->kill(id); else fork_spawner{}.kill(id);
+  }
+
+  void reap(const std::function<void(pid_t, int)>& on_exit) {
+    if (threads_) threads_->reap(on_exit); else fork_spawner{}.reap(on_exit);
+  }
+
+ private:
+  std::optional<inline_spawner> threads_;  // non-movable: built in place
+};
+
 namespace detail {
 
 /// Checks a Spawner policy member by member; each message names what is missing.
 template <class S>
 constexpr bool check_spawner_policy() {
-  static_assert(requires { { S::separate_processes } -> std::convertible_to<bool>; },
-                "Spawner policy is missing: static constexpr bool separate_processes");
+  static_assert(std::default_initializable<S> || std::constructible_from<S, const options&>,
+                "Spawner policy is missing: a constructor S() or S(const procmodel::options&)");
+  static_assert(requires(const S& s) { { s.separate_processes() } -> std::convertible_to<bool>; },
+                "Spawner policy is missing: bool separate_processes() const");
   static_assert(requires(S& s, const spawn_request& r) { { s.spawn(r) } -> std::same_as<pid_t>; },
                 "Spawner policy is missing: pid_t spawn(const spawn_request&)");
   static_assert(requires(S& s, pid_t id) { s.kill(id); },

@@ -41,6 +41,7 @@
 #include "log.hpp"
 #include "options.hpp"
 #include "pid_file.hpp"
+#include "policies.hpp"
 #include "signals.hpp"
 #include "spawner.hpp"
 #include "systemd.hpp"
@@ -104,8 +105,9 @@ inline std::vector<std::string> own_arguments() {
 }  // namespace detail
 
 /// A master process supervising workers of type `Worker`, a callable
-/// `void operator()(worker_context&)` copied into each worker.
-template <class Worker, class Spawner = fork_spawner, class Signals = nginx_signals,
+/// `void operator()(worker_context&)` copied into each worker. To name one
+/// policy without the ones before it, see supervisor_with.
+template <class Worker, class Spawner = runtime_spawner, class Signals = nginx_signals,
           class Lifecycle = nginx_lifecycle, class Loop = asio_loop>
 class basic_supervisor {
   static_assert(detail::check_worker<Worker>());
@@ -115,6 +117,12 @@ class basic_supervisor {
   static_assert(detail::check_loop_policy<Loop>());
 
  public:
+  using worker_type = Worker;
+  using spawner_type = Spawner;
+  using signals_type = Signals;
+  using lifecycle_type = Lifecycle;
+  using loop_type = Loop;
+
   /// Re-reads the configuration on reload (HUP): edits the Worker and the
   /// options the next generation starts with, or throws to refuse the reload
   /// (the message is logged; the serving generation is untouched).
@@ -186,12 +194,14 @@ class basic_supervisor {
   [[nodiscard]] const Lifecycle& lifecycle() const noexcept { return *lifecycle_; }
   [[nodiscard]] const listener_set& listeners() const noexcept { return listeners_; }
   Loop& loop() noexcept { return loop_; }
-  Spawner& spawner() noexcept { return spawner_; }
+  /// The spawner; it exists once run() has started the master.
+  Spawner& spawner() noexcept { return *spawner_; }
   logger& log() noexcept { return log_; }
 
  private:
   void start() {
     if (opt_.workers == 0) throw std::invalid_argument("workers must be at least 1");
+    make_spawner();
     if (!opt_.pid_file.empty() && pid_file::names_live_master(opt_.pid_file, ::getpid()))
       throw std::runtime_error(fmt::format(
           "another master is running (pid {} in {}); stop it or use another pid file",
@@ -230,9 +240,21 @@ class basic_supervisor {
       });
   }
 
+  // Built from the options when the Spawner takes them: the command line
+  // has been parsed by now.
+  void make_spawner() {
+    if constexpr (std::is_constructible_v<Spawner, const options&>)
+      spawner_.emplace(opt_);
+    else
+      spawner_.emplace();
+    if (opt_.single_process && spawner_->separate_processes())
+      throw std::invalid_argument(
+          "--single-process: this program's spawner always starts worker processes");
+  }
+
   void on_signal(int signo) {
     if (signo == SIGCHLD) {
-      spawner_.reap([this](pid_t pid, int status) { on_exit(pid, status); });
+      spawner_->reap([this](pid_t pid, int status) { on_exit(pid, status); });
       return;
     }
     if (auto c = Signals::master(signo)) {
@@ -300,6 +322,10 @@ class basic_supervisor {
       log_.notice("took over {} socket(s) from systemd (socket activation)", activated->size());
       return;
     }
+    if (opt_.listen.empty() && !opt_.without_listeners)
+      throw std::runtime_error(
+          "no socket to serve: set options::listen, pass --listen HOST:PORT, or start by socket "
+          "activation; a program whose workers serve no socket sets options::without_listeners");
     listeners_.bind_all(opt_.listen, opt_.backlog, slots);
   }
 
@@ -726,7 +752,8 @@ class basic_supervisor {
     setup.slot = a.slot;
     setup.generation = a.generation;
     setup.listeners = listeners_.for_slot(a.slot);
-    setup.owns_listeners = Spawner::separate_processes;
+    const bool separate = spawner_->separate_processes();
+    setup.owns_listeners = separate;
     setup.log_file = opt_.log_file;
     setup.level = opt_.level;
     setup.shutdown_timeout = opt_.shutdown_timeout;
@@ -739,13 +766,13 @@ class basic_supervisor {
     };
     pid_t pid = 0;
     try {
-      pid = spawner_.spawn(req);
+      pid = spawner_->spawn(req);
     } catch (const std::exception& e) {
       dispatch(events::spawn_failed{a.slot, a.generation, error_of(e)});
       return;
     }
     // A forked worker has its own copy; an in-process one took ownership.
-    if (Spawner::separate_processes) worker_end.close(); else worker_end.release();
+    if (separate) worker_end.close(); else worker_end.release();
     int fd = master_end.fd();
     channels_.emplace(pid, std::move(master_end));
     loop_.watch_readable(fd, [this, pid] { return on_channel(pid); });
@@ -758,7 +785,7 @@ class basic_supervisor {
       log_.warn("cannot reach worker {} over its channel", a.pid);
   }
 
-  void perform(const actions::kill& a) { spawner_.kill(a.pid); }
+  void perform(const actions::kill& a) { spawner_->kill(a.pid); }
 
   void perform(const actions::arm_timer& a) {
     loop_.arm_timer(a.id, a.after, [this, id = a.id] { dispatch(events::timer_fired{id}); });
@@ -824,6 +851,7 @@ class basic_supervisor {
         log_.warn("reload: listen addresses change only with a restart or an upgrade; kept");
       next_opt.listen = opt_.listen;
       next_opt.reuseport = opt_.reuseport;
+      next_opt.single_process = opt_.single_process;  // the spawner is built at start
       if (next_opt.log_file != opt_.log_file) log_.open(next_opt.log_file);
       log_.set_level(next_opt.level);
       worker_ = std::move(next);
@@ -846,7 +874,7 @@ class basic_supervisor {
   reloader reloader_;
   logger log_;
   Loop loop_;
-  Spawner spawner_;
+  std::optional<Spawner> spawner_;  // built at start, from the options
   std::optional<Lifecycle> lifecycle_;
   listener_set listeners_;
   detail::daemonizer daemon_;
@@ -879,9 +907,25 @@ class basic_supervisor {
 };
 
 #if defined(PROCMODEL_HEADER_ONLY)
-/// The common case: forked workers, nginx's signals and lifecycle, Asio.
+/// The common case: forked workers (threads with `--single-process`),
+/// nginx's signals and lifecycle, Asio.
 template <class Worker>
 using supervisor = basic_supervisor<Worker>;
 #endif
+
+/// A supervisor whose policies are named one at a time, in any order, the
+/// rest left at their defaults (policies.hpp):
+/// `supervisor_with<W, use_signals<graceful_term_signals>, use_spawner<inline_spawner>>`
+/// is `basic_supervisor<W, inline_spawner, graceful_term_signals>`.
+template <class Worker, class... Options>
+using supervisor_with =
+    basic_supervisor<Worker, typename policies<Options...>::spawner,
+                     typename policies<Options...>::signals,
+                     typename policies<Options...>::lifecycle, typename policies<Options...>::loop>;
+
+/// SIGTERM drains, as systemd and container runtimes expect; SIGINT stays
+/// the fast stop.
+template <class Worker>
+using graceful_term_supervisor = supervisor_with<Worker, use_signals<graceful_term_signals>>;
 
 }  // namespace procmodel

@@ -81,7 +81,7 @@ class worker_context {
   using deadline_handler = std::function<void(steady_clock::time_point deadline)>;
 
   /// The I/O loop this worker runs on (after operator() returns, until stop()).
-  boost::asio::io_context& loop() noexcept { return io_; }
+  [[nodiscard]] boost::asio::io_context& loop() noexcept { return io_; }
 
   /// The listening sockets, in the order of the options' listen addresses.
   /// Once draining, each `fd` is -1: the number is closed or not ours to use.
@@ -90,12 +90,14 @@ class worker_context {
   /// An acceptor on listener `i`, holding its own duplicate of the socket.
   /// Close it in your drain handler after drain_acceptor() or when done.
   /// Throws std::logic_error once draining: a draining worker accepts nothing new.
-  PROCMODEL_DECL boost::asio::ip::tcp::acceptor acceptor(std::size_t i = 0);
+  /// Throws std::logic_error for a listener that does not exist.
+  [[nodiscard("the acceptor closes its socket when dropped")]] PROCMODEL_DECL
+      boost::asio::ip::tcp::acceptor acceptor(std::size_t i = 0);
 
   [[nodiscard]] unsigned slot() const noexcept { return slot_; }
   [[nodiscard]] std::uint64_t generation() const noexcept { return generation_; }
   [[nodiscard]] pid_t pid() const noexcept { return ::getpid(); }
-  logger& log() noexcept { return log_; }
+  [[nodiscard]] logger& log() noexcept { return log_; }
 
   /// Tells the master this worker serves. Call once listening; later calls do nothing.
   PROCMODEL_DECL void ready();
@@ -115,6 +117,7 @@ class worker_context {
   [[nodiscard]] steady_clock::time_point deadline() const noexcept { return deadline_; }
 
   /// Counts a live connection until the guard is destroyed.
+  [[nodiscard("the guard counts the connection only while it lives: keep it with the connection")]]
   connection_guard track() {
     ++live_;
     return connection_guard(tracker_);
@@ -202,6 +205,10 @@ template <class Worker>
 constexpr bool check_worker() {
   static_assert(std::is_invocable_v<Worker&, worker_context&>,
                 "Worker is missing: void operator()(procmodel::worker_context&)");
+  static_assert(std::is_copy_constructible_v<Worker>,
+                "Worker must be copy-constructible: each worker process gets its own copy of the "
+                "prototype (and a reload edits a copy); keep non-copyable state in the worker's "
+                "handlers or behind shared_ptr");
   return true;
 }
 

@@ -471,6 +471,28 @@ PM_TEST_CASE("PROCMODEL_UPGRADE_FD that is not the previous master's channel is 
   CHECK(accepting == 1);
 }
 
+PM_TEST_CASE("a master with no address to listen on refuses to start and leaves no worker and no pid file",
+             "[hostile][pidfile][bad_input]") {
+  ++bad_inputs;
+  temp_dir dir("procmodel-hostile");
+  const std::string pid_path = dir.file("master.pid");
+  expect_log_line("no socket to serve");  // the refusal under test
+  // echo_server sets a default address; an empty --listen clears it.
+  auto r = run(dir, echo_server,
+               {"--listen=", "--workers", "2", "--log-level", "debug", "--pid-file", pid_path}, 10s);
+  INFO("stderr: " << r.err);
+  REQUIRE(r.status);  // it exited on its own
+  CHECK(WIFEXITED(*r.status));
+  CHECK(r.code() == 1);
+  CHECK(r.err.find("no socket to serve: set options::listen, pass --listen HOST:PORT, or start "
+                   "by socket activation") != std::string::npos);
+  CHECK(r.err.find("options::without_listeners") != std::string::npos);
+  CHECK(r.err.find("started with") == std::string::npos);  // the master never ran
+  CHECK(r.err.find("worker 0") == std::string::npos);      // nor did any worker
+  CHECK_FALSE(file_exists(pid_path));
+  CHECK_FALSE(file_exists(pid_path + ".sock"));
+}
+
 PM_TEST_CASE("a master refuses a pid file path that is a FIFO or a directory, and replaces junk",
           "[hostile][pidfile][bad_input]") {
   temp_dir dir("procmodel-hostile");

@@ -18,6 +18,7 @@
 #include <map>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <sys/inotify.h>
@@ -34,6 +35,7 @@ using namespace pmtest;
 namespace {
 
 const std::string echo_server = PROCMODEL_ECHO_SERVER;
+const std::string http_server = PROCMODEL_HTTP_SERVER;
 
 std::string fmt_ms(double ms) {
   char buf[32];
@@ -832,6 +834,93 @@ PM_TEST_CASE("the -s control command does not signal a process that is not a mas
   CHECK(!r.err.empty());
   CHECK(!stranger.wait_exit(300ms).has_value());
   CHECK(is_running(stranger.pid()));
+}
+
+// A program that sets options::pid_file (echo_server takes it from
+// ECHO_PID_FILE) is controlled with `-s` alone, and --help says where.
+PM_TEST_CASE("with a default pid file set by the program, -s needs no --pid-file and --help shows it",
+             "[supervision][echo][cli]") {
+  server srv(echo_server);
+  server_config cfg;
+  cfg.workers = 1;
+  cfg.pid_file = false;  // no --pid-file: the program's default
+  cfg.env = {{"ECHO_PID_FILE", srv.pid_path()}};
+  PM_REQUIRE(srv, srv.start(cfg));
+  PM_REQUIRE(srv, wait_for([&] {
+    return read_file(srv.pid_path()) == std::to_string(srv.master_pid()) + "\n";
+  }, 10s));
+
+  auto help = run(srv.dir(), echo_server, {"--help"}, 10s, cfg.env);
+  PM_CHECK(srv, help.code() == 0);
+  PM_CHECK(srv, help.out.find("(default: " + srv.pid_path() + ")") != std::string::npos);
+  PM_CHECK(srv, help.out.find("(default: 127.0.0.1:7000)") != std::string::npos);
+
+  auto status = run(srv.dir(), echo_server, {"-s", "status"}, 10s, cfg.env);
+  INFO("-s status: " << status.err);
+  PM_CHECK(srv, status.code() == 0);
+  PM_CHECK(srv, status.out.find(std::to_string(srv.master_pid()) + "  master") != std::string::npos);
+
+  auto reopen = run(srv.dir(), echo_server, {"-s", "reopen"}, 10s, cfg.env);
+  INFO("-s reopen: " << reopen.err);
+  PM_CHECK(srv, reopen.code() == 0);
+  PM_CHECK(srv, wait_for([&] { return !lines_with(srv.log(), "received SIGUSR1").empty(); }, 5s));
+
+  // Without the program's default nothing names the master.
+  auto lost = run(srv.dir(), echo_server, {"-s", "reopen"});
+  PM_CHECK(srv, lost.code() == 1);
+  PM_CHECK(srv, lost.err.find("needs --pid-file PATH") != std::string::npos);
+
+  auto quit = run(srv.dir(), echo_server, {"-s", "quit"}, 10s, cfg.env);
+  PM_CHECK(srv, quit.code() == 0);
+  auto st = srv.master().wait_exit(15s);
+  PM_REQUIRE(srv, st.has_value());
+  PM_CHECK(srv, exit_code_of(*st) == 0);
+  PM_CHECK(srv, !file_exists(srv.pid_path()));
+}
+
+// The binary an operator runs `-s` from need not be the path the master was
+// started from: a symbolic link, a hard link or a copy of the same file is the
+// same program. Another program is still refused, and told which one runs.
+PM_TEST_CASE("the -s command works from a link or a copy of the master binary and refuses another program",
+             "[supervision][echo][cli]") {
+  temp_dir bin("procmodel-bin");
+  const std::string copy = bin.file("echo_server");
+  std::filesystem::copy_file(echo_server, copy);
+  REQUIRE(::chmod(copy.c_str(), 0755) == 0);
+  const std::string symlink = bin.file("echo-symlink"), hardlink = bin.file("echo-hardlink"),
+                    second_copy = bin.file("echo-copy");
+  REQUIRE(::symlink(copy.c_str(), symlink.c_str()) == 0);
+  REQUIRE(::link(copy.c_str(), hardlink.c_str()) == 0);
+  std::filesystem::copy_file(copy, second_copy);
+  REQUIRE(::chmod(second_copy.c_str(), 0755) == 0);
+
+  server srv(copy);
+  server_config cfg;
+  cfg.workers = 1;
+  PM_REQUIRE(srv, srv.start(cfg));
+
+  // SIGUSR1 (reopen) is harmless to repeat; the master logs each one.
+  int delivered = 0;
+  for (const std::string& via : {symlink, hardlink, second_copy, echo_server}) {
+    auto r = run(srv.dir(), via, {"-s", "reopen", "--pid-file", srv.pid_path()});
+    INFO(via << ": " << r.err);
+    PM_CHECK(srv, r.code() == 0);
+    PM_CHECK(srv, r.err.empty());
+    if (r.code() == 0) ++delivered;
+  }
+  PM_CHECK(srv, wait_for([&] { return static_cast<int>(lines_with(srv.log(), "received SIGUSR1").size()) == delivered; },
+                         5s));
+
+  // http_server is another program: refused, and the message names both.
+  auto r = run(srv.dir(), http_server, {"-s", "reopen", "--pid-file", srv.pid_path()});
+  INFO("http_server -s reopen: " << r.err);
+  PM_CHECK(srv, r.code() == 1);
+  PM_CHECK(srv, r.err.find("names process " + std::to_string(srv.master_pid()) + ", which runs " +
+                           copy + ": another program, neither this one") != std::string::npos);
+  PM_CHECK(srv, r.err.find("stale") == std::string::npos);
+  std::this_thread::sleep_for(300ms);
+  PM_CHECK(srv, static_cast<int>(lines_with(srv.log(), "received SIGUSR1").size()) == delivered);
+  PM_CHECK(srv, !srv.master().exited());
 }
 
 // After a package upgrade replaced the binary on disk, /proc/<pid>/exe of

@@ -32,7 +32,7 @@ spawn_request request(unsigned slot, std::vector<int> keep = {}) {
 
 TEST_CASE("fake_spawner satisfies the Spawner contract", "[testing][fake_spawner]") {
   STATIC_REQUIRE(detail::check_spawner_policy<fake_spawner>());
-  STATIC_REQUIRE_FALSE(fake_spawner::separate_processes);
+  STATIC_REQUIRE_FALSE(fake_spawner::separate_processes());
 }
 
 TEST_CASE("fake_spawner: pids from 1000 up - requests recorded", "[testing][fake_spawner]") {

@@ -218,6 +218,12 @@ TEST_CASE("command_line: --listen repeats - and the first replaces the default",
     REQUIRE_FALSE(parse(o2, {"--workers", "2"}).code);
     CHECK(o2.listen == std::vector<std::string>{"0.0.0.0:80"});
   }
+  SECTION("an empty --listen clears the default: no address at all") {
+    options o3;
+    o3.listen = {"0.0.0.0:80"};
+    REQUIRE_FALSE(parse(o3, {"--listen="}).code);
+    CHECK(o3.listen.empty());
+  }
 }
 
 TEST_CASE("command_line: a program's own flags", "[options]") {
@@ -317,6 +323,85 @@ TEST_CASE("command_line: --help and -h print usage and return 0", "[options]") {
                         "--log-level LEVEL", "--shutdown-timeout MS", "--terminate-timeout MS",
                         "--daemon", "-s COMMAND", "-h, --help"})
     CHECK(p.out.find(f) != std::string::npos);
+}
+
+// The line of `text` that starts with "  " + `flag` (a help line), or "".
+std::string help_line(const std::string& text, const std::string& flag) {
+  auto at = text.find("\n  " + flag + " ");
+  if (at == std::string::npos) return "";
+  auto end = text.find('\n', at + 1);
+  return text.substr(at + 1, end - at - 1);
+}
+
+TEST_CASE("command_line: --help shows the program's own defaults, not the library's",
+          "[options]") {
+  options opt;
+  opt.workers = 2;
+  opt.listen = {"127.0.0.1:8080", "[::1]:8080"};
+  opt.pid_file = "/run/demo.pid";
+  opt.log_file = "/var/log/demo.log";
+  opt.level = log_level::notice;
+  opt.shutdown_timeout = 2500ms;
+  opt.terminate_timeout = 750ms;
+  opt.ready_timeout = 3s;
+  opt.upgrade_timeout = 45s;
+  opt.reuseport = true;
+  auto p = parse(opt, {"--workers", "7", "--help"});  // what argv says before --help is not a default
+  CHECK(p.code == 0);
+  INFO(p.out);
+  CHECK(help_line(p.out, "--workers N").ends_with("(default: 2)"));
+  CHECK(p.out.find("CPU count") == std::string::npos);
+  CHECK(help_line(p.out, "--listen HOST:PORT").ends_with("(default: 127.0.0.1:8080 [::1]:8080)"));
+  CHECK(help_line(p.out, "--pid-file PATH").ends_with("(default: /run/demo.pid)"));
+  CHECK(help_line(p.out, "--control PATH").ends_with("(default: /run/demo.pid.sock)"));
+  CHECK(help_line(p.out, "--log-file PATH").ends_with("(default: /var/log/demo.log)"));
+  CHECK(help_line(p.out, "--log-level LEVEL").ends_with("(default: notice)"));
+  CHECK(help_line(p.out, "--shutdown-timeout MS").ends_with("(default: 2500)"));
+  CHECK(help_line(p.out, "--terminate-timeout MS").ends_with("(default: 750)"));
+  CHECK(help_line(p.out, "--ready-timeout MS").ends_with("(default: 3000)"));
+  CHECK(help_line(p.out, "--upgrade-timeout MS").ends_with("(default: 45000)"));
+  CHECK(help_line(p.out, "--reuseport").ends_with("(default: on)"));
+  CHECK(help_line(p.out, "--daemon").ends_with("(default: off)"));
+
+  options bare;
+  bare.workers = 3;
+  auto b = parse(bare, {"--help"});
+  INFO(b.out);
+  CHECK(help_line(b.out, "--listen HOST:PORT").ends_with("(default: none)"));
+  CHECK(help_line(b.out, "--pid-file PATH").ends_with("(default: none)"));
+  CHECK(help_line(b.out, "--log-file PATH").ends_with("(default: stderr)"));
+  CHECK(help_line(b.out, "--workers N").ends_with("(default: 3)"));
+}
+
+TEST_CASE("command_line: --help lists every command -s accepts, from the parser's own table",
+          "[options]") {
+  options opt;
+  auto p = parse(opt, {"--help"});
+  INFO(p.out);
+  auto section = p.out.find("Commands for -s");
+  REQUIRE(section != std::string::npos);
+  const std::string commands = p.out.substr(section);
+  // Every command a signal carries, and the ones asked over the control socket.
+  for (command c : {command::stop, command::quit, command::reload, command::reopen,
+                    command::upgrade, command::drain_workers, command::add_worker,
+                    command::remove_worker})
+    CHECK(help_line(commands, std::string(to_string(c))) != "");
+  CHECK(help_line(commands, "status") != "");
+  // What the table lists, the parser takes; nothing else.
+  for (const auto& c : control_commands) {
+    options o;
+    std::string name(c.name);
+    auto r = parse(o, {"-s", name.c_str()});
+    INFO(name << ": " << r.err);
+    CHECK_FALSE(r.code);
+    CHECK((c.asks ? o.query == name : o.signal == parse_command(name)));
+    CHECK(help_line(commands, name).find(std::string(c.help)) != std::string::npos);
+  }
+  options bad;
+  auto r = parse(bad, {"-s", "restart"});
+  CHECK(r.code == 2);
+  CHECK(r.err.find("(expected stop, quit, reload, reopen, upgrade, status, drain-workers, "
+                   "add-worker or remove-worker)") != std::string::npos);
 }
 
 TEST_CASE("parse_number", "[options]") {

@@ -34,6 +34,7 @@ options two_workers() {
   options o;
   o.workers = 2;
   o.listen.clear();   // no listeners
+  o.without_listeners = true;
   o.pid_file.clear(); // no pid file
   o.level = log_level::error;
   o.shutdown_timeout = 10s;

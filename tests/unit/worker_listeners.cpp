@@ -57,3 +57,21 @@ TEST_CASE("after a drain in single-process mode the master's listeners are not h
   CHECK_THROWS_AS(ctx.acceptor(0), std::logic_error);
   ::close(number);
 }
+
+TEST_CASE("acceptor(i) past the last listener says how many there are and how to add one",
+          "[worker][listeners]") {
+  boost::asio::io_context io;
+  auto [master_end, worker_end] = procmodel::channel::make_pair();
+  procmodel::worker_context::setup s;  // no listeners: a master started without an address
+  s.level = procmodel::log_level::warn;
+  procmodel::worker_context ctx(io, std::move(worker_end), std::move(s));
+
+  std::string what;
+  try {
+    (void)ctx.acceptor(0);
+  } catch (const std::logic_error& e) {
+    what = e.what();
+  }
+  CHECK(what.find("acceptor(0): this worker has 0 listener(s)") != std::string::npos);
+  CHECK(what.find("options::listen or --listen HOST:PORT") != std::string::npos);
+}

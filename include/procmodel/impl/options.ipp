@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <iterator>
 #include <cstdio>
 #include <stdexcept>
 #include <system_error>
@@ -34,44 +35,105 @@ std::optional<command> parse_command(std::string_view name) {
   return std::nullopt;
 }
 
+namespace detail {
+
+// "(default: TEXT)", the way --help shows the value a program set.
+inline std::string shown_default(std::string_view text) {
+  return fmt::format("(default: {})", text);
+}
+
+inline std::string joined(const std::vector<std::string>& items, std::string_view none) {
+  if (items.empty()) return std::string(none);
+  std::string out;
+  for (const auto& item : items) out += (out.empty() ? "" : " ") + item;
+  return out;
+}
+
+// "stop, quit, ... or remove-worker": the names in control_commands.
+inline std::string control_command_names() {
+  std::string out;
+  constexpr std::size_t n = std::size(control_commands);
+  for (std::size_t i = 0; i < n; ++i)
+    out += fmt::format("{}{}", i == 0 ? "" : i + 1 == n ? " or " : ", ", control_commands[i].name);
+  return out;
+}
+
+}  // namespace detail
+
 command_line::command_line(options& opt) : opt_(opt) {
-  add("--listen", "HOST:PORT", "listen on this address; repeat for more", [this](auto v) {
-    if (!listen_seen_) opt_.listen.clear();
-    listen_seen_ = true;
-    opt_.listen.emplace_back(v);
-  });
-  add("--workers", "N", "number of worker processes (default: CPU count)", [this](auto v) {
-    opt_.workers = static_cast<unsigned>(parse_number("--workers", v, 1, 1024));
-  });
-  add("--pid-file", "PATH", "write the master's pid here", [this](auto v) { opt_.pid_file = v; });
-  add("--log-file", "PATH", "log here instead of stderr", [this](auto v) { opt_.log_file = v; });
-  add("--log-level", "LEVEL", "debug, info, notice, warn or error", [this](auto v) {
-    for (auto l : {log_level::debug, log_level::info, log_level::notice, log_level::warn,
-                   log_level::error})
-      if (to_string(l) == v) return void(opt_.level = l);
-    throw std::invalid_argument(fmt::format("--log-level: unknown level '{}'", v));
-  });
-  add("--shutdown-timeout", "MS", "graceful stop: kill workers still draining after MS",
+  // Each flag's help ends with the value the program set: what --help shows
+  // is what this program does without the flag.
+  using detail::shown_default;
+  auto ms = [](milliseconds d) { return shown_default(fmt::format("{}", d.count())); };
+  auto on_off = [](bool on) { return shown_default(on ? "on" : "off"); };
+  add("--listen", "HOST:PORT",
+      fmt::format("listen on this address; repeat for more; '' for none {}",
+                  shown_default(detail::joined(opt.listen, "none"))),
+      [this](auto v) {
+        if (!listen_seen_) opt_.listen.clear();
+        listen_seen_ = true;
+        if (!v.empty()) opt_.listen.emplace_back(v);
+      });
+  add("--workers", "N", fmt::format("number of worker processes {}", shown_default(fmt::format("{}", opt.workers))),
+      [this](auto v) {
+        opt_.workers = static_cast<unsigned>(parse_number("--workers", v, 1, 1024));
+      });
+  add("--pid-file", "PATH",
+      fmt::format("write the master's pid here; -s finds it here {}",
+                  shown_default(opt.pid_file.empty() ? "none" : opt.pid_file)),
+      [this](auto v) { opt_.pid_file = v; });
+  add("--log-file", "PATH",
+      fmt::format("log here instead of stderr {}",
+                  shown_default(opt.log_file.empty() ? "stderr" : opt.log_file)),
+      [this](auto v) { opt_.log_file = v; });
+  add("--log-level", "LEVEL",
+      fmt::format("debug, info, notice, warn or error {}", shown_default(to_string(opt.level))),
+      [this](auto v) {
+        for (auto l : {log_level::debug, log_level::info, log_level::notice, log_level::warn,
+                       log_level::error})
+          if (to_string(l) == v) return void(opt_.level = l);
+        throw std::invalid_argument(fmt::format("--log-level: unknown level '{}'", v));
+      });
+  add("--shutdown-timeout", "MS",
+      fmt::format("graceful stop: kill workers still draining after MS {}", ms(opt.shutdown_timeout)),
       [this](auto v) {
         opt_.shutdown_timeout = milliseconds(parse_number("--shutdown-timeout", v, 0, 86'400'000));
       });
-  add("--terminate-timeout", "MS", "fast stop: kill workers still running after MS",
+  add("--terminate-timeout", "MS",
+      fmt::format("fast stop: kill workers still running after MS {}", ms(opt.terminate_timeout)),
       [this](auto v) {
         opt_.terminate_timeout =
             milliseconds(parse_number("--terminate-timeout", v, 0, 86'400'000));
       });
-  add("--ready-timeout", "MS", "reload: roll back if new workers are not ready after MS",
+  add("--ready-timeout", "MS",
+      fmt::format("reload: roll back if new workers are not ready after MS {}",
+                  ms(opt.ready_timeout)),
       [this](auto v) {
         opt_.ready_timeout = milliseconds(parse_number("--ready-timeout", v, 1, 86'400'000));
       });
-  add_flag("--reuseport", "one SO_REUSEPORT socket per worker instead of a shared one",
+  add_flag("--reuseport",
+           fmt::format("one SO_REUSEPORT socket per worker instead of a shared one {}",
+                       on_off(opt.reuseport)),
            [this] { opt_.reuseport = true; });
-  add_flag("--daemon", "detach from the terminal", [this] { opt_.daemon = true; });
-  add_flag("--winch-with-terminal", "WINCH drains workers even with a controlling terminal",
+  add_flag("--daemon", fmt::format("detach from the terminal {}", on_off(opt.daemon)),
+           [this] { opt_.daemon = true; });
+  add_flag("--single-process",
+           fmt::format("run the workers as threads of the master, for debugging {}",
+                       on_off(opt.single_process)),
+           [this] { opt_.single_process = true; });
+  add_flag("--winch-with-terminal",
+           fmt::format("WINCH drains workers even with a controlling terminal {}",
+                       on_off(opt.winch_with_terminal)),
            [this] { opt_.winch_with_terminal = true; });
-  add("--control", "PATH", "control socket (default: <pid file>.sock)",
+  add("--control", "PATH",
+      fmt::format("control socket {}",
+                  shown_default(!opt.control_socket.empty() ? opt.control_socket
+                                : opt.pid_file.empty()      ? "<pid file>.sock"
+                                                            : opt.pid_file + ".sock")),
       [this](auto v) { opt_.control_socket = v; });
-  add("--upgrade-timeout", "MS", "-s upgrade: give up if the new master is not ready after MS",
+  add("--upgrade-timeout", "MS",
+      fmt::format("-s upgrade: give up if the new master is not ready after MS {}",
+                  ms(opt.upgrade_timeout)),
       [this](auto v) {
         opt_.upgrade_timeout = milliseconds(parse_number("--upgrade-timeout", v, 1, 86'400'000));
       });
@@ -81,19 +143,20 @@ command_line::command_line(options& opt) : opt_(opt) {
   add_flag("-t", "check the configuration (as a reload would load it) and exit",
            [this] { opt_.check_config = true; });
   add_flag("--check-config", "the same as -t", [this] { opt_.check_config = true; });
-  add("-s", "COMMAND", "tell the running master: stop, quit, reload, reopen, upgrade, status",
+  add("-s", "COMMAND", "tell the running master COMMAND, one of those below",
       [this](auto v) {
         // The last -s wins, as with nginx: a signal and a query never both stand.
         opt_.signal.reset();
         opt_.query.clear();
-        if (v == "status" || v == "upgrade" || v == "reload")
-          return void(opt_.query = std::string(v));
-        auto c = parse_command(v);
-        if (!c)
-          throw std::invalid_argument(fmt::format(
-              "-s: unknown command '{}' (expected stop, quit, reload, reopen, upgrade or status)",
-              v));
-        opt_.signal = c;
+        const auto* c = std::find_if(std::begin(control_commands), std::end(control_commands),
+                                     [&](const control_command& cc) { return cc.name == v; });
+        if (c == std::end(control_commands))
+          throw std::invalid_argument(fmt::format("-s: unknown command '{}' (expected {})", v,
+                                                  detail::control_command_names()));
+        if (c->asks) return void(opt_.query = std::string(v));
+        opt_.signal = parse_command(v);
+        if (!opt_.signal)  // the table names a signal no command carries
+          throw std::logic_error(fmt::format("-s {}: no command carries it", v));
       });
 }
 
@@ -157,6 +220,8 @@ std::string command_line::usage() const {
     out += fmt::format("  {:<26} {}\n", lhs, f.help);
   }
   out += fmt::format("  {:<26} {}\n", "-h, --help", "show this help");
+  out += "\nCommands for -s (to the master named by the pid file):\n";
+  for (const auto& c : control_commands) out += fmt::format("  {:<26} {}\n", c.name, c.help);
   return out;
 }
 

@@ -22,7 +22,12 @@ void connection_guard::release() noexcept {
 }
 
 boost::asio::ip::tcp::acceptor worker_context::acceptor(std::size_t i) {
-  const listener& l = listeners_.at(i);
+  if (i >= listeners_.size())
+    throw std::logic_error(fmt::format(
+        "acceptor({}): this worker has {} listener(s); give the master an address to listen "
+        "on (options::listen or --listen HOST:PORT, or socket activation)",
+        i, listeners_.size()));
+  const listener& l = listeners_[i];
   if (l.fd < 0)
     throw std::logic_error(fmt::format("acceptor({}): the listeners are gone (draining)", i));
   int fd = ::fcntl(l.fd, F_DUPFD_CLOEXEC, 3);

@@ -39,14 +39,14 @@ namespace procmodel::testing {
 
 /// Records spawns, kills and reaps; pids count up from `first_pid` (1000).
 ///
-/// `separate_processes` is false, so basic_supervisor hands over the worker's
+/// `separate_processes()` is false, so basic_supervisor hands over the worker's
 /// end of each channel (the last of `keep_fds`) instead of closing it; the
 /// fake keeps it open as worker_channel(pid), where a test reads what the
 /// master sent and writes what a worker would report.
 class fake_spawner {
  public:
   /// Workers "share the master's process": their channel ends come to us.
-  static constexpr bool separate_processes = false;
+  static constexpr bool separate_processes() noexcept { return false; }
 
   /// One spawn the fake answered.
   struct worker {
