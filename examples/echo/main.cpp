@@ -7,11 +7,10 @@
 
 #include <array>
 #include <cstdlib>
-#include <functional>
+#include <memory>
 #include <string_view>
 
 #include <unistd.h>
-#include <memory>
 
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/write.hpp>
@@ -23,12 +22,12 @@ namespace {
 
 class echo_session : public std::enable_shared_from_this<echo_session> {
  public:
-  echo_session(tcp::socket socket, procmodel::connection_guard guard)
-      : socket_(std::move(socket)), guard_(std::move(guard)) {}
+  echo_session(tcp::socket socket, procmodel::connection conn)
+      : socket_(std::move(socket)), conn_(std::move(conn)) {}
 
   void read() {
     socket_.async_read_some(asio::buffer(buf_), [self = shared_from_this()](auto ec, std::size_t n) {
-      if (ec) return;  // the guard goes with the last reference
+      if (ec) return;  // the connection leaves its set with the last reference
       asio::async_write(self->socket_, asio::buffer(self->buf_, n),
                         [self](auto wec, std::size_t) {
                           if (!wec) self->read();
@@ -38,8 +37,10 @@ class echo_session : public std::enable_shared_from_this<echo_session> {
 
  private:
   tcp::socket socket_;
-  procmodel::connection_guard guard_;
   std::array<char, 4096> buf_{};
+  // Never idle(): a byte stream has no pause between requests, so a drain
+  // waits for the client to hang up, or for the deadline.
+  procmodel::connection conn_;
 };
 
 // Test hooks: whether the file named by environment variable `var` exists.
@@ -60,15 +61,11 @@ struct echo_worker {
     // but never reports ready: a reload to it is rolled back with
     // connections it has already accepted.
     const bool report_ready = !hook_file_exists("ECHO_SERVE_NOT_READY_FILE");
-    auto acceptor = std::make_shared<tcp::acceptor>(ctx.acceptor(0));
-    auto start = [&ctx](tcp::socket s) {
-      std::make_shared<echo_session>(std::move(s), ctx.track())->read();
-    };
-    // Until the acceptor is closed; backs off when out of descriptors.
-    procmodel::accept_loop(ctx, acceptor, start);
-    // Draining: take what the kernel already queued, then stop accepting.
-    // Open sessions end when their clients hang up, or at the deadline.
-    ctx.on_drain([acceptor, start](auto) { procmodel::drain_acceptor(*acceptor, start); });
+    // Until the drain, then what the kernel already queued; backs off when
+    // out of descriptors.
+    procmodel::serve(ctx, 0, [](tcp::socket s, procmodel::connection c) {
+      std::make_shared<echo_session>(std::move(s), std::move(c))->read();
+    });
     if (report_ready) ctx.ready();
     // For the signal tests: a command run with system() once serving, as a
     // worker would start a helper program.

@@ -12,12 +12,12 @@
 
 #include <cstdio>
 #include <cstdlib>
-#include <optional>
 #include <memory>
-#include <set>
+#include <optional>
 #include <string>
 
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http/read.hpp>
@@ -35,22 +35,29 @@ namespace {
 
 constexpr auto keepalive_timeout = std::chrono::seconds(75);  // as nginx
 
-class server;
-
 class session : public std::enable_shared_from_this<session> {
  public:
-  session(tcp::socket socket, server& srv, procmodel::connection_guard guard)
-      : stream_(std::move(socket)), srv_(srv), guard_(std::move(guard)) {}
-  ~session();
+  session(tcp::socket socket, procmodel::connection conn, std::shared_ptr<const std::string> body)
+      : stream_(std::move(socket)), body_(std::move(body)), conn_(std::move(conn)) {
+    // At the drain deadline, if idle and nothing of a next request came.
+    conn_.on_close([this] {
+      if (buffer_.size() == 0) close();
+    });
+  }
 
-  void start();
-  // Drain: close now if waiting between requests with nothing received.
-  void close_if_idle() {
-    if (idle_ && buffer_.size() == 0) close();
+  void read() {
+    request_ = {};
+    conn_.idle();
+    stream_.expires_after(keepalive_timeout);
+    http::async_read(stream_, buffer_, request_,
+                     [self = shared_from_this()](beast::error_code ec, std::size_t) {
+                       self->conn_.busy();
+                       if (ec) return self->close();
+                       self->respond();
+                     });
   }
 
  private:
-  void read();
   void respond();
   void close() {
     beast::error_code ec;
@@ -59,101 +66,21 @@ class session : public std::enable_shared_from_this<session> {
   }
 
   beast::tcp_stream stream_;
-  server& srv_;
-  procmodel::connection_guard guard_;
+  std::shared_ptr<const std::string> body_;
   beast::flat_buffer buffer_;
   http::request<http::string_body> request_;
   http::response<http::string_body> response_;
-  bool idle_ = false;
+  procmodel::connection conn_;  // last: leaves the set before the stream goes
 };
-
-class server {
- public:
-  server(procmodel::worker_context& ctx, std::string greeting, bool report_ready,
-         unsigned ready_delay_ms)
-      : ctx_(ctx),
-        greeting_(std::move(greeting)),
-        report_ready_(report_ready),
-        ready_delay_(ready_delay_ms) {}
-
-  void start() {
-    for (std::size_t i = 0; i < ctx_.listeners().size(); ++i) {
-      acceptors_.push_back(std::make_shared<tcp::acceptor>(ctx_.acceptor(i)));
-      // Backs off when out of descriptors instead of spinning on accept().
-      procmodel::accept_loop(ctx_, acceptors_.back(),
-                             [this](tcp::socket s) { open(std::move(s)); });
-    }
-    ctx_.on_drain([this](procmodel::steady_clock::time_point deadline) { drain(deadline); });
-    if (!report_ready_) return;
-    if (ready_delay_.count() == 0) return ctx_.ready();
-    ready_timer_ = std::make_unique<asio::steady_timer>(ctx_.loop(), ready_delay_);
-    ready_timer_->async_wait([this](beast::error_code ec) {
-      if (!ec) ctx_.ready();
-    });
-  }
-
-  [[nodiscard]] bool draining() const { return ctx_.draining(); }
-  [[nodiscard]] std::string body() const {
-    return fmt::format("{} from worker {} generation {} pid {}\n", greeting_, ctx_.slot(),
-                       ctx_.generation(), ctx_.pid());
-  }
-  void add(session* s) { sessions_.insert(s); }
-  void remove(session* s) { sessions_.erase(s); }
-
- private:
-  void open(tcp::socket s) {
-    std::make_shared<session>(std::move(s), *this, ctx_.track())->start();
-  }
-
-  void drain(procmodel::steady_clock::time_point deadline) {
-    // Whatever the kernel has accepted is served; then no more accepting.
-    for (auto& a : acceptors_) procmodel::drain_acceptor(*a, [this](tcp::socket s) { open(std::move(s)); });
-    // Kept-alive connections get `Connection: close` on their next answer;
-    // those still idle at the deadline are closed then.
-    idle_timer_ = std::make_unique<asio::steady_timer>(ctx_.loop(), deadline);
-    idle_timer_->async_wait([this](beast::error_code ec) {
-      if (ec) return;
-      auto open_sessions = sessions_;  // closing edits the set
-      for (auto* s : open_sessions) s->close_if_idle();
-    });
-  }
-
-  procmodel::worker_context& ctx_;
-  std::string greeting_;
-  bool report_ready_ = true;
-  std::chrono::milliseconds ready_delay_{0};
-  std::unique_ptr<asio::steady_timer> ready_timer_;
-  std::vector<std::shared_ptr<tcp::acceptor>> acceptors_;
-  std::set<session*> sessions_;
-  std::unique_ptr<asio::steady_timer> idle_timer_;
-};
-
-session::~session() { srv_.remove(this); }
-
-void session::start() {
-  srv_.add(this);
-  read();
-}
-
-void session::read() {
-  request_ = {};
-  idle_ = true;
-  stream_.expires_after(keepalive_timeout);
-  http::async_read(stream_, buffer_, request_,
-                   [self = shared_from_this()](beast::error_code ec, std::size_t) {
-                     self->idle_ = false;
-                     if (ec) return self->close();
-                     self->respond();
-                   });
-}
 
 void session::respond() {
-  bool keep_alive = request_.keep_alive() && !srv_.draining();
+  // Draining: this answer is the connection's last.
+  bool keep_alive = request_.keep_alive() && !conn_.draining();
   response_ = {};
   response_.version(request_.version());
   if (request_.method() == http::verb::get || request_.method() == http::verb::head) {
     response_.result(http::status::ok);
-    response_.body() = srv_.body();
+    response_.body() = *body_;
   } else {
     response_.result(http::status::method_not_allowed);
     response_.set(http::field::allow, "GET, HEAD");
@@ -171,18 +98,27 @@ void session::respond() {
                     });
 }
 
-// Each worker runs its own copy; the server lives as long as that copy, and
-// the loop runs after operator() returns.
+// Each worker runs its own copy of the configuration; the loop's handlers own
+// the sessions, the acceptors and the ready timer.
 struct http_worker {
   std::string greeting;
-  std::shared_ptr<server> srv;
   bool report_ready = true;
   unsigned ready_delay_ms = 0;
   std::optional<int> exit_at_start;
-  void operator()(procmodel::worker_context& ctx) {
+  void operator()(procmodel::worker_context& ctx) const {
     if (exit_at_start) std::_Exit(*exit_at_start);
-    srv = std::make_shared<server>(ctx, greeting, report_ready, ready_delay_ms);
-    srv->start();
+    auto body = std::make_shared<const std::string>(fmt::format(
+        "{} from worker {} generation {} pid {}\n", greeting, ctx.slot(), ctx.generation(), ctx.pid()));
+    // Every listener; on a drain, what the kernel queued is served too.
+    procmodel::serve(ctx, [body](tcp::socket s, procmodel::connection c) {
+      std::make_shared<session>(std::move(s), std::move(c), body)->read();
+    });
+    if (!report_ready) return;
+    if (ready_delay_ms == 0) return ctx.ready();
+    auto timer = std::make_shared<asio::steady_timer>(ctx.loop(), std::chrono::milliseconds(ready_delay_ms));
+    timer->async_wait([timer, &ctx](beast::error_code ec) {
+      if (!ec) ctx.ready();
+    });
   }
 };
 
@@ -208,7 +144,7 @@ int main(int argc, char** argv) {
     if (conf.workers) opt.workers = *conf.workers;
   }
   procmodel::supervisor<http_worker> master(
-      opt, http_worker{conf.greeting, nullptr, conf.ready, conf.ready_delay_ms, conf.exit_at_start});
+      opt, http_worker{conf.greeting, conf.ready, conf.ready_delay_ms, conf.exit_at_start});
   // HUP re-reads the file; a file that does not parse refuses the reload and
   // the serving generation goes on untouched.
   if (!config_path.empty())

@@ -5,11 +5,12 @@
 ///
 /// Built with PROCMODEL_SEPARATE_COMPILATION (detail/config.hpp), it gives
 /// only what a server's own files use: the options, the worker's view and
-/// `supervisor<Worker>` over the compiled any_supervisor. The policies and
+/// serve(), and `supervisor<Worker>` over the compiled any_supervisor. The policies and
 /// `basic_supervisor` are then one include away (`<procmodel/supervisor.hpp>`).
 
 #include "detail/config.hpp"
 
+#include "connections.hpp"
 #include "log.hpp"
 #include "options.hpp"
 #include "signals.hpp"

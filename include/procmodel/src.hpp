@@ -16,4 +16,5 @@
 
 #include "impl/options.ipp"
 #include "impl/worker_context.ipp"
+#include "impl/connections.ipp"
 #include "impl/any_supervisor.ipp"

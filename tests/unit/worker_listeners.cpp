@@ -2,33 +2,13 @@
 #include <procmodel/worker_context.hpp>
 
 #include "support/catch.hpp"
+#include "support/loopback.hpp"
 
-#include <procmodel/listeners.hpp>  // detail::local_address
-
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 // The worker's view of its listeners around a drain.
 
-namespace {
-
-// A listening socket on 127.0.0.1, port 0, as the master would hand over.
-procmodel::listener listen_loopback() {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-  REQUIRE(fd >= 0);
-  sockaddr_in sa{};
-  sa.sin_family = AF_INET;
-  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0);
-  REQUIRE(::listen(fd, 16) == 0);
-  procmodel::listener l;
-  l.fd = fd;
-  l.local = procmodel::detail::local_address(fd);
-  return l;
-}
-
-}  // namespace
+using test_support::listen_loopback;
 
 TEST_CASE("after a drain the listeners are no longer handed out", "[worker][listeners]") {
   boost::asio::io_context io;
