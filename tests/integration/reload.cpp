@@ -848,8 +848,11 @@ PM_TEST_CASE("a rolled-back generation serves the connections it accepted to the
   PM_CHECK(srv, is_running(fresh));
   client->close();
   PM_CHECK(srv, wait_for([&] { return !is_running(fresh); }, 5s));
-  PM_CHECK(srv, srv.log().find("worker " + std::to_string(fresh) +
-                               " (slot 0, generation 2) exited with code 0") != std::string::npos);
+  // A zombie is not running, and the master logs the exit once it reaped it.
+  PM_CHECK(srv, wait_for([&] {
+             return srv.log().find("worker " + std::to_string(fresh) +
+                                   " (slot 0, generation 2) exited with code 0") != std::string::npos;
+           }, 5s));
   // Generation 1 serves on.
   PM_CHECK(srv, echo_once(srv.port()));
   PM_CHECK(srv, srv.workers() == std::vector<pid_t>{old});

@@ -1924,7 +1924,7 @@ PM_TEST_CASE("failure 5: WINCH, then the new master dies: the old master starts 
   srv.master().signal(SIGUSR2);
   pid_t nm = rg.new_master();
   std::vector<pid_t> nm_workers;
-  PM_REQUIRE(srv, wait_for([&] { return (nm_workers = children_of(nm)).size() == 2; }, 10s));
+  PM_REQUIRE(srv, wait_for([&] { return (nm_workers = fam.workers_of(nm)).size() == 2; }, 10s));
   fam.master(nm);
   srv.master().signal(SIGWINCH);
   for (pid_t w : old_workers) PM_CHECK(srv, fam.wait_gone(w, 15s));
@@ -2045,7 +2045,7 @@ PM_TEST_CASE("failure 8: a failed upgrade whose new master is hung gives the pid
   expect_log_line("upgrade failed: the new master " + std::to_string(nm) +
                   " was not ready within 1500 ms");
   std::vector<pid_t> nm_workers;
-  PM_REQUIRE(srv, wait_for([&] { return (nm_workers = children_of(nm)).size() == 2; }, 10s));
+  PM_REQUIRE(srv, wait_for([&] { return (nm_workers = fam.workers_of(nm)).size() == 2; }, 10s));
   ::kill(nm, SIGSTOP);  // hung: it acts on no signal but SIGKILL
 
   auto st = up.wait_exit(15s);
