@@ -7,6 +7,10 @@
 // accepting, answers the next request on every kept-alive connection with
 // `Connection: close`, and closes connections that stay idle at the deadline:
 // no client sees a reset.
+//
+// Each request counts as served (for --max-requests). With --debug-paths,
+// for rehearsing the watchdog and recycling: GET /debug/block answers, then
+// blocks the worker's loop for good; GET /debug/grow?mb=N keeps N MB more.
 
 #include <procmodel/procmodel.hpp>
 
@@ -15,6 +19,8 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -37,8 +43,10 @@ constexpr auto keepalive_timeout = std::chrono::seconds(75);  // as nginx
 
 class session : public std::enable_shared_from_this<session> {
  public:
-  session(tcp::socket socket, procmodel::connection conn, std::shared_ptr<const std::string> body)
-      : stream_(std::move(socket)), body_(std::move(body)), conn_(std::move(conn)) {
+  session(tcp::socket socket, procmodel::connection conn, std::shared_ptr<const std::string> body,
+          procmodel::worker_context& ctx, bool debug_paths)
+      : stream_(std::move(socket)), body_(std::move(body)), ctx_(ctx), debug_paths_(debug_paths),
+        conn_(std::move(conn)) {
     // At the drain deadline, if idle and nothing of a next request came.
     conn_.on_close([this] {
       if (buffer_.size() == 0) close();
@@ -59,6 +67,7 @@ class session : public std::enable_shared_from_this<session> {
 
  private:
   void respond();
+  bool debug_path();
   void close() {
     beast::error_code ec;
     stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
@@ -67,6 +76,9 @@ class session : public std::enable_shared_from_this<session> {
 
   beast::tcp_stream stream_;
   std::shared_ptr<const std::string> body_;
+  procmodel::worker_context& ctx_;
+  bool debug_paths_;
+  bool block_after_ = false;
   beast::flat_buffer buffer_;
   http::request<http::string_body> request_;
   http::response<http::string_body> response_;
@@ -76,9 +88,12 @@ class session : public std::enable_shared_from_this<session> {
 void session::respond() {
   // Draining: this answer is the connection's last.
   bool keep_alive = request_.keep_alive() && !conn_.draining();
+  ctx_.served();
   response_ = {};
   response_.version(request_.version());
-  if (request_.method() == http::verb::get || request_.method() == http::verb::head) {
+  if (debug_paths_ && debug_path()) {
+    // answered by debug_path()
+  } else if (request_.method() == http::verb::get || request_.method() == http::verb::head) {
     response_.result(http::status::ok);
     response_.body() = *body_;
   } else {
@@ -93,9 +108,36 @@ void session::respond() {
   if (request_.method() == http::verb::head) response_.body().clear();
   http::async_write(stream_, response_,
                     [self = shared_from_this(), keep_alive](beast::error_code ec, std::size_t) {
+                      // A stuck loop, as a deadlock would leave it.
+                      while (self->block_after_) std::this_thread::sleep_for(std::chrono::hours(1));
                       if (ec || !keep_alive) return self->close();
                       self->read();
                     });
+}
+
+// Test-only paths; false for any other.
+bool session::debug_path() {
+  static std::vector<std::vector<char>> kept;  // what /debug/grow took, for good
+  std::string_view target(request_.target().data(), request_.target().size());
+  if (target == "/debug/block") {
+    block_after_ = true;
+    response_.body() = fmt::format("pid {} blocks its loop\n", ctx_.pid());
+  } else if (target.starts_with("/debug/grow?mb=")) {
+    unsigned mb = 0;
+    try {
+      mb = static_cast<unsigned>(procmodel::parse_number("mb", target.substr(15), 1, 4096));
+    } catch (const std::invalid_argument& e) {
+      response_.result(http::status::bad_request);
+      response_.body() = std::string(e.what()) + "\n";
+      return true;
+    }
+    kept.emplace_back(std::size_t(mb) << 20, 'x');  // touched: resident
+    response_.body() = fmt::format("pid {} keeps {} MB more\n", ctx_.pid(), mb);
+  } else {
+    return false;
+  }
+  response_.result(http::status::ok);
+  return true;
 }
 
 // Each worker runs its own copy of the configuration; the loop's handlers own
@@ -105,13 +147,14 @@ struct http_worker {
   bool report_ready = true;
   unsigned ready_delay_ms = 0;
   std::optional<int> exit_at_start;
+  bool debug_paths = false;
   void operator()(procmodel::worker_context& ctx) const {
     if (exit_at_start) std::_Exit(*exit_at_start);
     auto body = std::make_shared<const std::string>(fmt::format(
         "{} from worker {} generation {} pid {}\n", greeting, ctx.slot(), ctx.generation(), ctx.pid()));
     // Every listener; on a drain, what the kernel queued is served too.
-    procmodel::serve(ctx, [body](tcp::socket s, procmodel::connection c) {
-      std::make_shared<session>(std::move(s), std::move(c), body)->read();
+    procmodel::serve(ctx, [body, &ctx, debug = debug_paths](tcp::socket s, procmodel::connection c) {
+      std::make_shared<session>(std::move(s), std::move(c), body, ctx, debug)->read();
     });
     if (!report_ready) return;
     if (ready_delay_ms == 0) return ctx.ready();
@@ -131,6 +174,10 @@ int main(int argc, char** argv) {
   procmodel::command_line cli(opt);
   cli.add("--config", "PATH", "configuration file (greeting = ..., workers = N)",
           [&](std::string_view v) { config_path = v; });
+  bool debug_paths = false;
+  cli.add_flag("--debug-paths",
+               "for tests: GET /debug/block blocks a worker's loop, /debug/grow?mb=N grows it",
+               [&] { debug_paths = true; });
   if (auto code = cli.parse(argc, argv)) return *code;
 
   http_example::config conf;
@@ -144,7 +191,8 @@ int main(int argc, char** argv) {
     if (conf.workers) opt.workers = *conf.workers;
   }
   procmodel::supervisor<http_worker> master(
-      opt, http_worker{conf.greeting, conf.ready, conf.ready_delay_ms, conf.exit_at_start});
+      opt, http_worker{conf.greeting, conf.ready, conf.ready_delay_ms, conf.exit_at_start,
+                       debug_paths});
   // HUP re-reads the file; a file that does not parse refuses the reload and
   // the serving generation goes on untouched.
   if (!config_path.empty())

@@ -29,7 +29,8 @@ enum class message_type : std::uint8_t {
   terminate = static_cast<std::uint8_t>(worker_command::terminate),
   reopen = static_cast<std::uint8_t>(worker_command::reopen),
   ready = 16,      ///< worker -> master: serving
-  heartbeat = 17,  ///< worker -> master: still alive
+  heartbeat = 17,  ///< worker -> master: its loop runs
+  served = 18,     ///< worker -> master: units of work done in all (argument)
 };
 
 struct message {

@@ -24,6 +24,9 @@
 ///   std::optional<procmodel::upgrade_status> upgrade() const;
 ///   std::vector<procmodel::backoff_status> backoffs() const;
 ///   pid_t parent_master() const;
+///   // Optional: why each slot's worker was last replaced (a crash, a missed
+///   // heartbeat, a recycling), for `-s status`.
+///   std::vector<procmodel::replacement_status> replacements() const;
 /// };
 /// @endcode
 
@@ -36,6 +39,7 @@
 #include <concepts>
 #include <cstdint>
 #include <deque>
+#include <map>
 #include <optional>
 #include <set>
 #include <string>
@@ -67,6 +71,23 @@ struct lifecycle_config {
   /// WINCH drains the workers even when the master has a controlling
   /// terminal (whose window resizes send WINCH too).
   bool winch_with_terminal = false;
+
+  // --- heartbeat watchdog and worker recycling: each is off at zero ---
+  /// A worker whose loop sent no heartbeat for this long gets SIGABRT...
+  milliseconds heartbeat_timeout{0};
+  /// ...and SIGKILL this long after, if it is still there.
+  milliseconds heartbeat_grace{3'000};
+  /// Recycle a worker once it reported this many units of work (requests).
+  std::uint64_t max_requests = 0;
+  /// Recycle a worker once it is this old.
+  milliseconds max_age{0};
+  /// Recycle a worker whose resident memory (bytes) is above this.
+  std::uint64_t max_rss = 0;
+  /// Each worker's max_requests and max_age are raised by a random part of
+  /// up to this fraction of them, so that workers do not recycle together.
+  double recycle_jitter = 0.1;
+  /// Seeds that randomness; the same seed draws the same limits (tests).
+  std::uint64_t recycle_seed = 0;
 };
 
 /// Where the master is in its life.
@@ -115,6 +136,16 @@ struct process_info {
   process_state state = process_state::starting;
   steady_clock::time_point started{};
   unsigned restarts = 0;  ///< respawns of this slot before this process
+  std::uint64_t served = 0;  ///< units of work it reported (recycling)
+  std::uint64_t rss = 0;     ///< resident bytes the master last measured (recycling)
+};
+
+/// Why a slot's worker was last replaced, for status.
+struct replacement_status {
+  unsigned slot = 0;
+  pid_t pid = 0;  ///< the worker that was replaced
+  std::string cause;
+  steady_clock::time_point at{};
 };
 
 
@@ -128,6 +159,10 @@ enum class timer_kind : std::uint8_t {
   watchdog,         ///< the supervisor's: time for systemd's WATCHDOG=1
   control_backoff,  ///< the supervisor's; key 0: accept on the control socket again, 1: take it back after a failed upgrade
   control_deadline, ///< the supervisor's; key: a control client that must have spoken by then
+  heartbeat,        ///< key: pid of a worker whose next heartbeat is due (then: whose grace ends)
+  max_age,          ///< key: pid of a worker to recycle for its age
+  recycle,          ///< key 0: the replacement must be ready by then; key 1: try again
+  rss_sample,       ///< the supervisor's: measure the workers' resident memory
 };
 
 constexpr std::string_view to_string(timer_kind k) noexcept {
@@ -140,6 +175,10 @@ constexpr std::string_view to_string(timer_kind k) noexcept {
     case timer_kind::watchdog: return "watchdog";
     case timer_kind::control_backoff: return "control_backoff";
     case timer_kind::control_deadline: return "control_deadline";
+    case timer_kind::heartbeat: return "heartbeat";
+    case timer_kind::max_age: return "max_age";
+    case timer_kind::recycle: return "recycle";
+    case timer_kind::rss_sample: return "rss_sample";
   }
   return "?";
 }
@@ -199,6 +238,12 @@ struct config_loaded {
   lifecycle_config config{};
   std::string error{};
 };
+/// A worker's loop is alive (sent from its loop every heartbeat_timeout / 3).
+struct heartbeat { pid_t pid; };
+/// A worker reports how many units of work (requests) it has done in all.
+struct served { pid_t pid; std::uint64_t total; };
+/// The master measured a worker's resident memory.
+struct worker_rss { pid_t pid; std::uint64_t bytes; };
 }  // namespace events
 
 using event = std::variant<events::started, events::commanded, events::spawned,
@@ -206,7 +251,8 @@ using event = std::variant<events::started, events::commanded, events::spawned,
                            events::timer_fired, events::config_loaded,
                            events::upgrade_requested, events::pid_file_renamed,
                            events::new_master_started, events::new_master_failed,
-                           events::new_master_ready, events::parent_master_gone>;
+                           events::new_master_ready, events::parent_master_gone,
+                           events::heartbeat, events::served, events::worker_rss>;
 
 /// Actions: what the lifecycle asks the supervisor to do, in order.
 namespace actions {
@@ -315,7 +361,8 @@ struct upgrade_status {
 /// generations, crash-loop backoff and SIGKILL escalation.
 class nginx_lifecycle {
  public:
-  explicit nginx_lifecycle(const lifecycle_config& config) : config_(config) {
+  explicit nginx_lifecycle(const lifecycle_config& config)
+      : config_(config), rng_(config.recycle_seed) {
     slots_.resize(config_.workers);
   }
 
@@ -323,6 +370,7 @@ class nginx_lifecycle {
     out_.clear();
     now_ = now;
     std::visit([this](const auto& ev) { on(ev); }, e);
+    recycle_next();  // after whatever the event changed: a reload, a stop, a ready replacement
     return std::exchange(out_, {});
   }
 
@@ -352,6 +400,13 @@ class nginx_lifecycle {
   }
   /// The master this one was upgraded from, while it lives; 0 otherwise.
   [[nodiscard]] pid_t parent_master() const noexcept { return parent_alive_ ? parent_ : 0; }
+  /// Why each slot's worker was last replaced (crash, missed heartbeat, recycling).
+  [[nodiscard]] std::vector<replacement_status> replacements() const {
+    std::vector<replacement_status> out;
+    for (const auto& [slot, r] : replaced_)
+      if (slot < config_.workers) out.push_back(r);
+    return out;
+  }
   /// Whether WINCH drains the workers: not when it may be a terminal's resize.
   [[nodiscard]] bool honours_winch() const noexcept {
     return !terminal_ || daemonized_ || config_.winch_with_terminal;
@@ -421,6 +476,7 @@ class nginx_lifecycle {
     procs_.push_back(p);
     log(log_level::info, "started worker {} in slot {} (generation {})", s.pid, s.slot,
         s.generation);
+    watch_spawned(procs_.back());
     // A stop that raced the spawn: the new worker leaves at once.
     if (phase_ == phase::stopping) terminate(procs_.back());
     if (phase_ == phase::quitting) drain(procs_.back());
@@ -438,6 +494,7 @@ class nginx_lifecycle {
   void on(const events::spawn_failed& f) {
     log(log_level::error, "cannot start a worker for slot {}: {}", f.slot,
         std::system_category().message(f.error));
+    if (replacement_failed_to_spawn(f)) return;
     if (pending_ && f.generation == pending_->generation) {
       rollback(fmt::format("worker for slot {} could not start", f.slot));
     } else if (phase_ == phase::running && !idle_ && f.generation == generation_ &&
@@ -456,15 +513,17 @@ class nginx_lifecycle {
     procs_.erase(it);
     if (retire_timers_.erase(p.pid))
       emit(actions::cancel_timer{{timer_kind::retire_deadline, static_cast<unsigned>(p.pid)}});
+    const std::string hung = watch_exited(p, x.status);
 
     const bool expected = p.state == process_state::draining ||
                           p.state == process_state::terminating || phase_ != phase::running;
     if (expected) {
-      log(log_level::info, "worker {} (slot {}, generation {}) {}", p.pid, p.slot, p.generation,
-          describe_wait_status(x.status));
+      log(log_level::info, "worker {} (slot {}, generation {}) {}{}", p.pid, p.slot, p.generation,
+          describe_wait_status(x.status), hung);
     } else {
-      log(log_level::warn, "worker {} (slot {}, generation {}) {} unexpectedly", p.pid, p.slot,
-          p.generation, describe_wait_status(x.status));
+      note_replacement(p, describe_wait_status(x.status) + hung);
+      log(log_level::warn, "worker {} (slot {}, generation {}) {} unexpectedly{}", p.pid, p.slot,
+          p.generation, describe_wait_status(x.status), hung);
       if (pending_ && p.generation == pending_->generation) {
         rollback(fmt::format("worker {} (slot {}) {} before the generation was ready", p.pid,
                              p.slot, describe_wait_status(x.status)));
@@ -482,6 +541,7 @@ class nginx_lifecycle {
     if (!p || p->state != process_state::starting) return;
     p->state = process_state::ready;
     log(log_level::debug, "worker {} (slot {}) is ready", p->pid, p->slot);
+    watch_ready(*p);
     if (pending_ && p->generation == pending_->generation && generation_ready(*pending_)) promote();
     // Only the first generation's readiness is the news: a later reload's
     // is not a handover.
@@ -530,9 +590,13 @@ class nginx_lifecycle {
           emit(actions::signal_new_master{upgrade_->pid, SIGKILL});
         }
         return;
+      case timer_kind::heartbeat: return heartbeat_missed(static_cast<pid_t>(t.id.key));
+      case timer_kind::max_age: return age_reached(static_cast<pid_t>(t.id.key));
+      case timer_kind::recycle: return recycle_timer_fired(t.id.key);
       case timer_kind::watchdog:
       case timer_kind::control_backoff:
-      case timer_kind::control_deadline: return;  // the supervisor's own
+      case timer_kind::control_deadline:
+      case timer_kind::rss_sample: return;  // the supervisor's own
     }
   }
 
@@ -1004,6 +1068,280 @@ class nginx_lifecycle {
       if (!slot_taken(k)) emit(actions::spawn{k, generation_});
   }
 
+  // --- heartbeat watchdog and worker recycling ---
+  // Apart from the rest: the events above call the watch_* hooks, and
+  // handle() runs recycle_next() after every event.
+
+  struct watch_state {
+    milliseconds heartbeat{0};  // this worker's configuration, from its generation's
+    milliseconds grace{0};
+    milliseconds max_age{0};    // jitter drawn
+    std::uint64_t max_served = 0;  // jitter drawn
+    std::uint64_t max_rss = 0;
+    bool heartbeat_armed = false;
+    bool age_armed = false;
+    bool aborted = false;      // SIGABRT sent for a missed heartbeat
+    std::string recycle_why;   // due for recycling, and why; empty: not
+  };
+  struct recycle_state {
+    unsigned slot = 0;
+    std::uint64_t generation = 0;
+    pid_t old = 0;          // 0 once it exited on its own
+    pid_t replacement = 0;  // 0 until spawned
+    std::string why;
+  };
+
+  static timer_id heartbeat_timer(pid_t pid) {
+    return {timer_kind::heartbeat, static_cast<unsigned>(pid)};
+  }
+  static timer_id age_timer(pid_t pid) { return {timer_kind::max_age, static_cast<unsigned>(pid)}; }
+  static constexpr timer_id recycle_deadline{timer_kind::recycle, 0};
+  static constexpr timer_id recycle_retry{timer_kind::recycle, 1};
+
+  // A fraction in [0, 1), the next of recycle_seed's sequence (splitmix64).
+  double draw() noexcept {
+    std::uint64_t z = (rng_ += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    z ^= z >> 31;
+    return static_cast<double>(z >> 11) * 0x1.0p-53;
+  }
+
+  template <class Int>
+  Int jittered(Int limit, double jitter) {
+    if (!(limit > 0) || !(jitter > 0)) return limit;
+    return limit + static_cast<Int>(static_cast<double>(limit) * jitter * draw());
+  }
+
+  void watch_spawned(const process_info& p) {
+    const lifecycle_config& c =
+        pending_ && p.generation == pending_->generation ? pending_->config : config_;
+    watch_state w;
+    w.heartbeat = c.heartbeat_timeout;
+    w.grace = c.heartbeat_grace;
+    w.max_served = jittered(c.max_requests, c.recycle_jitter);
+    w.max_age = milliseconds(jittered(c.max_age.count(), c.recycle_jitter));
+    w.max_rss = c.max_rss;
+    watch_[p.pid] = w;
+    if (recycle_ && recycle_->replacement == 0 && recycle_->slot == p.slot &&
+        recycle_->generation == p.generation)
+      recycle_->replacement = p.pid;
+  }
+
+  // The heartbeats are watched from readiness on (or from the first one):
+  // a worker that hangs before either is the ready timeout's business.
+  void watch_ready(const process_info& p) {
+    auto it = watch_.find(p.pid);
+    if (it == watch_.end()) return;
+    auto& w = it->second;
+    if (w.heartbeat.count() > 0 && !w.aborted) {
+      w.heartbeat_armed = true;
+      emit(actions::arm_timer{heartbeat_timer(p.pid), w.heartbeat});
+    }
+    if (w.max_age.count() > 0) {
+      w.age_armed = true;
+      auto left = w.max_age - std::chrono::duration_cast<milliseconds>(now_ - p.started);
+      emit(actions::arm_timer{age_timer(p.pid), std::max(left, milliseconds(0))});
+    }
+    if (recycle_ && p.pid == recycle_->replacement) replacement_ready();
+  }
+
+  // Returns what the exit log adds: why the master aborted it, if it did.
+  std::string watch_exited(const process_info& p, int status) {
+    std::string why;
+    if (auto it = watch_.find(p.pid); it != watch_.end()) {
+      const auto& w = it->second;
+      if (w.aborted) why = fmt::format(" after missing its heartbeat for {} ms", w.heartbeat.count());
+      if (w.heartbeat_armed) emit(actions::cancel_timer{heartbeat_timer(p.pid)});
+      if (w.age_armed) emit(actions::cancel_timer{age_timer(p.pid)});
+      watch_.erase(it);
+    }
+    if (recycle_ && p.pid == recycle_->old) recycle_->old = 0;  // the replacement takes the slot
+    if (recycle_ && p.pid == recycle_->replacement) {
+      if (recycle_->old != 0)
+        recycle_failed(fmt::format("its replacement {} {} before it was ready", p.pid,
+                                   describe_wait_status(status)));
+      else
+        drop_recycle();  // neither is left: the slot respawns as after any crash
+    }
+    return why;
+  }
+
+  // The slot's serving worker ended unexpectedly: status says why.
+  void note_replacement(const process_info& p, std::string cause) {
+    if (p.generation != generation_ || p.slot >= config_.workers) return;
+    if (p.state != process_state::ready) return;  // it never served the slot
+    replaced_[p.slot] = replacement_status{p.slot, p.pid, std::move(cause), now_};
+  }
+
+  void on(const events::heartbeat& h) {
+    process_info* p = find(h.pid);
+    auto it = watch_.find(h.pid);
+    if (!p || it == watch_.end() || p->state == process_state::terminating) return;
+    auto& w = it->second;
+    if (w.heartbeat.count() == 0 || w.aborted) return;
+    w.heartbeat_armed = true;
+    emit(actions::arm_timer{heartbeat_timer(h.pid), w.heartbeat});
+  }
+
+  // SIGABRT (a core or a stack to read), then SIGKILL after the grace. The
+  // state stays: a serving worker's end is a crash (respawn, backoff); a
+  // draining one's was expected (it was replaced already).
+  void heartbeat_missed(pid_t pid) {
+    process_info* p = find(pid);
+    auto it = watch_.find(pid);
+    if (!p || it == watch_.end() || p->state == process_state::terminating) return;
+    auto& w = it->second;
+    if (!w.aborted) {
+      w.aborted = true;
+      log(log_level::warn,
+          "worker {} pid {} (generation {}, {}) missed its heartbeat for {} ms: SIGABRT, "
+          "SIGKILL in {} ms if it lives",
+          p->slot, pid, p->generation, to_string(p->state), w.heartbeat.count(), w.grace.count());
+      emit(actions::kill{pid, SIGABRT});
+      emit(actions::arm_timer{heartbeat_timer(pid), w.grace});
+      return;
+    }
+    w.heartbeat_armed = false;
+    log(log_level::warn, "worker {} pid {} still runs {} ms after SIGABRT; sending SIGKILL",
+        p->slot, pid, w.grace.count());
+    emit(actions::kill{pid, SIGKILL});
+  }
+
+  void on(const events::served& s) {
+    process_info* p = find(s.pid);
+    if (!p) return;
+    p->served = s.total;
+    auto it = watch_.find(s.pid);
+    if (it != watch_.end() && it->second.max_served != 0 && s.total >= it->second.max_served)
+      due(*p, fmt::format("{} requests (limit {})", s.total, it->second.max_served));
+  }
+
+  void on(const events::worker_rss& r) {
+    process_info* p = find(r.pid);
+    if (!p) return;
+    p->rss = r.bytes;
+    auto it = watch_.find(r.pid);
+    if (it != watch_.end() && it->second.max_rss != 0 && r.bytes > it->second.max_rss)
+      due(*p, fmt::format("rss {} MB > {} MB", r.bytes >> 20, it->second.max_rss >> 20));
+  }
+
+  void age_reached(pid_t pid) {
+    auto it = watch_.find(pid);
+    if (it == watch_.end()) return;
+    it->second.age_armed = false;
+    if (process_info* p = find(pid))
+      due(*p, fmt::format("age {} s (limit {} s)",
+                          std::chrono::duration_cast<std::chrono::seconds>(now_ - p->started).count(),
+                          std::chrono::duration_cast<std::chrono::seconds>(it->second.max_age).count()));
+  }
+
+  // Queues a serving worker for recycling, once.
+  void due(const process_info& p, std::string why) {
+    auto it = watch_.find(p.pid);
+    if (it == watch_.end() || !it->second.recycle_why.empty() || it->second.aborted) return;
+    if (p.state != process_state::ready || p.generation != generation_) return;
+    log(log_level::info, "worker {} (slot {}) is due for recycling: {}", p.pid, p.slot, why);
+    it->second.recycle_why = std::move(why);
+    recycle_queue_.push_back(p.pid);
+  }
+
+  // One slot at a time, never during a reload nor a stop: a replacement for
+  // the slot starts; once ready, the old worker drains (as a reload does).
+  void recycle_next() {
+    const bool running = phase_ == phase::running && !idle_;
+    if (recycle_ && (!running || recycle_->generation != generation_ ||
+                     recycle_->slot >= config_.workers))
+      drop_recycle();
+    if (!running) {
+      recycle_queue_.clear();
+      if (std::exchange(recycle_retry_pending_, false)) emit(actions::cancel_timer{recycle_retry});
+      return;
+    }
+    if (recycle_ || recycle_retry_pending_ || pending_ || loading_) return;
+    while (!recycle_queue_.empty()) {
+      pid_t pid = recycle_queue_.front();
+      recycle_queue_.pop_front();
+      process_info* p = find(pid);
+      auto it = watch_.find(pid);
+      if (!p || it == watch_.end() || it->second.aborted || p->state != process_state::ready ||
+          p->generation != generation_ || p->slot >= config_.workers)
+        continue;
+      recycle_ = recycle_state{p->slot, p->generation, pid, 0, it->second.recycle_why};
+      log(log_level::notice, "recycling worker {} (slot {}): {}; starting its replacement", pid,
+          p->slot, it->second.recycle_why);
+      emit(actions::arm_timer{recycle_deadline, config_.ready_timeout});
+      emit(actions::spawn{p->slot, generation_});
+      return;
+    }
+  }
+
+  void replacement_ready() {
+    recycle_state r = std::move(*recycle_);
+    recycle_.reset();
+    recycle_failures_ = 0;
+    emit(actions::cancel_timer{recycle_deadline});
+    process_info* old = r.old ? find(r.old) : nullptr;
+    if (!old) return;
+    log(log_level::notice, "worker {} (slot {}) recycled: {}; worker {} serves in its place",
+        r.old, r.slot, r.why, r.replacement);
+    replaced_[r.slot] = replacement_status{r.slot, r.old, "recycled: " + r.why, now_};
+    retire(*old);
+  }
+
+  // The replacement did not come up: it goes, the old worker serves on, and
+  // the slot is tried again after a backoff.
+  void recycle_failed(const std::string& why) {
+    recycle_state r = std::move(*recycle_);
+    recycle_.reset();
+    emit(actions::cancel_timer{recycle_deadline});
+    if (process_info* q = r.replacement ? find(r.replacement) : nullptr;
+        q && q->state != process_state::terminating) {
+      terminate(*q);
+      arm_retire_deadline(q->pid, config_.terminate_timeout);
+    }
+    milliseconds delay = config_.restart.backoff_initial;
+    for (unsigned i = 0; i < recycle_failures_ && delay < config_.restart.backoff_max; ++i)
+      delay *= 2;
+    delay = std::min(delay, config_.restart.backoff_max);
+    ++recycle_failures_;
+    log(log_level::warn,
+        "recycling worker {} (slot {}) failed: {}; it keeps serving, next attempt in {} ms",
+        r.old, r.slot, why, delay.count());
+    recycle_retry_pending_ = true;
+    emit(actions::arm_timer{recycle_retry, delay});
+    recycle_queue_.push_front(r.old);
+  }
+
+  void drop_recycle() {
+    recycle_.reset();
+    emit(actions::cancel_timer{recycle_deadline});
+  }
+
+  bool replacement_failed_to_spawn(const events::spawn_failed& f) {
+    if (!recycle_ || recycle_->replacement != 0 || f.slot != recycle_->slot ||
+        f.generation != recycle_->generation)
+      return false;
+    if (recycle_->old == 0) {  // nothing serves the slot: the usual respawn
+      drop_recycle();
+      return false;
+    }
+    recycle_failed(fmt::format("its replacement could not start ({})",
+                               std::system_category().message(f.error)));
+    return true;
+  }
+
+  void recycle_timer_fired(unsigned key) {
+    if (key == 1) {
+      recycle_retry_pending_ = false;  // recycle_next() follows
+      return;
+    }
+    if (!recycle_ || recycle_->replacement == 0) return;
+    if (recycle_->old == 0) return recycle_.reset();  // the replacement is the slot's worker now
+    recycle_failed(fmt::format("its replacement {} was not ready within {} ms",
+                               recycle_->replacement, config_.ready_timeout.count()));
+  }
+
   // --- helpers ---
 
   static timer_id ready_timer(std::uint64_t generation) {
@@ -1153,6 +1491,14 @@ class nginx_lifecycle {
   std::set<std::uint64_t> rolled_back_;  // generations whose reload was rolled back, still in the table
   bool escalation_armed_ = false;
   steady_clock::time_point escalate_at_{};
+  // heartbeat watchdog and recycling
+  std::map<pid_t, watch_state> watch_;
+  std::deque<pid_t> recycle_queue_;  // due for recycling, in order
+  std::optional<recycle_state> recycle_;
+  bool recycle_retry_pending_ = false;
+  unsigned recycle_failures_ = 0;  // in a row: the retry's backoff
+  std::map<unsigned, replacement_status> replaced_;  // slot -> its last replacement
+  std::uint64_t rng_ = 0;
   steady_clock::time_point now_{};
   std::vector<action> out_;
 };

@@ -82,6 +82,22 @@ struct options {
   bool json = false;
   /// The control socket; empty: "<pid file>.sock".
   std::string control_socket;
+  /// Heartbeat watchdog (0: off): a worker whose loop sent no heartbeat for
+  /// this long gets SIGABRT, then SIGKILL after heartbeat_grace, and is
+  /// replaced. Workers send one every third of it. Not with single_process.
+  milliseconds heartbeat_timeout{0};
+  milliseconds heartbeat_grace{3'000};
+  /// Recycling (each 0: off): a worker is replaced by a fresh one of its
+  /// slot, readiness-gated, once it reported this many requests
+  /// (worker_context::served), once it is this old, or once its resident
+  /// memory is above max_rss bytes (measured every rss_check_interval).
+  std::uint64_t max_requests = 0;
+  milliseconds max_age{0};
+  std::uint64_t max_rss = 0;
+  milliseconds rss_check_interval{1'000};
+  /// Each worker's max_requests and max_age are raised by a random part of up
+  /// to this fraction, so that workers started together do not recycle together.
+  double recycle_jitter = 0.1;
   /// Automatic upgrade: the new master must be ready within this, or it is stopped.
   milliseconds upgrade_timeout{30'000};
   /// The program name used in messages; argv[0]'s last component by default.

@@ -65,7 +65,24 @@ inline lifecycle_config to_lifecycle_config(const options& opt) {
   c.max_draining_generations = opt.max_draining_generations;
   c.restart = opt.restart;
   c.winch_with_terminal = opt.winch_with_terminal;
+  // Threads of the master share its memory, and SIGABRT would end it.
+  c.heartbeat_timeout = opt.single_process ? milliseconds(0) : opt.heartbeat_timeout;
+  c.heartbeat_grace = opt.heartbeat_grace;
+  c.max_requests = opt.max_requests;
+  c.max_age = opt.max_age;
+  c.max_rss = opt.single_process ? 0 : opt.max_rss;
+  c.recycle_jitter = opt.recycle_jitter;
+  c.recycle_seed = static_cast<std::uint64_t>(steady_clock::now().time_since_epoch().count()) ^
+                   (static_cast<std::uint64_t>(::getpid()) << 32);
   return c;
+}
+
+/// The resident memory of process `pid` in bytes, from /proc; 0 if unknown.
+inline std::uint64_t resident_bytes(pid_t pid) {
+  std::ifstream in(fmt::format("/proc/{}/statm", pid));
+  std::uint64_t size = 0, resident = 0;
+  if (!(in >> size >> resident)) return 0;
+  return resident * static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
 }
 
 /// The variable naming the descriptor a new master reports ready on.
@@ -222,6 +239,10 @@ class basic_supervisor {
     open_control(parent_master_ != 0);
     if (auto every = systemd_.watchdog()) arm_watchdog(std::chrono::duration_cast<milliseconds>(*every / 2));
     lifecycle_.emplace(detail::to_lifecycle_config(opt_));
+    if (opt_.single_process && (opt_.heartbeat_timeout.count() > 0 || opt_.max_rss > 0))
+      log_.warn("--single-process: no heartbeat watchdog and no --max-rss (the workers are "
+                "threads of the master)");
+    sample_rss();
     // Last: a pid file names a master that handles its signals and answers
     // on its control socket.
     if (!opt_.pid_file.empty()) pid_file::write(opt_.pid_file, ::getpid());
@@ -467,6 +488,17 @@ class basic_supervisor {
       std::string role, slot, generation, state;
       double uptime;  // seconds; negative: unknown (another master, an empty slot)
       std::string restarts;
+      std::string replaced{};  // why the slot's worker was last replaced
+    };
+    std::map<unsigned, replacement_status> replaced;
+    if constexpr (requires(const Lifecycle& l) { l.replacements(); })
+      for (auto& r : lifecycle_->replacements()) replaced[r.slot] = r;
+    auto replaced_text = [&](unsigned slot) -> std::string {
+      auto it = replaced.find(slot);
+      if (it == replaced.end()) return {};
+      return fmt::format("{:.1f}s ago, pid {}: {}",
+                         std::chrono::duration<double>(now - it->second.at).count(),
+                         it->second.pid, it->second.cause);
     };
     std::vector<row> rows;
     pid_t named = 0;  // the master the pid file names
@@ -486,10 +518,11 @@ class basic_supervisor {
       rows.push_back({0, "worker", std::to_string(b.slot), std::to_string(b.generation),
                       fmt::format("backoff {:.1f}s",
                                   std::chrono::duration<double>(b.next_attempt - now).count()),
-                      -1.0, std::to_string(b.restarts)});
+                      -1.0, std::to_string(b.restarts), replaced_text(b.slot)});
     for (const auto& p : lifecycle_->processes())
       rows.push_back({p.pid, "worker", std::to_string(p.slot), std::to_string(p.generation),
-                      std::string(to_string(p.state)), secs(p.started), std::to_string(p.restarts)});
+                      std::string(to_string(p.state)), secs(p.started), std::to_string(p.restarts),
+                      p.generation == lifecycle_->generation() ? replaced_text(p.slot) : ""});
     std::string out;
     if (json) {
       out = "[";
@@ -497,14 +530,16 @@ class basic_supervisor {
         const auto& r = rows[i];
         out += fmt::format(
             "{}{{\"pid\":{},\"role\":\"{}\",\"slot\":{},\"generation\":{},\"state\":\"{}\","
-            "\"uptime\":{},\"restarts\":{}{}}}",
+            "\"uptime\":{},\"restarts\":{}{}{}}}",
             i ? "," : "", r.pid ? std::to_string(r.pid) : "null", r.role,
             r.slot == "-" ? "null" : r.slot,
             r.generation == "-" ? "null" : r.generation, r.state,
             r.uptime < 0 ? std::string("null") : fmt::format("{:.3f}", r.uptime),
             r.restarts == "-" ? "null" : r.restarts,
             r.role.ends_with("master") ? fmt::format(",\"pid_file\":{}", r.pid == named ? "true" : "false")
-                                       : std::string());
+                                       : std::string(),
+            r.replaced.empty() ? std::string()
+                               : fmt::format(",\"last_replacement\":\"{}\"", r.replaced));
       }
       out += "]\n";
       return out;
@@ -516,6 +551,9 @@ class basic_supervisor {
                          r.pid ? std::to_string(r.pid) : "-", r.role, r.slot, r.generation,
                          r.state, r.uptime < 0 ? std::string("-") : fmt::format("{:.1f}s", r.uptime),
                          r.restarts);
+    // Why each slot's worker was last replaced: a crash, a missed heartbeat, a recycling.
+    for (const auto& [slot, r] : replaced)
+      out += fmt::format("slot {} last replaced {}\n", slot, replaced_text(slot));
     // Two masters: say which one `-s` reaches through the pid file.
     if (named != 0 && (lifecycle_->upgrade() || lifecycle_->parent_master()))
       out += fmt::format("pid file {} names {}\n", opt_.pid_file, named);
@@ -653,6 +691,21 @@ class basic_supervisor {
     });
   }
 
+  // --max-rss: the supervisor measures, the lifecycle decides.
+  void sample_rss() {
+    if (opt_.max_rss == 0 || !spawner_->separate_processes() || rss_sampling_) return;
+    rss_sampling_ = true;
+    loop_.arm_timer({timer_kind::rss_sample, 0}, opt_.rss_check_interval, [this] {
+      rss_sampling_ = false;
+      std::vector<pid_t> pids;
+      for (const auto& p : lifecycle_->processes())
+        if (p.state == process_state::ready) pids.push_back(p.pid);
+      for (pid_t pid : pids)
+        if (auto bytes = detail::resident_bytes(pid)) dispatch(events::worker_rss{pid, bytes});
+      sample_rss();
+    });
+  }
+
   void on_exit(pid_t pid, int status) {
     if (pid == new_master_ && new_master_line_.is_open()) {
       loop_.unwatch(new_master_line_.fd());
@@ -679,6 +732,9 @@ class basic_supervisor {
           return true;
         case receive_status::received:
           if (m.type == message_type::ready) dispatch(events::ready{pid});
+          if (m.type == message_type::heartbeat) dispatch(events::heartbeat{pid});
+          if (m.type == message_type::served && m.argument >= 0)
+            dispatch(events::served{pid, static_cast<std::uint64_t>(m.argument)});
           break;
       }
     }
@@ -758,6 +814,9 @@ class basic_supervisor {
     setup.level = opt_.level;
     setup.shutdown_timeout = opt_.shutdown_timeout;
     setup.orphan_timeout = opt_.orphan_timeout;
+    if (separate) setup.heartbeat_interval = opt_.heartbeat_timeout / 3;
+    if (opt_.max_requests != 0)
+      setup.report_every = std::max<std::uint64_t>(1, opt_.max_requests / 50);
     int worker_fd = worker_end.fd();
     req.body = [worker = worker_, worker_fd, setup](bool own_process,
                                                     const spawn_request::attach_fn& attach) {
@@ -785,7 +844,14 @@ class basic_supervisor {
       log_.warn("cannot reach worker {} over its channel", a.pid);
   }
 
-  void perform(const actions::kill& a) { spawner_->kill(a.pid); }
+  // SIGKILL is the spawner's; another signal (the watchdog's SIGABRT) goes
+  // to a worker process only, never to a thread of the master.
+  void perform(const actions::kill& a) {
+    if (a.signo == SIGKILL)
+      spawner_->kill(a.pid);
+    else if (spawner_->separate_processes() && a.pid > 0)
+      ::kill(a.pid, a.signo);
+  }
 
   void perform(const actions::arm_timer& a) {
     loop_.arm_timer(a.id, a.after, [this, id = a.id] { dispatch(events::timer_fired{id}); });
@@ -858,6 +924,7 @@ class basic_supervisor {
       opt_ = std::move(next_opt);
       result.ok = true;
       result.config = detail::to_lifecycle_config(opt_);
+      sample_rss();
     } catch (const std::exception& e) {
       result.error = e.what();
     }
@@ -904,6 +971,7 @@ class basic_supervisor {
   bool handed_over_ = false;           // the listeners came from a previous master
   std::uint64_t first_generation_ = 1;
   bool activated_ = false;  // the listeners came from systemd
+  bool rss_sampling_ = false;  // the rss_sample timer is armed
 };
 
 #if defined(PROCMODEL_HEADER_ONLY)

@@ -132,6 +132,15 @@ class worker_context {
   }
   [[nodiscard]] bool stopped() const noexcept { return stopped_; }
 
+  /// Counts `n` units of work done (requests served), for recycling after
+  /// options::max_requests. Cheap: the master hears of it in batches.
+  void served(std::uint64_t n = 1) {
+    served_ += n;
+    if (report_every_ != 0 && served_ - reported_ >= report_every_) report_served();
+  }
+  /// Units of work counted by served().
+  [[nodiscard]] std::uint64_t served_count() const noexcept { return served_; }
+
   /// Starts draining now, as if the master had asked. While draining already,
   /// only the master's loss counts: it brings the end forward to `within`.
   PROCMODEL_DECL void drain(drain_reason why, milliseconds within);
@@ -149,6 +158,8 @@ class worker_context {
     log_level level = log_level::info;
     milliseconds shutdown_timeout{10'000};  ///< for a drain asked by SIGQUIT
     milliseconds orphan_timeout{500};       ///< for a drain after the master is gone
+    milliseconds heartbeat_interval{0};     ///< 0: no heartbeats
+    std::uint64_t report_every = 0;         ///< served() reports in batches of this; 0: never
   };
   PROCMODEL_DECL worker_context(boost::asio::io_context& io, channel ch, setup s);
   ~worker_context() { tracker_->owner = nullptr; }
@@ -158,6 +169,9 @@ class worker_context {
   channel& master_channel() noexcept { return channel_; }
   [[nodiscard]] milliseconds shutdown_timeout() const noexcept { return shutdown_timeout_; }
   [[nodiscard]] milliseconds orphan_timeout() const noexcept { return orphan_timeout_; }
+  /// Sends a heartbeat now and then every heartbeat interval, from the loop,
+  /// until the worker stops. The loop never runs out of work meanwhile.
+  PROCMODEL_DECL void start_heartbeat();
 
  private:
   friend class connection_guard;
@@ -175,6 +189,7 @@ class worker_context {
   PROCMODEL_DECL void hasten(milliseconds within);
 
   PROCMODEL_DECL void maybe_finish();
+  PROCMODEL_DECL void report_served();
 
   boost::asio::io_context& io_;
   channel channel_;
@@ -194,6 +209,11 @@ class worker_context {
   std::size_t live_ = 0;
   steady_clock::time_point deadline_{};
   boost::asio::steady_timer hard_stop_;
+  milliseconds heartbeat_interval_;
+  boost::asio::steady_timer heartbeat_;
+  std::uint64_t served_ = 0;
+  std::uint64_t reported_ = 0;
+  std::uint64_t report_every_;
   std::vector<deadline_handler> drain_handlers_;
   std::vector<std::function<void()>> reopen_handlers_;
 };

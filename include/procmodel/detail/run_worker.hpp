@@ -109,6 +109,7 @@ int run_worker(const Worker& prototype, channel ch, worker_context::setup setup,
   int code = 0;
   try {
     worker(ctx);
+    ctx.start_heartbeat();  // from the loop: a stuck loop sends none
     if (!ctx.stopped()) io.run();
     code = ctx.exit_code();
   } catch (const std::exception& e) {

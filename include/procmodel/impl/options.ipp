@@ -111,6 +111,53 @@ command_line::command_line(options& opt) : opt_(opt) {
       [this](auto v) {
         opt_.ready_timeout = milliseconds(parse_number("--ready-timeout", v, 1, 86'400'000));
       });
+  add("--heartbeat-timeout", "MS",
+      fmt::format("SIGABRT a worker whose loop sent no heartbeat for MS, then replace it; 0: "
+                  "off {}",
+                  ms(opt.heartbeat_timeout)),
+      [this](auto v) {
+        auto n = parse_number("--heartbeat-timeout", v, 0, 86'400'000);
+        if (n != 0 && n < 30)
+          throw std::invalid_argument(fmt::format(
+              "--heartbeat-timeout: {} ms is too short to be met (at least 30, or 0 for off)", n));
+        opt_.heartbeat_timeout = milliseconds(n);
+      });
+  add("--heartbeat-grace", "MS",
+      fmt::format("SIGKILL a worker still there MS after its SIGABRT {}", ms(opt.heartbeat_grace)),
+      [this](auto v) {
+        opt_.heartbeat_grace = milliseconds(parse_number("--heartbeat-grace", v, 0, 86'400'000));
+      });
+  add("--max-requests", "N",
+      fmt::format("recycle a worker after N requests; 0: never {}",
+                  shown_default(fmt::format("{}", opt.max_requests))),
+      [this](auto v) {
+        opt_.max_requests =
+            static_cast<std::uint64_t>(parse_number("--max-requests", v, 0, 1LL << 53));
+      });
+  add("--max-age", "MS",
+      fmt::format("recycle a worker after MS of life; 0: never {}", ms(opt.max_age)),
+      [this](auto v) {
+        opt_.max_age = milliseconds(parse_number("--max-age", v, 0, 365LL * 86'400'000));
+      });
+  add("--max-rss", "MB",
+      fmt::format("recycle a worker whose resident memory is above MB; 0: never {}",
+                  shown_default(fmt::format("{}", opt.max_rss >> 20))),
+      [this](auto v) {
+        opt_.max_rss = static_cast<std::uint64_t>(parse_number("--max-rss", v, 0, 1LL << 30)) << 20;
+      });
+  add("--rss-check-interval", "MS",
+      fmt::format("--max-rss: measure the workers every MS {}", ms(opt.rss_check_interval)),
+      [this](auto v) {
+        opt_.rss_check_interval =
+            milliseconds(parse_number("--rss-check-interval", v, 10, 86'400'000));
+      });
+  add("--recycle-jitter", "PERCENT",
+      fmt::format("raise each worker's --max-requests and --max-age by up to PERCENT, at random {}",
+                  shown_default(fmt::format("{}", static_cast<int>(opt.recycle_jitter * 100 + 0.5)))),
+      [this](auto v) {
+        opt_.recycle_jitter =
+            static_cast<double>(parse_number("--recycle-jitter", v, 0, 100)) / 100.0;
+      });
   add_flag("--reuseport",
            fmt::format("one SO_REUSEPORT socket per worker instead of a shared one {}",
                        on_off(opt.reuseport)),

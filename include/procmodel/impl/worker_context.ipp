@@ -88,7 +88,10 @@ worker_context::worker_context(boost::asio::io_context& io, channel ch, setup s)
       owns_listeners_(s.owns_listeners),
       shutdown_timeout_(s.shutdown_timeout),
       orphan_timeout_(s.orphan_timeout),
-      hard_stop_(io) {
+      hard_stop_(io),
+      heartbeat_interval_(s.heartbeat_interval),
+      heartbeat_(io),
+      report_every_(s.report_every) {
   tracker_->owner = this;
   log_.set_level(s.level);
   log_.set_role(fmt::format("worker {}", slot_));
@@ -117,6 +120,21 @@ void worker_context::hasten(milliseconds within) {
   log_.info("master is gone while draining; deadline in {} ms", (within - margin).count());
   drain_reason_ = drain_reason::master_lost;
   arm_hard_stop(now + within - margin / 2);
+}
+
+void worker_context::start_heartbeat() {
+  if (heartbeat_interval_.count() <= 0 || stopped_) return;
+  channel_.send({message_type::heartbeat, 0});
+  // Unreported work goes with it: a slow trickle still reaches the limit.
+  if (report_every_ != 0 && served_ != reported_) report_served();
+  heartbeat_.expires_after(heartbeat_interval_);
+  heartbeat_.async_wait([this](boost::system::error_code ec) {
+    if (!ec) start_heartbeat();
+  });
+}
+
+void worker_context::report_served() {
+  if (channel_.send({message_type::served, static_cast<std::int64_t>(served_)})) reported_ = served_;
 }
 
 void worker_context::maybe_finish() {
