@@ -10,10 +10,12 @@
 //
 // Each request counts as served (for --max-requests). With --debug-paths,
 // for rehearsing the watchdog and recycling: GET /debug/block answers, then
-// blocks the worker's loop for good; GET /debug/grow?mb=N keeps N MB more.
+// blocks the worker's loop for good (?ignore-abort: and ignores SIGABRT);
+// GET /debug/grow?mb=N keeps N MB more.
 
 #include <procmodel/procmodel.hpp>
 
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
@@ -119,7 +121,8 @@ void session::respond() {
 bool session::debug_path() {
   static std::vector<std::vector<char>> kept;  // what /debug/grow took, for good
   std::string_view target(request_.target().data(), request_.target().size());
-  if (target == "/debug/block") {
+  if (target == "/debug/block" || target == "/debug/block?ignore-abort") {
+    if (target.ends_with("?ignore-abort")) std::signal(SIGABRT, SIG_IGN);
     block_after_ = true;
     response_.body() = fmt::format("pid {} blocks its loop\n", ctx_.pid());
   } else if (target.starts_with("/debug/grow?mb=")) {
