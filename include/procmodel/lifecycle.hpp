@@ -1080,6 +1080,7 @@ class nginx_lifecycle {
     std::uint64_t max_rss = 0;
     bool heartbeat_armed = false;
     bool age_armed = false;
+    bool alive = false;        // it reported ready or sent a heartbeat
     bool aborted = false;      // SIGABRT sent for a missed heartbeat
     std::string recycle_why;   // due for recycling, and why; empty: not
   };
@@ -1122,18 +1123,24 @@ class nginx_lifecycle {
     w.max_served = jittered(c.max_requests, c.recycle_jitter);
     w.max_age = milliseconds(jittered(c.max_age.count(), c.recycle_jitter));
     w.max_rss = c.max_rss;
+    // One that never comes to life is aborted too, after the time a reload
+    // (or a recycling) would have given up on it and one heartbeat more.
+    if (w.heartbeat.count() > 0) {
+      w.heartbeat_armed = true;
+      emit(actions::arm_timer{heartbeat_timer(p.pid), c.ready_timeout + w.heartbeat});
+    }
     watch_[p.pid] = w;
     if (recycle_ && recycle_->replacement == 0 && recycle_->slot == p.slot &&
         recycle_->generation == p.generation)
       recycle_->replacement = p.pid;
   }
 
-  // The heartbeats are watched from readiness on (or from the first one):
-  // a worker that hangs before either is the ready timeout's business.
+  // The heartbeats are due from readiness on (or from the first one).
   void watch_ready(const process_info& p) {
     auto it = watch_.find(p.pid);
     if (it == watch_.end()) return;
     auto& w = it->second;
+    w.alive = true;
     if (w.heartbeat.count() > 0 && !w.aborted) {
       w.heartbeat_armed = true;
       emit(actions::arm_timer{heartbeat_timer(p.pid), w.heartbeat});
@@ -1151,7 +1158,9 @@ class nginx_lifecycle {
     std::string why;
     if (auto it = watch_.find(p.pid); it != watch_.end()) {
       const auto& w = it->second;
-      if (w.aborted) why = fmt::format(" after missing its heartbeat for {} ms", w.heartbeat.count());
+      if (w.aborted)
+        why = w.alive ? fmt::format(" after missing its heartbeat for {} ms", w.heartbeat.count())
+                      : std::string(" after hanging at start");
       if (w.heartbeat_armed) emit(actions::cancel_timer{heartbeat_timer(p.pid)});
       if (w.age_armed) emit(actions::cancel_timer{age_timer(p.pid)});
       watch_.erase(it);
@@ -1167,10 +1176,11 @@ class nginx_lifecycle {
     return why;
   }
 
-  // The slot's serving worker ended unexpectedly: status says why.
+  // The slot's worker ended unexpectedly: status says why.
   void note_replacement(const process_info& p, std::string cause) {
     if (p.generation != generation_ || p.slot >= config_.workers) return;
-    if (p.state != process_state::ready) return;  // it never served the slot
+    if (p.state != process_state::ready && p.state != process_state::starting) return;
+    if (p.state == process_state::starting && slot_taken(p.slot)) return;  // a replacement
     replaced_[p.slot] = replacement_status{p.slot, p.pid, std::move(cause), now_};
   }
 
@@ -1180,6 +1190,7 @@ class nginx_lifecycle {
     if (!p || it == watch_.end() || p->state == process_state::terminating) return;
     auto& w = it->second;
     if (w.heartbeat.count() == 0 || w.aborted) return;
+    w.alive = true;
     w.heartbeat_armed = true;
     emit(actions::arm_timer{heartbeat_timer(h.pid), w.heartbeat});
   }
@@ -1194,10 +1205,18 @@ class nginx_lifecycle {
     auto& w = it->second;
     if (!w.aborted) {
       w.aborted = true;
-      log(log_level::warn,
-          "worker {} pid {} (generation {}, {}) missed its heartbeat for {} ms: SIGABRT, "
-          "SIGKILL in {} ms if it lives",
-          p->slot, pid, p->generation, to_string(p->state), w.heartbeat.count(), w.grace.count());
+      if (w.alive)
+        log(log_level::warn,
+            "worker {} pid {} (generation {}, {}) missed its heartbeat for {} ms: SIGABRT, "
+            "SIGKILL in {} ms if it lives",
+            p->slot, pid, p->generation, to_string(p->state), w.heartbeat.count(),
+            w.grace.count());
+      else
+        log(log_level::warn,
+            "worker {} pid {} (generation {}) neither reported ready nor sent a heartbeat "
+            "within {} ms of its start: SIGABRT, SIGKILL in {} ms if it lives",
+            p->slot, pid, p->generation,
+            std::chrono::duration_cast<milliseconds>(now_ - p->started).count(), w.grace.count());
       emit(actions::kill{pid, SIGABRT});
       emit(actions::arm_timer{heartbeat_timer(pid), w.grace});
       return;

@@ -183,17 +183,36 @@ TEST_CASE("a worker that exits during the grace is not SIGKILLed", "[lifecycle][
   CHECK(kills_of(acts, 1000).empty());
 }
 
-TEST_CASE("the watch starts at readiness or the first heartbeat, whichever comes first",
+TEST_CASE("heartbeats are due from readiness or the first heartbeat, whichever comes first",
           "[lifecycle][watchdog]") {
   lifecycle_driver d(config(1));
   PM_SHOW_ON_FAILURE(d.describe());
   d.start();
-  CHECK_FALSE(d.armed(heartbeat_timer(1000)));
-  CHECK(d.advance(5s).empty());  // a slow start is not a hang
+  // A slow start is not a hang: ready_timeout and one heartbeat more.
+  CHECK(d.due_in(heartbeat_timer(1000)) == 4000ms);
+  CHECK(d.advance(3s).empty());
   d.send(events::heartbeat{1000});
   CHECK(d.due_in(heartbeat_timer(1000)) == 1000ms);
   auto acts = d.advance(1s);  // its loop ran, then stopped, before ready
   CHECK(kills_of(acts, 1000).size() == 1);
+  CHECK(logs_with(acts, log_level::warn, "missed its heartbeat for 1000 ms") == 1);
+}
+
+TEST_CASE("a worker that hangs before its first heartbeat and before ready is aborted too",
+          "[lifecycle][watchdog]") {
+  lifecycle_driver d(config(1));
+  PM_SHOW_ON_FAILURE(d.describe());
+  d.start();
+  auto acts = d.advance(4s);
+  INFO(to_string(acts));
+  REQUIRE(kills_of(acts, 1000).size() == 1);
+  CHECK(kills_of(acts, 1000)[0].signo == SIGABRT);
+  CHECK(logs_with(acts, log_level::warn,
+                  "worker 0 pid 1000 (generation 1) neither reported ready nor sent a heartbeat "
+                  "within 4000 ms of its start: SIGABRT") == 1);
+  acts = d.exit(1000, killed_by(SIGABRT));
+  CHECK(spawned_slots(acts) == std::vector<unsigned>{0});
+  CHECK(cause_of(d, 0) == "killed by signal 6 (Aborted) after hanging at start");
 }
 
 TEST_CASE("a draining worker is still watched: a stuck drain is aborted, and not replaced twice",
