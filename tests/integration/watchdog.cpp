@@ -42,7 +42,8 @@ void no_core_files() {
 // GET `path` on a fresh connection; the whole answer, or what went wrong.
 std::string get(std::uint16_t port, const std::string& path) {
   auto c = tcp_client::connect(port);
-  if (!c) return "connect failed";
+  if (!c)
+    return "connect failed";
   if (!c->send_all("GET " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"))
     return "send failed";
   // The body is one line: the answer is whole at its end of line (a
@@ -50,8 +51,10 @@ std::string get(std::uint16_t port, const std::string& path) {
   std::string in;
   for (;;) {
     auto head = in.find("\r\n\r\n");
-    if (head != std::string::npos && in.find('\n', head + 4) != std::string::npos) return in;
-    if (c->recv_some(in, 5s) != tcp_client::status::data) return in;
+    if (head != std::string::npos && in.find('\n', head + 4) != std::string::npos)
+      return in;
+    if (c->recv_some(in, 5s) != tcp_client::status::data)
+      return in;
   }
 }
 
@@ -68,20 +71,22 @@ std::string status_of(server& srv) {
 
 }  // namespace
 
-PM_TEST_CASE("a worker whose loop is blocked dies of SIGABRT after the heartbeat timeout and is "
-             "replaced",
-             "[watchdog][http]") {
+PM_TEST_CASE(
+    "a worker whose loop is blocked dies of SIGABRT after the heartbeat timeout and is "
+    "replaced",
+    "[watchdog][http]") {
   no_core_files();
   server srv(http_server, "procmodel-watchdog");
   PM_REQUIRE(srv, srv.start(http_config(2, {"--heartbeat-timeout", "600", "--heartbeat-grace",
-                                             "1000", "--debug-paths"})));
+                                            "1000", "--debug-paths"})));
   std::string answer = get(srv.port(), "/debug/block");
   pid_t stuck = pid_in(answer);
   INFO(answer);
   PM_REQUIRE(srv, stuck > 0);
   const auto blocked_at = steady::now();
   expect_worker_end(stuck, "killed by signal 6");
-  const std::string aborted = " pid " + std::to_string(stuck) + " (generation 1, ready) missed its "
+  const std::string aborted = " pid " + std::to_string(stuck) +
+                              " (generation 1, ready) missed its "
                               "heartbeat for 600 ms: SIGABRT";
   PM_REQUIRE(srv, wait_for([&] { return srv.log().find(aborted) != std::string::npos; }, 5s));
   // The last heartbeat came at most a third of the timeout before the block.
@@ -128,7 +133,7 @@ PM_TEST_CASE("a worker that ignores SIGABRT is SIGKILLed after the grace", "[wat
   no_core_files();
   server srv(http_server, "procmodel-watchdog");
   PM_REQUIRE(srv, srv.start(http_config(1, {"--heartbeat-timeout", "300", "--heartbeat-grace",
-                                             "500", "--debug-paths"})));
+                                            "500", "--debug-paths"})));
   std::string answer = get(srv.port(), "/debug/block?ignore-abort");
   pid_t stuck = pid_in(answer);
   INFO(answer);
@@ -137,14 +142,17 @@ PM_TEST_CASE("a worker that ignores SIGABRT is SIGKILLed after the grace", "[wat
   const std::string killed = " pid " + std::to_string(stuck) + " still runs 500 ms after SIGABRT";
   PM_REQUIRE(srv, wait_for([&] { return srv.log().find(killed) != std::string::npos; }, 5s));
   PM_REQUIRE(srv, wait_for([&] { return !is_running(stuck); }, 5s));
-  PM_REQUIRE(srv, wait_for([&] { return get(srv.port(), "/").find("200 OK") != std::string::npos; }, 5s));
+  PM_REQUIRE(
+      srv, wait_for([&] { return get(srv.port(), "/").find("200 OK") != std::string::npos; }, 5s));
 }
 
-PM_TEST_CASE("recycling after 1000 requests under keep-alive load: replaced again and again, "
-             "no request fails",
-             "[recycle][http]") {
+PM_TEST_CASE(
+    "recycling after 1000 requests under keep-alive load: replaced again and again, "
+    "no request fails",
+    "[recycle][http]") {
   server srv(http_server, "procmodel-recycle");
-  PM_REQUIRE(srv, srv.start(http_config(2, {"--max-requests", "1000", "--shutdown-timeout", "5000"})));
+  PM_REQUIRE(srv,
+             srv.start(http_config(2, {"--max-requests", "1000", "--shutdown-timeout", "5000"})));
   load_options lo;
   lo.connections = 20;
   http_load load(srv.port(), lo);
@@ -175,8 +183,8 @@ PM_TEST_CASE("recycling after 1000 requests under keep-alive load: replaced agai
 
 PM_TEST_CASE("the RSS limit (--max-rss) replaces a worker that grows past it", "[recycle][http]") {
   server srv(http_server, "procmodel-recycle");
-  PM_REQUIRE(srv, srv.start(http_config(2, {"--max-rss", "150", "--rss-check-interval", "100",
-                                             "--debug-paths"})));
+  PM_REQUIRE(srv, srv.start(http_config(
+                      2, {"--max-rss", "150", "--rss-check-interval", "100", "--debug-paths"})));
   std::string answer = get(srv.port(), "/debug/grow?mb=200");
   pid_t fat = pid_in(answer);
   INFO(answer);
@@ -190,18 +198,21 @@ PM_TEST_CASE("the RSS limit (--max-rss) replaces a worker that grows past it", "
   PM_CHECK(srv, wait_for(
                     [&] {
                       for (const auto& l : lines_with(srv.log(), end))
-                        if (l.find("exited with code 0") != std::string::npos) return true;
+                        if (l.find("exited with code 0") != std::string::npos)
+                          return true;
                       return false;
                     },
                     5s));
   PM_REQUIRE(srv, wait_for([&] { return srv.workers().size() == 2; }, 5s));
-  for (int i = 0; i < 10; ++i) PM_CHECK(srv, pid_in(get(srv.port(), "/")) != fat);
+  for (int i = 0; i < 10; ++i)
+    PM_CHECK(srv, pid_in(get(srv.port(), "/")) != fat);
   std::string status = status_of(srv);
   INFO(status);
   CHECK(status.find("recycled: rss ") != std::string::npos);
 }
 
-PM_TEST_CASE("bad watchdog and recycling values are refused with a clear error", "[watchdog][cli]") {
+PM_TEST_CASE("bad watchdog and recycling values are refused with a clear error",
+             "[watchdog][cli]") {
   temp_dir dir("procmodel-watchdog");
   auto r = run(dir, http_server, {"--listen", "127.0.0.1:0", "--heartbeat-timeout", "5"});
   CHECK(r.code() == 2);

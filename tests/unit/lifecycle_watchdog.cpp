@@ -26,7 +26,9 @@ using strings = std::vector<std::string>;
 constexpr timer_id heartbeat_timer(pid_t pid) {
   return {timer_kind::heartbeat, static_cast<unsigned>(pid)};
 }
-constexpr timer_id age_timer(pid_t pid) { return {timer_kind::max_age, static_cast<unsigned>(pid)}; }
+constexpr timer_id age_timer(pid_t pid) {
+  return {timer_kind::max_age, static_cast<unsigned>(pid)};
+}
 constexpr timer_id recycle_deadline{timer_kind::recycle, 0};
 constexpr timer_id recycle_retry{timer_kind::recycle, 1};
 
@@ -65,19 +67,22 @@ lifecycle_driver serving(const lifecycle_config& c) {
 std::vector<actions::kill> kills_of(const action_list& list, pid_t pid) {
   std::vector<actions::kill> out;
   for (const auto& k : actions_of<actions::kill>(list))
-    if (k.pid == pid) out.push_back(k);
+    if (k.pid == pid)
+      out.push_back(k);
   return out;
 }
 
 std::vector<unsigned> spawned_slots(const action_list& list) {
   std::vector<unsigned> out;
-  for (const auto& s : actions_of<actions::spawn>(list)) out.push_back(s.slot);
+  for (const auto& s : actions_of<actions::spawn>(list))
+    out.push_back(s.slot);
   return out;
 }
 
 std::string cause_of(const lifecycle_driver& d, unsigned slot) {
   for (const auto& r : d.lifecycle().replacements())
-    if (r.slot == slot) return r.cause;
+    if (r.slot == slot)
+      return r.cause;
   return {};
 }
 
@@ -96,9 +101,10 @@ TEST_CASE("the watchdog is off by default: no heartbeat timer, heartbeats ignore
   CHECK(d.advance(1h).empty());
 }
 
-TEST_CASE("a worker that misses its heartbeat gets SIGABRT, SIGKILL after the grace, and a "
-          "successor counted as a crash",
-          "[lifecycle][watchdog]") {
+TEST_CASE(
+    "a worker that misses its heartbeat gets SIGABRT, SIGKILL after the grace, and a "
+    "successor counted as a crash",
+    "[lifecycle][watchdog]") {
   auto d = serving(config());
   PM_SHOW_ON_FAILURE(d.describe());
   REQUIRE(d.due_in(heartbeat_timer(1000)) == 1000ms);
@@ -127,8 +133,9 @@ TEST_CASE("a worker that misses its heartbeat gets SIGABRT, SIGKILL after the gr
   acts = d.exit(1000, killed_by(SIGKILL));
   INFO(to_string(acts));
   CHECK(spawned_slots(acts) == std::vector<unsigned>{0});
-  CHECK(logs_with(acts, log_level::warn,
-                  "killed by signal 9 (Killed) unexpectedly after missing its heartbeat for 1000 ms") ==
+  CHECK(logs_with(
+            acts, log_level::warn,
+            "killed by signal 9 (Killed) unexpectedly after missing its heartbeat for 1000 ms") ==
         1);
   CHECK(cause_of(d, 0).find("after missing its heartbeat for 1000 ms") != std::string::npos);
   CHECK(d.in_slot(0)->restarts == 1);  // a crash: it counts toward the backoff
@@ -153,8 +160,9 @@ TEST_CASE("missed heartbeats count as crashes: a slot that keeps hanging backs o
   auto acts = d.exit(pid, killed_by(SIGABRT, true));
   CHECK(count_of<actions::spawn>(acts) == 0);
   CHECK(d.armed({timer_kind::respawn, 0}));
-  CHECK(cause_of(d, 0) == "killed by signal 6 (Aborted), core dumped after missing its "
-                          "heartbeat for 1000 ms");
+  CHECK(cause_of(d, 0) ==
+        "killed by signal 6 (Aborted), core dumped after missing its "
+        "heartbeat for 1000 ms");
 }
 
 TEST_CASE("a heartbeat just before the deadline re-arms it", "[lifecycle][watchdog]") {
@@ -247,16 +255,18 @@ TEST_CASE("a reload's new workers are watched with the new configuration",
 
 // ------------------------------------------------------------ recycling
 
-TEST_CASE("recycling after max_requests: a replacement starts, and once it is ready the old "
-          "worker drains",
-          "[lifecycle][recycle]") {
+TEST_CASE(
+    "recycling after max_requests: a replacement starts, and once it is ready the old "
+    "worker drains",
+    "[lifecycle][recycle]") {
   auto d = serving(recycling(1000));
   PM_SHOW_ON_FAILURE(d.describe());
   CHECK(d.dispatch(events::served{1000, 999}).empty());
   CHECK(d.find(1000)->served == 999);
   auto acts = d.dispatch(events::served{1000, 1000});
   INFO(to_string(acts));
-  CHECK(logs_with(acts, log_level::info, "worker 1000 (slot 0) is due for recycling: 1000 requests") == 1);
+  CHECK(logs_with(acts, log_level::info,
+                  "worker 1000 (slot 0) is due for recycling: 1000 requests") == 1);
   CHECK(logs_with(acts, log_level::notice, "recycling worker 1000 (slot 0)") == 1);
   CHECK(spawned_slots(acts) == std::vector<unsigned>{0});
   CHECK(d.due_in(recycle_deadline) == 3000ms);
@@ -302,9 +312,10 @@ TEST_CASE("recycling is one slot at a time", "[lifecycle][recycle]") {
   CHECK(count_of<actions::spawn>(acts) == 0);
 }
 
-TEST_CASE("a replacement that is not ready in time goes, the old worker serves on, and the slot "
-          "is retried with backoff",
-          "[lifecycle][recycle]") {
+TEST_CASE(
+    "a replacement that is not ready in time goes, the old worker serves on, and the slot "
+    "is retried with backoff",
+    "[lifecycle][recycle]") {
   auto d = serving(recycling(10, 1));
   PM_SHOW_ON_FAILURE(d.describe());
   d.dispatch(events::served{1000, 10});
@@ -312,9 +323,10 @@ TEST_CASE("a replacement that is not ready in time goes, the old worker serves o
   auto acts = d.advance(3s);
   INFO(to_string(acts));
   CHECK(pids_sent(acts, worker_command::terminate) == std::vector<pid_t>{1001});
-  CHECK(logs_with(acts, log_level::warn,
-                  "recycling worker 1000 (slot 0) failed: its replacement 1001 was not ready within "
-                  "3000 ms; it keeps serving, next attempt in 100 ms") == 1);
+  CHECK(
+      logs_with(acts, log_level::warn,
+                "recycling worker 1000 (slot 0) failed: its replacement 1001 was not ready within "
+                "3000 ms; it keeps serving, next attempt in 100 ms") == 1);
   CHECK(d.find(1000)->state == process_state::ready);
   CHECK(count_of<actions::spawn>(acts) == 0);
   // The failed replacement's exit is no crash of the slot.
@@ -365,7 +377,8 @@ TEST_CASE("a recycle waits for the reload under way, and a reload supersedes the
   CHECK(d.lifecycle().generation() == 2);
   CHECK(count_of<actions::spawn>(acts) == 0);
   CHECK_FALSE(d.armed(recycle_deadline));
-  for (pid_t p : {1000, 1001, fresh}) CHECK(d.find(p)->state == process_state::draining);
+  for (pid_t p : {1000, 1001, fresh})
+    CHECK(d.find(p)->state == process_state::draining);
   // Its replacement turning ready late changes nothing.
   acts = d.ready(fresh);
   CHECK(acts.empty());
@@ -389,7 +402,8 @@ TEST_CASE("no recycling while quitting", "[lifecycle][recycle]") {
     acts = d.ready(1002);
     CHECK(count_of<actions::spawn>(acts) == 0);
     CHECK(acts.empty());
-    for (pid_t p : {1000, 1001, 1002}) d.exit(p, exited_with(0));
+    for (pid_t p : {1000, 1001, 1002})
+      d.exit(p, exited_with(0));
     CHECK(d.exit_code() == 0);
     CHECK(d.advance(1h).empty());
   }
@@ -452,14 +466,15 @@ TEST_CASE("max_age recycles from readiness on, max_rss recycles a worker above t
   d.ready(1002);
   CHECK(cause_of(d, 1) == "recycled: rss 210 MB > 200 MB");
   acts = d.advance(58s);
-  CHECK(logs_with(acts, log_level::notice, "recycling worker 1000 (slot 0): age 60 s (limit 60 s)") ==
-        1);
+  CHECK(logs_with(acts, log_level::notice,
+                  "recycling worker 1000 (slot 0): age 60 s (limit 60 s)") == 1);
   CHECK(spawned_slots(acts) == std::vector<unsigned>{0});
 }
 
-TEST_CASE("jitter: each worker's limits are drawn from [limit, limit * (1 + jitter)], the same "
-          "for the same seed",
-          "[lifecycle][recycle]") {
+TEST_CASE(
+    "jitter: each worker's limits are drawn from [limit, limit * (1 + jitter)], the same "
+    "for the same seed",
+    "[lifecycle][recycle]") {
   auto draws = [](std::uint64_t seed) {
     lifecycle_config c = recycling(1000, 8);
     c.max_age = 100s;
@@ -469,7 +484,8 @@ TEST_CASE("jitter: each worker's limits are drawn from [limit, limit * (1 + jitt
     d.start();
     d.ready_generation(1);
     std::vector<milliseconds> ages;
-    for (pid_t p : d.pids()) ages.push_back(*d.due_in(age_timer(p)));
+    for (pid_t p : d.pids())
+      ages.push_back(*d.due_in(age_timer(p)));
     return ages;
   };
   auto a = draws(1), b = draws(1), other = draws(2);
@@ -487,7 +503,8 @@ TEST_CASE("jitter: each worker's limits are drawn from [limit, limit * (1 + jitt
   c.recycle_seed = 7;
   auto d = serving(c);
   std::uint64_t n = 999;
-  while (count_of<actions::spawn>(d.dispatch(events::served{1000, ++n})) == 0) REQUIRE(n < 1500);
+  while (count_of<actions::spawn>(d.dispatch(events::served{1000, ++n})) == 0)
+    REQUIRE(n < 1500);
   CHECK(n >= 1000);
   CHECK(n < 1500);
 }
