@@ -172,9 +172,7 @@ PM_TEST_CASE(
   PM_CHECK(srv, wait_for([&] { return count_of(srv.log(), "exited with code 0") >= 8; }, 10s));
   PM_CHECK(srv, count_of(srv.log(), "unexpectedly") == 0);
   PM_CHECK(srv, !srv.needed_sigkill());
-  // One slot at a time: never more than workers + 1 worker processes
-  // serving, the count the log keeps is checked by the lifecycle tests;
-  // here status names the cause.
+  // Status names the cause of each slot's last replacement.
   std::string status = status_of(srv);
   INFO(status);
   CHECK(status.find("recycled: ") != std::string::npos);
