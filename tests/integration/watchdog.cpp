@@ -172,6 +172,15 @@ PM_TEST_CASE(
   PM_CHECK(srv, wait_for([&] { return count_of(srv.log(), "exited with code 0") >= 8; }, 10s));
   PM_CHECK(srv, count_of(srv.log(), "unexpectedly") == 0);
   PM_CHECK(srv, !srv.needed_sigkill());
+  // One slot at a time: each recycling is over before the next starts.
+  int under_way = 0, most = 0;
+  for (const auto& line : lines_with(srv.log(), "recycl")) {
+    if (line.find("; starting its replacement") != std::string::npos)
+      most = std::max(most, ++under_way);
+    if (line.find(") recycled: ") != std::string::npos)
+      --under_way;
+  }
+  PM_CHECK(srv, most == 1);
   // Status names the cause of each slot's last replacement.
   std::string status = status_of(srv);
   INFO(status);
