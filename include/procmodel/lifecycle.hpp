@@ -358,7 +358,8 @@ struct upgrade_status {
 
 /// The nginx master's behaviour, as a pure state machine, with what nginx
 /// lacks: readiness-gated reloads with rollback, a cap on draining
-/// generations, crash-loop backoff and SIGKILL escalation.
+/// generations, crash-loop backoff, SIGKILL escalation, a heartbeat
+/// watchdog and worker recycling.
 class nginx_lifecycle {
  public:
   explicit nginx_lifecycle(const lifecycle_config& config)
