@@ -64,6 +64,23 @@ pid_t pid_in(const std::string& answer) {
   return std::regex_search(answer, m, re) ? std::stoi(m[1]) : 0;
 }
 
+// GET `path`; the pid of the worker that answered it.
+pid_t answered_by(server& srv, const std::string& path) {
+  std::string answer = get(srv.port(), path);
+  pid_t pid = pid_in(answer);
+  INFO(answer);
+  PM_REQUIRE(srv, pid > 0);
+  return pid;
+}
+
+// Whether the master logged that worker `pid` ended with `how` in the line.
+bool logged_end(server& srv, pid_t pid, std::string_view how) {
+  for (const auto& l : lines_with(srv.log(), "worker " + std::to_string(pid) + " (slot "))
+    if (l.find(how) != std::string::npos)
+      return true;
+  return false;
+}
+
 std::string status_of(server& srv) {
   auto r = run(srv.dir(), http_server, {"-s", "status", "--pid-file", srv.pid_path()});
   return r.out + r.err;
@@ -79,10 +96,7 @@ PM_TEST_CASE(
   server srv(http_server, "procmodel-watchdog");
   PM_REQUIRE(srv, srv.start(http_config(2, {"--heartbeat-timeout", "600", "--heartbeat-grace",
                                             "1000", "--debug-paths"})));
-  std::string answer = get(srv.port(), "/debug/block");
-  pid_t stuck = pid_in(answer);
-  INFO(answer);
-  PM_REQUIRE(srv, stuck > 0);
+  const pid_t stuck = answered_by(srv, "/debug/block");
   const auto blocked_at = steady::now();
   expect_worker_end(stuck, "killed by signal 6");
   const std::string aborted = " pid " + std::to_string(stuck) +
@@ -92,15 +106,11 @@ PM_TEST_CASE(
   // The last heartbeat came at most a third of the timeout before the block.
   const auto took = steady::now() - blocked_at;
   PM_CHECK(srv, took >= 350ms);
-  const std::string died = "worker " + std::to_string(stuck) + " (slot ";
   PM_REQUIRE(srv, wait_for(
                       [&] {
-                        for (const auto& l : lines_with(srv.log(), died))
-                          if (l.find("killed by signal 6 (Aborted)") != std::string::npos &&
-                              l.find("unexpectedly after missing its heartbeat for 600 ms") !=
-                                  std::string::npos)
-                            return true;
-                        return false;
+                        return logged_end(srv, stuck,
+                                          "killed by signal 6 (Aborted) unexpectedly after "
+                                          "missing its heartbeat for 600 ms");
                       },
                       5s));
   // SIGABRT did it, well within the grace: no SIGKILL was needed.
@@ -134,10 +144,7 @@ PM_TEST_CASE("a worker that ignores SIGABRT is SIGKILLed after the grace", "[wat
   server srv(http_server, "procmodel-watchdog");
   PM_REQUIRE(srv, srv.start(http_config(1, {"--heartbeat-timeout", "300", "--heartbeat-grace",
                                             "500", "--debug-paths"})));
-  std::string answer = get(srv.port(), "/debug/block?ignore-abort");
-  pid_t stuck = pid_in(answer);
-  INFO(answer);
-  PM_REQUIRE(srv, stuck > 0);
+  const pid_t stuck = answered_by(srv, "/debug/block?ignore-abort");
   expect_worker_end(stuck, "killed by signal 9");
   const std::string killed = " pid " + std::to_string(stuck) + " still runs 500 ms after SIGABRT";
   PM_REQUIRE(srv, wait_for([&] { return srv.log().find(killed) != std::string::npos; }, 5s));
@@ -192,24 +199,13 @@ PM_TEST_CASE("the RSS limit (--max-rss) replaces a worker that grows past it", "
   server srv(http_server, "procmodel-recycle");
   PM_REQUIRE(srv, srv.start(http_config(
                       2, {"--max-rss", "150", "--rss-check-interval", "100", "--debug-paths"})));
-  std::string answer = get(srv.port(), "/debug/grow?mb=200");
-  pid_t fat = pid_in(answer);
-  INFO(answer);
-  PM_REQUIRE(srv, fat > 0);
+  const pid_t fat = answered_by(srv, "/debug/grow?mb=200");
   const std::string due = "recycling worker " + std::to_string(fat) + " (slot ";
   PM_REQUIRE(srv, wait_for([&] { return srv.log().find(due) != std::string::npos; }, 5s));
   PM_CHECK(srv, lines_with(srv.log(), due).at(0).find("MB > 150 MB") != std::string::npos);
   // Replaced, readiness-gated; it drains and exits with 0.
   PM_REQUIRE(srv, wait_for([&] { return !is_running(fat); }, 10s));
-  const std::string end = "worker " + std::to_string(fat) + " (slot ";
-  PM_CHECK(srv, wait_for(
-                    [&] {
-                      for (const auto& l : lines_with(srv.log(), end))
-                        if (l.find("exited with code 0") != std::string::npos)
-                          return true;
-                      return false;
-                    },
-                    5s));
+  PM_CHECK(srv, wait_for([&] { return logged_end(srv, fat, "exited with code 0"); }, 5s));
   PM_REQUIRE(srv, wait_for([&] { return srv.workers().size() == 2; }, 5s));
   for (int i = 0; i < 10; ++i)
     PM_CHECK(srv, pid_in(get(srv.port(), "/")) != fat);
