@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstdio>
 #include <initializer_list>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -467,4 +468,43 @@ TEST_CASE("parse_endpoint refuses - naming the address", "[options][endpoint]") 
     CHECK(what.find(fmt::format("'{}'", r.text)) != std::string::npos);
     CHECK(what.find(r.why) != std::string::npos);
   }
+}
+
+TEST_CASE("command_line: the watchdog and recycling flags", "[options][watchdog]") {
+  options opt;
+  CHECK(opt.heartbeat_timeout == 0ms);
+  CHECK(opt.max_requests == 0);
+  CHECK(opt.max_rss == 0);
+  auto p = parse(opt, {"--heartbeat-timeout", "5000", "--heartbeat-grace", "2000",
+                       "--max-requests", "1000", "--max-age=3600000", "--max-rss", "200",
+                       "--rss-check-interval", "250", "--recycle-jitter", "25"});
+  INFO(p.err);
+  REQUIRE_FALSE(p.code);
+  CHECK(opt.heartbeat_timeout == 5000ms);
+  CHECK(opt.heartbeat_grace == 2000ms);
+  CHECK(opt.max_requests == 1000);
+  CHECK(opt.max_age == 3600000ms);
+  CHECK(opt.max_rss == 200ull << 20);
+  CHECK(opt.rss_check_interval == 250ms);
+  CHECK(opt.recycle_jitter == 0.25);
+
+  for (auto bad : {std::vector<const char*>{"--heartbeat-timeout", "29"},
+                   std::vector<const char*>{"--heartbeat-timeout", "1s"},
+                   std::vector<const char*>{"--max-rss", "-5"},
+                   std::vector<const char*>{"--rss-check-interval", "0"},
+                   std::vector<const char*>{"--recycle-jitter", "0.5"}}) {
+    options o;
+    command_line cli(o);
+    std::vector<const char*> argv{"/usr/sbin/demo", bad[0], bad[1], nullptr};
+    capture err(STDERR_FILENO);
+    auto code = cli.parse(3, argv.data());
+    std::string text = err.text();
+    INFO(bad[0] << " " << bad[1] << ": " << text);
+    CHECK(code == 2);
+    CHECK(text.find(bad[0]) != std::string::npos);
+  }
+  // 0 turns the watchdog off again.
+  options off;
+  REQUIRE_FALSE(parse(off, {"--heartbeat-timeout", "0"}).code);
+  CHECK(off.heartbeat_timeout == 0ms);
 }

@@ -11,6 +11,7 @@
 #include <memory>
 #include <optional>
 #include <stdexcept>
+#include <thread>
 #include <vector>
 
 #include <boost/asio/post.hpp>
@@ -276,4 +277,52 @@ TEST_CASE("connection guards count, release early, move, and outlive their conte
   }
   survivor.reset();  // its context is gone: nothing to tell, no crash
   SUCCEED();
+}
+
+TEST_CASE("heartbeats come from the loop, and served() reports in batches",
+          "[worker_context][watchdog]") {
+  // Serves 7 units at once, blocks its loop for 300 ms, then stops.
+  struct busy {
+    void operator()(worker_context& ctx) {
+      for (int i = 0; i < 7; ++i) ctx.served();
+      auto t = std::make_shared<boost::asio::steady_timer>(ctx.loop(), 100ms);
+      t->async_wait([t, &ctx](boost::system::error_code) {
+        std::this_thread::sleep_for(300ms);  // a stuck loop sends nothing
+        boost::asio::post(ctx.loop(), [&ctx] { ctx.stop(0); });
+      });
+    }
+  };
+  auto [master, worker] = channel::make_pair();
+  auto setup = quiet_setup();
+  setup.heartbeat_interval = 20ms;
+  setup.report_every = 3;
+  auto start = clock_type::now();
+  CHECK(run(busy{}, std::move(worker), setup) == 0);
+  CHECK(ms_between(start, clock_type::now()) >= 400);
+  auto msgs = received(master);
+  std::vector<std::int64_t> served;
+  std::size_t heartbeats = 0;
+  for (const auto& m : msgs) {
+    if (m.type == message_type::served) served.push_back(m.argument);
+    if (m.type == message_type::heartbeat) ++heartbeats;
+  }
+  // 3 and 6 as they happened; 7 with the first heartbeat.
+  CHECK(served == std::vector<std::int64_t>{3, 6, 7});
+  // Every 20 ms for 100 ms, none during the 300 ms block.
+  CHECK(heartbeats >= 3);
+  CHECK(heartbeats <= 8);
+}
+
+TEST_CASE("no heartbeat and no report unless the master asked", "[worker_context][watchdog]") {
+  struct counter {
+    void operator()(worker_context& ctx) {
+      for (int i = 0; i < 100; ++i) ctx.served();
+      CHECK(ctx.served_count() == 100);
+      auto t = std::make_shared<boost::asio::steady_timer>(ctx.loop(), 100ms);
+      t->async_wait([t, &ctx](boost::system::error_code) { ctx.stop(0); });
+    }
+  };
+  auto [master, worker] = channel::make_pair();
+  CHECK(run(counter{}, std::move(worker)) == 0);
+  CHECK(received(master).empty());
 }
