@@ -227,3 +227,18 @@ PM_TEST_CASE("bad watchdog and recycling values are refused with a clear error",
   CHECK(r.code() == 2);
   CHECK(r.err.find("--recycle-jitter: expected a whole number from 0 to 100") != std::string::npos);
 }
+
+PM_TEST_CASE("single-process mode: no watchdog (with a warning), recycling by requests works",
+             "[watchdog][recycle][single]") {
+  server srv(http_server, "procmodel-watchdog");
+  auto c = http_config(2, {"--single-process", "--heartbeat-timeout", "300", "--max-requests", "50",
+                           "--recycle-jitter", "0"});
+  c.wait_workers = false;  // they are threads of the master
+  PM_REQUIRE(srv, srv.start(c));
+  PM_REQUIRE(srv, wait_for([&] { return http_get(srv.port()).has_value(); }, 10s, 50ms));
+  PM_CHECK(srv, srv.log().find("--single-process: no heartbeat watchdog") != std::string::npos);
+  for (int i = 0; i < 300; ++i)
+    PM_REQUIRE(srv, http_get(srv.port()).has_value());
+  PM_CHECK(srv, wait_for([&] { return count_of(srv.log(), ") recycled: ") >= 4; }, 10s, 50ms));
+  PM_CHECK(srv, count_of(srv.log(), "missed its heartbeat") == 0);
+}
