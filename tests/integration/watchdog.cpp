@@ -137,6 +137,11 @@ PM_TEST_CASE(
   CHECK(status.find("pid " + std::to_string(stuck) + ": killed by signal 6 (Aborted)") !=
         std::string::npos);
   CHECK(status.find("after missing its heartbeat for 600 ms") != std::string::npos);
+  auto json = run(srv.dir(), http_server, {"-s", "status", "--json", "--pid-file", srv.pid_path()});
+  INFO(json.out);
+  CHECK(json.out.find("\"last_replacement\":\"") != std::string::npos);
+  CHECK(json.out.find("pid " + std::to_string(stuck) + ": killed by signal 6") !=
+        std::string::npos);
 }
 
 PM_TEST_CASE("a worker that ignores SIGABRT is SIGKILLed after the grace", "[watchdog][http]") {
