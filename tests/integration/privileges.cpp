@@ -135,20 +135,6 @@ std::vector<pid_t> generation(const server& srv, std::uint64_t gen) {
   return out;
 }
 
-// The wait status of child `pid` once it exits within `timeout`.
-std::optional<int> reap_within(pid_t pid, milliseconds timeout) {
-  std::optional<int> out;
-  wait_for(
-      [&] {
-        int ws = 0;
-        if (::waitpid(pid, &ws, WNOHANG) != pid) return false;
-        out = ws;
-        return true;
-      },
-      timeout, 5ms);
-  return out;
-}
-
 // The uid of nobody, or a reason why the privilege tests cannot run here.
 std::optional<passwd> nobody_if_root() {
   if (::geteuid() != 0) {

@@ -538,7 +538,7 @@ TEST_CASE("command_line: --help shows the privilege and per-worker defaults",
   CHECK(help_line(p.out, "--group NAME").ends_with("(default: the user's primary group)"));
   CHECK(help_line(p.out, "--worker-rlimit-nofile N").ends_with("(default: 8192)"));
   CHECK(help_line(p.out, "--worker-rlimit-core BYTES").ends_with("(default: unlimited)"));
-  CHECK(help_line(p.out, "--worker-cpu-affinity auto|LIST").ends_with("(default: auto)"));
+  CHECK(help_line(p.out, "--worker-cpu-affinity CPUS").ends_with("(default: auto)"));
   CHECK(help_line(p.out, "--worker-priority N").ends_with("(default: -5)"));
   CHECK(help_line(p.out, "--worker-directory DIR").ends_with("(default: /srv)"));
 
@@ -546,5 +546,5 @@ TEST_CASE("command_line: --help shows the privilege and per-worker defaults",
   auto b = parse(bare, {"--help"});
   CHECK(help_line(b.out, "--user NAME").ends_with("(default: the master's)"));
   CHECK(help_line(b.out, "--worker-rlimit-nofile N").ends_with("(default: the master's)"));
-  CHECK(help_line(b.out, "--worker-cpu-affinity auto|LIST").ends_with("(default: off)"));
+  CHECK(help_line(b.out, "--worker-cpu-affinity CPUS").ends_with("(default: off)"));
 }

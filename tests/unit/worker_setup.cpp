@@ -7,9 +7,11 @@
 #include <string>
 #include <vector>
 
+#include <fcntl.h>
 #include <grp.h>
 #include <pwd.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -255,4 +257,32 @@ TEST_CASE("enter_worker: a setting that fails is logged and the worker does not 
                        Catch::Contains("worker 3: cannot start: worker_directory "
                                        "/nonexistent/procmodel: No such file or directory"));
   CHECK(in_child([&] { return detail::enter_worker({}, 0, "", log_level::info) ? 0 : 1; }) == 0);
+}
+
+TEST_CASE("give_file_to: the log file becomes the workers' user's, a device stays as it is",
+          "[worker-setup]") {
+  if (!can_switch_users()) SKIP("needs root");
+  const passwd* nobody = ::getpwnam("nobody");
+  if (!nobody) SKIP("no user 'nobody' here");
+  detail::worker_identity id{"nobody", nobody->pw_uid, nobody->pw_gid, {}};
+  char path[] = "/tmp/procmodel-give-XXXXXX";
+  int fd = ::mkstemp(path);
+  REQUIRE(fd >= 0);
+  REQUIRE(::fchmod(fd, 0040) == 0);  // the owner could neither read nor write it
+  CHECK(detail::give_file_to(fd, id).empty());
+  struct stat st{};
+  REQUIRE(::fstat(fd, &st) == 0);
+  CHECK(st.st_uid == nobody->pw_uid);
+  CHECK((st.st_mode & 0777) == 0640);
+  ::close(fd);
+  ::unlink(path);
+
+  int null = ::open("/dev/null", O_WRONLY | O_CLOEXEC);
+  REQUIRE(null >= 0);
+  struct stat before{}, after{};
+  REQUIRE(::fstat(null, &before) == 0);
+  CHECK(detail::give_file_to(null, id).empty());
+  REQUIRE(::fstat(null, &after) == 0);
+  CHECK(after.st_uid == before.st_uid);
+  ::close(null);
 }

@@ -266,11 +266,13 @@ inline worker_plan worker_plan_of(const options& opt, bool separate_processes) {
 /// Makes the master's open log file writable for the workers' user, as
 /// nginx does on reopen: owned by it, readable and writable by its owner.
 /// Returns what failed, or "".
+/// Anything but a regular file (a terminal, /dev/stderr) is left alone.
 inline std::string give_file_to(int fd, const worker_identity& id) {
-  if (::fchown(fd, id.uid, static_cast<gid_t>(-1)) != 0)
-    return fmt::format("chown to uid {}: {}", id.uid, std::strerror(errno));
   struct stat st{};
   if (::fstat(fd, &st) != 0) return fmt::format("fstat: {}", std::strerror(errno));
+  if (!S_ISREG(st.st_mode)) return {};
+  if (::fchown(fd, id.uid, static_cast<gid_t>(-1)) != 0)
+    return fmt::format("chown to uid {}: {}", id.uid, std::strerror(errno));
   if ((st.st_mode & (S_IRUSR | S_IWUSR)) != (S_IRUSR | S_IWUSR) &&
       ::fchmod(fd, st.st_mode | S_IRUSR | S_IWUSR) != 0)
     return fmt::format("chmod u+rw: {}", std::strerror(errno));

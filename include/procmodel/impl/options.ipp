@@ -239,9 +239,9 @@ command_line::command_line(options& opt) : opt_(opt) {
       [this](auto v) {
         opt_.worker_rlimit_core = parse_rlimit("--worker-rlimit-core", v, rlimit_unlimited - 1);
       });
-  add("--worker-cpu-affinity", "auto|LIST",
-      fmt::format("worker k runs on CPU k mod n of LIST (0,2,4-7) or, with auto, of the "
-                  "master's CPUs {}",
+  add("--worker-cpu-affinity", "CPUS",
+      fmt::format("worker k runs on the (k mod n)th of n CPUS: a list (0,2,4-7) or 'auto', "
+                  "the master's {}",
                   shown_default(opt.worker_cpu_affinity.automatic ? std::string("auto")
                                 : opt.worker_cpu_affinity.enabled()
                                     ? fmt::format("{} CPU(s)", opt.worker_cpu_affinity.cpus.size())
