@@ -68,7 +68,8 @@ std::string drop_problems(pid_t pid, const passwd& pw) {
   std::string out;
   auto expect = [&](const std::string& field, const std::string& want) {
     auto got = status_field(pid, field);
-    if (got != want) out += " " + field + " '" + got + "' (want '" + want + "')";
+    if (got != want)
+      out += " " + field + " '" + got + "' (want '" + want + "')";
   };
   expect("Uid", four(pw.pw_uid));
   expect("Gid", four(pw.pw_gid));
@@ -83,7 +84,8 @@ std::string drop_problems(const std::vector<pid_t>& workers, const passwd& pw) {
   std::string out;
   for (pid_t w : workers) {
     auto p = drop_problems(w, pw);
-    if (!p.empty()) out += p + "\n";
+    if (!p.empty())
+      out += p + "\n";
   }
   return out;
 }
@@ -92,7 +94,8 @@ std::string drop_problems(const std::vector<pid_t>& workers, const passwd& pw) {
 std::vector<pid_t> running_children(pid_t pid) {
   std::vector<pid_t> out;
   for (pid_t c : children_of(pid))
-    if (is_running(c)) out.push_back(c);
+    if (is_running(c))
+      out.push_back(c);
   return out;
 }
 
@@ -113,17 +116,20 @@ std::string limit_of(pid_t pid, const std::string& name) {
 std::string nice_of(pid_t pid) {
   auto stat = read_file("/proc/" + std::to_string(pid) + "/stat");
   auto close = stat.rfind(')');
-  if (close == std::string::npos) return "?";
+  if (close == std::string::npos)
+    return "?";
   std::istringstream fields(stat.substr(close + 2));  // from field 3
   std::string f;
-  for (int i = 3; i <= 19; ++i) fields >> f;
+  for (int i = 3; i <= 19; ++i)
+    fields >> f;
   return f;
 }
 
 // Whether some descriptor of `pid` is the file at `path` (by its name now).
 bool has_open(pid_t pid, const std::string& path) {
   for (const auto& f : open_fds(pid))
-    if (f.target == path) return true;
+    if (f.target == path)
+      return true;
   return false;
 }
 
@@ -131,7 +137,8 @@ bool has_open(pid_t pid, const std::string& path) {
 std::vector<pid_t> generation(const server& srv, std::uint64_t gen) {
   std::vector<pid_t> out;
   for (const auto& s : srv.started())
-    if (s.generation == gen) out.push_back(s.pid);
+    if (s.generation == gen)
+      out.push_back(s.pid);
   return out;
 }
 
@@ -162,7 +169,8 @@ server_config as_nobody(server& srv, unsigned workers) {
 PM_TEST_CASE("as root with --user nobody, workers drop to nobody across reopen, reload and upgrade",
              "[privileges]") {
   auto pw = nobody_if_root();
-  if (!pw) return;
+  if (!pw)
+    return;
   subreaper_scope reaper;  // the upgraded master outlives its parent: it comes to us
   server srv(http_server, "procmodel-privileges");
   PM_REQUIRE(srv, srv.start(as_nobody(srv, 2)));
@@ -177,7 +185,7 @@ PM_TEST_CASE("as root with --user nobody, workers drop to nobody across reopen, 
   CHECK(drop_problems(first, *pw).empty());
   CHECK(srv.log().find("workers run as user nobody (uid " + std::to_string(pw->pw_uid)) !=
         std::string::npos);
-  struct stat st{};
+  struct stat st {};
   REQUIRE(::stat(srv.log_path().c_str(), &st) == 0);
   CHECK(st.st_uid == pw->pw_uid);  // the workers open it by name, as nobody
 
@@ -189,7 +197,8 @@ PM_TEST_CASE("as root with --user nobody, workers drop to nobody across reopen, 
   CHECK(wait_for(
       [&] {
         for (pid_t w : first)
-          if (!has_open(w, srv.log_path())) return false;
+          if (!has_open(w, srv.log_path()))
+            return false;
         return has_open(master, srv.log_path());
       },
       10s));
@@ -203,11 +212,14 @@ PM_TEST_CASE("as root with --user nobody, workers drop to nobody across reopen, 
   CHECK(wait_for(
       [&] {
         auto g2 = generation(srv, 2);
-        if (g2.size() != 2) return false;
+        if (g2.size() != 2)
+          return false;
         for (pid_t w : g2)
-          if (!srv.is_ready(w)) return false;
+          if (!srv.is_ready(w))
+            return false;
         for (pid_t w : first)
-          if (is_running(w)) return false;
+          if (is_running(w))
+            return false;
         return true;
       },
       15s));
@@ -248,13 +260,15 @@ PM_TEST_CASE("as root with --user nobody, workers drop to nobody across reopen, 
   REQUIRE(next_end);
   CHECK(exit_code_of(*next_end) == 0);
   guard.pid = 0;
-  for (pid_t w : third) CHECK_FALSE(is_alive(w));
+  for (pid_t w : third)
+    CHECK_FALSE(is_alive(w));
 }
 
 PM_TEST_CASE("a worker that cannot enter its directory as nobody exits 1, saying why",
              "[privileges]") {
   auto pw = nobody_if_root();
-  if (!pw) return;
+  if (!pw)
+    return;
   server srv(http_server, "procmodel-privileges");
   // A directory only root may enter: the master sees it, nobody cannot chdir.
   const std::string locked = srv.dir().file("locked");
@@ -268,10 +282,12 @@ PM_TEST_CASE("a worker that cannot enter its directory as nobody exits 1, saying
   expect_log_line(why);
   expect_log_pattern(R"(worker \d+ \(slot 0, generation 1\) exited with code 1)");
   PM_CHECK(srv, wait_for([&] { return srv.log().find(why) != std::string::npos; }, 10s));
-  PM_CHECK(srv, wait_for([&] {
-                  return srv.log().find("(slot 0, generation 1) exited with code 1") !=
-                         std::string::npos;
-                }, 10s));
+  PM_CHECK(srv, wait_for(
+                    [&] {
+                      return srv.log().find("(slot 0, generation 1) exited with code 1") !=
+                             std::string::npos;
+                    },
+                    10s));
   CHECK(http_get(srv.port(), 200ms) == std::nullopt);  // nothing serves as root instead
 }
 
@@ -284,14 +300,18 @@ PM_TEST_CASE("mistakes in the privilege and per-worker options stop the start be
   };
   const std::vector<row> rows = {
       {{"--user", "no-such-user-procmodel"}, 1, "--user no-such-user-procmodel: no such user"},
-      {{"--user", "root", "--group", "no-such-group-procmodel"}, 1,
+      {{"--user", "root", "--group", "no-such-group-procmodel"},
+       1,
        "--group no-such-group-procmodel: no such group"},
       {{"--group", "root"}, 1, "--group root: needs --user"},
-      {{"--user", "root", "--single-process"}, 1,
+      {{"--user", "root", "--single-process"},
+       1,
        "--user root: the workers are threads of the master (--single-process)"},
-      {{"--worker-directory", "/nonexistent/procmodel"}, 1,
+      {{"--worker-directory", "/nonexistent/procmodel"},
+       1,
        "--worker-directory /nonexistent/procmodel: No such file or directory"},
-      {{"--worker-cpu-affinity", "1023"}, 1,
+      {{"--worker-cpu-affinity", "1023"},
+       1,
        "--worker-cpu-affinity: CPU 1023 is not one this master may run on"},
       {{"--worker-rlimit-nofile", "1073741824"}, 1, "--worker-rlimit-nofile 1073741824: above"},
       {{"--worker-priority", "20"}, 2, "--worker-priority: expected a whole number from -20 to 19"},
@@ -325,10 +345,12 @@ PM_TEST_CASE("per-worker rlimits, CPU, priority and directory, read back from /p
   REQUIRE(::sched_getaffinity(0, sizeof set, &set) == 0);
   std::vector<unsigned> cpus;
   for (unsigned c = 0; c < CPU_SETSIZE; ++c)
-    if (CPU_ISSET(c, &set)) cpus.push_back(c);
+    if (CPU_ISSET(c, &set))
+      cpus.push_back(c);
   std::vector<unsigned> reversed(cpus.rbegin(), cpus.rend());
   std::string list;
-  for (unsigned c : reversed) list += (list.empty() ? "" : ",") + std::to_string(c);
+  for (unsigned c : reversed)
+    list += (list.empty() ? "" : ",") + std::to_string(c);
   rlimit hard{};
   REQUIRE(::getrlimit(RLIMIT_NOFILE, &hard) == 0);
   // Below the hard limit: any master may lower it, root or not.
@@ -339,9 +361,9 @@ PM_TEST_CASE("per-worker rlimits, CPU, priority and directory, read back from /p
     const std::vector<unsigned>& order = affinity == "auto" ? cpus : reversed;
     server srv(http_server, "procmodel-worker-settings");
     const std::string dir = srv.dir().path();
-    auto c = http_config(3, {"--worker-rlimit-nofile", std::to_string(nofile), "--worker-rlimit-core",
-                             "0", "--worker-cpu-affinity", affinity, "--worker-priority", "7",
-                             "--worker-directory", dir});
+    auto c = http_config(3, {"--worker-rlimit-nofile", std::to_string(nofile),
+                             "--worker-rlimit-core", "0", "--worker-cpu-affinity", affinity,
+                             "--worker-priority", "7", "--worker-directory", dir});
     PM_REQUIRE(srv, srv.start(c));
     auto check_worker = [&](unsigned slot, pid_t w) {
       INFO("worker " << w << " in slot " << slot);
@@ -353,7 +375,8 @@ PM_TEST_CASE("per-worker rlimits, CPU, priority and directory, read back from /p
     };
     auto slots = srv.slot_pids();
     PM_REQUIRE(srv, slots.size() == 3);
-    for (auto [slot, w] : slots) check_worker(slot, w);
+    for (auto [slot, w] : slots)
+      check_worker(slot, w);
     // The master is left as it was.
     const pid_t m = srv.master_pid();
     for (const char* limit : {"Max open files", "Max core file size"})
@@ -372,7 +395,8 @@ PM_TEST_CASE("per-worker rlimits, CPU, priority and directory, read back from /p
                                });
                       },
                       15s));
-    for (auto [slot, w] : srv.slot_pids()) check_worker(slot, w);
+    for (auto [slot, w] : srv.slot_pids())
+      check_worker(slot, w);
     CHECK(http_get(srv.port()));
   }
 }

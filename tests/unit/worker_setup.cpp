@@ -66,14 +66,16 @@ TEST_CASE("worker_plan_of: no settings, nothing to apply", "[worker-setup]") {
 
 TEST_CASE("resolve_identity: a user's ids and groups, as initgroups", "[worker-setup]") {
   const passwd* nobody = ::getpwnam("nobody");
-  if (!nobody) SKIP("no user 'nobody' here");
+  if (!nobody)
+    SKIP("no user 'nobody' here");
   uid_t uid = nobody->pw_uid;
   gid_t gid = nobody->pw_gid;
   auto id = detail::resolve_identity("nobody", "");
   CHECK(id.user == "nobody");
   CHECK(id.uid == uid);
   CHECK(id.gid == gid);
-  for (gid_t g : id.groups) CHECK(g != gid);  // the primary group is the gid, not a supplement
+  for (gid_t g : id.groups)
+    CHECK(g != gid);  // the primary group is the gid, not a supplement
 
   auto root = detail::resolve_identity("root", "");
   CHECK(root.uid == 0);
@@ -95,8 +97,7 @@ TEST_CASE("resolve_identity: a user's ids and groups, as initgroups", "[worker-s
   CHECK(detail::describe(numeric) == "uid 123456, gid 654321, no supplementary groups");
 }
 
-TEST_CASE("worker_plan_of refuses what no worker could do, naming the option",
-          "[worker-setup]") {
+TEST_CASE("worker_plan_of refuses what no worker could do, naming the option", "[worker-setup]") {
   struct row {
     const char* what;
     options opt;
@@ -161,9 +162,11 @@ TEST_CASE("worker_plan_of: auto affinity is every CPU the master may use, a list
 
 TEST_CASE("worker_plan_of: a master that is not root may not switch users or raise limits",
           "[worker-setup]") {
-  if (!can_switch_users()) SKIP("needs root to become another user first");
+  if (!can_switch_users())
+    SKIP("needs root to become another user first");
   const passwd* nobody = ::getpwnam("nobody");
-  if (!nobody) SKIP("no user 'nobody' here");
+  if (!nobody)
+    SKIP("no user 'nobody' here");
   uid_t uid = nobody->pw_uid;
   gid_t gid = nobody->pw_gid;
   // Each check in a child that first becomes nobody: 0 when refused as expected.
@@ -171,8 +174,11 @@ TEST_CASE("worker_plan_of: a master that is not root may not switch users or rai
           detail::drop_privileges({"nobody", uid, gid, {}});
           options opt;
           opt.user = "root";
-          return refusal(opt).find("--user root: switching users needs a master started as "
-                                   "root") != std::string::npos ? 0 : 1;
+          return refusal(opt).find(
+                     "--user root: switching users needs a master started as "
+                     "root") != std::string::npos
+                     ? 0
+                     : 1;
         }) == 0);
   CHECK(in_child([&] {
           detail::drop_privileges({"nobody", uid, gid, {}});
@@ -185,11 +191,13 @@ TEST_CASE("worker_plan_of: a master that is not root may not switch users or rai
           detail::drop_privileges({"nobody", uid, gid, {}});
           rlimit l{};
           ::getrlimit(RLIMIT_NOFILE, &l);
-          if (l.rlim_max == RLIM_INFINITY) return 0;
+          if (l.rlim_max == RLIM_INFINITY)
+            return 0;
           options opt;
           opt.worker_rlimit_nofile = l.rlim_max + 1;
-          return refusal(opt).find("which only a master with CAP_SYS_RESOURCE") !=
-                         std::string::npos ? 0 : 1;
+          return refusal(opt).find("which only a master with CAP_SYS_RESOURCE") != std::string::npos
+                     ? 0
+                     : 1;
         }) == 0);
   CHECK(in_child([&] {
           detail::drop_privileges({"nobody", uid, gid, {}});
@@ -201,7 +209,8 @@ TEST_CASE("worker_plan_of: a master that is not root may not switch users or rai
 
 TEST_CASE("apply_worker_plan: limits, CPU, priority, then the drop, after which setuid(0) fails",
           "[worker-setup]") {
-  if (!can_switch_users()) SKIP("needs root");
+  if (!can_switch_users())
+    SKIP("needs root");
   options opt;
   opt.user = "nobody";
   opt.worker_rlimit_nofile = 1234;
@@ -218,20 +227,28 @@ TEST_CASE("apply_worker_plan: limits, CPU, priority, then the drop, after which 
     const auto& id = *plan.identity;
     uid_t r = 0, e = 0, s = 0;
     ::getresuid(&r, &e, &s);
-    if (r != id.uid || e != id.uid || s != id.uid) return 1;
+    if (r != id.uid || e != id.uid || s != id.uid)
+      return 1;
     gid_t rg = 0, eg = 0, sg = 0;
     ::getresgid(&rg, &eg, &sg);
-    if (rg != id.gid || eg != id.gid || sg != id.gid) return 2;
-    if (::getgroups(0, nullptr) != static_cast<int>(id.groups.size())) return 3;
-    if (::setuid(0) == 0 || errno != EPERM) return 4;
+    if (rg != id.gid || eg != id.gid || sg != id.gid)
+      return 2;
+    if (::getgroups(0, nullptr) != static_cast<int>(id.groups.size()))
+      return 3;
+    if (::setuid(0) == 0 || errno != EPERM)
+      return 4;
     rlimit l{};
     ::getrlimit(RLIMIT_NOFILE, &l);
-    if (l.rlim_cur != 1234 || l.rlim_max != 1234) return 5;
+    if (l.rlim_cur != 1234 || l.rlim_max != 1234)
+      return 5;
     errno = 0;
-    if (::getpriority(PRIO_PROCESS, 0) != 7) return 6;
-    if (detail::allowed_cpus() != std::vector<unsigned>{cpus[1 % cpus.size()]}) return 7;
+    if (::getpriority(PRIO_PROCESS, 0) != 7)
+      return 6;
+    if (detail::allowed_cpus() != std::vector<unsigned>{cpus[1 % cpus.size()]})
+      return 7;
     char cwd[64];
-    if (!::getcwd(cwd, sizeof cwd) || std::string(cwd) != "/") return 8;
+    if (!::getcwd(cwd, sizeof cwd) || std::string(cwd) != "/")
+      return 8;
     return 0;
   });
   CHECK(code == 0);
@@ -245,12 +262,14 @@ TEST_CASE("enter_worker: a setting that fails is logged and the worker does not 
   int fd = ::mkstemp(path);
   REQUIRE(fd >= 0);
   ::close(fd);
-  CHECK(in_child([&] { return detail::enter_worker(plan, 3, path, log_level::info) ? 0 : 1; }) == 1);
+  CHECK(in_child([&] { return detail::enter_worker(plan, 3, path, log_level::info) ? 0 : 1; }) ==
+        1);
   std::FILE* f = std::fopen(path, "r");
   REQUIRE(f);
   char line[512] = {};
   std::string text;
-  while (std::fgets(line, sizeof line, f)) text += line;
+  while (std::fgets(line, sizeof line, f))
+    text += line;
   std::fclose(f);
   ::unlink(path);
   CHECK_THAT(text, Catch::Contains("[error]") &&
@@ -261,16 +280,18 @@ TEST_CASE("enter_worker: a setting that fails is logged and the worker does not 
 
 TEST_CASE("give_file_to: the log file becomes the workers' user's, a device stays as it is",
           "[worker-setup]") {
-  if (!can_switch_users()) SKIP("needs root");
+  if (!can_switch_users())
+    SKIP("needs root");
   const passwd* nobody = ::getpwnam("nobody");
-  if (!nobody) SKIP("no user 'nobody' here");
+  if (!nobody)
+    SKIP("no user 'nobody' here");
   detail::worker_identity id{"nobody", nobody->pw_uid, nobody->pw_gid, {}};
   char path[] = "/tmp/procmodel-give-XXXXXX";
   int fd = ::mkstemp(path);
   REQUIRE(fd >= 0);
   REQUIRE(::fchmod(fd, 0040) == 0);  // the owner could neither read nor write it
   CHECK(detail::give_file_to(fd, id).empty());
-  struct stat st{};
+  struct stat st {};
   REQUIRE(::fstat(fd, &st) == 0);
   CHECK(st.st_uid == nobody->pw_uid);
   CHECK((st.st_mode & 0777) == 0640);
@@ -279,7 +300,8 @@ TEST_CASE("give_file_to: the log file becomes the workers' user's, a device stay
 
   int null = ::open("/dev/null", O_WRONLY | O_CLOEXEC);
   REQUIRE(null >= 0);
-  struct stat before{}, after{};
+  struct stat before {
+  }, after{};
   REQUIRE(::fstat(null, &before) == 0);
   CHECK(detail::give_file_to(null, id).empty());
   REQUIRE(::fstat(null, &after) == 0);
