@@ -4,6 +4,7 @@
 
 #include <cerrno>
 #include <cstdlib>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -55,6 +56,20 @@ int in_child(Body&& body) {
 
 bool can_switch_users() {
   return detail::has_capability(CAP_SETUID) && detail::has_capability(CAP_SETGID);
+}
+
+// nobody, when this test may become nobody (it runs as root); else why not.
+std::optional<detail::worker_identity> nobody_if_root() {
+  if (!can_switch_users()) {
+    WARN("SKIP: needs root to become another user");
+    return std::nullopt;
+  }
+  const passwd* nobody = ::getpwnam("nobody");
+  if (!nobody) {
+    WARN("SKIP: no user 'nobody' here");
+    return std::nullopt;
+  }
+  return detail::worker_identity{"nobody", nobody->pw_uid, nobody->pw_gid, {}};
 }
 
 }  // namespace
@@ -162,49 +177,35 @@ TEST_CASE("worker_plan_of: auto affinity is every CPU the master may use, a list
 
 TEST_CASE("worker_plan_of: a master that is not root may not switch users or raise limits",
           "[worker-setup]") {
-  if (!can_switch_users())
-    SKIP("needs root to become another user first");
-  const passwd* nobody = ::getpwnam("nobody");
+  auto nobody = nobody_if_root();
   if (!nobody)
-    SKIP("no user 'nobody' here");
-  uid_t uid = nobody->pw_uid;
-  gid_t gid = nobody->pw_gid;
-  // Each check in a child that first becomes nobody: 0 when refused as expected.
-  CHECK(in_child([&] {
-          detail::drop_privileges({"nobody", uid, gid, {}});
-          options opt;
-          opt.user = "root";
-          return refusal(opt).find(
-                     "--user root: switching users needs a master started as "
-                     "root") != std::string::npos
-                     ? 0
-                     : 1;
-        }) == 0);
-  CHECK(in_child([&] {
-          detail::drop_privileges({"nobody", uid, gid, {}});
-          options opt;
-          opt.user = "nobody";  // the workers already are nobody: nothing to drop
-          auto plan = worker_plan_of(opt, true);
-          return plan.identity ? 1 : 0;
-        }) == 0);
-  CHECK(in_child([&] {
-          detail::drop_privileges({"nobody", uid, gid, {}});
-          rlimit l{};
-          ::getrlimit(RLIMIT_NOFILE, &l);
-          if (l.rlim_max == RLIM_INFINITY)
-            return 0;
-          options opt;
-          opt.worker_rlimit_nofile = l.rlim_max + 1;
-          return refusal(opt).find("which only a master with CAP_SYS_RESOURCE") != std::string::npos
-                     ? 0
-                     : 1;
-        }) == 0);
-  CHECK(in_child([&] {
-          detail::drop_privileges({"nobody", uid, gid, {}});
-          options opt;
-          opt.worker_priority = -20;
-          return refusal(opt).find("--worker-priority -20: below") != std::string::npos ? 0 : 1;
-        }) == 0);
+    return;
+  // Each check in a child that first becomes nobody: whether worker_plan_of
+  // refuses `opt` there with `needle` ("" for: accepts, with nothing to drop).
+  auto as_nobody = [&](const options& opt, const std::string& needle) {
+    return in_child([&] {
+             detail::drop_privileges(*nobody);
+             if (needle.empty())
+               return worker_plan_of(opt, true).identity ? 1 : 0;
+             return refusal(opt).find(needle) != std::string::npos ? 0 : 1;
+           }) == 0;
+  };
+  options root;
+  root.user = "root";
+  CHECK(as_nobody(root, "--user root: switching users needs a master started as root"));
+  options same;
+  same.user = "nobody";  // the workers already are nobody: nothing to drop
+  CHECK(as_nobody(same, ""));
+  rlimit l{};
+  REQUIRE(::getrlimit(RLIMIT_NOFILE, &l) == 0);
+  if (l.rlim_max != RLIM_INFINITY) {
+    options files;
+    files.worker_rlimit_nofile = l.rlim_max + 1;
+    CHECK(as_nobody(files, "which only a master with CAP_SYS_RESOURCE"));
+  }
+  options first;
+  first.worker_priority = -20;
+  CHECK(as_nobody(first, "--worker-priority -20: below"));
 }
 
 TEST_CASE("apply_worker_plan: limits, CPU, priority, then the drop, after which setuid(0) fails",
@@ -280,12 +281,10 @@ TEST_CASE("enter_worker: a setting that fails is logged and the worker does not 
 
 TEST_CASE("give_file_to: the log file becomes the workers' user's, a device stays as it is",
           "[worker-setup]") {
-  if (!can_switch_users())
-    SKIP("needs root");
-  const passwd* nobody = ::getpwnam("nobody");
+  auto nobody = nobody_if_root();
   if (!nobody)
-    SKIP("no user 'nobody' here");
-  detail::worker_identity id{"nobody", nobody->pw_uid, nobody->pw_gid, {}};
+    return;
+  const detail::worker_identity& id = *nobody;
   char path[] = "/tmp/procmodel-give-XXXXXX";
   int fd = ::mkstemp(path);
   REQUIRE(fd >= 0);
@@ -293,7 +292,7 @@ TEST_CASE("give_file_to: the log file becomes the workers' user's, a device stay
   CHECK(detail::give_file_to(fd, id).empty());
   struct stat st {};
   REQUIRE(::fstat(fd, &st) == 0);
-  CHECK(st.st_uid == nobody->pw_uid);
+  CHECK(st.st_uid == id.uid);
   CHECK((st.st_mode & 0777) == 0640);
   ::close(fd);
   ::unlink(path);
