@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <charconv>
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <functional>
 #include <optional>
@@ -26,6 +27,18 @@
 #include "signals.hpp"
 
 namespace procmodel {
+
+/// A resource limit without a bound (RLIM_INFINITY on Linux).
+inline constexpr std::uint64_t rlimit_unlimited = ~std::uint64_t{0};
+
+/// Which CPU each worker runs on: the worker of slot k on the (k mod n)th of
+/// `cpus`, or with `automatic` of the n CPUs the master may run on at start.
+struct cpu_affinity {
+  bool automatic = false;
+  std::vector<unsigned> cpus;
+  [[nodiscard]] bool enabled() const noexcept { return automatic || !cpus.empty(); }
+  friend bool operator==(const cpu_affinity&, const cpu_affinity&) = default;
+};
 
 /// Everything a supervisor is configured with.
 struct options {
@@ -102,11 +115,41 @@ struct options {
   milliseconds upgrade_timeout{30'000};
   /// The program name used in messages; argv[0]'s last component by default.
   std::string program_name = "procmodel";
+
+  // --- Privileges and per-worker settings (nginx's user, worker_rlimit_nofile,
+  // worker_rlimit_core, worker_cpu_affinity, worker_priority, working_directory).
+  // Each worker process applies them to itself before its Worker runs; the
+  // master checks them at start and on reload. Not applied with single_process.
+
+  /// Workers run as this user (a name or a number), the master keeps root;
+  /// empty: as the master. Needs a master started as root.
+  std::string user;
+  /// The workers' group (a name or a number); empty: the user's primary group.
+  std::string group;
+  /// RLIMIT_NOFILE (soft and hard) of each worker; unset: the master's.
+  std::optional<std::uint64_t> worker_rlimit_nofile;
+  /// RLIMIT_CORE (soft and hard, bytes; rlimit_unlimited) of each worker; unset: the master's.
+  std::optional<std::uint64_t> worker_rlimit_core;
+  /// The CPU each worker runs on; off: the master's CPUs.
+  cpu_affinity worker_cpu_affinity;
+  /// Nice value of each worker, -20 (first) to 19 (last); unset: the master's.
+  std::optional<int> worker_priority;
+  /// Each worker's working directory, an absolute path; empty: the master's.
+  std::string worker_directory;
 };
 
 /// Parses a whole decimal number in [lo, hi]; throws std::invalid_argument.
 PROCMODEL_DECL long long parse_number(std::string_view what, std::string_view text, long long lo,
                                       long long hi);
+
+/// Parses a resource limit: a whole number of at most `hi`, or "unlimited"
+/// (rlimit_unlimited); throws std::invalid_argument.
+PROCMODEL_DECL std::uint64_t parse_rlimit(std::string_view what, std::string_view text,
+                                          std::uint64_t hi);
+
+/// Parses "auto" or a CPU list such as "0,2,4-7" (in that order, repeats
+/// allowed); throws std::invalid_argument.
+PROCMODEL_DECL cpu_affinity parse_cpu_affinity(std::string_view what, std::string_view text);
 
 /// The command a signal carries for `-s NAME` (stop, quit, reload, reopen,
 /// upgrade, drain-workers, add-worker, remove-worker); none for another name.

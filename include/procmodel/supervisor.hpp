@@ -36,6 +36,7 @@
 #include "detail/daemon.hpp"
 #include "detail/run_worker.hpp"
 #include "detail/signal_fd.hpp"
+#include "detail/worker_setup.hpp"
 #include "lifecycle.hpp"
 #include "listeners.hpp"
 #include "log.hpp"
@@ -219,6 +220,8 @@ class basic_supervisor {
   void start() {
     if (opt_.workers == 0) throw std::invalid_argument("workers must be at least 1");
     make_spawner();
+    worker_plan_ = plan_workers(opt_);  // before anything serves: an unknown user stops the start
+    give_log_to_workers();
     if (!opt_.pid_file.empty() && pid_file::names_live_master(opt_.pid_file, ::getpid()))
       throw std::runtime_error(fmt::format(
           "another master is running (pid {} in {}); stop it or use another pid file",
@@ -271,6 +274,29 @@ class basic_supervisor {
     if (opt_.single_process && spawner_->separate_processes())
       throw std::invalid_argument(
           "--single-process: this program's spawner always starts worker processes");
+  }
+
+  // Resolves the user and checks the per-worker settings of `opt`; throws
+  // what is wrong.
+  detail::worker_plan plan_workers(const options& opt) {
+    detail::worker_plan plan = detail::worker_plan_of(opt, spawner_->separate_processes());
+    if (!spawner_->separate_processes() &&
+        (opt.worker_rlimit_nofile || opt.worker_rlimit_core || opt.worker_cpu_affinity.enabled() ||
+         opt.worker_priority || !opt.worker_directory.empty()))
+      log_.warn("the workers are threads of the master: worker rlimits, CPU affinity, priority "
+                "and directory are not applied");
+    if (plan.identity)
+      log_.notice("workers run as user {} ({})", plan.identity->user, detail::describe(*plan.identity));
+    return plan;
+  }
+
+  // Workers open the log file by its path as their user (at start and on
+  // reopen), so the master's own is theirs.
+  void give_log_to_workers() {
+    if (!worker_plan_.identity || log_.path().empty()) return;
+    if (auto why = detail::give_file_to(log_.fd(), *worker_plan_.identity); !why.empty())
+      log_.warn("log file {}: {}; workers running as {} may not write it", log_.path(), why,
+                worker_plan_.identity->user);
   }
 
   void on_signal(int signo) {
@@ -818,8 +844,10 @@ class basic_supervisor {
     if (opt_.max_requests != 0)
       setup.report_every = std::max<std::uint64_t>(1, opt_.max_requests / 50);
     int worker_fd = worker_end.fd();
-    req.body = [worker = worker_, worker_fd, setup](bool own_process,
-                                                    const spawn_request::attach_fn& attach) {
+    req.body = [worker = worker_, worker_fd, setup, plan = worker_plan_](
+                   bool own_process, const spawn_request::attach_fn& attach) {
+      if (own_process && !detail::enter_worker(plan, setup.slot, setup.log_file, setup.level))
+        return 1;
       return detail::run_worker<Signals>(worker, channel(detail::unique_fd(worker_fd)), setup,
                                          own_process, attach);
     };
@@ -873,7 +901,10 @@ class basic_supervisor {
     }
   }
 
-  void perform(const actions::reopen_logs&) { log_.reopen(); }
+  void perform(const actions::reopen_logs&) {
+    log_.reopen();
+    give_log_to_workers();
+  }
 
   void perform(const actions::log& a) { log_.write_line(a.level, a.text); }
 
@@ -898,6 +929,7 @@ class basic_supervisor {
     options next_opt = opt_;
     try {
       load_next(next, next_opt);
+      detail::worker_plan_of(next_opt, !next_opt.single_process);  // an unknown user, ...
     } catch (const std::exception& e) {
       std::fprintf(stderr, "%s: configuration refused: %s\n", opt_.program_name.c_str(), e.what());
       return 1;
@@ -918,7 +950,10 @@ class basic_supervisor {
       next_opt.listen = opt_.listen;
       next_opt.reuseport = opt_.reuseport;
       next_opt.single_process = opt_.single_process;  // the spawner is built at start
+      detail::worker_plan plan = plan_workers(next_opt);
       if (next_opt.log_file != opt_.log_file) log_.open(next_opt.log_file);
+      worker_plan_ = std::move(plan);
+      give_log_to_workers();
       log_.set_level(next_opt.level);
       worker_ = std::move(next);
       opt_ = std::move(next_opt);
@@ -942,6 +977,7 @@ class basic_supervisor {
   logger log_;
   Loop loop_;
   std::optional<Spawner> spawner_;  // built at start, from the options
+  detail::worker_plan worker_plan_;   // what each forked worker applies to itself
   std::optional<Lifecycle> lifecycle_;
   listener_set listeners_;
   detail::daemonizer daemon_;

@@ -535,21 +535,6 @@ bool master_running(const server& srv, pid_t pid) {
       10s);
 }
 
-// The wait status of `pid` once it exits as a child of ours (we are child
-// subreaper, so orphans come here); nothing if it has not within `timeout`.
-std::optional<int> reap_within(pid_t pid, milliseconds timeout) {
-  std::optional<int> out;
-  wait_for(
-      [&] {
-        int ws = 0;
-        if (::waitpid(pid, &ws, WNOHANG) != pid) return false;
-        out = ws;
-        return true;
-      },
-      timeout, 5ms);
-  return out;
-}
-
 // Every process of session `sid`, from /proc.
 std::vector<pid_t> session_members(pid_t sid) {
   std::vector<pid_t> out;

@@ -976,6 +976,21 @@ class subreaper_scope {
   }
 };
 
+/// The wait status of `pid` once it exits as a child of ours (with a
+/// subreaper_scope, orphans come here); nothing if it has not within `timeout`.
+inline std::optional<int> reap_within(pid_t pid, milliseconds timeout) {
+  std::optional<int> out;
+  wait_for(
+      [&] {
+        int ws = 0;
+        if (::waitpid(pid, &ws, WNOHANG) != pid) return false;
+        out = ws;
+        return true;
+      },
+      timeout, 5ms);
+  return out;
+}
+
 /// Whether the programs under test run with a sanitizer runtime (the asan
 /// and tsan test presets set these variables for every test).
 inline bool sanitized() {

@@ -15,14 +15,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#ifndef SKIP  // Catch2 v2 has no SKIP
-#define SKIP(msg)  \
-  do {             \
-    WARN(msg);     \
-    return;        \
-  } while (false)
-#endif
-
 using namespace procmodel;
 
 namespace {

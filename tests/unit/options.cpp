@@ -292,6 +292,26 @@ TEST_CASE("command_line: usage errors return 2 and name the flag", "[options]") 
       {{"--log-level", "loud"}, "--log-level: unknown level 'loud'"},
       {{"-s", "restart"}, "-s: unknown command 'restart'"},
       {{"--daemon=yes"}, "--daemon takes no value"},
+      // privileges and per-worker settings
+      {{"--user", ""}, "--user: expected a user name or number"},
+      {{"--user"}, "--user needs a value"},
+      {{"--group", ""}, "--group: expected a group name or number"},
+      {{"--worker-rlimit-nofile", "0"}, "--worker-rlimit-nofile: expected a whole number from 1 to"},
+      {{"--worker-rlimit-nofile", "unlimited"}, "--worker-rlimit-nofile: expected a whole number"},
+      {{"--worker-rlimit-nofile", "2000000000"}, "got '2000000000'"},
+      {{"--worker-rlimit-core", "-1"}, "--worker-rlimit-core: expected a whole number from 0 to"},
+      {{"--worker-rlimit-core", "lots"}, "or 'unlimited', got 'lots'"},
+      {{"--worker-rlimit-core", "18446744073709551616"}, "--worker-rlimit-core: expected"},
+      {{"--worker-cpu-affinity", ""}, "--worker-cpu-affinity: expected 'auto' or a CPU list"},
+      {{"--worker-cpu-affinity", "0,,1"}, "got '0,,1'"},
+      {{"--worker-cpu-affinity", "1024"}, "CPUs are numbered 0 to 1023"},
+      {{"--worker-cpu-affinity", "3-1"}, "3-1 ends before it starts"},
+      {{"--worker-cpu-affinity", "0x1"}, "--worker-cpu-affinity: expected 'auto'"},
+      {{"--worker-cpu-affinity", "Auto"}, "--worker-cpu-affinity: expected 'auto'"},
+      {{"--worker-priority", "20"}, "--worker-priority: expected a whole number from -20 to 19"},
+      {{"--worker-priority", "-21"}, "got '-21'"},
+      {{"--worker-directory", "srv"}, "--worker-directory: expected an absolute path, got 'srv'"},
+      {{"--worker-directory", ""}, "--worker-directory: expected an absolute path"},
   }));
   options opt;
   std::vector<const char*> argv{"demo"};
@@ -507,4 +527,64 @@ TEST_CASE("command_line: the watchdog and recycling flags", "[options][watchdog]
   options off;
   REQUIRE_FALSE(parse(off, {"--heartbeat-timeout", "0"}).code);
   CHECK(off.heartbeat_timeout == 0ms);
+}
+
+// --- Privileges and per-worker settings ---
+
+TEST_CASE("command_line: the privilege and per-worker flags", "[options][worker-settings]") {
+  options opt;
+  auto p = parse(opt, {"--user", "nobody", "--group", "nogroup", "--worker-rlimit-nofile", "65536",
+                       "--worker-rlimit-core", "unlimited", "--worker-cpu-affinity", "3,0-1",
+                       "--worker-priority", "-5", "--worker-directory", "/srv/app"});
+  INFO(p.err);
+  REQUIRE_FALSE(p.code);
+  CHECK(opt.user == "nobody");
+  CHECK(opt.group == "nogroup");
+  CHECK(opt.worker_rlimit_nofile == 65536u);
+  CHECK(opt.worker_rlimit_core == rlimit_unlimited);
+  CHECK_FALSE(opt.worker_cpu_affinity.automatic);
+  CHECK(opt.worker_cpu_affinity.cpus == std::vector<unsigned>{3, 0, 1});
+  CHECK(opt.worker_priority == -5);
+  CHECK(opt.worker_directory == "/srv/app");
+
+  options bytes;
+  REQUIRE_FALSE(parse(bytes, {"--worker-rlimit-core=1048576", "--worker-cpu-affinity=auto"}).code);
+  CHECK(bytes.worker_rlimit_core == 1048576u);
+  CHECK(bytes.worker_cpu_affinity.automatic);
+  CHECK(bytes.worker_cpu_affinity.enabled());
+
+  options none;
+  REQUIRE_FALSE(parse(none, {}).code);
+  CHECK(none.user.empty());
+  CHECK_FALSE(none.worker_rlimit_nofile);
+  CHECK_FALSE(none.worker_rlimit_core);
+  CHECK_FALSE(none.worker_cpu_affinity.enabled());
+  CHECK_FALSE(none.worker_priority);
+  CHECK(none.worker_directory.empty());
+}
+
+TEST_CASE("command_line: --help shows the privilege and per-worker defaults",
+          "[options][worker-settings]") {
+  options opt;
+  opt.user = "www-data";
+  opt.worker_rlimit_nofile = 8192;
+  opt.worker_rlimit_core = rlimit_unlimited;
+  opt.worker_cpu_affinity.automatic = true;
+  opt.worker_priority = -5;
+  opt.worker_directory = "/srv";
+  auto p = parse(opt, {"--help"});
+  INFO(p.out);
+  CHECK(help_line(p.out, "--user NAME").ends_with("(default: www-data)"));
+  CHECK(help_line(p.out, "--group NAME").ends_with("(default: the user's primary group)"));
+  CHECK(help_line(p.out, "--worker-rlimit-nofile N").ends_with("(default: 8192)"));
+  CHECK(help_line(p.out, "--worker-rlimit-core BYTES").ends_with("(default: unlimited)"));
+  CHECK(help_line(p.out, "--worker-cpu-affinity CPUS").ends_with("(default: auto)"));
+  CHECK(help_line(p.out, "--worker-priority N").ends_with("(default: -5)"));
+  CHECK(help_line(p.out, "--worker-directory DIR").ends_with("(default: /srv)"));
+
+  options bare;
+  auto b = parse(bare, {"--help"});
+  CHECK(help_line(b.out, "--user NAME").ends_with("(default: the master's)"));
+  CHECK(help_line(b.out, "--worker-rlimit-nofile N").ends_with("(default: the master's)"));
+  CHECK(help_line(b.out, "--worker-cpu-affinity CPUS").ends_with("(default: off)"));
 }

@@ -319,3 +319,30 @@ TEST_CASE("supervisor with fakes: 40 failed spawns in a row back off to the cap,
     loop.raise(SIGCHLD);
   });
 }
+
+TEST_CASE("supervisor with fakes: a reload whose user the workers cannot take is refused",
+          "[supervisor][fakes][worker-settings]") {
+  // The fake spawner's workers share the master's process: no user of their own.
+  fake_supervisor sup(two_workers());
+  sup.on_reload([](idle_worker&, options& next) { next.user = "nobody"; });
+  int code = run(sup, [&](fake_loop& loop, fake_spawner& sp) {
+    loop.raise(SIGHUP);
+    CHECK(sp.spawn_count() == 2);  // no new generation
+    CHECK(sup.opts().user.empty());
+    CHECK(sup.lifecycle().current_phase() == phase::running);
+    loop.raise(SIGTERM);
+    sp.exit_all(killed_by(SIGTERM));
+    loop.raise(SIGCHLD);
+    CHECK(loop.stopped());
+  });
+  CHECK(code == 0);
+
+  // At start, the same is an error before anything is spawned.
+  auto o = two_workers();
+  o.user = "nobody";
+  fake_supervisor refused(o);
+  bool ran = false;
+  refused.loop().on_run([&](fake_loop&) { ran = true; });
+  CHECK(refused.run() == 1);
+  CHECK_FALSE(ran);
+}

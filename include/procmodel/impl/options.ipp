@@ -27,6 +27,49 @@ long long parse_number(std::string_view what, std::string_view text, long long l
   return value;
 }
 
+std::uint64_t parse_rlimit(std::string_view what, std::string_view text, std::uint64_t hi) {
+  if (text == "unlimited") return rlimit_unlimited;
+  std::uint64_t value = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc{} || end != text.data() + text.size() || value > hi)
+    throw std::invalid_argument(fmt::format(
+        "{}: expected a whole number from 0 to {} or 'unlimited', got '{}'", what, hi, text));
+  return value;
+}
+
+cpu_affinity parse_cpu_affinity(std::string_view what, std::string_view text) {
+  cpu_affinity out;
+  if (text == "auto") {
+    out.automatic = true;
+    return out;
+  }
+  // As the kernel's cpu lists (taskset -c, Cpus_allowed_list): N or N-M, by commas.
+  constexpr long long max_cpu = 1023;  // CPU_SETSIZE - 1
+  auto bad = [&](std::string_view why) {
+    return std::invalid_argument(fmt::format(
+        "{}: expected 'auto' or a CPU list such as 0,2,4-7, got '{}' ({})", what, text, why));
+  };
+  std::string_view rest = text;
+  while (true) {
+    auto comma = rest.find(',');
+    std::string_view item = rest.substr(0, comma);
+    auto dash = item.find('-');
+    long long first = 0, last = 0;
+    try {
+      first = parse_number(what, item.substr(0, dash), 0, max_cpu);
+      last = dash == std::string_view::npos ? first
+                                            : parse_number(what, item.substr(dash + 1), 0, max_cpu);
+    } catch (const std::invalid_argument&) {
+      throw bad(fmt::format("CPUs are numbered 0 to {}", max_cpu));
+    }
+    if (last < first) throw bad(fmt::format("{} ends before it starts", item));
+    for (long long c = first; c <= last; ++c) out.cpus.push_back(static_cast<unsigned>(c));
+    if (comma == std::string_view::npos) break;
+    rest.remove_prefix(comma + 1);
+  }
+  return out;
+}
+
 std::optional<command> parse_command(std::string_view name) {
   for (command c : {command::stop, command::quit, command::reload, command::reopen,
                     command::upgrade, command::drain_workers, command::add_worker,
@@ -204,6 +247,69 @@ command_line::command_line(options& opt) : opt_(opt) {
         opt_.signal = parse_command(v);
         if (!opt_.signal)  // the table names a signal no command carries
           throw std::logic_error(fmt::format("-s {}: no command carries it", v));
+      });
+
+  // Privileges and per-worker settings, named after nginx's directives.
+  auto unset_or = [](bool set, auto value) {
+    return set ? shown_default(fmt::format("{}", value)) : shown_default("the master's");
+  };
+  auto limit_text = [](std::uint64_t v) {
+    return v == rlimit_unlimited ? std::string("unlimited") : fmt::format("{}", v);
+  };
+  add("--user", "NAME",
+      fmt::format("workers run as this user (the master, started as root, keeps root) {}",
+                  unset_or(!opt.user.empty(), opt.user)),
+      [this](auto v) {
+        if (v.empty()) throw std::invalid_argument("--user: expected a user name or number");
+        opt_.user = v;
+      });
+  add("--group", "NAME",
+      fmt::format("the workers' group (with --user) {}",
+                  shown_default(opt.group.empty() ? "the user's primary group" : opt.group)),
+      [this](auto v) {
+        if (v.empty()) throw std::invalid_argument("--group: expected a group name or number");
+        opt_.group = v;
+      });
+  add("--worker-rlimit-nofile", "N",
+      fmt::format("each worker's limit of open files {}",
+                  unset_or(opt.worker_rlimit_nofile.has_value(),
+                           limit_text(opt.worker_rlimit_nofile.value_or(0)))),
+      [this](auto v) {
+        // The kernel's ceiling for fs.nr_open.
+        opt_.worker_rlimit_nofile =
+            static_cast<std::uint64_t>(parse_number("--worker-rlimit-nofile", v, 1, 1 << 30));
+      });
+  add("--worker-rlimit-core", "BYTES",
+      fmt::format("each worker's core file size limit, or 'unlimited' {}",
+                  unset_or(opt.worker_rlimit_core.has_value(),
+                           limit_text(opt.worker_rlimit_core.value_or(0)))),
+      [this](auto v) {
+        opt_.worker_rlimit_core = parse_rlimit("--worker-rlimit-core", v, rlimit_unlimited - 1);
+      });
+  add("--worker-cpu-affinity", "CPUS",
+      fmt::format("worker k runs on the (k mod n)th of n CPUS: a list (0,2,4-7) or 'auto', "
+                  "the master's {}",
+                  shown_default(opt.worker_cpu_affinity.automatic ? std::string("auto")
+                                : opt.worker_cpu_affinity.enabled()
+                                    ? fmt::format("{} CPU(s)", opt.worker_cpu_affinity.cpus.size())
+                                    : std::string("off"))),
+      [this](auto v) {
+        opt_.worker_cpu_affinity = parse_cpu_affinity("--worker-cpu-affinity", v);
+      });
+  add("--worker-priority", "N",
+      fmt::format("each worker's nice value, -20 to 19 {}",
+                  unset_or(opt.worker_priority.has_value(), opt.worker_priority.value_or(0))),
+      [this](auto v) {
+        opt_.worker_priority = static_cast<int>(parse_number("--worker-priority", v, -20, 19));
+      });
+  add("--worker-directory", "DIR",
+      fmt::format("each worker's working directory, an absolute path {}",
+                  unset_or(!opt.worker_directory.empty(), opt.worker_directory)),
+      [this](auto v) {
+        if (!v.starts_with('/'))
+          throw std::invalid_argument(
+              fmt::format("--worker-directory: expected an absolute path, got '{}'", v));
+        opt_.worker_directory = v;
       });
 }
 
