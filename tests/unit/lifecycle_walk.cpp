@@ -69,9 +69,9 @@ struct step {
 
 std::string describe(const lifecycle_config& c) {
   return fmt::format(
-      "workers {}, ready_timeout {} ms, shutdown {} ms, terminate {} ms, cap {}, restarts {} in "
-      "{} ms, backoff {}..{} ms",
-      c.workers, c.ready_timeout.count(), c.shutdown_timeout.count(),
+      "workers {}, batch {}, ready_timeout {} ms, shutdown {} ms, terminate {} ms, cap {}, "
+      "restarts {} in {} ms, backoff {}..{} ms",
+      c.workers, c.reload_batch, c.ready_timeout.count(), c.shutdown_timeout.count(),
       c.terminate_timeout.count(), c.max_draining_generations, c.restart.max_restarts,
       c.restart.period.count(), c.restart.backoff_initial.count(),
       c.restart.backoff_max.count());
@@ -114,6 +114,9 @@ int random_status(std::mt19937_64& rng) {
 lifecycle_config random_config(std::mt19937_64& rng) {
   lifecycle_config c;
   c.workers = 1 + static_cast<unsigned>(rng() % 3);
+  // Half the configurations reload in batches (rolling), 1 or 2 slots at a time.
+  c.reload_batch = static_cast<unsigned>(rng() % 4) / 2 * (1 + static_cast<unsigned>(rng() % 2));
+  if (rng() % 3 == 0) c.workers += 2;
   c.ready_timeout = milliseconds(500 + 500 * static_cast<int>(rng() % 6));
   c.shutdown_timeout = milliseconds(1000 + 1000 * static_cast<int>(rng() % 10));
   c.terminate_timeout = milliseconds(1000 + 1000 * static_cast<int>(rng() % 5));
@@ -441,6 +444,10 @@ class walker {
       }
     }
 
+    // A reload takes its number when its configuration loads, before its
+    // first spawn (a roll may wait for room, and be abandoned meanwhile).
+    if (auto p = l.pending_generation()) max_generation_ = std::max(max_generation_, *p);
+
     if (l.generation() < before.generation)
       return fmt::format("the serving generation went back from {} to {}", before.generation,
                          l.generation());
@@ -460,7 +467,20 @@ class walker {
     if (exited_ && !waiting_.empty())
       return fmt::format("exited with control client {} never answered", waiting_.begin()->first);
 
-    // One starting or ready worker per serving slot.
+    // A rolling reload starts a batch only with room for it: the table
+    // then holds at most the roll's cap.
+    if (auto roll = l.roll()) {
+      std::size_t spawns = 0;
+      for (const auto& sp : actions_of<actions::spawn>(acts))
+        spawns += sp.generation == roll->generation ? 1 : 0;
+      if (spawns != 0 && after.size() + spawns > roll->cap)
+        return fmt::format("a rolling reload spawned {} worker(s) with {} in the table, over its "
+                           "cap of {}",
+                           spawns, after.size(), roll->cap);
+    }
+
+    // One starting or ready worker per serving slot (or, for a slot a
+    // rolling reload moved, of the generation it moves to).
     if (ph == phase::running) {
       for (unsigned k = 0; k < std::max(l.workers(), 8u); ++k) {
         unsigned live = 0;
@@ -470,6 +490,8 @@ class walker {
             ++live;
         if (live > 1) return fmt::format("slot {} has {} live workers of generation {}", k, live,
                                          l.generation());
+        if (auto roll = l.roll(); roll && k < roll->moved)
+          continue;
         if (k < l.workers() && live == 0 && !idle_ &&
             !timers_.count({timer_kind::respawn, k}) && !inflight_.count({k, l.generation()}))
           return fmt::format("slot {} of generation {} has no worker and no respawn pending", k,
