@@ -26,6 +26,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <unistd.h>
@@ -65,6 +66,7 @@ inline lifecycle_config to_lifecycle_config(const options& opt) {
   c.max_draining_generations = opt.max_draining_generations;
   c.restart = opt.restart;
   c.winch_with_terminal = opt.winch_with_terminal;
+  c.reload_batch = opt.reload_batch;
   return c;
 }
 
@@ -211,6 +213,7 @@ class basic_supervisor {
     std::vector<int> watched(Signals::watched.begin(), Signals::watched.end());
     watched.push_back(SIGCHLD);
     detail::take_over_signals(watched);
+    reap_orphans();
     exe_ = detail::own_executable();
     args_ = detail::own_arguments();
     take_listeners();
@@ -252,12 +255,30 @@ class basic_supervisor {
           "--single-process: this program's spawner always starts worker processes");
   }
 
+  // As PID 1, or a subreaper when asked, orphaned descendants become this
+  // master's children; the reap on SIGCHLD (waitpid of any child) takes
+  // them, and the lifecycle tells them from workers. PID 1 gets no default
+  // action for a signal without a handler, which the master never relies
+  // on: every signal it acts on is blocked and read from its signalfd.
+  void reap_orphans() {
+    pid_one_ = ::getpid() == 1;
+    if (pid_one_)
+      log_.notice("master is PID 1: it reaps orphaned processes; SIGTERM {}",
+                  master_command<Signals>(SIGTERM, opt_.sigterm, true) == command::quit
+                      ? "drains (graceful stop)"
+                      : "is a fast stop");
+    if (!opt_.subreaper || pid_one_) return;
+    if (::prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0)
+      throw std::system_error(errno, std::generic_category(), "--subreaper: prctl(PR_SET_CHILD_SUBREAPER)");
+    log_.notice("master is a subreaper: it reaps orphaned descendants");
+  }
+
   void on_signal(int signo) {
     if (signo == SIGCHLD) {
       spawner_->reap([this](pid_t pid, int status) { on_exit(pid, status); });
       return;
     }
-    if (auto c = Signals::master(signo)) {
+    if (auto c = master_command<Signals>(signo, opt_.sigterm, pid_one_)) {
       const char* name = ::sigabbrev_np(signo);
       log_.info("received SIG{}: {}", name ? name : "?", to_string(*c));
       dispatch(events::commanded{*c});
@@ -741,6 +762,7 @@ class basic_supervisor {
       return;
     }
     auto [master_end, worker_end] = channel::make_pair();  // may throw EMFILE: see failed()
+    const recipe& made = recipe_for(a.generation);
     spawn_request req;
     req.slot = a.slot;
     req.generation = a.generation;
@@ -754,12 +776,12 @@ class basic_supervisor {
     setup.listeners = listeners_.for_slot(a.slot);
     const bool separate = spawner_->separate_processes();
     setup.owns_listeners = separate;
-    setup.log_file = opt_.log_file;
-    setup.level = opt_.level;
-    setup.shutdown_timeout = opt_.shutdown_timeout;
-    setup.orphan_timeout = opt_.orphan_timeout;
+    setup.log_file = made.opt.log_file;
+    setup.level = made.opt.level;
+    setup.shutdown_timeout = made.opt.shutdown_timeout;
+    setup.orphan_timeout = made.opt.orphan_timeout;
     int worker_fd = worker_end.fd();
-    req.body = [worker = worker_, worker_fd, setup](bool own_process,
+    req.body = [worker = made.worker, worker_fd, setup](bool own_process,
                                                     const spawn_request::attach_fn& attach) {
       return detail::run_worker<Signals>(worker, channel(detail::unique_fd(worker_fd)), setup,
                                          own_process, attach);
@@ -777,6 +799,23 @@ class basic_supervisor {
     channels_.emplace(pid, std::move(master_end));
     loop_.watch_readable(fd, [this, pid] { return on_channel(pid); });
     dispatch(events::spawned{a.slot, a.generation, pid});
+  }
+
+  // What a generation's workers run, and with which options. A reload loads
+  // the next configuration before its generation serves: until then the
+  // serving generation's respawns, and the slots a failed rolling reload
+  // gives back to it, start from its own configuration, not the new one.
+  struct recipe {
+    Worker worker;
+    options opt;
+  };
+
+  const recipe& recipe_for(std::uint64_t generation) {
+    // A generation older than the serving one never spawns again.
+    std::erase_if(recipes_, [&](const auto& r) { return r.first < lifecycle_->generation(); });
+    auto it = recipes_.find(generation);
+    if (it == recipes_.end()) it = recipes_.emplace(generation, recipe{worker_, opt_}).first;
+    return it->second;
   }
 
   void perform(const actions::send& a) {
@@ -879,6 +918,7 @@ class basic_supervisor {
   listener_set listeners_;
   detail::daemonizer daemon_;
   std::map<pid_t, channel> channels_;
+  std::map<std::uint64_t, recipe> recipes_;  // by generation: what its workers were loaded with
   std::deque<event> pending_;
   bool dispatching_ = false;
   int exit_code_ = 0;
@@ -904,6 +944,7 @@ class basic_supervisor {
   bool handed_over_ = false;           // the listeners came from a previous master
   std::uint64_t first_generation_ = 1;
   bool activated_ = false;  // the listeners came from systemd
+  bool pid_one_ = false;    // the master is PID 1 (a container's init)
 };
 
 #if defined(PROCMODEL_HEADER_ONLY)

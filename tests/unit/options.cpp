@@ -8,6 +8,7 @@
 #include <stdexcept>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include <unistd.h>
@@ -291,6 +292,11 @@ TEST_CASE("command_line: usage errors return 2 and name the flag", "[options]") 
       {{"--log-level", "loud"}, "--log-level: unknown level 'loud'"},
       {{"-s", "restart"}, "-s: unknown command 'restart'"},
       {{"--daemon=yes"}, "--daemon takes no value"},
+      {{"--reload-batch", "-1"}, "--reload-batch: expected a whole number from 0 to 1024, got '-1'"},
+      {{"--reload-batch", "1025"}, "--reload-batch: expected a whole number"},
+      {{"--reload-batch"}, "--reload-batch needs a value"},
+      {{"--sigterm", "drain"}, "--sigterm: unknown mode 'drain' (expected auto, stop or quit)"},
+      {{"--subreaper=1"}, "--subreaper takes no value"},
   }));
   options opt;
   std::vector<const char*> argv{"demo"};
@@ -467,4 +473,30 @@ TEST_CASE("parse_endpoint refuses - naming the address", "[options][endpoint]") 
     CHECK(what.find(fmt::format("'{}'", r.text)) != std::string::npos);
     CHECK(what.find(r.why) != std::string::npos);
   }
+}
+
+TEST_CASE("command_line: rolling reloads, subreaper and what SIGTERM means", "[options]") {
+  options opt;
+  CHECK(opt.reload_batch == 0);
+  CHECK_FALSE(opt.subreaper);
+  CHECK(opt.sigterm == sigterm_mode::automatic);
+  auto p = parse(opt, {"--reload-batch", "2", "--subreaper", "--sigterm", "quit"});
+  INFO(p.err);
+  REQUIRE_FALSE(p.code);
+  CHECK(opt.reload_batch == 2);
+  CHECK(opt.subreaper);
+  CHECK(opt.sigterm == sigterm_mode::quit);
+  for (auto [text, mode] : {std::pair{"auto", sigterm_mode::automatic},
+                            std::pair{"stop", sigterm_mode::stop},
+                            std::pair{"quit", sigterm_mode::quit}}) {
+    options o;
+    REQUIRE_FALSE(parse(o, {"--sigterm", text}).code);
+    CHECK(o.sigterm == mode);
+  }
+  options shown;
+  shown.reload_batch = 4;
+  auto h = parse(shown, {"--help"});
+  CHECK(help_line(h.out, "--reload-batch K").ends_with("(default: 4)"));
+  CHECK(help_line(h.out, "--subreaper").ends_with("(default: off)"));
+  CHECK(help_line(h.out, "--sigterm MODE").ends_with("(default: auto)"));
 }
