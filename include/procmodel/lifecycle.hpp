@@ -932,8 +932,8 @@ class nginx_lifecycle {
     auto& r = *pending_;
     r.roll = roll_state{r.config.reload_batch, 0, 0, 0};
     log(log_level::notice,
-        "reload: rolling to generation {} with {} worker(s), {} at a time (at most {} worker(s) "
-        "at once)",
+        "reload: starting generation {} with {} worker(s), {} at a time (rolling: at most {} "
+        "worker(s) at once)",
         r.generation, r.config.workers, r.roll->batch, roll_cap());
     roll_next_batch();
   }
@@ -947,8 +947,8 @@ class nginx_lifecycle {
     if (procs_.size() + (end - roll.moved) > roll_cap()) return;  // old workers still drain
     roll.begin = roll.moved;
     roll.end = end;
-    log(log_level::info, "reload: generation {} starts slot(s) {}-{}", r.generation, roll.begin,
-        roll.end - 1);
+    log(log_level::info, "reload: starting slot(s) {}-{} of generation {}", roll.begin,
+        roll.end - 1, r.generation);
     emit(actions::arm_timer{ready_timer(r.generation), r.config.ready_timeout});
     for (unsigned k = roll.begin; k < roll.end; ++k) emit(actions::spawn{k, r.generation});
   }

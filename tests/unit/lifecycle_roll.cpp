@@ -98,8 +98,9 @@ TEST_CASE("a rolling reload moves 2 slots at a time and never runs more than 10 
   rig r(config(8, 2));
   PM_SHOW_ON_FAILURE(r.d.describe());
   auto acts = r.hup_to(config(8, 2));
-  CHECK(logs_with(acts, log_level::notice, "rolling to generation 2 with 8 worker(s), 2 at a time "
-                                           "(at most 10 worker(s) at once)") == 1);
+  CHECK(logs_with(acts, log_level::notice,
+                  "reload: starting generation 2 with 8 worker(s), 2 at a time (rolling: at most "
+                  "10 worker(s) at once)") == 1);
   CHECK(spawned_slots(acts, 2) == slots{0, 1});
   CHECK(r.d.armed(ready_timer(2)));
   REQUIRE(r.d.lifecycle().roll().has_value());
