@@ -185,13 +185,15 @@ step random_step(std::mt19937_64& rng) {
 class walker {
  public:
   // `parent`: this master was started by an upgrade whose parent master lives.
-  explicit walker(const lifecycle_config& c, pid_t parent = 0) : d_(c), parent_(parent) {}
+  // `self`: this master's pid; 1 for a container's init, which never upgrades.
+  explicit walker(const lifecycle_config& c, pid_t parent = 0, pid_t self = 100)
+      : d_(c), parent_(parent), self_(self) {}
 
   // The first violation, or "" when every step kept every invariant.
   std::string run(const std::vector<step>& steps, bool trace = false) {
     trace_ = trace;
     events::started start;
-    start.pid = 1;
+    start.pid = self_;
     start.parent_master = parent_;
     if (auto v = deliver(start, false); !v.empty()) return v;
     for (std::size_t i = 0; i < steps.size(); ++i) {
@@ -412,6 +414,8 @@ class walker {
                              r->client);
         waiting_.erase(it);
       }
+      if (std::holds_alternative<actions::exec_upgrade>(a) && self_ == 1)
+        return "an upgrade started by a master that is PID 1";
       if (const auto* h = std::get_if<actions::hand_over>(&a)) {
         if (h->pid != new_master_ || !new_master_ready_ || !new_master_alive_)
           return fmt::format("hand over to {}, which is not a live, ready new master", h->pid);
@@ -552,6 +556,7 @@ class walker {
 
   lifecycle_driver d_;
   pid_t parent_ = 0;
+  pid_t self_ = 100;
   bool parent_gone_ = false;
   bool reported_to_parent_ = false;
   pid_t new_master_ = 0;  // the last new master started
@@ -581,6 +586,7 @@ class walker {
 struct walk {
   lifecycle_config config;
   pid_t parent = 0;  // started by an upgrade whose parent master lives
+  pid_t self = 100;  // 1: the master is PID 1
   std::vector<step> steps;
 };
 
@@ -589,12 +595,13 @@ walk make_walk(std::uint64_t seed, std::size_t length) {
   walk w;
   w.config = random_config(rng);
   if (rng() % 4 == 0) w.parent = 2;
+  if (rng() % 8 == 0) w.self = 1;
   for (std::size_t i = 0; i < length; ++i) w.steps.push_back(random_step(rng));
   return w;
 }
 
 std::string violation(const walk& w) {
-  walker x(w.config, w.parent);
+  walker x(w.config, w.parent, w.self);
   return x.run(w.steps);
 }
 
@@ -640,13 +647,14 @@ walk shrink(walk w) {
 
 std::string report(std::uint64_t seed, const walk& original) {
   walk small = shrink(original);
-  walker x(small.config, small.parent);
+  walker x(small.config, small.parent, small.self);
   auto v = x.run(small.steps, true);
   return fmt::format(
-      "seed {} (replay with PROCMODEL_WALK_SEED={}): {} steps, shrunk to {}\nconfig: {}{}\n"
+      "seed {} (replay with PROCMODEL_WALK_SEED={}): {} steps, shrunk to {}\nconfig: {}{}{}\n"
       "violation {}\n--- the shrunk walk, with the actions of every event ---\n{}",
       seed, seed, original.steps.size(), small.steps.size(), describe(small.config),
-      small.parent ? ", started by an upgrade (parent master lives)" : "", v,
+      small.parent ? ", started by an upgrade (parent master lives)" : "",
+      small.self == 1 ? ", the master is PID 1" : "", v,
       x.trace());
 }
 
@@ -667,7 +675,7 @@ TEST_CASE("random walks keep the lifecycle's invariants after every event",
   for (std::uint64_t i = 0; i < walks; ++i) {
     const std::uint64_t seed = only ? only : 1 + i;
     walk w = make_walk(seed, length);
-    walker x(w.config, w.parent);
+    walker x(w.config, w.parent, w.self);
     auto v = x.run(w.steps);
     events += x.events();
     if (!v.empty() && failed++ < 1) FAIL_CHECK(report(seed, w));
