@@ -172,7 +172,7 @@ PM_TEST_CASE("as PID 1, --sigterm stop keeps SIGTERM the fast stop", "[container
   CHECK(log().find("fast stop: terminating 1 worker(s)") != std::string::npos);
 }
 
-PM_TEST_CASE("--subreaper: the master reaps the orphans of its workers", "[containers][subreaper]") {
+PM_TEST_CASE("a master started with --subreaper reaps the orphans of its workers", "[containers][subreaper]") {
   for (bool subreaper : {true, false}) {
     INFO((subreaper ? "--subreaper" : "without --subreaper"));
     temp_dir dir("procmodel-subreaper");
