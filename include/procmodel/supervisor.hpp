@@ -7,6 +7,7 @@
 /// and the lifecycle's actions are carried out here.
 
 #include <climits>
+#include <concepts>
 #include <csignal>
 #include <cstring>
 #include <fstream>
@@ -540,6 +541,12 @@ class basic_supervisor {
     // Two masters: say which one `-s` reaches through the pid file.
     if (named != 0 && (lifecycle_->upgrade() || lifecycle_->parent_master()))
       out += fmt::format("pid file {} names {}\n", opt_.pid_file, named);
+    if constexpr (requires(const Lifecycle& l) { { l.roll() } -> std::same_as<std::optional<roll_status>>; })
+      if (auto r = lifecycle_->roll())
+        out += fmt::format(
+            "rolling reload to generation {}: {} of {} slot(s) moved, {} at a time, at most {} "
+            "worker(s)\n",
+            r->generation, r->moved, r->workers, r->batch, r->cap);
     return out;
   }
 

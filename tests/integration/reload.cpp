@@ -1063,6 +1063,15 @@ PM_TEST_CASE("a second HUP during a rolling reload rolls again to the newest con
   write_file(roll_conf(srv), "greeting = two\nready_delay = 300\n");
   PM_REQUIRE(srv, srv.master().signal(SIGHUP));
   PM_REQUIRE(srv, wait_for([&] { return count_of(srv.log(), "1 of 4 slot(s) moved") == 1; }, 10s));
+  // -s status shows the roll.
+  spawn_options so;
+  so.stdout_path = srv.dir().file("status.out");
+  auto status = process::spawn(http_server, {"-s", "status", "--pid-file", srv.pid_path()}, so);
+  PM_REQUIRE(srv, status.wait_exit(10s).has_value());
+  const std::string table = read_file(srv.dir().file("status.out"));
+  INFO(table);
+  PM_CHECK(srv, std::regex_search(table, std::regex(R"(rolling reload to generation 2: [123] of 4 )"
+                                                    R"(slot\(s\) moved, 1 at a time, at most 5 worker)")));
   write_file(roll_conf(srv), "greeting = three\n");
   PM_REQUIRE(srv, srv.master().signal(SIGHUP));
   PM_REQUIRE(srv, wait_for([&] {

@@ -71,6 +71,13 @@ struct rig {
       for (auto& a : exit(pid, exited_with(0))) all.push_back(std::move(a));
     return all;
   }
+  // The pid of generation `g`'s newest worker in `slot`; 0 if none.
+  [[nodiscard]] pid_t pid_of(std::uint64_t g, unsigned slot) const {
+    pid_t out = 0;
+    for (const auto& p : d.processes())
+      if (p.generation == g && p.slot == slot) out = p.pid;
+    return out;
+  }
   [[nodiscard]] std::vector<unsigned> slots_of(std::uint64_t g, process_state s) const {
     std::vector<unsigned> out;
     for (const auto& p : d.processes())
@@ -158,10 +165,7 @@ TEST_CASE("a rolling reload that fails puts the moved slots back in the serving 
 
   action_list acts;
   SECTION("a new worker of the batch crashes") {
-    pid_t crasher = 0;
-    for (const auto& p : r.d.processes())
-      if (p.generation == 2 && p.slot == 3) crasher = p.pid;
-    acts = r.exit(crasher, exited_with(3));
+    acts = r.exit(r.pid_of(2, 3), exited_with(3));
     CHECK(logs_with(acts, log_level::error, "reload to generation 2 rolled back: worker") == 1);
   }
   SECTION("the batch is not ready in time") {
@@ -170,10 +174,7 @@ TEST_CASE("a rolling reload that fails puts the moved slots back in the serving 
                     "rolled back: not every worker was ready within 3000 ms") == 1);
   }
   SECTION("a new worker of a moved slot crashes") {
-    pid_t crasher = 0;
-    for (const auto& p : r.d.processes())
-      if (p.generation == 2 && p.slot == 0) crasher = p.pid;
-    acts = r.exit(crasher, killed_by(SIGSEGV));
+    acts = r.exit(r.pid_of(2, 0), killed_by(SIGSEGV));
     CHECK(logs_with(acts, log_level::error, "reload to generation 2 rolled back") == 1);
   }
   CHECK(logs_with(acts, log_level::notice,
@@ -330,21 +331,16 @@ TEST_CASE("old workers crash during a rolling reload", "[lifecycle][roll]") {
   rig r(config(4, 2));
   PM_SHOW_ON_FAILURE(r.d.describe());
   r.hup_to(config(4, 2));
-  const process_info* old3 = nullptr;
-  for (const auto& p : r.d.processes())
-    if (p.generation == 1 && p.slot == 3) old3 = &p;
-  REQUIRE(old3);
+  const pid_t old3 = r.pid_of(1, 3);
+  REQUIRE(old3 != 0);
   // An unmoved slot's old worker is respawned in the serving generation.
-  auto acts = r.exit(old3->pid, killed_by(SIGKILL));
+  auto acts = r.exit(old3, killed_by(SIGKILL));
   CHECK(spawned_slots(acts, 1) == slots{3});
   r.ready(1);
   // A moved slot's old worker was told to drain: its exit is the expected one.
   r.ready(2);
   REQUIRE(r.slots_of(1, process_state::draining) == slots{0, 1});
-  pid_t drainer = 0;
-  for (const auto& p : r.d.processes())
-    if (p.generation == 1 && p.slot == 0) drainer = p.pid;
-  acts = r.exit(drainer, killed_by(SIGSEGV));
+  acts = r.exit(r.pid_of(1, 0), killed_by(SIGSEGV));
   CHECK(spawned_slots(acts, 1).empty());
   acts = r.drained();
   CHECK(spawned_slots(acts, 2) == slots{2, 3});
