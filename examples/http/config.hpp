@@ -3,7 +3,8 @@
 // http_server's configuration file: one `key = value` per line, `#` starts a
 // comment. Keys: greeting (text), workers (1..1024); for rehearsing failures,
 // ready (yes/no: whether workers report ready), ready_delay (ms before they
-// do) and exit_at_start (a code every worker exits with before serving).
+// do), exit_at_start (a code every worker exits with before serving) and
+// exit_from_slot (only workers of this slot and above exit so).
 
 #include <fstream>
 #include <optional>
@@ -22,6 +23,7 @@ struct config {
   bool ready = true;
   unsigned ready_delay_ms = 0;
   std::optional<int> exit_at_start;
+  unsigned exit_from_slot = 0;
 };
 
 inline std::string_view trim(std::string_view s) {
@@ -77,9 +79,15 @@ inline config parse_config(std::string_view text, std::string_view name = "confi
       } catch (const std::invalid_argument& e) {
         throw fail(e.what());
       }
+    } else if (key == "exit_from_slot") {
+      try {
+        c.exit_from_slot = static_cast<unsigned>(procmodel::parse_number("exit_from_slot", value, 0, 1023));
+      } catch (const std::invalid_argument& e) {
+        throw fail(e.what());
+      }
     } else {
       throw fail("unknown key '" + std::string(key) +
-                 "' (known: greeting, workers, ready, ready_delay, exit_at_start)");
+                 "' (known: greeting, workers, ready, ready_delay, exit_at_start, exit_from_slot)");
     }
   }
   return c;

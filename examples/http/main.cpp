@@ -151,8 +151,9 @@ struct http_worker {
   unsigned ready_delay_ms = 0;
   std::optional<int> exit_at_start;
   bool debug_paths = false;
+  unsigned exit_from_slot = 0;
   void operator()(procmodel::worker_context& ctx) const {
-    if (exit_at_start) std::_Exit(*exit_at_start);
+    if (exit_at_start && ctx.slot() >= exit_from_slot) std::_Exit(*exit_at_start);
     auto body = std::make_shared<const std::string>(fmt::format(
         "{} from worker {} generation {} pid {}\n", greeting, ctx.slot(), ctx.generation(), ctx.pid()));
     // Every listener; on a drain, what the kernel queued is served too.
@@ -195,7 +196,7 @@ int main(int argc, char** argv) {
   }
   procmodel::supervisor<http_worker> master(
       opt, http_worker{conf.greeting, conf.ready, conf.ready_delay_ms, conf.exit_at_start,
-                       debug_paths});
+                       debug_paths, conf.exit_from_slot});
   // HUP re-reads the file; a file that does not parse refuses the reload and
   // the serving generation goes on untouched.
   if (!config_path.empty())
@@ -205,6 +206,7 @@ int main(int argc, char** argv) {
       next.report_ready = c.ready;
       next.ready_delay_ms = c.ready_delay_ms;
       next.exit_at_start = c.exit_at_start;
+      next.exit_from_slot = c.exit_from_slot;
       if (c.workers) next_opt.workers = *c.workers;
     });
   return master.run();

@@ -88,6 +88,9 @@ struct lifecycle_config {
   double recycle_jitter = 0.1;
   /// Seeds that randomness; the same seed draws the same limits (tests).
   std::uint64_t recycle_seed = 0;
+  /// A reload replaces this many slots at a time, each batch ready before
+  /// the next starts and its old workers gone; 0: every slot at once.
+  unsigned reload_batch = 0;
 };
 
 /// Where the master is in its life.
@@ -356,6 +359,15 @@ struct upgrade_status {
   steady_clock::time_point since{};
 };
 
+/// A rolling reload under way, as status shows it.
+struct roll_status {
+  std::uint64_t generation = 0;  ///< the generation the slots move to
+  unsigned workers = 0;          ///< its slots
+  unsigned batch = 0;            ///< slots moved at a time
+  unsigned moved = 0;            ///< slots 0..moved-1 are served by it
+  unsigned cap = 0;              ///< workers the master runs at most meanwhile
+};
+
 /// The nginx master's behaviour, as a pure state machine, with what nginx
 /// lacks: readiness-gated reloads with rollback, a cap on draining
 /// generations, crash-loop backoff, SIGKILL escalation, a heartbeat
@@ -399,6 +411,13 @@ class nginx_lifecycle {
         out.push_back({k, generation_, slots_[k].respawn_at, slots_[k].restarts});
     return out;
   }
+  /// The rolling reload under way, if one is.
+  [[nodiscard]] std::optional<roll_status> roll() const {
+    if (!pending_ || !pending_->roll) return std::nullopt;
+    const auto& r = *pending_->roll;
+    return roll_status{pending_->generation, pending_->config.workers, r.batch, r.moved,
+                       roll_cap()};
+  }
   /// The master this one was upgraded from, while it lives; 0 otherwise.
   [[nodiscard]] pid_t parent_master() const noexcept { return parent_alive_ ? parent_ : 0; }
   /// Why each slot's worker was last replaced (crash, missed heartbeat, recycling).
@@ -421,10 +440,18 @@ class nginx_lifecycle {
     bool respawn_pending = false;
     steady_clock::time_point respawn_at{};
   };
+  // A rolling reload moves slots [begin, end) at a time; slots below
+  // `moved` are served by the new generation, their old workers retired.
+  struct roll_state {
+    unsigned batch = 0;
+    unsigned moved = 0;
+    unsigned begin = 0, end = 0;  // the batch starting; empty while none is
+  };
   struct reload_state {
     std::uint64_t generation = 0;
     lifecycle_config config{};
     steady_clock::time_point since{};
+    std::optional<roll_state> roll{};
   };
   struct upgrade_state {
     bool automatic = false;
@@ -509,7 +536,11 @@ class nginx_lifecycle {
     if (upgrade_ && upgrade_->pid != 0 && upgrade_->pid == x.pid) return new_master_exited(x.status);
     auto it = std::find_if(procs_.begin(), procs_.end(),
                            [&](const process_info& p) { return p.pid == x.pid; });
-    if (it == procs_.end()) return;  // not a worker of ours (an adopted orphan, a helper)
+    // Not a worker of ours: an orphan reparented to this master (PID 1, a
+    // subreaper) or a helper; reaped, and nothing else.
+    if (it == procs_.end())
+      return log(log_level::debug, "reaped process {}, not a worker of this master: {}", x.pid,
+                 describe_wait_status(x.status));
     process_info p = *it;
     procs_.erase(it);
     if (retire_timers_.erase(p.pid))
@@ -529,11 +560,13 @@ class nginx_lifecycle {
         rollback(fmt::format("worker {} (slot {}) {} before the generation was ready", p.pid,
                              p.slot, describe_wait_status(x.status)));
       } else if (p.generation == generation_ && p.slot < config_.workers && !idle_ &&
-                 !slot_taken(p.slot)) {
+                 !slot_taken(p.slot) && !slot_moved(p.slot)) {
         if (now_ - p.started >= config_.restart.period) forgive(p.slot);
         schedule_respawn(p.slot, false);
       }
     }
+    // A rolling reload's next batch waits for room: this exit may make it.
+    if (phase_ == phase::running && pending_ && pending_->roll) roll_next_batch();
     maybe_exit();
   }
 
@@ -543,7 +576,12 @@ class nginx_lifecycle {
     p->state = process_state::ready;
     log(log_level::debug, "worker {} (slot {}) is ready", p->pid, p->slot);
     watch_ready(*p);
-    if (pending_ && p->generation == pending_->generation && generation_ready(*pending_)) promote();
+    if (pending_ && p->generation == pending_->generation) {
+      if (pending_->roll)
+        roll_batch_ready();
+      else if (generation_ready(*pending_))
+        promote();
+    }
     // Only the first generation's readiness is the news: a later reload's
     // is not a handover.
     if (!announced_ && phase_ == phase::running && p->generation == generation_ &&
@@ -557,7 +595,8 @@ class nginx_lifecycle {
         unsigned slot = t.id.key;
         if (slot >= slots_.size()) return;
         slots_[slot].respawn_pending = false;
-        if (phase_ == phase::running && !idle_ && slot < config_.workers && !slot_taken(slot))
+        if (phase_ == phase::running && !idle_ && slot < config_.workers && !slot_taken(slot) &&
+            !slot_moved(slot))
           respawn(slot);
         return;
       }
@@ -624,6 +663,7 @@ class nginx_lifecycle {
       return refuse(upgrade_->pid ? fmt::format("another upgrade is under way (new master {})",
                                                 upgrade_->pid)
                                   : std::string("another upgrade is under way"));
+    if (auto why = upgrade_blocked(); !why.empty()) return refuse(why);
     upgrade_state u;
     u.automatic = r.automatic;
     u.timeout = r.timeout;
@@ -712,6 +752,7 @@ class nginx_lifecycle {
       return reload_again_if_asked();
     }
     pending_ = reload_state{++last_generation_, c.config, now_};
+    if (rolls(c.config)) return start_roll();
     log(log_level::notice, "reload: starting generation {} with {} worker(s)", pending_->generation,
         c.config.workers);
     emit(actions::arm_timer{ready_timer(pending_->generation), c.config.ready_timeout});
@@ -867,12 +908,8 @@ class nginx_lifecycle {
 
   // Every slot below `workers` has a ready worker of `generation`.
   [[nodiscard]] bool all_ready(std::uint64_t generation, unsigned workers) const {
-    for (unsigned k = 0; k < workers; ++k) {
-      bool ready = std::any_of(procs_.begin(), procs_.end(), [&](const process_info& p) {
-        return p.generation == generation && p.slot == k && p.state == process_state::ready;
-      });
-      if (!ready) return false;
-    }
+    for (unsigned k = 0; k < workers; ++k)
+      if (!slot_ready(k, generation)) return false;
     return true;
   }
 
@@ -919,10 +956,124 @@ class nginx_lifecycle {
     rolled_back_.insert(r.generation);
     for (auto& p : procs_)
       if (p.generation == r.generation) retire(p);
+    if (r.roll) restore_moved_slots(*r.roll, r.generation);
     answer_reload(false, fmt::format("generation {} rolled back: {}; generation {} keeps serving",
                                      r.generation, why, generation_));
     notify_ready_again();
     reload_again_if_asked();
+  }
+
+  // --- rolling reload (reload_batch): slots move a batch at a time ---
+  //
+  // A batch's new workers start, and once all are ready the old workers of
+  // their slots drain; the next batch starts only once those have exited and
+  // the master runs no more than roll_cap() workers with it. The last
+  // batch's readiness promotes the generation as a whole reload does. A new
+  // worker that crashes or misses the ready timeout of its batch rolls back
+  // the whole reload: the moved slots get workers of the serving generation
+  // again. A HUP meanwhile waits for the roll to end, then reads the newest
+  // configuration; TTIN/TTOU and upgrades are refused until then.
+
+  // Whether a reload to `next` moves its slots in batches: not when one
+  // batch holds every slot, nor when no worker serves (WINCH).
+  [[nodiscard]] bool rolls(const lifecycle_config& next) const {
+    return next.reload_batch != 0 && next.reload_batch < next.workers && !idle_;
+  }
+
+  // The most workers a roll runs at once: every slot of the larger
+  // generation, plus one batch.
+  [[nodiscard]] unsigned roll_cap() const {
+    if (!pending_ || !pending_->roll) return 0;
+    return std::max(config_.workers, pending_->config.workers) + pending_->roll->batch;
+  }
+
+  // A slot whose serving-generation worker was retired by the roll under
+  // way: the new generation serves it, nothing of the old one respawns there.
+  [[nodiscard]] bool slot_moved(unsigned slot) const {
+    return pending_ && pending_->roll && slot < pending_->roll->moved;
+  }
+
+  void start_roll() {
+    auto& r = *pending_;
+    r.roll = roll_state{r.config.reload_batch, 0, 0, 0};
+    log(log_level::notice,
+        "reload: starting generation {} with {} worker(s), {} at a time (rolling: at most {} "
+        "worker(s) at once)",
+        r.generation, r.config.workers, r.roll->batch, roll_cap());
+    roll_next_batch();
+  }
+
+  // Starts the next batch if none is starting and there is room for it.
+  void roll_next_batch() {
+    auto& r = *pending_;
+    auto& roll = *r.roll;
+    if (roll.begin != roll.end || roll.moved >= r.config.workers) return;
+    const unsigned end = std::min(roll.moved + roll.batch, r.config.workers);
+    if (procs_.size() + (end - roll.moved) > roll_cap()) return;  // old workers still drain
+    roll.begin = roll.moved;
+    roll.end = end;
+    log(log_level::info, "reload: starting slot(s) {}-{} of generation {}", roll.begin,
+        roll.end - 1, r.generation);
+    emit(actions::arm_timer{ready_timer(r.generation), r.config.ready_timeout});
+    for (unsigned k = roll.begin; k < roll.end; ++k) emit(actions::spawn{k, r.generation});
+  }
+
+  // A worker of the new generation is ready: if its whole batch is, the
+  // old workers of those slots drain (or, after the last batch, the
+  // generation is promoted).
+  void roll_batch_ready() {
+    auto& r = *pending_;
+    auto& roll = *r.roll;
+    if (roll.begin == roll.end) return;
+    for (unsigned k = roll.begin; k < roll.end; ++k)
+      if (!slot_ready(k, r.generation)) return;
+    if (roll.end >= r.config.workers) return promote();
+    emit(actions::cancel_timer{ready_timer(r.generation)});
+    unsigned retired = 0;
+    for (auto& p : procs_)
+      if (p.generation != r.generation && p.slot >= roll.begin && p.slot < roll.end &&
+          retire(p))
+        ++retired;
+    for (unsigned k = roll.begin; k < roll.end && k < slots_.size(); ++k)
+      if (std::exchange(slots_[k].respawn_pending, false))
+        emit(actions::cancel_timer{{timer_kind::respawn, k}});
+    log(log_level::notice,
+        "reload: slot(s) {}-{} serve in generation {}; {} old worker(s) drain; {} of {} slot(s) "
+        "moved",
+        roll.begin, roll.end - 1, r.generation, retired, roll.end, r.config.workers);
+    roll.moved = roll.end;
+    roll.begin = roll.end;
+    roll_next_batch();
+  }
+
+  // After a roll failed: the slots it moved get workers of the serving
+  // generation again (the new ones drain, rollback() retired them).
+  void restore_moved_slots(const roll_state& roll, std::uint64_t failed) {
+    const unsigned slots = std::min(roll.moved, config_.workers);
+    if (slots == 0 || idle_ || phase_ != phase::running) return;
+    log(log_level::notice, "reload: slot(s) 0-{} go back from generation {} to generation {}",
+        slots - 1, failed, generation_);
+    for (unsigned k = 0; k < slots; ++k)
+      if (!slot_taken(k) && !slots_[k].respawn_pending) emit(actions::spawn{k, generation_});
+  }
+
+  // Why an upgrade cannot start now, or "".
+  [[nodiscard]] std::string upgrade_blocked() const {
+    if (self_ == 1)
+      return "the master is PID 1: when it exits the kernel kills every process of its PID "
+             "namespace, the new master too; replace the container instead";
+    if (pending_ && pending_->roll)
+      return fmt::format(
+          "a rolling reload to generation {} is under way ({} of {} slot(s) moved); upgrade "
+          "once it is over",
+          pending_->generation, pending_->roll->moved, pending_->config.workers);
+    return {};
+  }
+
+  [[nodiscard]] bool slot_ready(unsigned slot, std::uint64_t generation) const {
+    return std::any_of(procs_.begin(), procs_.end(), [&](const process_info& p) {
+      return p.generation == generation && p.slot == slot && p.state == process_state::ready;
+    });
   }
 
   // Tells the clients waiting for the reload under way how it ended.

@@ -67,6 +67,16 @@ struct options {
   milliseconds ready_timeout{10'000};
   /// Reload: at most this many old generations drain at once; the oldest past it is terminated.
   unsigned max_draining_generations = 2;
+  /// Reload: replace this many slots at a time (a rolling reload), each batch
+  /// ready before its old workers drain and gone before the next starts;
+  /// 0: every slot at once.
+  unsigned reload_batch = 0;
+  /// Reap every orphaned descendant, as PID 1 does (PR_SET_CHILD_SUBREAPER).
+  /// A master that is PID 1 does it anyway.
+  bool subreaper = false;
+  /// What SIGTERM means: `automatic` keeps the Signals policy's meaning
+  /// (nginx: fast stop) but drains when the master is PID 1 (a container).
+  sigterm_mode sigterm = sigterm_mode::automatic;
   /// One SO_REUSEPORT socket per worker slot instead of one shared socket.
   bool reuseport = false;
   /// Run the workers as threads of the master, not processes (nginx's

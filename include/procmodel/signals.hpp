@@ -127,6 +127,37 @@ struct graceful_term_signals : nginx_signals {
   }
 };
 
+/// What SIGTERM, a container runtime's and systemd's stop signal, means to
+/// the master, over what the Signals policy says (`options::sigterm`).
+enum class sigterm_mode : std::uint8_t {
+  automatic,  ///< the policy's meaning; a graceful stop when the master is PID 1
+  stop,       ///< fast stop
+  quit,       ///< graceful stop
+};
+
+constexpr std::string_view to_string(sigterm_mode m) noexcept {
+  switch (m) {
+    case sigterm_mode::automatic: return "auto";
+    case sigterm_mode::stop: return "stop";
+    case sigterm_mode::quit: return "quit";
+  }
+  return "?";
+}
+
+/// The command signal `signo` carries to a master run with `mode`, as PID 1
+/// or not: the Signals policy's, but for SIGTERM as `mode` says. A container
+/// runtime stops its PID 1 with SIGTERM and kills it after a grace period,
+/// so there SIGTERM drains; SIGINT stays the fast stop.
+template <class Signals>
+constexpr std::optional<command> master_command(int signo, sigterm_mode mode,
+                                                bool pid_one) noexcept {
+  if (signo == SIGTERM) {
+    if (mode == sigterm_mode::stop) return command::stop;
+    if (mode == sigterm_mode::quit || pid_one) return command::quit;
+  }
+  return Signals::master(signo);
+}
+
 namespace detail {
 
 /// Checks a Signals policy member by member; each message names what is missing.

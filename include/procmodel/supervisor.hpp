@@ -7,6 +7,7 @@
 /// and the lifecycle's actions are carried out here.
 
 #include <climits>
+#include <concepts>
 #include <csignal>
 #include <cstring>
 #include <fstream>
@@ -26,6 +27,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <unistd.h>
@@ -75,6 +77,7 @@ inline lifecycle_config to_lifecycle_config(const options& opt) {
   c.recycle_jitter = opt.recycle_jitter;
   c.recycle_seed = static_cast<std::uint64_t>(steady_clock::now().time_since_epoch().count()) ^
                    (static_cast<std::uint64_t>(::getpid()) << 32);
+  c.reload_batch = opt.reload_batch;
   return c;
 }
 
@@ -231,6 +234,7 @@ class basic_supervisor {
     std::vector<int> watched(Signals::watched.begin(), Signals::watched.end());
     watched.push_back(SIGCHLD);
     detail::take_over_signals(watched);
+    reap_orphans();
     exe_ = detail::own_executable();
     args_ = detail::own_arguments();
     take_listeners();
@@ -299,12 +303,30 @@ class basic_supervisor {
                 worker_plan_.identity->user);
   }
 
+  // As PID 1, or a subreaper when asked, orphaned descendants become this
+  // master's children; the reap on SIGCHLD (waitpid of any child) takes
+  // them, and the lifecycle tells them from workers. PID 1 gets no default
+  // action for a signal without a handler, which the master never relies
+  // on: every signal it acts on is blocked and read from its signalfd.
+  void reap_orphans() {
+    pid_one_ = ::getpid() == 1;
+    if (pid_one_)
+      log_.notice("master is PID 1: it reaps orphaned processes; SIGTERM {}",
+                  master_command<Signals>(SIGTERM, opt_.sigterm, true) == command::quit
+                      ? "drains (graceful stop)"
+                      : "is a fast stop");
+    if (!opt_.subreaper || pid_one_) return;
+    if (::prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0)
+      throw std::system_error(errno, std::generic_category(), "--subreaper: prctl(PR_SET_CHILD_SUBREAPER)");
+    log_.notice("master is a subreaper: it reaps orphaned descendants");
+  }
+
   void on_signal(int signo) {
     if (signo == SIGCHLD) {
       spawner_->reap([this](pid_t pid, int status) { on_exit(pid, status); });
       return;
     }
-    if (auto c = Signals::master(signo)) {
+    if (auto c = master_command<Signals>(signo, opt_.sigterm, pid_one_)) {
       const char* name = ::sigabbrev_np(signo);
       log_.info("received SIG{}: {}", name ? name : "?", to_string(*c));
       dispatch(events::commanded{*c});
@@ -583,6 +605,12 @@ class basic_supervisor {
     // Two masters: say which one `-s` reaches through the pid file.
     if (named != 0 && (lifecycle_->upgrade() || lifecycle_->parent_master()))
       out += fmt::format("pid file {} names {}\n", opt_.pid_file, named);
+    if constexpr (requires(const Lifecycle& l) { { l.roll() } -> std::same_as<std::optional<roll_status>>; })
+      if (auto r = lifecycle_->roll())
+        out += fmt::format(
+            "rolling reload to generation {}: {} of {} slot(s) moved, {} at a time, at most {} "
+            "worker(s)\n",
+            r->generation, r->moved, r->workers, r->batch, r->cap);
     return out;
   }
 
@@ -823,6 +851,7 @@ class basic_supervisor {
       return;
     }
     auto [master_end, worker_end] = channel::make_pair();  // may throw EMFILE: see failed()
+    const recipe& made = recipe_for(a.generation);
     spawn_request req;
     req.slot = a.slot;
     req.generation = a.generation;
@@ -836,15 +865,15 @@ class basic_supervisor {
     setup.listeners = listeners_.for_slot(a.slot);
     const bool separate = spawner_->separate_processes();
     setup.owns_listeners = separate;
-    setup.log_file = opt_.log_file;
-    setup.level = opt_.level;
-    setup.shutdown_timeout = opt_.shutdown_timeout;
-    setup.orphan_timeout = opt_.orphan_timeout;
-    if (separate) setup.heartbeat_interval = opt_.heartbeat_timeout / 3;
-    if (opt_.max_requests != 0)
-      setup.report_every = std::max<std::uint64_t>(1, opt_.max_requests / 50);
+    setup.log_file = made.opt.log_file;
+    setup.level = made.opt.level;
+    setup.shutdown_timeout = made.opt.shutdown_timeout;
+    setup.orphan_timeout = made.opt.orphan_timeout;
+    if (separate) setup.heartbeat_interval = made.opt.heartbeat_timeout / 3;
+    if (made.opt.max_requests != 0)
+      setup.report_every = std::max<std::uint64_t>(1, made.opt.max_requests / 50);
     int worker_fd = worker_end.fd();
-    req.body = [worker = worker_, worker_fd, setup, plan = worker_plan_](
+    req.body = [worker = made.worker, worker_fd, setup, plan = made.plan](
                    bool own_process, const spawn_request::attach_fn& attach) {
       if (own_process && !detail::enter_worker(plan, setup.slot, setup.log_file, setup.level))
         return 1;
@@ -864,6 +893,24 @@ class basic_supervisor {
     channels_.emplace(pid, std::move(master_end));
     loop_.watch_readable(fd, [this, pid] { return on_channel(pid); });
     dispatch(events::spawned{a.slot, a.generation, pid});
+  }
+
+  // What a generation's workers run, and with which options. A reload loads
+  // the next configuration before its generation serves: until then the
+  // serving generation's respawns, and the slots a failed rolling reload
+  // gives back to it, start from its own configuration, not the new one.
+  struct recipe {
+    Worker worker;
+    options opt;
+    detail::worker_plan plan;  // the user and per-worker settings, resolved
+  };
+
+  const recipe& recipe_for(std::uint64_t generation) {
+    // A generation older than the serving one never spawns again.
+    std::erase_if(recipes_, [&](const auto& r) { return r.first < lifecycle_->generation(); });
+    auto it = recipes_.find(generation);
+    if (it == recipes_.end()) it = recipes_.emplace(generation, recipe{worker_, opt_, worker_plan_}).first;
+    return it->second;
   }
 
   void perform(const actions::send& a) {
@@ -982,6 +1029,7 @@ class basic_supervisor {
   listener_set listeners_;
   detail::daemonizer daemon_;
   std::map<pid_t, channel> channels_;
+  std::map<std::uint64_t, recipe> recipes_;  // by generation: what its workers were loaded with
   std::deque<event> pending_;
   bool dispatching_ = false;
   int exit_code_ = 0;
@@ -1008,6 +1056,7 @@ class basic_supervisor {
   std::uint64_t first_generation_ = 1;
   bool activated_ = false;  // the listeners came from systemd
   bool rss_sampling_ = false;  // the rss_sample timer is armed
+  bool pid_one_ = false;    // the master is PID 1 (a container's init)
 };
 
 #if defined(PROCMODEL_HEADER_ONLY)

@@ -22,6 +22,7 @@
 #include "support/http_checks.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <csignal>
 #include <cstdio>
 #include <fstream>
@@ -29,6 +30,7 @@
 #include <regex>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <malloc.h>
@@ -856,4 +858,235 @@ PM_TEST_CASE("a rolled-back generation serves the connections it accepted to the
   // Generation 1 serves on.
   PM_CHECK(srv, echo_once(srv.port()));
   PM_CHECK(srv, srv.workers() == std::vector<pid_t>{old});
+}
+
+// --- rolling reloads (--reload-batch) ---------------------------------------------
+
+namespace {
+
+// Counts the master's live (non-zombie) children every millisecond or so,
+// on a thread of its own, and keeps the highest count seen.
+class worker_sampler {
+ public:
+  explicit worker_sampler(pid_t master)
+      : thread_([this, master] {
+          while (!done_) {
+            int live = 0;
+            for (pid_t c : children_of(master)) live += is_running(c) ? 1 : 0;
+            peak_ = std::max(peak_.load(), live);
+            ++samples_;
+            std::this_thread::sleep_for(1ms);
+          }
+        }) {}
+  worker_sampler(const worker_sampler&) = delete;
+  worker_sampler& operator=(const worker_sampler&) = delete;
+  ~worker_sampler() { stop(); }
+  void stop() {
+    done_ = true;
+    if (thread_.joinable()) thread_.join();
+  }
+  [[nodiscard]] int peak() const { return peak_; }
+  [[nodiscard]] long samples() const { return samples_; }
+
+ private:
+  std::atomic<bool> done_{false};
+  std::atomic<int> peak_{0};
+  std::atomic<long> samples_{0};
+  std::thread thread_;
+};
+
+// The slots of generation `g` that answered in `r`.
+std::set<unsigned> slots_of_generation(const load_result& r, std::uint64_t g) {
+  std::set<unsigned> out;
+  for (const auto& [body, n] : r.bodies)
+    if (auto b = parse_body(body); b && b->generation == g) out.insert(b->slot);
+  return out;
+}
+
+// 8 workers, --reload-batch 2, a HUP under 30 keep-alive clients; the
+// master's children are counted all along.
+void rolling_reload_under_load(bool reuseport) {
+  const std::string mode = reuseport ? "--reuseport" : "shared listener";
+  server srv(http_server, "procmodel-roll");
+  std::vector<std::string> extra = {"--reload-batch", "2"};
+  if (reuseport) extra.push_back("--reuseport");
+  PM_REQUIRE(srv, srv.start(http_config(8, extra)));
+  const auto old_list = srv.workers();
+  PM_REQUIRE(srv, old_list.size() == 8);
+  load_options lo;
+  lo.connections = 30;
+  http_load load(srv.port(), lo);
+  load.start();
+  PM_REQUIRE(srv, wait_for([&] { return load.snapshot().ok >= 200; }, 10s));
+
+  worker_sampler sampler(srv.master_pid());
+  std::this_thread::sleep_for(50ms);
+  const auto t0 = steady::now();
+  PM_REQUIRE(srv, srv.master().signal(SIGHUP));
+  const bool settled = wait_settled(srv, 2, 8, 60s);
+  const double roll_ms = ms_since(t0);
+  std::this_thread::sleep_for(50ms);
+  sampler.stop();
+  auto during = load.finish(5s);
+
+  // Afterwards: new connections, each answered by generation 2.
+  load_options after_lo;
+  after_lo.connections = 8;
+  after_lo.connection_close = true;
+  http_load after(srv.port(), after_lo);
+  after.start();
+  PM_CHECK(srv, wait_for([&] { return after.snapshot().ok >= 800; }, 20s));
+  auto r2 = after.finish(5s);
+
+  const std::string log = srv.log();
+  WARN("rolling reload of 8 workers in batches of 2 (" << mode << "): " << fmt_ms(roll_ms)
+       << " from HUP to settled; at most " << sampler.peak() << " workers in "
+       << sampler.samples() << " samples; " << describe(during));
+  INFO(mode << ": " << describe(during));
+  PM_CHECK(srv, settled);
+  PM_CHECK(srv, sampler.peak() <= 10);
+  PM_CHECK(srv, sampler.peak() >= 9);  // the sampler saw the batches overlap their old workers
+  PM_CHECK(srv, sampler.samples() >= 50);
+  PM_CHECK(srv, losses(during) == "");
+  PM_CHECK(srv, during.ok >= 500);
+  PM_CHECK(srv, losses(r2) == "");
+  PM_CHECK(srv, generations_served(r2).size() == 1);
+  PM_CHECK(srv, generations_served(r2).count(2) == 1);
+  if (reuseport) PM_CHECK(srv, slots_of_generation(r2, 2).size() == 8);
+  // Four batches, three of them moved before the promotion; no rollback.
+  PM_CHECK(srv, count_of(log, "reload: starting generation 2 with 8 worker(s), 2 at a time "
+                              "(rolling: at most 10 worker(s) at once)") == 1);
+  PM_CHECK(srv, count_of(log, "old worker(s) drain; ") == 3);
+  PM_CHECK(srv, count_of(log, "reload: generation 2 serves with 8 worker(s)") == 1);
+  PM_CHECK(srv, count_of(log, "rolled back") == 0);
+  // Every old worker drained and exited with 0 (the teardown audit checks
+  // every worker's end in the log as well).
+  for (pid_t p : old_list) {
+    INFO("old worker " << p);
+    PM_CHECK(srv, !is_running(p));
+    PM_CHECK(srv, lines_with(log, "worker " + std::to_string(p) + " (slot ").size() >= 1);
+    PM_CHECK(srv, std::regex_search(log, std::regex("worker " + std::to_string(p) +
+                                                    R"( \(slot \d, generation 1\) exited with code 0)")));
+  }
+  auto fresh = workers_of_generation(srv, 2);
+  PM_CHECK(srv, fresh.size() == 8);
+  check_no_zombies(srv);
+}
+
+// An http_server fixture reading <dir>/http.conf on HUP.
+std::string roll_conf(const server& srv) { return srv.dir().file("http.conf"); }
+
+}  // namespace
+
+PM_TEST_CASE("a rolling reload of 8 workers in batches of 2 never runs more than 10 and loses "
+             "no request (shared listener)",
+             "[reload][roll][load]") {
+  rolling_reload_under_load(false);
+}
+
+PM_TEST_CASE("a rolling reload of 8 workers in batches of 2 never runs more than 10 and loses "
+             "no request (--reuseport)",
+             "[reload][roll][load]") {
+  rolling_reload_under_load(true);
+}
+
+PM_TEST_CASE("a rolling reload whose third batch crashes puts the moved slots back in generation 1",
+             "[reload][roll][rollback]") {
+  server srv(http_server, "procmodel-roll");
+  write_file(roll_conf(srv), "greeting = old\n");
+  auto c = http_config(6, {"--reload-batch", "2", "--config", roll_conf(srv)});
+  PM_REQUIRE(srv, srv.start(c));
+  const auto old_list = srv.workers();
+  PM_REQUIRE(srv, old_list.size() == 6);
+  // Generation 2's workers of slots 4 and 5 exit at once: slots 0-3 move,
+  // then the third batch fails.
+  write_file(roll_conf(srv), "greeting = new\nexit_at_start = 3\nexit_from_slot = 4\n");
+  expect_log_pattern(R"(worker \d+ \(slot [45], generation 2\) exited with code 3)");
+  expect_log_line("reload to generation 2 rolled back: worker ");
+  expect_log_line("cannot start a worker");  // none expected; named if the fork fails under load
+  PM_REQUIRE(srv, srv.master().signal(SIGHUP));
+  PM_REQUIRE(srv, wait_for([&] { return count_of(srv.log(), " go back from generation ") == 1; },
+                           30s));
+  std::string log = srv.log();
+  PM_CHECK(srv, count_of(log, "rolled back") == 1);
+  PM_CHECK(srv, count_of(log, "4 of 6 slot(s) moved") == 1);
+  PM_CHECK(srv, count_of(log, "reload: slot(s) 0-3 go back from generation 2 to generation 1") == 1);
+  PM_CHECK(srv, lines_with(log, "rolled back").at(0).find(
+                    "exited with code 3 before the generation was ready; generation 1 keeps "
+                    "serving") != std::string::npos);
+  // Slots 0-3 get new generation-1 workers, which serve the old greeting;
+  // generation 2 drains away, and nothing of it is respawned.
+  PM_REQUIRE(srv, wait_for(
+                      [&] {
+                        auto g1 = workers_of_generation(srv, 1);
+                        auto live = srv.workers();
+                        return g1.size() == 6 && live.size() == 6 &&
+                               std::all_of(live.begin(), live.end(),
+                                           [&](pid_t w) { return srv.is_ready(w); });
+                      },
+                      30s));
+  auto g1 = workers_of_generation(srv, 1);
+  for (unsigned k = 0; k < 4; ++k)
+    PM_CHECK(srv, std::find(old_list.begin(), old_list.end(), g1[k]) == old_list.end());
+  for (unsigned k = 4; k < 6; ++k)
+    PM_CHECK(srv, std::find(old_list.begin(), old_list.end(), g1[k]) != old_list.end());
+  PM_CHECK(srv, workers_of_generation(srv, 2).empty());
+  for (int i = 0; i < 20; ++i) {
+    auto body = http_get(srv.port());
+    PM_REQUIRE(srv, body.has_value());
+    PM_CHECK(srv, body->starts_with("old from worker "));
+    PM_CHECK(srv, body->find(" generation 1 ") != std::string::npos);
+  }
+  PM_CHECK(srv, count_of(srv.log(), "reload: generation ") == 0);
+  // The moved slots' generation-2 workers drained and exited with 0.
+  PM_CHECK(srv, std::regex_search(srv.log(),
+                                  std::regex(R"(worker \d+ \(slot 0, generation 2\) exited with code 0)")));
+  check_no_zombies(srv);
+
+  // A good configuration rolls through next (generation 3).
+  write_file(roll_conf(srv), "greeting = fixed\n");
+  PM_REQUIRE(srv, srv.master().signal(SIGHUP));
+  PM_REQUIRE(srv, wait_settled(srv, 3, 6, 30s));
+  auto body = http_get(srv.port());
+  PM_REQUIRE(srv, body.has_value());
+  PM_CHECK(srv, body->starts_with("fixed from worker "));
+}
+
+PM_TEST_CASE("a second HUP during a rolling reload rolls again to the newest configuration",
+             "[reload][roll]") {
+  server srv(http_server, "procmodel-roll");
+  write_file(roll_conf(srv), "greeting = one\n");
+  // Each new worker takes 300 ms to be ready: the roll lasts long enough
+  // for a second HUP to land in it.
+  auto c = http_config(4, {"--reload-batch", "1", "--config", roll_conf(srv)});
+  PM_REQUIRE(srv, srv.start(c));
+  write_file(roll_conf(srv), "greeting = two\nready_delay = 300\n");
+  PM_REQUIRE(srv, srv.master().signal(SIGHUP));
+  PM_REQUIRE(srv, wait_for([&] { return count_of(srv.log(), "1 of 4 slot(s) moved") == 1; }, 10s));
+  // -s status shows the roll.
+  spawn_options so;
+  so.stdout_path = srv.dir().file("status.out");
+  auto status = process::spawn(http_server, {"-s", "status", "--pid-file", srv.pid_path()}, so);
+  PM_REQUIRE(srv, status.wait_exit(10s).has_value());
+  const std::string table = read_file(srv.dir().file("status.out"));
+  INFO(table);
+  PM_CHECK(srv, std::regex_search(table, std::regex(R"(rolling reload to generation 2: [123] of 4 )"
+                                                    R"(slot\(s\) moved, 1 at a time, at most 5 worker)")));
+  write_file(roll_conf(srv), "greeting = three\n");
+  PM_REQUIRE(srv, srv.master().signal(SIGHUP));
+  PM_REQUIRE(srv, wait_for([&] {
+    return count_of(srv.log(), "reload already under way; another follows when it is done") == 1;
+  }, 10s));
+  PM_REQUIRE(srv, wait_settled(srv, 3, 4, 30s));
+  const std::string log = srv.log();
+  // Generation 2 finished its roll first, then generation 3 rolled.
+  PM_CHECK(srv, count_of(log, "reload: generation 2 serves with 4 worker(s)") == 1);
+  PM_CHECK(srv, count_of(log, "reload: generation 3 serves with 4 worker(s)") == 1);
+  PM_CHECK(srv, log.find("reload: generation 2 serves") < log.find("reload: starting generation 3"));
+  for (int i = 0; i < 10; ++i) {
+    auto body = http_get(srv.port());
+    PM_REQUIRE(srv, body.has_value());
+    PM_CHECK(srv, body->starts_with("three from worker "));
+  }
+  check_no_zombies(srv);
 }

@@ -251,6 +251,8 @@ TEST_CASE("http example: a bad configuration is refused naming its line", "[bad_
            {"unknown = 1", 1},
            {"# ok\n\nworkers = 2\nworkers = x", 4},
            {"greeting = hi\nbogus", 2},
+           {"exit_from_slot = 1024", 1},
+           {"exit_from_slot = x", 1},
            {std::string(100000, 'x'), 1},
        }) {
     ++tried;

@@ -179,7 +179,7 @@ TEST_CASE("crash loop: past R quick restarts each respawn waits - doubling to th
 
     // No spawn before the timer fires, whatever else happens meanwhile.
     CHECK(count_of<actions::spawn>(d.advance(milliseconds(expected - 1))) == 0);
-    CHECK(d.exit(4242, exited_with(1)).empty());
+    CHECK(effects(d.exit(4242, exited_with(1))).empty());
     CHECK(d.ready(4242).empty());
 
     auto fired = d.advance(1ms);
@@ -598,14 +598,17 @@ TEST_CASE("timers for unknown slots are ignored", "[lifecycle]") {
   CHECK(d.processes().size() == 2);
 }
 
-TEST_CASE("the exit of an unknown pid is ignored", "[lifecycle]") {
+TEST_CASE("the exit of an unknown pid is only logged, at debug level", "[lifecycle]") {
   auto d = started();
   PM_SHOW_ON_FAILURE(d.describe());
   auto before = d.processes().size();
-  CHECK(d.exit(4242, exited_with(1)).empty());
+  auto acts = d.exit(4242, exited_with(1));
+  CHECK(effects(acts).empty());
+  CHECK(acts.size() == 1);
+  CHECK(logs_with(acts, log_level::debug, "reaped process 4242, not a worker of this master") == 1);
   CHECK(d.processes().size() == before);
   d.command(command::quit);
-  CHECK(d.exit(4242, exited_with(1)).empty());
+  CHECK(effects(d.exit(4242, exited_with(1))).empty());
   CHECK(d.current_phase() == phase::quitting);
 }
 

@@ -69,9 +69,9 @@ struct step {
 
 std::string describe(const lifecycle_config& c) {
   return fmt::format(
-      "workers {}, ready_timeout {} ms, shutdown {} ms, terminate {} ms, cap {}, restarts {} in "
-      "{} ms, backoff {}..{} ms",
-      c.workers, c.ready_timeout.count(), c.shutdown_timeout.count(),
+      "workers {}, batch {}, ready_timeout {} ms, shutdown {} ms, terminate {} ms, cap {}, "
+      "restarts {} in {} ms, backoff {}..{} ms",
+      c.workers, c.reload_batch, c.ready_timeout.count(), c.shutdown_timeout.count(),
       c.terminate_timeout.count(), c.max_draining_generations, c.restart.max_restarts,
       c.restart.period.count(), c.restart.backoff_initial.count(),
       c.restart.backoff_max.count());
@@ -114,6 +114,9 @@ int random_status(std::mt19937_64& rng) {
 lifecycle_config random_config(std::mt19937_64& rng) {
   lifecycle_config c;
   c.workers = 1 + static_cast<unsigned>(rng() % 3);
+  // Half the configurations reload in batches (rolling), 1 or 2 slots at a time.
+  c.reload_batch = static_cast<unsigned>(rng() % 4) / 2 * (1 + static_cast<unsigned>(rng() % 2));
+  if (rng() % 3 == 0) c.workers += 2;
   c.ready_timeout = milliseconds(500 + 500 * static_cast<int>(rng() % 6));
   c.shutdown_timeout = milliseconds(1000 + 1000 * static_cast<int>(rng() % 10));
   c.terminate_timeout = milliseconds(1000 + 1000 * static_cast<int>(rng() % 5));
@@ -182,13 +185,15 @@ step random_step(std::mt19937_64& rng) {
 class walker {
  public:
   // `parent`: this master was started by an upgrade whose parent master lives.
-  explicit walker(const lifecycle_config& c, pid_t parent = 0) : d_(c), parent_(parent) {}
+  // `self`: this master's pid; 1 for a container's init, which never upgrades.
+  explicit walker(const lifecycle_config& c, pid_t parent = 0, pid_t self = 100)
+      : d_(c), parent_(parent), self_(self) {}
 
   // The first violation, or "" when every step kept every invariant.
   std::string run(const std::vector<step>& steps, bool trace = false) {
     trace_ = trace;
     events::started start;
-    start.pid = 1;
+    start.pid = self_;
     start.parent_master = parent_;
     if (auto v = deliver(start, false); !v.empty()) return v;
     for (std::size_t i = 0; i < steps.size(); ++i) {
@@ -409,6 +414,8 @@ class walker {
                              r->client);
         waiting_.erase(it);
       }
+      if (std::holds_alternative<actions::exec_upgrade>(a) && self_ == 1)
+        return "an upgrade started by a master that is PID 1";
       if (const auto* h = std::get_if<actions::hand_over>(&a)) {
         if (h->pid != new_master_ || !new_master_ready_ || !new_master_alive_)
           return fmt::format("hand over to {}, which is not a live, ready new master", h->pid);
@@ -441,6 +448,10 @@ class walker {
       }
     }
 
+    // A reload takes its number when its configuration loads, before its
+    // first spawn (a roll may wait for room, and be abandoned meanwhile).
+    if (auto p = l.pending_generation()) max_generation_ = std::max(max_generation_, *p);
+
     if (l.generation() < before.generation)
       return fmt::format("the serving generation went back from {} to {}", before.generation,
                          l.generation());
@@ -460,7 +471,20 @@ class walker {
     if (exited_ && !waiting_.empty())
       return fmt::format("exited with control client {} never answered", waiting_.begin()->first);
 
-    // One starting or ready worker per serving slot.
+    // A rolling reload starts a batch only with room for it: the table
+    // then holds at most the roll's cap.
+    if (auto roll = l.roll()) {
+      std::size_t spawns = 0;
+      for (const auto& sp : actions_of<actions::spawn>(acts))
+        spawns += sp.generation == roll->generation ? 1 : 0;
+      if (spawns != 0 && after.size() + spawns > roll->cap)
+        return fmt::format("a rolling reload spawned {} worker(s) with {} in the table, over its "
+                           "cap of {}",
+                           spawns, after.size(), roll->cap);
+    }
+
+    // One starting or ready worker per serving slot (or, for a slot a
+    // rolling reload moved, of the generation it moves to).
     if (ph == phase::running) {
       for (unsigned k = 0; k < std::max(l.workers(), 8u); ++k) {
         unsigned live = 0;
@@ -470,6 +494,8 @@ class walker {
             ++live;
         if (live > 1) return fmt::format("slot {} has {} live workers of generation {}", k, live,
                                          l.generation());
+        if (auto roll = l.roll(); roll && k < roll->moved)
+          continue;
         if (k < l.workers() && live == 0 && !idle_ &&
             !timers_.count({timer_kind::respawn, k}) && !inflight_.count({k, l.generation()}))
           return fmt::format("slot {} of generation {} has no worker and no respawn pending", k,
@@ -530,6 +556,7 @@ class walker {
 
   lifecycle_driver d_;
   pid_t parent_ = 0;
+  pid_t self_ = 100;
   bool parent_gone_ = false;
   bool reported_to_parent_ = false;
   pid_t new_master_ = 0;  // the last new master started
@@ -559,6 +586,7 @@ class walker {
 struct walk {
   lifecycle_config config;
   pid_t parent = 0;  // started by an upgrade whose parent master lives
+  pid_t self = 100;  // 1: the master is PID 1
   std::vector<step> steps;
 };
 
@@ -567,12 +595,13 @@ walk make_walk(std::uint64_t seed, std::size_t length) {
   walk w;
   w.config = random_config(rng);
   if (rng() % 4 == 0) w.parent = 2;
+  if (rng() % 8 == 0) w.self = 1;
   for (std::size_t i = 0; i < length; ++i) w.steps.push_back(random_step(rng));
   return w;
 }
 
 std::string violation(const walk& w) {
-  walker x(w.config, w.parent);
+  walker x(w.config, w.parent, w.self);
   return x.run(w.steps);
 }
 
@@ -618,13 +647,14 @@ walk shrink(walk w) {
 
 std::string report(std::uint64_t seed, const walk& original) {
   walk small = shrink(original);
-  walker x(small.config, small.parent);
+  walker x(small.config, small.parent, small.self);
   auto v = x.run(small.steps, true);
   return fmt::format(
-      "seed {} (replay with PROCMODEL_WALK_SEED={}): {} steps, shrunk to {}\nconfig: {}{}\n"
+      "seed {} (replay with PROCMODEL_WALK_SEED={}): {} steps, shrunk to {}\nconfig: {}{}{}\n"
       "violation {}\n--- the shrunk walk, with the actions of every event ---\n{}",
       seed, seed, original.steps.size(), small.steps.size(), describe(small.config),
-      small.parent ? ", started by an upgrade (parent master lives)" : "", v,
+      small.parent ? ", started by an upgrade (parent master lives)" : "",
+      small.self == 1 ? ", the master is PID 1" : "", v,
       x.trace());
 }
 
@@ -645,7 +675,7 @@ TEST_CASE("random walks keep the lifecycle's invariants after every event",
   for (std::uint64_t i = 0; i < walks; ++i) {
     const std::uint64_t seed = only ? only : 1 + i;
     walk w = make_walk(seed, length);
-    walker x(w.config, w.parent);
+    walker x(w.config, w.parent, w.self);
     auto v = x.run(w.steps);
     events += x.events();
     if (!v.empty() && failed++ < 1) FAIL_CHECK(report(seed, w));

@@ -9,6 +9,7 @@
 #include <stdexcept>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include <unistd.h>
@@ -312,6 +313,11 @@ TEST_CASE("command_line: usage errors return 2 and name the flag", "[options]") 
       {{"--worker-priority", "-21"}, "got '-21'"},
       {{"--worker-directory", "srv"}, "--worker-directory: expected an absolute path, got 'srv'"},
       {{"--worker-directory", ""}, "--worker-directory: expected an absolute path"},
+      {{"--reload-batch", "-1"}, "--reload-batch: expected a whole number from 0 to 1024, got '-1'"},
+      {{"--reload-batch", "1025"}, "--reload-batch: expected a whole number"},
+      {{"--reload-batch"}, "--reload-batch needs a value"},
+      {{"--sigterm", "drain"}, "--sigterm: unknown mode 'drain' (expected auto, stop or quit)"},
+      {{"--subreaper=1"}, "--subreaper takes no value"},
   }));
   options opt;
   std::vector<const char*> argv{"demo"};
@@ -587,4 +593,30 @@ TEST_CASE("command_line: --help shows the privilege and per-worker defaults",
   CHECK(help_line(b.out, "--user NAME").ends_with("(default: the master's)"));
   CHECK(help_line(b.out, "--worker-rlimit-nofile N").ends_with("(default: the master's)"));
   CHECK(help_line(b.out, "--worker-cpu-affinity CPUS").ends_with("(default: off)"));
+}
+
+TEST_CASE("command_line: rolling reloads, subreaper and what SIGTERM means", "[options]") {
+  options opt;
+  CHECK(opt.reload_batch == 0);
+  CHECK_FALSE(opt.subreaper);
+  CHECK(opt.sigterm == sigterm_mode::automatic);
+  auto p = parse(opt, {"--reload-batch", "2", "--subreaper", "--sigterm", "quit"});
+  INFO(p.err);
+  REQUIRE_FALSE(p.code);
+  CHECK(opt.reload_batch == 2);
+  CHECK(opt.subreaper);
+  CHECK(opt.sigterm == sigterm_mode::quit);
+  for (auto [text, mode] : {std::pair{"auto", sigterm_mode::automatic},
+                            std::pair{"stop", sigterm_mode::stop},
+                            std::pair{"quit", sigterm_mode::quit}}) {
+    options o;
+    REQUIRE_FALSE(parse(o, {"--sigterm", text}).code);
+    CHECK(o.sigterm == mode);
+  }
+  options shown;
+  shown.reload_batch = 4;
+  auto h = parse(shown, {"--help"});
+  CHECK(help_line(h.out, "--reload-batch K").ends_with("(default: 4)"));
+  CHECK(help_line(h.out, "--subreaper").ends_with("(default: off)"));
+  CHECK(help_line(h.out, "--sigterm MODE").ends_with("(default: auto)"));
 }

@@ -136,3 +136,25 @@ TEST_CASE("the tables satisfy the Signals contract - at compile time", "[signals
   STATIC_REQUIRE(graceful_term_signals::master(SIGTERM) == command::quit);
   STATIC_REQUIRE(nginx_signals::signal_for(command::reopen) == SIGUSR1);
 }
+
+TEST_CASE("SIGTERM as --sigterm says: drains as PID 1 unless told otherwise", "[signals][pid1]") {
+  using M = sigterm_mode;
+  // automatic: the table's meaning, a graceful stop as PID 1.
+  CHECK(master_command<nginx_signals>(SIGTERM, M::automatic, false) == command::stop);
+  CHECK(master_command<nginx_signals>(SIGTERM, M::automatic, true) == command::quit);
+  CHECK(master_command<graceful_term_signals>(SIGTERM, M::automatic, false) == command::quit);
+  // Told: whatever the table and the pid.
+  for (bool pid_one : {false, true}) {
+    CHECK(master_command<nginx_signals>(SIGTERM, M::stop, pid_one) == command::stop);
+    CHECK(master_command<graceful_term_signals>(SIGTERM, M::stop, pid_one) == command::stop);
+    CHECK(master_command<nginx_signals>(SIGTERM, M::quit, pid_one) == command::quit);
+    // Every other signal keeps the table's meaning; SIGINT stays the fast stop.
+    for (auto m : {M::automatic, M::stop, M::quit}) {
+      CHECK(master_command<nginx_signals>(SIGINT, m, pid_one) == command::stop);
+      CHECK(master_command<nginx_signals>(SIGQUIT, m, pid_one) == command::quit);
+      CHECK(master_command<nginx_signals>(SIGHUP, m, pid_one) == command::reload);
+      CHECK_FALSE(master_command<nginx_signals>(SIGCHLD, m, pid_one));
+    }
+  }
+  STATIC_REQUIRE(master_command<nginx_signals>(SIGTERM, M::automatic, true) == command::quit);
+}

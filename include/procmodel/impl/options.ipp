@@ -201,6 +201,26 @@ command_line::command_line(options& opt) : opt_(opt) {
         opt_.recycle_jitter =
             static_cast<double>(parse_number("--recycle-jitter", v, 0, 100)) / 100.0;
       });
+  add("--reload-batch", "K",
+      fmt::format("reload K slots at a time, each batch ready before the next; 0: all at once {}",
+                  shown_default(fmt::format("{}", opt.reload_batch))),
+      [this](auto v) {
+        opt_.reload_batch = static_cast<unsigned>(parse_number("--reload-batch", v, 0, 1024));
+      });
+  add_flag("--subreaper",
+           fmt::format("reap orphaned descendants, as PID 1 does (PR_SET_CHILD_SUBREAPER) {}",
+                       on_off(opt.subreaper)),
+           [this] { opt_.subreaper = true; });
+  add("--sigterm", "MODE",
+      fmt::format("what SIGTERM does: stop (fast), quit (graceful) or auto (quit as PID 1, "
+                  "else the signal table's) {}",
+                  shown_default(to_string(opt.sigterm))),
+      [this](auto v) {
+        for (auto m : {sigterm_mode::automatic, sigterm_mode::stop, sigterm_mode::quit})
+          if (to_string(m) == v) return void(opt_.sigterm = m);
+        throw std::invalid_argument(
+            fmt::format("--sigterm: unknown mode '{}' (expected auto, stop or quit)", v));
+      });
   add_flag("--reuseport",
            fmt::format("one SO_REUSEPORT socket per worker instead of a shared one {}",
                        on_off(opt.reuseport)),
