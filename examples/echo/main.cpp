@@ -1,7 +1,8 @@
-// The smallest embedding of procmodel: a TCP echo server whose workers drain
-// cleanly on a graceful stop.
+// The smallest embedding of procmodel: an echo server whose workers drain
+// cleanly on a graceful stop, on TCP and unix sockets alike.
 //
 //   echo_server --listen 127.0.0.1:7000 --workers 2 --pid-file /tmp/echo.pid
+//   echo_server --listen 'unix:/tmp/echo.sock mode=0660' --pid-file /tmp/echo.pid
 
 #include <procmodel/procmodel.hpp>
 
@@ -16,17 +17,18 @@
 #include <boost/asio/write.hpp>
 
 namespace asio = boost::asio;
-using asio::ip::tcp;
 
 namespace {
 
-class echo_session : public std::enable_shared_from_this<echo_session> {
+// Socket: tcp::socket or local::stream_protocol::socket.
+template <class Socket>
+class echo_session : public std::enable_shared_from_this<echo_session<Socket>> {
  public:
-  echo_session(tcp::socket socket, procmodel::connection conn)
+  echo_session(Socket socket, procmodel::connection conn)
       : socket_(std::move(socket)), conn_(std::move(conn)) {}
 
   void read() {
-    socket_.async_read_some(asio::buffer(buf_), [self = shared_from_this()](auto ec, std::size_t n) {
+    socket_.async_read_some(asio::buffer(buf_), [self = this->shared_from_this()](auto ec, std::size_t n) {
       if (ec) return;  // the connection leaves its set with the last reference
       asio::async_write(self->socket_, asio::buffer(self->buf_, n),
                         [self](auto wec, std::size_t) {
@@ -36,7 +38,7 @@ class echo_session : public std::enable_shared_from_this<echo_session> {
   }
 
  private:
-  tcp::socket socket_;
+  Socket socket_;
   std::array<char, 4096> buf_{};
   // Never idle(): a byte stream has no pause between requests, so a drain
   // waits for the client to hang up, or for the deadline.
@@ -63,8 +65,9 @@ struct echo_worker {
     const bool report_ready = !hook_file_exists("ECHO_SERVE_NOT_READY_FILE");
     // Until the drain, then what the kernel already queued; backs off when
     // out of descriptors.
-    procmodel::serve(ctx, 0, [](tcp::socket s, procmodel::connection c) {
-      std::make_shared<echo_session>(std::move(s), std::move(c))->read();
+    // A generic handler: TCP and unix listeners alike.
+    procmodel::serve(ctx, [](auto s, procmodel::connection c) {
+      std::make_shared<echo_session<decltype(s)>>(std::move(s), std::move(c))->read();
     });
     if (report_ready) ctx.ready();
     // For the signal tests: a command run with system() once serving, as a

@@ -795,8 +795,16 @@ class basic_supervisor {
 
   // The control socket stays: status answers until the master exits.
   void perform(const actions::stop_listening& a) {
-    if (a.freeze) listeners_.freeze();
+    if (a.freeze) {
+      listeners_.freeze();
+      remove_socket_files();
+    }
     listeners_.close_all();
+  }
+
+  void remove_socket_files() {
+    for (const auto& path : listeners_.remove_socket_files())
+      log_.notice("removed the socket file unix:{}", path);
   }
 
   void perform(const actions::notify& a) {
@@ -865,6 +873,7 @@ class basic_supervisor {
   }
 
   void perform(const actions::exit& a) {
+    if (a.remove_socket_files) remove_socket_files();
     exit_code_ = a.code;
     loop_.stop();
   }

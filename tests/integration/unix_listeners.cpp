@@ -1,0 +1,374 @@
+// Unix-domain stream listeners (`--listen unix:/PATH`) and nginx's listen
+// parameters, end to end against the real echo_server: a load of echo
+// clients on the unix socket through reloads, a hot upgrade and a graceful
+// stop loses nothing; a stale socket file left by a killed master is
+// replaced, a symbolic link or a file that is not a socket at the path is
+// refused before anything serves; the parameters are on the master's
+// socket (read back with pidfd_getfd and getsockopt, and with ss).
+
+#include "support/catch.hpp"
+#include "support/process.hpp"
+#include "support/server.hpp"
+
+#include <atomic>
+#include <cerrno>
+#include <csignal>
+#include <cstring>
+#include <regex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#ifndef PROCMODEL_ECHO_SERVER
+#error "PROCMODEL_ECHO_SERVER must name the echo_server binary"
+#endif
+
+using namespace pmtest;
+
+namespace {
+
+const std::string echo_server = PROCMODEL_ECHO_SERVER;
+
+// A connected unix stream socket, or -1.
+int connect_unix(const std::string& path) {
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  sockaddr_un un{};
+  un.sun_family = AF_UNIX;
+  path.copy(un.sun_path, sizeof un.sun_path - 1);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&un), sizeof un) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// Sends `line` and reads until it has come back whole; false on anything else.
+bool round_trip(int fd, const std::string& line, milliseconds timeout = 5s) {
+  if (::send(fd, line.data(), line.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(line.size()))
+    return false;
+  std::string got;
+  auto deadline = steady::now() + timeout;
+  while (got.size() < line.size()) {
+    pollfd p{fd, POLLIN, 0};
+    auto left = std::chrono::duration_cast<milliseconds>(deadline - steady::now()).count();
+    if (left <= 0 || ::poll(&p, 1, static_cast<int>(left)) <= 0) return false;
+    char buf[256];
+    ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) return false;
+    got.append(buf, static_cast<std::size_t>(n));
+  }
+  return got == line;
+}
+
+// Echo clients on a unix socket: each opens a connection, makes `per_connection`
+// round trips, closes it and opens the next, until stop(). A failed connect or
+// a round trip that does not come back whole is a failure. finish_connections()
+// lets each client end the connection it is in (a graceful stop: no new ones).
+class unix_echo_load {
+ public:
+  unix_echo_load(std::string path, int clients, int per_connection = 20)
+      : path_(std::move(path)), per_connection_(per_connection) {
+    for (int i = 0; i < clients; ++i) threads_.emplace_back([this, i] { run(i); });
+  }
+  ~unix_echo_load() { stop(); }
+
+  void finish_connections() { no_new_ = true; }
+  void stop() {
+    no_new_ = true;
+    for (auto& t : threads_)
+      if (t.joinable()) t.join();
+  }
+  long ok() const { return ok_; }
+  long failed() const { return failed_; }
+  long connections() const { return connections_; }
+  std::string first_failure() const {
+    std::lock_guard lock(m_);
+    return first_failure_;
+  }
+
+ private:
+  void fail(std::string why) {
+    ++failed_;
+    std::lock_guard lock(m_);
+    if (first_failure_.empty()) first_failure_ = std::move(why);
+  }
+  void run(int id) {
+    while (!no_new_) {
+      int fd = connect_unix(path_);
+      if (fd < 0) {
+        fail(std::string("connect: ") + std::strerror(errno));
+        std::this_thread::sleep_for(10ms);
+        continue;
+      }
+      ++connections_;
+      for (int k = 0; k < per_connection_; ++k) {
+        std::string line = "client " + std::to_string(id) + " line " + std::to_string(k) + "\n";
+        if (!round_trip(fd, line)) {
+          fail("round trip " + std::to_string(k) + " of a connection");
+          break;
+        }
+        ++ok_;
+      }
+      ::close(fd);
+    }
+  }
+
+  std::string path_;
+  int per_connection_;
+  std::atomic<bool> no_new_{false};
+  std::atomic<long> ok_{0}, failed_{0}, connections_{0};
+  mutable std::mutex m_;
+  std::string first_failure_;
+  std::vector<std::thread> threads_;
+};
+
+bool is_socket_file(const std::string& path) {
+  struct stat st {};
+  return ::lstat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode);
+}
+
+// echo_server with a TCP listener (for the start probe) and `unix_address`.
+server_config unix_config(const std::string& unix_address, std::vector<std::string> more = {}) {
+  server_config c;
+  c.workers = 2;
+  c.extra = {"--listen", unix_address, "--shutdown-timeout", "8000"};
+  c.extra.insert(c.extra.end(), more.begin(), more.end());
+  return c;
+}
+
+// The ok / failed counts keep growing, for `timeout` at most.
+bool serves_on(const unix_echo_load& load, long more, milliseconds timeout = 10s) {
+  long before = load.ok();
+  return wait_for([&] { return load.ok() >= before + more; }, timeout);
+}
+
+// "ok: new master N serves; old master M quits": N.
+pid_t upgraded_to(const std::string& out) {
+  static const std::regex re(R"(ok: new master (\d+) serves)");
+  std::smatch m;
+  return std::regex_search(out, m, re) ? static_cast<pid_t>(std::stol(m[1])) : 0;
+}
+
+// A descriptor of `pid` taken into this process (pidfd_getfd: we are its
+// parent, or root).
+int steal_fd(pid_t pid, int fd) {
+  int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+  if (pidfd < 0) return -1;
+  int out = static_cast<int>(::syscall(SYS_pidfd_getfd, pidfd, fd, 0));
+  ::close(pidfd);
+  return out;
+}
+
+int int_option(int fd, int level, int name) {
+  int v = -1;
+  socklen_t len = sizeof v;
+  return ::getsockopt(fd, level, name, &v, &len) == 0 ? v : -1;
+}
+
+}  // namespace
+
+PM_TEST_CASE("a unix socket serves through reloads, a hot upgrade and QUIT with no failed request",
+             "[unix][reload][upgrade][drain]") {
+  subreaper_scope reaper;
+  server srv(echo_server, "procmodel-unix");
+  const std::string path = srv.dir().file("echo.sock");
+  PM_REQUIRE(srv, srv.start(unix_config("unix:" + path + " mode=0666")));
+  PM_REQUIRE(srv, is_socket_file(path));
+  struct stat st {};
+  REQUIRE(::lstat(path.c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0666);
+  PM_CHECK(srv, srv.log().find("listening on unix:" + path) != std::string::npos);
+
+  unix_echo_load load(path, 8);
+  PM_REQUIRE(srv, serves_on(load, 500));
+
+  // Reloads: a new generation takes the same socket; the old one drains.
+  for (int i = 0; i < 3; ++i) {
+    auto gen_line = "generation " + std::to_string(i + 2);
+    srv.master().signal(SIGHUP);
+    PM_REQUIRE(srv, wait_for([&] { return srv.log().find(gen_line) != std::string::npos; }, 10s));
+    PM_REQUIRE(srv, serves_on(load, 300));
+  }
+  srv.master().record_descendants();
+
+  // A hot upgrade: the new master takes the socket over, the file stays.
+  auto r = run(srv.dir(), echo_server, {"-s", "upgrade", "--pid-file", srv.pid_path()}, 30s);
+  INFO(r.out << r.err << srv.describe());
+  REQUIRE(r.code() == 0);
+  pid_t next = upgraded_to(r.out);
+  REQUIRE(next > 0);
+  srv.master().record(next);
+  for (pid_t d : descendants_of(next)) srv.master().record(d);
+  auto old_status = srv.master().wait_exit(15s);  // the old master quits after handing over
+  REQUIRE(old_status);
+  CHECK(exit_code_of(*old_status) == 0);
+  CHECK(is_socket_file(path));  // not removed by the old master
+  PM_REQUIRE(srv, serves_on(load, 300));
+  CHECK(load.failed() == 0);
+
+  // QUIT to the new master: clients end the connections they are in; the
+  // socket file goes as the stop begins (new clients are refused at once).
+  load.finish_connections();
+  for (pid_t d : descendants_of(next)) srv.master().record(d);
+  REQUIRE(::kill(next, SIGQUIT) == 0);
+  CHECK(wait_for([&] { return !is_socket_file(path); }, 5s));
+  load.stop();
+  CHECK(wait_for([&] { return !is_alive(next) || process_state(next) == 'Z'; }, 15s));
+  int status = 0;
+  REQUIRE(::waitpid(next, &status, 0) == next);  // reparented to us (subreaper)
+  CHECK(exit_code_of(status) == 0);
+  auto workers_left = [&] {
+    int n = 0;
+    for (pid_t p : srv.master().recorded())
+      if (p != srv.master_pid() && p != next && is_running(p)) ++n;
+    return n;
+  };
+  CHECK(wait_for([&] { return workers_left() == 0; }, 10s));
+  WARN("unix socket echo load (8 clients, 20 round trips per connection) through 3 reloads, "
+       "an upgrade and QUIT: "
+       << load.ok() << " round trips on " << load.connections() << " connections, "
+       << load.failed() << " failed");
+  INFO("first failure: " << load.first_failure());
+  CHECK(load.failed() == 0);
+  CHECK(load.ok() > 1000);
+  // Every worker of every generation drained and exited 0 (the log says how each ended).
+  const std::string log = srv.log();
+  CHECK(log.find("killed by signal") == std::string::npos);
+  CHECK(std::regex_search(log, std::regex(R"(exited with code [1-9])")) == false);
+}
+
+PM_TEST_CASE("a fast stop removes the socket file too", "[unix][stop]") {
+  server srv(echo_server, "procmodel-unix");
+  const std::string path = srv.dir().file("echo.sock");
+  PM_REQUIRE(srv, srv.start(unix_config("unix:" + path)));
+  REQUIRE(is_socket_file(path));
+  srv.master().signal(SIGTERM);
+  auto st = srv.master().wait_exit(10s);
+  REQUIRE(st);
+  CHECK(exit_code_of(*st) == 0);
+  CHECK(!is_socket_file(path));
+  CHECK(srv.log().find("removed the socket file unix:" + path) != std::string::npos);
+}
+
+PM_TEST_CASE("a stale socket file left by a killed master is replaced; the new master serves",
+             "[unix][bad_input]") {
+  temp_dir dir("procmodel-unix");
+  const std::string path = dir.file("echo.sock");
+  {
+    server first(echo_server, "procmodel-unix");
+    PM_REQUIRE(first, first.start(unix_config("unix:" + path)));
+    for (pid_t w : first.workers()) ::kill(w, SIGKILL);
+    first.master().signal(SIGKILL);
+    first.master().expect_signal(SIGKILL);
+    REQUIRE(first.master().wait_exit(5s));
+    for (pid_t p : first.master().recorded())
+      if (p != first.master_pid()) expect_worker_end(p, "killed by signal 9");
+  }
+  REQUIRE(is_socket_file(path));  // left behind, nobody accepting
+  CHECK(connect_unix(path) < 0);
+
+  server srv(echo_server, "procmodel-unix");
+  PM_REQUIRE(srv, srv.start(unix_config("unix:" + path)));
+  int fd = connect_unix(path);
+  REQUIRE(fd >= 0);
+  CHECK(round_trip(fd, "again\n"));
+  ::close(fd);
+}
+
+PM_TEST_CASE("a symbolic link or a file that is not a socket at the path is refused at start",
+             "[unix][bad_input]") {
+  temp_dir dir("procmodel-unix");
+  const std::string path = dir.file("echo.sock");
+  const std::string target = dir.file("precious");
+  write_file(target, "keep me");
+  struct row {
+    bool symlink;
+    const char* says;
+  };
+  auto r = GENERATE(values<row>({{true, "it is a symbolic link"},
+                                 {false, "the file exists and is not a socket"}}));
+  expect_log_line(r.says);  // the master's [error] line, as asked
+  if (r.symlink)
+    REQUIRE(::symlink(target.c_str(), path.c_str()) == 0);
+  else
+    write_file(path, "not a socket");
+  auto res = run(dir, echo_server,
+                 {"--listen", "unix:" + path, "--workers", "1", "--pid-file", dir.file("m.pid")},
+                 10s);
+  INFO(res.out << res.err);
+  REQUIRE(res.status);
+  CHECK(res.code() != 0);
+  CHECK(res.err.find(r.says) != std::string::npos);
+  CHECK(read_file(target) == "keep me");
+  CHECK(!file_exists(dir.file("m.pid")));
+  ::unlink(path.c_str());
+}
+
+PM_TEST_CASE("nginx's listen parameters are on the master's socket", "[listen][options]") {
+  server srv(echo_server, "procmodel-listen");
+  server_config c;
+  c.workers = 1;
+  // A second address, with parameters, beside the helper's 127.0.0.1:0.
+  c.extra = {"--listen", "127.0.0.1:0 backlog=77 deferred fastopen=32 so_keepalive=50:7:5 rcvbuf=96k"};
+  PM_REQUIRE(srv, srv.start(c));
+  const auto ports = parse_ports(srv.log());
+  PM_REQUIRE(srv, ports.size() == 2);
+  const std::uint16_t port = ports[1];
+  // The listening socket: the descriptor of the master bound to our port.
+  int found = -1;
+  for (const auto& e : open_fds(srv.master_pid())) {
+    int fd = steal_fd(srv.master_pid(), e.fd);
+    if (fd < 0) continue;
+    sockaddr_storage ss{};
+    socklen_t len = sizeof ss;
+    if (int_option(fd, SOL_SOCKET, SO_ACCEPTCONN) == 1 &&
+        ::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) == 0 &&
+        ss.ss_family == AF_INET &&
+        ntohs(reinterpret_cast<sockaddr_in*>(&ss)->sin_port) == port && found < 0) {
+      found = fd;
+      continue;
+    }
+    ::close(fd);
+  }
+  PM_REQUIRE(srv, found >= 0);
+  CHECK(int_option(found, IPPROTO_TCP, TCP_DEFER_ACCEPT) > 0);
+  CHECK(int_option(found, IPPROTO_TCP, TCP_FASTOPEN) == 32);
+  CHECK(int_option(found, SOL_SOCKET, SO_KEEPALIVE) == 1);
+  CHECK(int_option(found, IPPROTO_TCP, TCP_KEEPIDLE) == 50);
+  CHECK(int_option(found, IPPROTO_TCP, TCP_KEEPINTVL) == 7);
+  CHECK(int_option(found, IPPROTO_TCP, TCP_KEEPCNT) == 5);
+  CHECK(int_option(found, SOL_SOCKET, SO_RCVBUF) == 2 * 96 * 1024);
+  ::close(found);
+  // ss shows a listening socket's backlog as its Send-Q.
+  auto ss = run(srv.dir(), "/usr/bin/ss", {"-ltnH", "sport = :" + std::to_string(port)}, 10s);
+  if (ss.status && ss.code() == 0) {
+    INFO(ss.out);
+    CHECK(std::regex_search(ss.out, std::regex(R"(LISTEN\s+\d+\s+77\s)")));
+  } else {
+    WARN("ss(8) is not available here; the backlog is not checked");
+  }
+  // A client is served through the deferred socket (it sends first).
+  CHECK(echo_once(port));
+}
+
+PM_TEST_CASE("a listen address that does not parse is a usage error, before anything starts",
+             "[listen][bad_input]") {
+  temp_dir dir("procmodel-listen");
+  auto r = GENERATE(as<std::string>{}, "127.0.0.1:0 backlog=lots", "unix:relative.sock",
+                    "127.0.0.1:0 mode=0600", "127.0.0.1:0 bogus");
+  auto res = run(dir, echo_server, {"--listen", r, "--pid-file", dir.file("m.pid")}, 10s);
+  INFO(res.out << res.err);
+  REQUIRE(res.status);
+  CHECK(res.code() == 2);
+  CHECK(res.err.find("invalid listen address '" + r + "'") != std::string::npos);
+  CHECK(!file_exists(dir.file("m.pid")));
+}
