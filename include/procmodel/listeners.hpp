@@ -4,6 +4,7 @@
 /// Listening sockets: parsed from HOST:PORT, bound once by the master before
 /// any worker exists, inherited by every worker.
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <cstdlib>
@@ -232,6 +233,35 @@ inline void claim_unix_path(const std::string& path) {
 
 }  // namespace detail
 
+/// A listening socket as systemd's file-descriptor store keeps it: named
+/// "procmodel-listen-INDEX-SLOT" (FDNAME=), INDEX being the position of its
+/// address in the listen list and SLOT its per-slot socket (0 when shared).
+struct stored_fd {
+  std::size_t index = 0;
+  unsigned slot = 0;
+  int fd = -1;
+
+  [[nodiscard]] std::string name() const { return fmt::format("procmodel-listen-{}-{}", index, slot); }
+
+  /// The index and slot a name says, if it is one of these names.
+  static std::optional<stored_fd> from_name(std::string_view name, int fd) {
+    constexpr std::string_view prefix = "procmodel-listen-";
+    if (!name.starts_with(prefix)) return std::nullopt;
+    name.remove_prefix(prefix.size());
+    auto dash = name.find('-');
+    if (dash == std::string_view::npos) return std::nullopt;
+    try {
+      stored_fd s;
+      s.index = static_cast<std::size_t>(parse_number("index", name.substr(0, dash), 0, 1023));
+      s.slot = static_cast<unsigned>(parse_number("slot", name.substr(dash + 1), 0, 1023));
+      s.fd = fd;
+      return s;
+    } catch (const std::invalid_argument&) {
+      return std::nullopt;
+    }
+  }
+};
+
 /// The master's listening sockets. Owns the descriptors.
 ///
 /// Shared mode (the default): one socket per address, inherited by every
@@ -283,22 +313,8 @@ class listener_set {
       for (const auto& h : handed) {
         if (h.index != i) continue;
         std::string what = fmt::format("{} descriptor {} for {}", handover_env, h.fd, g.configured);
-        detail::check_listening(h.fd, what);
-        sockaddr_storage got{};
-        socklen_t len = sizeof got;
-        ::getsockname(h.fd, reinterpret_cast<sockaddr*>(&got), &len);
-        if (!detail::same_address(g.addr, got))
-          throw std::runtime_error(fmt::format("{} is bound to {}, not to {}", what,
-                                               detail::local_address(h.fd), g.spec.address));
-        int rp = 0;
-        len = sizeof rp;
-        ::getsockopt(h.fd, SOL_SOCKET, SO_REUSEPORT, &rp, &len);
-        if ((rp != 0) != !g.shared)
-          throw std::runtime_error(fmt::format(
-              "{} was made {} SO_REUSEPORT; this master is configured {} --reuseport", what,
-              rp ? "with" : "without", reuseport_ ? "with" : "without"));
-        if (g.shared && !g.socks.empty())
-          throw std::runtime_error(fmt::format("{}: a second socket for a shared address", what));
+        if (auto why = problem(g, h.fd); !why.empty())
+          throw std::runtime_error(fmt::format("{}: {}", what, why));
         adopt_socket(g, h.fd);
       }
       if (g.socks.empty()) add_socket(g);
@@ -308,6 +324,51 @@ class listener_set {
       ensure_slots(reuseport_slots);
       steer(reuseport_slots);
     }
+  }
+
+  /// Of the sockets a previous master stored with systemd (its file-descriptor
+  /// store), those that still fit `addresses` (listening, bound to the address
+  /// at their index, made for this --reuseport mode, one per shared address),
+  /// in adopt_all()'s order; each other one goes to `dropped` with the reason.
+  /// Asked of a set that holds nothing yet, before adopt_all().
+  [[nodiscard]] std::vector<inherited_fd> still_fitting(
+      const std::vector<std::string>& addresses, unsigned reuseport_slots,
+      std::vector<stored_fd> stored, std::vector<std::pair<stored_fd, std::string>>& dropped) {
+    reuseport_ = reuseport_slots > 0;
+    std::sort(stored.begin(), stored.end(), [](const stored_fd& a, const stored_fd& b) {
+      return std::pair(a.index, a.slot) < std::pair(b.index, b.slot);
+    });
+    std::vector<inherited_fd> out;
+    std::vector<group> groups;
+    for (const auto& a : addresses) groups.push_back(configure(a));
+    std::vector<std::size_t> taken(addresses.size(), 0);
+    for (const auto& s : stored) {
+      std::string why;
+      if (s.index >= groups.size())
+        why = fmt::format("no listen address #{} is configured now", s.index);
+      else if (why = problem(groups[s.index], s.fd); why.empty() && groups[s.index].shared &&
+                                                     taken[s.index] > 0)
+        why = "a second socket for a shared address";
+      if (!why.empty()) {
+        dropped.emplace_back(s, std::move(why));
+        continue;
+      }
+      ++taken[s.index];
+      out.push_back({s.index, s.fd});
+    }
+    reuseport_ = false;
+    return out;
+  }
+
+  /// Names for systemd's file-descriptor store, one per socket: a master
+  /// restarted after a crash takes them back by name (still_fitting()).
+  [[nodiscard]] std::vector<stored_fd> to_store() const {
+    std::vector<stored_fd> out;
+    for (std::size_t i = 0; i < groups_.size(); ++i)
+      for (std::size_t k = 0; k < groups_[i].views.size(); ++k)
+        if (!groups_[i].activated)
+          out.push_back({i, static_cast<unsigned>(k), groups_[i].views[k].fd});
+    return out;
   }
 
   /// Takes over systemd's sockets (socket activation) as the listeners, in
@@ -459,6 +520,28 @@ class listener_set {
     dev_t dev = 0;
     ino_t ino = 0;
   };
+
+  // What makes `fd` unfit to be a socket of `g`; empty if nothing does.
+  std::string problem(const group& g, int fd) const {
+    try {
+      detail::check_listening(fd, "it");
+    } catch (const std::runtime_error& e) {
+      return std::string(e.what()).substr(4);  // past "it: "
+    }
+    sockaddr_storage got{};
+    socklen_t len = sizeof got;
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&got), &len);
+    if (!detail::same_address(g.addr, got))
+      return fmt::format("is bound to {}, not to {}", detail::local_address(fd), g.spec.address);
+    int rp = 0;
+    len = sizeof rp;
+    ::getsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &rp, &len);
+    if ((rp != 0) != !g.shared)
+      return fmt::format("was made {} SO_REUSEPORT; this master is configured {} --reuseport",
+                         rp ? "with" : "without", reuseport_ ? "with" : "without");
+    if (g.shared && !g.socks.empty()) return "a second socket for a shared address";
+    return {};
+  }
 
   group configure(const std::string& address) {
     group g;

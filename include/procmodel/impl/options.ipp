@@ -119,6 +119,12 @@ command_line::command_line(options& opt) : opt_(opt) {
            fmt::format("one SO_REUSEPORT socket per worker instead of a shared one {}",
                        on_off(opt.reuseport)),
            [this] { opt_.reuseport = true; });
+  add_flag("--fd-store",
+           fmt::format("under systemd, keep the listening sockets in the service's "
+                       "file-descriptor store (FileDescriptorStoreMax=) so that they outlive a "
+                       "crashed master {}",
+                       on_off(opt.fd_store)),
+           [this] { opt_.fd_store = true; });
   add_flag("--daemon", fmt::format("detach from the terminal {}", on_off(opt.daemon)),
            [this] { opt_.daemon = true; });
   add_flag("--single-process",

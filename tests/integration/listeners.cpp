@@ -1,16 +1,21 @@
-// Unix-domain stream listeners (`--listen unix:/PATH`) and nginx's listen
-// parameters, end to end against the real echo_server: a load of echo
-// clients on the unix socket through reloads, a hot upgrade and a graceful
-// stop loses nothing; a stale socket file left by a killed master is
-// replaced, a symbolic link or a file that is not a socket at the path is
-// refused before anything serves; the parameters are on the master's
-// socket (read back with pidfd_getfd and getsockopt, and with ss).
+// Listeners as nginx has them, end to end against the real echo_server:
+// unix-domain stream sockets (`--listen unix:/PATH`): a load of echo clients
+// on one through reloads, a hot upgrade and a graceful stop loses nothing; a
+// stale socket file left by a killed master is replaced, a symbolic link or
+// a file that is not a socket at the path is refused before anything serves.
+// nginx's listen parameters are on the master's socket (read back with
+// pidfd_getfd and getsockopt, and with ss). And sockets that outlive a
+// crashed master: with systemd's file-descriptor store (emulated here, as
+// systemd keeps it), connections made while the master and every worker
+// were dead are answered by the restarted master, none refused.
 
 #include "support/catch.hpp"
 #include "support/process.hpp"
 #include "support/server.hpp"
 
 #include <atomic>
+#include <map>
+#include <mutex>
 #include <cerrno>
 #include <csignal>
 #include <cstring>
@@ -19,6 +24,8 @@
 #include <thread>
 #include <vector>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -36,6 +43,33 @@ using namespace pmtest;
 namespace {
 
 const std::string echo_server = PROCMODEL_ECHO_SERVER;
+
+// A socket bound to `address` on loopback (port 0) and listening, or -1.
+int listening_on(const char* address) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  ::inet_pton(AF_INET, address, &sa.sin_addr);
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0 || ::listen(fd, 16) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// A connected TCP socket to 127.0.0.1:`port`, or -1.
+int connect_tcp(std::uint16_t port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons(port);
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
 
 // A connected unix stream socket, or -1.
 int connect_unix(const std::string& path) {
@@ -173,6 +207,90 @@ int int_option(int fd, int level, int name) {
   socklen_t len = sizeof v;
   return ::getsockopt(fd, level, name, &v, &len) == 0 ? v : -1;
 }
+
+// systemd's side of the file-descriptor store: a NOTIFY_SOCKET that keeps
+// the descriptors sent with FDSTORE=1 under their FDNAME= (a duplicate name
+// replaces nothing: the first stays, as systemd drops duplicates), drops them
+// on FDSTOREREMOVE=1, and hands them over in name order.
+class fd_store {
+ public:
+  explicit fd_store(std::string path) : path_(std::move(path)) {
+    fd_ = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    REQUIRE(fd_ >= 0);
+    sockaddr_un sa{};
+    sa.sun_family = AF_UNIX;
+    path_.copy(sa.sun_path, sizeof sa.sun_path - 1);
+    REQUIRE(::bind(fd_, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0);
+  }
+  fd_store(const fd_store&) = delete;
+  fd_store& operator=(const fd_store&) = delete;
+  ~fd_store() {
+    for (auto& [name, fd] : fds_) ::close(fd);
+    ::close(fd_);
+    ::unlink(path_.c_str());
+  }
+  [[nodiscard]] const std::string& path() const noexcept { return path_; }
+
+  /// Reads what has arrived (waiting up to `timeout` for the first message).
+  void receive(milliseconds timeout) {
+    for (int wait = static_cast<int>(timeout.count());; wait = 0) {
+      pollfd p{fd_, POLLIN, 0};
+      if (::poll(&p, 1, wait) != 1) return;
+      char buf[4096];
+      alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 8)];
+      iovec iov{buf, sizeof buf};
+      msghdr mh{};
+      mh.msg_iov = &iov;
+      mh.msg_iovlen = 1;
+      mh.msg_control = control;
+      mh.msg_controllen = sizeof control;
+      ssize_t n = ::recvmsg(fd_, &mh, MSG_CMSG_CLOEXEC);
+      if (n < 0) return;
+      std::string text(buf, static_cast<std::size_t>(n));
+      std::vector<int> got;
+      for (cmsghdr* c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c))
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS)
+          for (std::size_t k = 0; k < (c->cmsg_len - CMSG_LEN(0)) / sizeof(int); ++k) {
+            int fd = -1;
+            std::memcpy(&fd, CMSG_DATA(c) + k * sizeof(int), sizeof fd);
+            got.push_back(fd);
+          }
+      std::smatch m;
+      std::string name = std::regex_search(text, m, std::regex(R"(FDNAME=([^\n]*))")) ? m[1].str() : "stored";
+      if (text.find("FDSTORE=1") != std::string::npos && got.size() == 1 && !fds_.count(name)) {
+        fds_[name] = got[0];
+        got.clear();
+      } else if (text.find("FDSTOREREMOVE=1") != std::string::npos) {
+        removed_.push_back(name);
+        if (fds_.count(name)) {
+          ::close(fds_[name]);
+          fds_.erase(name);
+        }
+      }
+      for (int fd : got) ::close(fd);
+    }
+  }
+  [[nodiscard]] std::size_t size() const { return fds_.size(); }
+  /// The names FDSTOREREMOVE=1 named, in order.
+  [[nodiscard]] const std::vector<std::string>& removed() const { return removed_; }
+  [[nodiscard]] std::vector<int> fds() const {
+    std::vector<int> out;
+    for (const auto& [name, fd] : fds_) out.push_back(fd);
+    return out;
+  }
+  /// LISTEN_FDNAMES's value.
+  [[nodiscard]] std::string names() const {
+    std::string out;
+    for (const auto& [name, fd] : fds_) out += (out.empty() ? "" : ":") + name;
+    return out;
+  }
+
+ private:
+  std::string path_;
+  int fd_ = -1;
+  std::map<std::string, int> fds_;
+  std::vector<std::string> removed_;
+};
 
 }  // namespace
 
@@ -371,4 +489,140 @@ PM_TEST_CASE("a listen address that does not parse is a usage error, before anyt
   CHECK(res.code() == 2);
   CHECK(res.err.find("invalid listen address '" + r + "'") != std::string::npos);
   CHECK(!file_exists(dir.file("m.pid")));
+}
+
+PM_TEST_CASE("sockets in systemd's fd store outlive a crash: connections made while no master ran are answered",
+             "[listen][systemd][fdstore]") {
+  temp_dir dir("procmodel-fdstore");
+  fd_store store(dir.file("notify"));
+  const std::string path = dir.file("echo.sock");
+  std::uint16_t port = 0;
+  {
+    server srv(echo_server, "procmodel-fdstore");
+    auto c = unix_config("unix:" + path, {"--fd-store"});
+    c.env = {{"NOTIFY_SOCKET", store.path()}};
+    PM_REQUIRE(srv, srv.start(c));
+    port = srv.port();
+    PM_REQUIRE(srv, wait_for([&] {
+                 store.receive(50ms);
+                 return store.size() == 2;
+               }, 10s));
+    PM_CHECK(srv, store.names() == "procmodel-listen-0-0:procmodel-listen-1-0");
+    // The crash: the master and every worker are killed at once.
+    auto workers = srv.workers();
+    srv.master().signal(SIGKILL);
+    for (pid_t w : workers) ::kill(w, SIGKILL);
+    srv.master().expect_signal(SIGKILL);
+    REQUIRE(srv.master().wait_exit(5s));
+    for (pid_t w : workers) expect_worker_end(w, "killed by signal 9");
+    CHECK(wait_for([&] {
+      for (pid_t w : workers)
+        if (is_running(w)) return false;
+      return true;
+    }, 5s));
+  }
+  // No master, no worker: the kernel still queues connections on the
+  // sockets the store holds. Clients connect and speak first.
+  std::vector<int> tcp, local;
+  for (int i = 0; i < 8; ++i) {
+    int t = connect_tcp(port);
+    REQUIRE(t >= 0);  // not refused
+    tcp.push_back(t);
+    int u = connect_unix(path);
+    REQUIRE(u >= 0);  // not refused either: the socket file stayed
+    local.push_back(u);
+  }
+  for (int fd : tcp) REQUIRE(::send(fd, "queued\n", 7, MSG_NOSIGNAL) == 7);
+  for (int fd : local) REQUIRE(::send(fd, "queued\n", 7, MSG_NOSIGNAL) == 7);
+
+  // systemd restarts the service, handing the stored sockets over.
+  spawn_options o;
+  o.stdout_path = dir.file("restarted.log");
+  o.pass_fds = store.fds();
+  o.listen_pid_self = true;
+  o.env = {{"LISTEN_FDS", std::to_string(store.size())},
+           {"LISTEN_FDNAMES", store.names()},
+           {"NOTIFY_SOCKET", store.path()}};
+  process restarted = process::spawn(
+      echo_server,
+      {"--listen", "127.0.0.1:0", "--listen", "unix:" + path, "--workers", "2", "--fd-store",
+       "--pid-file", dir.file("m.pid"), "--log-level", "debug"},
+      o);
+  restarted.stop_at_teardown(SIGQUIT, 20s);
+  auto log = [&] { return read_file(dir.file("restarted.log")); };
+  int answered = 0;
+  auto echoed = [&](int fd) {
+    std::string got;
+    auto deadline = steady::now() + 10s;
+    while (got.size() < 7 && steady::now() < deadline) {
+      pollfd p{fd, POLLIN, 0};
+      if (::poll(&p, 1, 100) != 1) continue;
+      char buf[64];
+      ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+      if (n <= 0) break;
+      got.append(buf, static_cast<std::size_t>(n));
+    }
+    return got == "queued\n";
+  };
+  for (int fd : tcp) answered += echoed(fd);
+  for (int fd : local) answered += echoed(fd);
+  INFO(log());
+  CHECK(answered == 16);
+  CHECK(log().find("took over 2 listening socket(s) from systemd's file-descriptor store") !=
+        std::string::npos);
+  // The same sockets (no bind: the port is the old one), and still in the store.
+  CHECK(parse_port(log()) == port);
+  store.receive(100ms);
+  CHECK(store.size() == 2);
+  for (int fd : tcp) ::close(fd);
+  for (int fd : local) ::close(fd);
+  restarted.signal(SIGQUIT);
+  auto st = restarted.wait_exit(15s);
+  REQUIRE(st);
+  CHECK(exit_code_of(*st) == 0);
+}
+
+PM_TEST_CASE("stored sockets that no longer fit the configuration leave the store; the master binds anew",
+             "[listen][systemd][fdstore][bad_input]") {
+  temp_dir dir("procmodel-fdstore");
+  fd_store store(dir.file("notify"));
+  // Stored for address #0, but bound elsewhere (127.0.0.2, not 127.0.0.1);
+  // and stored for an address #3 that is no longer configured.
+  int elsewhere = listening_on("127.0.0.2");
+  int gone = listening_on("127.0.0.1");
+  REQUIRE(elsewhere >= 0);
+  REQUIRE(gone >= 0);
+  spawn_options o;
+  o.stdout_path = dir.file("m.log");
+  o.pass_fds = {elsewhere, gone};
+  o.listen_pid_self = true;
+  o.env = {{"LISTEN_FDS", "2"},
+           {"LISTEN_FDNAMES", "procmodel-listen-0-0:procmodel-listen-3-0"},
+           {"NOTIFY_SOCKET", store.path()}};
+  expect_log_line("dropped from the store");
+  process m = process::spawn(
+      echo_server, {"--listen", "127.0.0.1:0", "--workers", "1", "--fd-store", "--log-level", "debug"},
+      o);
+  ::close(elsewhere);
+  ::close(gone);
+  m.stop_at_teardown(SIGQUIT, 20s);
+  auto log = [&] { return read_file(dir.file("m.log")); };
+  REQUIRE(wait_for([&] { return parse_port(log()) != 0 || m.exited(); }, 10s));
+  INFO(log());
+  CHECK(count_of(log(), "dropped from the store") == 2);
+  CHECK(log().find("procmodel-listen-0-0 (descriptor 3) is bound to 127.0.0.2:") != std::string::npos);
+  CHECK(log().find("procmodel-listen-3-0 (descriptor 4) no listen address #3 is configured now") !=
+        std::string::npos);
+  CHECK(wait_for([&] { return echo_once(parse_port(log())); }, 10s));  // bound anew, serving
+  // systemd was told to forget both, then given the new socket.
+  CHECK(wait_for([&] {
+    store.receive(50ms);
+    return store.size() == 1;
+  }, 5s));
+  CHECK(store.removed() == std::vector<std::string>{"procmodel-listen-0-0", "procmodel-listen-3-0"});
+  CHECK(store.names() == "procmodel-listen-0-0");
+  m.signal(SIGQUIT);
+  auto st = m.wait_exit(15s);
+  REQUIRE(st);
+  CHECK(exit_code_of(*st) == 0);
 }
