@@ -173,13 +173,15 @@ void serve_acceptor(worker_context& ctx, std::shared_ptr<Acceptor> acceptor,
   });
 }
 
-// Serves listeners [first, last) with `handler`: TCP ones if it takes a
+// Serves listeners [first, last) with `handler` (`every`: serve(ctx, f),
+// which leaves datagram listeners alone): TCP ones if it takes a
 // tcp::socket, unix ones if it takes a local socket (a generic lambda takes
 // both). Every server shares the two std::function types, and one whose
 // handler takes only TCP sockets instantiates nothing for unix ones.
 template <class Handler>
 void serve_listeners(worker_context& ctx, std::size_t first, std::size_t last,
-                     const std::shared_ptr<connection_set>& set, Handler&& handler) {
+                     const std::shared_ptr<connection_set>& set, Handler&& handler,
+                     bool every) {
   using type = std::decay_t<Handler>;
   using local_socket = boost::asio::local::stream_protocol::socket;
   constexpr bool takes_tcp = std::is_invocable_v<type&, boost::asio::ip::tcp::socket, connection>;
@@ -194,6 +196,14 @@ void serve_listeners(worker_context& ctx, std::size_t first, std::size_t last,
   if constexpr (takes_tcp) tcp = std::make_shared<connection_handler>(handler);
   if constexpr (takes_local) local = std::make_shared<local_connection_handler>(handler);
   for (std::size_t i = first; i < last; ++i) {
+    // Datagram listeners have no connections: serve(ctx, f) leaves them to
+    // the worker (datagram_socket()); serve(ctx, i, f) on one is a mistake.
+    if (i < ctx.listeners().size() && ctx.listeners()[i].datagram()) {
+      if (every) continue;
+      throw std::logic_error(fmt::format(
+          "serve(): listener {} is {}, a datagram socket; use ctx.datagram_socket({})", i,
+          ctx.listeners()[i].local, i));
+    }
     const bool unix_socket = i < ctx.listeners().size() && ctx.listeners()[i].family == AF_UNIX;
     if (unix_socket) {
       if constexpr (takes_local)
@@ -235,15 +245,16 @@ void serve_listeners(worker_context& ctx, std::size_t first, std::size_t last,
 template <class Handler>
 std::shared_ptr<connection_set> serve(worker_context& ctx, std::size_t i, Handler handler) {
   auto set = connection_set::create(ctx);
-  detail::serve_listeners(ctx, i, i + 1, set, std::move(handler));
+  detail::serve_listeners(ctx, i, i + 1, set, std::move(handler), false);
   return set;
 }
 
-/// Serves every listener, as serve(ctx, i, handler) does, with one set.
+/// Serves every stream listener (TCP, unix), as serve(ctx, i, handler) does,
+/// with one set; UDP listeners are the worker's to read (datagram_socket()).
 template <class Handler>
 std::shared_ptr<connection_set> serve(worker_context& ctx, Handler handler) {
   auto set = connection_set::create(ctx);
-  detail::serve_listeners(ctx, 0, ctx.listeners().size(), set, std::move(handler));
+  detail::serve_listeners(ctx, 0, ctx.listeners().size(), set, std::move(handler), true);
   return set;
 }
 

@@ -2,7 +2,8 @@
 
 /// @file listen_spec.hpp
 /// A listen address as it is written in the options, on the command line or
-/// in a configuration file: `HOST:PORT`, `[V6]:PORT` or `unix:/PATH`, then
+/// in a configuration file: `HOST:PORT`, `[V6]:PORT`, `unix:/PATH` or
+/// `udp://HOST:PORT`, then
 /// nginx's listen parameters, separated by spaces:
 ///
 ///     127.0.0.1:8080 backlog=1024 deferred fastopen=256 so_keepalive=30s:10s:3
@@ -76,10 +77,10 @@ struct keepalive_spec {
 /// A parsed listen address. Parameters left unset keep the system's value
 /// (the backlog: options::backlog).
 struct listen_spec {
-  enum class kind : std::uint8_t { tcp, unix_stream };
+  enum class kind : std::uint8_t { tcp, unix_stream, udp };
   kind type = kind::tcp;
   std::string address;     ///< the address as written, without parameters
-  endpoint_spec endpoint;  ///< tcp
+  endpoint_spec endpoint;  ///< tcp, udp
   std::string path;        ///< unix_stream: the socket file
 
   std::optional<int> backlog;
@@ -167,10 +168,14 @@ inline listen_spec parse_listen(std::string_view text) {
     if (s.path.size() >= sizeof(sockaddr_un::sun_path))
       throw fail(fmt::format("the path is longer than {} bytes", sizeof(sockaddr_un::sun_path) - 1));
     if (s.path.find('\0') != std::string::npos) throw fail("the path holds a NUL byte");
+  } else if (address.starts_with("udp://")) {
+    s.type = listen_spec::kind::udp;
+    s.endpoint = parse_endpoint(address.substr(6));
   } else {
     s.endpoint = parse_endpoint(address);
   }
   const bool tcp = s.type == listen_spec::kind::tcp;
+  const bool unix_socket = s.type == listen_spec::kind::unix_stream;
   for (auto word = next_word(); !word.empty(); word = next_word()) {
     auto eq = word.find('=');
     auto name = word.substr(0, eq);
@@ -180,13 +185,22 @@ inline listen_spec parse_listen(std::string_view text) {
         throw fail(fmt::format("'{}' needs a value ({}=...)", name, name));
     };
     auto tcp_only = [&] {
-      if (!tcp) throw fail(fmt::format("'{}' is for TCP addresses, not unix sockets", name));
+      if (!tcp)
+        throw fail(fmt::format("'{}' is for TCP addresses, not {}", name,
+                               unix_socket ? "unix sockets" : "UDP"));
+    };
+    auto stream_only = [&] {
+      if (s.type == listen_spec::kind::udp) throw fail(fmt::format("'{}' is not for UDP", name));
+    };
+    auto ip_only = [&] {
+      if (unix_socket) throw fail(fmt::format("'{}' is not for unix sockets", name));
     };
     auto unix_only = [&] {
-      if (tcp) throw fail(fmt::format("'{}' is for unix sockets", name));
+      if (!unix_socket) throw fail(fmt::format("'{}' is for unix sockets", name));
     };
     try {
       if (name == "backlog") {
+        stream_only();
         needs_value();
         s.backlog = static_cast<int>(parse_number("backlog", value, 1, 1 << 20));
       } else if (name == "deferred") {
@@ -198,7 +212,7 @@ inline listen_spec parse_listen(std::string_view text) {
         needs_value();
         s.fastopen = static_cast<int>(parse_number("fastopen", value, 0, 1 << 20));
       } else if (name == "ipv6only") {
-        tcp_only();
+        ip_only();
         needs_value();
         s.ipv6only = detail::on_off("ipv6only", value);
       } else if (name == "so_keepalive") {

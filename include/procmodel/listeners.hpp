@@ -62,12 +62,20 @@ inline std::string format_address(const sockaddr* sa) {
 
 namespace detail {
 
-/// The bound address of a socket, formatted.
+inline int socket_type(int fd) {
+  int type = 0;
+  socklen_t len = sizeof type;
+  ::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len);
+  return type;
+}
+
+/// The bound address of a socket, formatted ("udp://" first for a datagram socket).
 inline std::string local_address(int fd) {
   sockaddr_storage ss{};
   socklen_t len = sizeof ss;
   if (::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return "?";
-  return format_address(reinterpret_cast<sockaddr*>(&ss));
+  return (socket_type(fd) == SOCK_DGRAM ? "udp://" : "") +
+         format_address(reinterpret_cast<sockaddr*>(&ss));
 }
 
 }  // namespace detail
@@ -145,8 +153,8 @@ inline std::optional<std::vector<int>> systemd_listen_fds(pid_t self) {
 
 namespace detail {
 
-/// Checks that `fd` is a listening stream socket; throws std::runtime_error
-/// naming `what` and the problem otherwise.
+/// Checks that `fd` is a listening stream socket, or a bound datagram socket
+/// (UDP); throws std::runtime_error naming `what` and the problem otherwise.
 inline void check_listening(int fd, std::string_view what) {
   struct stat st {};
   if (::fstat(fd, &st) != 0)
@@ -158,6 +166,17 @@ inline void check_listening(int fd, std::string_view what) {
   ::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len);
   len = sizeof accepting;
   ::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &accepting, &len);
+  if (type == SOCK_DGRAM) {
+    sockaddr_storage ss{};
+    len = sizeof ss;
+    if (::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0 ||
+        (ss.ss_family != AF_INET && ss.ss_family != AF_INET6) ||
+        (ss.ss_family == AF_INET && reinterpret_cast<sockaddr_in&>(ss).sin_port == 0) ||
+        (ss.ss_family == AF_INET6 && reinterpret_cast<sockaddr_in6&>(ss).sin6_port == 0))
+      throw std::runtime_error(
+          fmt::format("{}: descriptor {} is a datagram socket not bound to a UDP port", what, fd));
+    return;
+  }
   if (type != SOCK_STREAM || !accepting)
     throw std::runtime_error(
         fmt::format("{}: descriptor {} is not a listening stream socket", what, fd));
@@ -382,6 +401,7 @@ class listener_set {
       ::getsockname(fd, reinterpret_cast<sockaddr*>(&g.addr), &len);
       g.addr_len = len;
       g.family = g.addr.ss_family;
+      g.type = detail::socket_type(fd);
       g.activated = true;
       adopt_socket(g, fd);
       groups_.push_back(std::move(g));
@@ -447,10 +467,18 @@ class listener_set {
         {BPF_ALU | BPF_MOD | BPF_K, 0, 0, n},
         {BPF_RET | BPF_A, 0, 0, 0},
     };
+    // UDP: by the flow's hash instead, so that a flow's datagrams stay with
+    // one worker while the slots stay the same (a reload moves none).
+    sock_filter by_flow[] = {
+        {BPF_LD | BPF_W | BPF_ABS, 0, 0, static_cast<std::uint32_t>(SKF_AD_OFF + SKF_AD_RXHASH)},
+        {BPF_ALU | BPF_MOD | BPF_K, 0, 0, n},
+        {BPF_RET | BPF_A, 0, 0, 0},
+    };
     sock_fprog prog{static_cast<unsigned short>(std::size(pick)), pick};
+    sock_fprog flow_prog{static_cast<unsigned short>(std::size(by_flow)), by_flow};
     for (auto& g : groups_)
       if (!g.shared && ::setsockopt(g.views.front().fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF,
-                                    &prog, sizeof prog) != 0)
+                                    g.type == SOCK_DGRAM ? &flow_prog : &prog, sizeof prog) != 0)
         throw std::runtime_error(fmt::format("cannot steer connections on {}: {}", g.configured,
                                              std::strerror(errno)));
   }
@@ -464,7 +492,7 @@ class listener_set {
   /// the file is removed.)
   void freeze() const noexcept {
     for (const auto& l : all())
-      if (l.family != AF_UNIX) freeze(l.fd);
+      if (l.family != AF_UNIX && !l.datagram()) freeze(l.fd);
   }
 
   static bool freeze(int fd) noexcept {
@@ -508,6 +536,7 @@ class listener_set {
     sockaddr_storage addr{};
     socklen_t addr_len = 0;
     int family = AF_INET;
+    int type = SOCK_STREAM;
     bool shared = true;      ///< one socket for every slot
     bool activated = false;  ///< systemd's
     std::vector<detail::unique_fd> socks;
@@ -528,6 +557,10 @@ class listener_set {
     } catch (const std::runtime_error& e) {
       return std::string(e.what()).substr(4);  // past "it: "
     }
+    if (detail::socket_type(fd) != g.type)
+      return fmt::format("is a {} socket, not one for {}",
+                         detail::socket_type(fd) == SOCK_DGRAM ? "datagram" : "stream",
+                         g.spec.address);
     sockaddr_storage got{};
     socklen_t len = sizeof got;
     ::getsockname(fd, reinterpret_cast<sockaddr*>(&got), &len);
@@ -552,6 +585,7 @@ class listener_set {
       throw std::runtime_error(e.what());
     }
     g.shared = !reuseport_ || g.spec.type == listen_spec::kind::unix_stream;
+    g.type = g.spec.type == listen_spec::kind::udp ? SOCK_DGRAM : SOCK_STREAM;
     resolve(g);
     return g;
   }
@@ -569,7 +603,7 @@ class listener_set {
     const endpoint_spec& spec = g.spec.endpoint;
     addrinfo hints{};
     hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_socktype = g.type;
     hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
     addrinfo* res = nullptr;
     std::string port = std::to_string(spec.port);
@@ -603,11 +637,16 @@ class listener_set {
   void configure_before_bind(int fd, const group& g) {
     int one = 1;
     const listen_spec& s = g.spec;
-    if (g.family != AF_UNIX) ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (g.family != AF_UNIX && g.type == SOCK_STREAM)
+      ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     if (!g.shared) ::setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
     if (g.family == AF_INET6) set(fd, g, IPPROTO_IPV6, IPV6_V6ONLY, s.ipv6only.value_or(true), "ipv6only");
-    if (s.rcvbuf) set(fd, g, SOL_SOCKET, SO_RCVBUF, *s.rcvbuf, "rcvbuf");
-    if (s.sndbuf) set(fd, g, SOL_SOCKET, SO_SNDBUF, *s.sndbuf, "sndbuf");
+    // Past net.core.rmem_max / wmem_max where the master may (CAP_NET_ADMIN),
+    // as systemd's ReceiveBuffer= does; within them otherwise.
+    if (s.rcvbuf && ::setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &*s.rcvbuf, sizeof(int)) != 0)
+      set(fd, g, SOL_SOCKET, SO_RCVBUF, *s.rcvbuf, "rcvbuf");
+    if (s.sndbuf && ::setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &*s.sndbuf, sizeof(int)) != 0)
+      set(fd, g, SOL_SOCKET, SO_SNDBUF, *s.sndbuf, "sndbuf");
     if (s.fastopen) set(fd, g, IPPROTO_TCP, TCP_FASTOPEN, *s.fastopen, "fastopen");
   }
 
@@ -651,14 +690,14 @@ class listener_set {
 
   void add_socket(group& g) {
     const bool unix_socket = g.family == AF_UNIX;
-    detail::unique_fd fd(::socket(g.family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    detail::unique_fd fd(::socket(g.family, g.type | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
     if (!fd)
       throw std::runtime_error(
           fmt::format("cannot listen on {}: {}", g.spec.address, std::strerror(errno)));
     configure_before_bind(fd.get(), g);
     if (unix_socket) detail::claim_unix_path(g.spec.path);
     if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&g.addr), g.addr_len) != 0 ||
-        ::listen(fd.get(), g.spec.backlog.value_or(backlog_)) != 0)
+        (g.type == SOCK_STREAM && ::listen(fd.get(), g.spec.backlog.value_or(backlog_)) != 0))
       throw std::runtime_error(
           fmt::format("cannot listen on {}: {}", g.spec.address, std::strerror(errno)));
     if (unix_socket) configure_unix_file(g);
@@ -695,6 +734,7 @@ class listener_set {
     l.configured = g.configured;
     l.local = detail::local_address(fd);
     l.family = g.family;
+    l.type = g.type;
     return l;
   }
 

@@ -22,6 +22,7 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ip/udp.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/steady_timer.hpp>
 
@@ -102,6 +103,15 @@ class worker_context {
   [[nodiscard("the acceptor closes its socket when dropped")]] PROCMODEL_DECL
       boost::asio::local::stream_protocol::acceptor local_acceptor(std::size_t i = 0);
 
+  /// A UDP socket on datagram listener `i` (`udp://HOST:PORT`), holding its
+  /// own duplicate: receive from it until the drain. A draining worker reads
+  /// what is already queued (non-blocking, until it would block) and closes
+  /// it: the socket lives on in the master and in the workers that serve on,
+  /// which receive what arrives later. Throws std::logic_error as acceptor()
+  /// does, and for a listener that is not UDP.
+  [[nodiscard("the socket closes when dropped")]] PROCMODEL_DECL
+      boost::asio::ip::udp::socket datagram_socket(std::size_t i = 0);
+
   [[nodiscard]] unsigned slot() const noexcept { return slot_; }
   [[nodiscard]] std::uint64_t generation() const noexcept { return generation_; }
   [[nodiscard]] pid_t pid() const noexcept { return ::getpid(); }
@@ -170,8 +180,9 @@ class worker_context {
  private:
   friend class connection_guard;
   PROCMODEL_DECL void untrack() noexcept;
-  // A duplicate of listener `i` for `call`, which wants a unix socket or not.
-  PROCMODEL_DECL int duplicate_listener(std::string_view call, std::size_t i, bool unix_socket);
+  // A duplicate of listener `i` for `call` (acceptor, local_acceptor or
+  // datagram_socket), which must be the call for that kind of listener.
+  PROCMODEL_DECL int duplicate_listener(std::string_view call, std::size_t i);
 
   // Handlers get a deadline a little before the hard one, so that closing
   // idle connections happens before the loop is stopped.

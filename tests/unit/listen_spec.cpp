@@ -99,6 +99,13 @@ TEST_CASE("parse_listen reads the address and nginx's parameters", "[listen]") {
   CHECK_FALSE(k.keepalive->count);
   CHECK(parse_listen("*:80 so_keepalive=off").keepalive->on == false);
 
+  auto d = parse_listen("udp://[::1]:5353 rcvbuf=1m ipv6only=on");
+  CHECK(d.type == listen_spec::kind::udp);
+  CHECK(d.address == "udp://[::1]:5353");
+  CHECK(d.endpoint.host == "::1");
+  CHECK(d.endpoint.port == 5353);
+  CHECK(d.rcvbuf == 1024 * 1024);
+
   auto u = parse_listen("unix:/run/app.sock mode=0660 user=www-data group=33 backlog=64");
   CHECK(u.type == listen_spec::kind::unix_stream);
   CHECK(u.path == "/run/app.sock");
@@ -134,6 +141,10 @@ TEST_CASE("parse_listen refuses, naming the address and the problem", "[listen][
       {"unix:/tmp/a.sock so_keepalive=on", "is for TCP addresses"},
       {"unix:/tmp/a.sock mode=0999", "not an octal file mode"},
       {"unix:/tmp/a.sock mode=rw", "not an octal file mode"},
+      {"udp://127.0.0.1:53 backlog=5", "'backlog' is not for UDP"},
+      {"udp://127.0.0.1:53 deferred", "'deferred' is for TCP addresses, not UDP"},
+      {"udp://127.0.0.1:53 mode=0600", "'mode' is for unix sockets"},
+      {"unix:/tmp/a.sock ipv6only=on", "'ipv6only' is not for unix sockets"},
   }));
   CAPTURE(r.text);
   auto what = refusal(r.text);
@@ -270,5 +281,53 @@ TEST_CASE("a unix socket handed over is checked against its path", "[listen][lis
       CHECK(std::string(e.what()).find("is bound to unix:" + path) != std::string::npos);
     }
     ::close(fd);
+  }
+}
+
+TEST_CASE("UDP listeners: bound datagram sockets, one per slot with reuseport, taken over by type",
+          "[listen][listeners][udp]") {
+  listener_set shared;
+  shared.bind_all({"udp://127.0.0.1:0 rcvbuf=256k"}, 511);
+  REQUIRE(shared.all().size() == 1);
+  const listener l = shared.all().front();
+  CHECK(l.datagram());
+  CHECK(l.local.starts_with("udp://127.0.0.1:"));
+  CHECK(int_option(l.fd, SOL_SOCKET, SO_TYPE) == SOCK_DGRAM);
+  CHECK(int_option(l.fd, SOL_SOCKET, SO_RCVBUF) == 2 * 256 * 1024);
+  CHECK(test_support::cloexec(l.fd));
+
+  listener_set per_slot;
+  per_slot.bind_all({"127.0.0.1:0", "udp://127.0.0.1:0"}, 511, 3);
+  CHECK(per_slot.all().size() == 6);
+  auto s2 = per_slot.for_slot(2);
+  REQUIRE(s2.size() == 2);
+  CHECK_FALSE(s2[0].datagram());
+  CHECK(s2[1].datagram());
+  CHECK(s2[1].local == per_slot.for_slot(0)[1].local);  // one port, a socket per slot
+  CHECK(int_option(s2[1].fd, SOL_SOCKET, SO_REUSEPORT) == 1);
+
+  SECTION("handed over: the datagram socket where the address wants one") {
+    std::vector<inherited_fd> handed;
+    for (unsigned k = 0; k < 3; ++k) {
+      handed.push_back({0, ::fcntl(per_slot.for_slot(k)[0].fd, F_DUPFD_CLOEXEC, 3)});
+    }
+    for (unsigned k = 0; k < 3; ++k)
+      handed.push_back({1, ::fcntl(per_slot.for_slot(k)[1].fd, F_DUPFD_CLOEXEC, 3)});
+    listener_set next;
+    next.adopt_all({"127.0.0.1:0", "udp://127.0.0.1:0"}, 511, 3, handed);
+    CHECK(next.for_slot(1)[1].datagram());
+    CHECK(next.for_slot(1)[1].local == per_slot.for_slot(1)[1].local);
+  }
+  SECTION("handed over: a stream socket for a UDP address is refused") {
+    int tcp = ::fcntl(per_slot.for_slot(0)[0].fd, F_DUPFD_CLOEXEC, 3);
+    listener_set next;
+    try {
+      next.adopt_all({"udp://127.0.0.1:0"}, 511, 0, {{0, tcp}});
+      FAIL("adopted");
+    } catch (const std::runtime_error& e) {
+      CHECK(std::string(e.what()).find("is a stream socket, not one for udp://127.0.0.1:0") !=
+            std::string::npos);
+    }
+    ::close(tcp);
   }
 }
