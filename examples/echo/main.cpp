@@ -1,7 +1,9 @@
-// The smallest embedding of procmodel: a TCP echo server whose workers drain
-// cleanly on a graceful stop.
+// The smallest embedding of procmodel: an echo server whose workers drain
+// cleanly on a graceful stop, on TCP and unix sockets alike.
 //
 //   echo_server --listen 127.0.0.1:7000 --workers 2 --pid-file /tmp/echo.pid
+//   echo_server --listen 'unix:/tmp/echo.sock mode=0660' --pid-file /tmp/echo.pid
+//   echo_server --listen udp://127.0.0.1:7000 --reuseport
 
 #include <procmodel/procmodel.hpp>
 
@@ -13,20 +15,22 @@
 #include <unistd.h>
 
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ip/udp.hpp>
 #include <boost/asio/write.hpp>
 
 namespace asio = boost::asio;
-using asio::ip::tcp;
 
 namespace {
 
-class echo_session : public std::enable_shared_from_this<echo_session> {
+// Socket: tcp::socket or local::stream_protocol::socket.
+template <class Socket>
+class echo_session : public std::enable_shared_from_this<echo_session<Socket>> {
  public:
-  echo_session(tcp::socket socket, procmodel::connection conn)
+  echo_session(Socket socket, procmodel::connection conn)
       : socket_(std::move(socket)), conn_(std::move(conn)) {}
 
   void read() {
-    socket_.async_read_some(asio::buffer(buf_), [self = shared_from_this()](auto ec, std::size_t n) {
+    socket_.async_read_some(asio::buffer(buf_), [self = this->shared_from_this()](auto ec, std::size_t n) {
       if (ec) return;  // the connection leaves its set with the last reference
       asio::async_write(self->socket_, asio::buffer(self->buf_, n),
                         [self](auto wec, std::size_t) {
@@ -36,11 +40,60 @@ class echo_session : public std::enable_shared_from_this<echo_session> {
   }
 
  private:
-  tcp::socket socket_;
+  Socket socket_;
   std::array<char, 4096> buf_{};
   // Never idle(): a byte stream has no pause between requests, so a drain
   // waits for the client to hang up, or for the deadline.
   procmodel::connection conn_;
+};
+
+// Echoes every datagram on a UDP listener back to its sender. At the drain
+// it answers what is already queued, then closes its copy of the socket:
+// the workers that serve on (and the master) keep the socket, so what
+// arrives later is theirs, never lost with this worker.
+class udp_echo : public std::enable_shared_from_this<udp_echo> {
+ public:
+  explicit udp_echo(asio::ip::udp::socket socket) : socket_(std::move(socket)) {}
+
+  void start(procmodel::worker_context& ctx) {
+    ctx.on_drain([self = shared_from_this()](auto) { self->drain(); });
+    receive();
+  }
+
+ private:
+  void receive() {
+    socket_.async_receive_from(asio::buffer(buf_), peer_, [self = shared_from_this()](auto ec, std::size_t n) {
+      boost::system::error_code ignored;
+      // Even after the drain began: a receive that had completed holds a
+      // datagram, answered here.
+      if (!ec) self->socket_.send_to(asio::buffer(self->buf_, n), self->peer_, 0, ignored);
+      if (self->draining_)
+        self->socket_.close(ignored);
+      else if (!ec)
+        self->receive();
+    });
+  }
+
+  // Answers what is queued now, with buffers of its own (the pending
+  // receive's may already hold a datagram), then cancels the pending receive,
+  // whose handler closes the socket.
+  void drain() {
+    draining_ = true;
+    std::array<char, 65536> buf;
+    asio::ip::udp::endpoint peer;
+    boost::system::error_code ec;
+    for (;;) {
+      std::size_t n = socket_.receive_from(asio::buffer(buf), peer, 0, ec);
+      if (ec) break;  // would block: nothing queued any more
+      socket_.send_to(asio::buffer(buf, n), peer, 0, ec);
+    }
+    socket_.cancel(ec);
+  }
+
+  asio::ip::udp::socket socket_;
+  asio::ip::udp::endpoint peer_;
+  std::array<char, 65536> buf_{};
+  bool draining_ = false;
 };
 
 // Test hooks: whether the file named by environment variable `var` exists.
@@ -63,9 +116,14 @@ struct echo_worker {
     const bool report_ready = !hook_file_exists("ECHO_SERVE_NOT_READY_FILE");
     // Until the drain, then what the kernel already queued; backs off when
     // out of descriptors.
-    procmodel::serve(ctx, 0, [](tcp::socket s, procmodel::connection c) {
-      std::make_shared<echo_session>(std::move(s), std::move(c))->read();
+    // A generic handler: TCP and unix listeners alike.
+    procmodel::serve(ctx, [](auto s, procmodel::connection c) {
+      std::make_shared<echo_session<decltype(s)>>(std::move(s), std::move(c))->read();
     });
+    // UDP listeners: datagrams, no connections.
+    for (std::size_t i = 0; i < ctx.listeners().size(); ++i)
+      if (ctx.listeners()[i].datagram())
+        std::make_shared<udp_echo>(ctx.datagram_socket(i))->start(ctx);
     if (report_ready) ctx.ready();
     // For the signal tests: a command run with system() once serving, as a
     // worker would start a helper program.

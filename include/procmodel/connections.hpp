@@ -10,11 +10,15 @@
 #include <cstddef>
 #include <functional>
 #include <memory>
+#include <stdexcept>
 #include <type_traits>
 #include <utility>
 
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/steady_timer.hpp>
+
+#include <fmt/core.h>
 
 #include "detail/config.hpp"
 #include "worker_context.hpp"
@@ -148,39 +152,89 @@ inline bool connection::draining() const noexcept { return set_ && set_->drainin
 
 /// Called with each accepted socket and its connection, already in the set.
 using connection_handler = std::function<void(boost::asio::ip::tcp::socket, connection)>;
+/// The same for a unix-socket listener (`unix:/PATH`).
+using local_connection_handler =
+    std::function<void(boost::asio::local::stream_protocol::socket, connection)>;
 
 namespace detail {
 
-template <class Handler>
-std::shared_ptr<connection_handler> make_connection_handler(Handler&& handler) {
-  using type = std::decay_t<Handler>;
-  static_assert(std::is_invocable_v<type&, boost::asio::ip::tcp::socket, connection>,
-                "serve(): the handler must be callable as void(tcp::socket, procmodel::connection)");
-  static_assert(std::is_copy_constructible_v<type>,
-                "serve(): the handler must be copyable (own what it uses through shared_ptr)");
-  return std::make_shared<connection_handler>(std::forward<Handler>(handler));
-}
-
-// A template only so that a program that does not serve() instantiates none
-// of it: every server shares Handler = connection_handler.
-template <class Handler>
-void serve_listener(worker_context& ctx, std::size_t i, const std::shared_ptr<connection_set>& set,
-                    const std::shared_ptr<Handler>& handler) {
-  auto acceptor = std::make_shared<boost::asio::ip::tcp::acceptor>(ctx.acceptor(i));
-  std::function<void(boost::asio::ip::tcp::socket)> on_socket =
-      [set, handler](boost::asio::ip::tcp::socket s) { (*handler)(std::move(s), set->join()); };
+// Accepts on `acceptor` into `set` until the drain, then takes what is queued.
+template <class Acceptor, class SocketHandler>
+void serve_acceptor(worker_context& ctx, std::shared_ptr<Acceptor> acceptor,
+                    const std::shared_ptr<connection_set>& set,
+                    const std::shared_ptr<SocketHandler>& handler) {
+  using socket = typename Acceptor::protocol_type::socket;
+  std::function<void(socket)> on_socket = [set, handler](socket s) {
+    (*handler)(std::move(s), set->join());
+  };
   accept_loop(ctx, acceptor, on_socket);
   ctx.on_drain([acceptor, on_socket](steady_clock::time_point) {
     drain_acceptor(*acceptor, on_socket);
   });
 }
 
+// Serves listeners [first, last) with `handler` (`every`: serve(ctx, f),
+// which leaves datagram listeners alone): TCP ones if it takes a
+// tcp::socket, unix ones if it takes a local socket (a generic lambda takes
+// both). Every server shares the two std::function types, and one whose
+// handler takes only TCP sockets instantiates nothing for unix ones.
+template <class Handler>
+void serve_listeners(worker_context& ctx, std::size_t first, std::size_t last,
+                     const std::shared_ptr<connection_set>& set, Handler&& handler,
+                     bool every) {
+  using type = std::decay_t<Handler>;
+  using local_socket = boost::asio::local::stream_protocol::socket;
+  constexpr bool takes_tcp = std::is_invocable_v<type&, boost::asio::ip::tcp::socket, connection>;
+  constexpr bool takes_local = std::is_invocable_v<type&, local_socket, connection>;
+  static_assert(takes_tcp || takes_local,
+                "serve(): the handler must be callable as void(tcp::socket, procmodel::connection) "
+                "(or, for unix sockets, void(local::stream_protocol::socket, procmodel::connection))");
+  static_assert(std::is_copy_constructible_v<type>,
+                "serve(): the handler must be copyable (own what it uses through shared_ptr)");
+  std::shared_ptr<connection_handler> tcp;
+  std::shared_ptr<local_connection_handler> local;
+  if constexpr (takes_tcp) tcp = std::make_shared<connection_handler>(handler);
+  if constexpr (takes_local) local = std::make_shared<local_connection_handler>(handler);
+  for (std::size_t i = first; i < last; ++i) {
+    // Datagram listeners have no connections: serve(ctx, f) leaves them to
+    // the worker (datagram_socket()); serve(ctx, i, f) on one is a mistake.
+    if (i < ctx.listeners().size() && ctx.listeners()[i].datagram()) {
+      if (every) continue;
+      throw std::logic_error(fmt::format(
+          "serve(): listener {} is {}, a datagram socket; use ctx.datagram_socket({})", i,
+          ctx.listeners()[i].local, i));
+    }
+    const bool unix_socket = i < ctx.listeners().size() && ctx.listeners()[i].family == AF_UNIX;
+    if (unix_socket) {
+      if constexpr (takes_local)
+        serve_acceptor(ctx, std::make_shared<boost::asio::local::stream_protocol::acceptor>(
+                                ctx.local_acceptor(i)), set, local);
+      else
+        throw std::logic_error(fmt::format(
+            "serve(): listener {} is {}, and the handler takes only tcp::socket; give it one that "
+            "takes local::stream_protocol::socket too (a generic lambda takes both)",
+            i, ctx.listeners()[i].local));
+    } else {
+      if constexpr (takes_tcp)
+        serve_acceptor(ctx, std::make_shared<boost::asio::ip::tcp::acceptor>(ctx.acceptor(i)),
+                       set, tcp);
+      else
+        throw std::logic_error(fmt::format(
+            "serve(): listener {} is not a unix socket, and the handler takes only "
+            "local::stream_protocol::socket",
+            i));
+    }
+  }
+}
+
 }  // namespace detail
 
 /// Serves listener `i`: accepts until the worker drains, then accepts what the
 /// kernel already queued and stops; each connection goes to `handler`, a
-/// `void(tcp::socket, connection)`, with its place in the returned set. Call
-/// ctx.ready() once serving.
+/// `void(tcp::socket, connection)`, with its place in the returned set. A
+/// unix-socket listener needs a handler that takes a
+/// `local::stream_protocol::socket` (a generic lambda, `auto socket`, takes
+/// both). Call ctx.ready() once serving.
 /// @par Example
 /// @code
 /// procmodel::serve(ctx, 0, [](tcp::socket s, procmodel::connection c) {
@@ -191,17 +245,16 @@ void serve_listener(worker_context& ctx, std::size_t i, const std::shared_ptr<co
 template <class Handler>
 std::shared_ptr<connection_set> serve(worker_context& ctx, std::size_t i, Handler handler) {
   auto set = connection_set::create(ctx);
-  detail::serve_listener(ctx, i, set, detail::make_connection_handler(std::move(handler)));
+  detail::serve_listeners(ctx, i, i + 1, set, std::move(handler), false);
   return set;
 }
 
-/// Serves every listener, as serve(ctx, i, handler) does, with one set.
+/// Serves every stream listener (TCP, unix), as serve(ctx, i, handler) does,
+/// with one set; UDP listeners are the worker's to read (datagram_socket()).
 template <class Handler>
 std::shared_ptr<connection_set> serve(worker_context& ctx, Handler handler) {
   auto set = connection_set::create(ctx);
-  auto shared = detail::make_connection_handler(std::move(handler));
-  for (std::size_t i = 0; i < ctx.listeners().size(); ++i)
-    detail::serve_listener(ctx, i, set, shared);
+  detail::serve_listeners(ctx, 0, ctx.listeners().size(), set, std::move(handler), true);
   return set;
 }
 

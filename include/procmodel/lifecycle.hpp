@@ -265,11 +265,18 @@ struct kill { pid_t pid; int signo; };
 struct arm_timer { timer_id id; milliseconds after; };
 struct cancel_timer { timer_id id; };
 /// Close the master's copies of the listeners; `freeze` first stops their
-/// queues filling, which only the last master holding them may do.
+/// queues filling and removes the unix socket files, which only the last
+/// master holding them may do.
 struct stop_listening { bool freeze = true; };
 struct reopen_logs {};     ///< the master's own log file
 struct log { log_level level; std::string text; };
-struct exit { int code; };
+/// The master exits; the last master holding the listeners (no new master
+/// took them over, no parent master serves with them) removes its unix
+/// socket files, as nginx does.
+struct exit {
+  int code;
+  bool remove_socket_files = false;
+};
 /// Re-read the configuration; answer with events::config_loaded.
 struct load_config {};
 /// The set of serving workers changed: `generation` now serves with `workers`
@@ -766,7 +773,7 @@ class nginx_lifecycle {
     if (phase_ == phase::stopping || phase_ == phase::exited) return;
     if (phase_ == phase::idle) {
       phase_ = phase::exited;
-      emit(actions::exit{0});
+      emit(actions::exit{0, last_holder()});
       return;
     }
     log(log_level::notice, "fast stop: terminating {} worker(s)", procs_.size());
@@ -784,7 +791,7 @@ class nginx_lifecycle {
     if (phase_ == phase::quitting || phase_ == phase::stopping || phase_ == phase::exited) return;
     if (phase_ == phase::idle) {
       phase_ = phase::exited;
-      emit(actions::exit{0});
+      emit(actions::exit{0, last_holder()});
       return;
     }
     log(log_level::notice, "graceful stop: draining {} worker(s)", procs_.size());
@@ -792,7 +799,7 @@ class nginx_lifecycle {
     const bool handing_over = announce_stop();
     // The last master holding the sockets stops their queues filling; one
     // that hands over to (or came from) a live master must not.
-    emit(actions::stop_listening{!handing_over && !parent_alive_});
+    emit(actions::stop_listening{last_holder()});
     abandon_reload("the master is stopping (graceful stop)");
     cancel_respawns();
     for (auto& p : procs_) drain(p);
@@ -1150,6 +1157,12 @@ class nginx_lifecycle {
     // A new master whose parent serves on: the service does not stop.
     if (!parent_alive_) emit(actions::notify{actions::notice::stopping});
     return false;
+  }
+
+  // Whether this master is the last one holding the listeners: no ready new
+  // master takes them over, no parent master serves on with them.
+  [[nodiscard]] bool last_holder() const {
+    return !(upgrade_ && upgrade_->ready && !upgrade_->abandoned) && !parent_alive_;
   }
 
   // --- hot upgrade helpers ---
@@ -1566,7 +1579,7 @@ class nginx_lifecycle {
     escalation_armed_ = false;
     phase_ = phase::exited;
     log(log_level::notice, "every worker has exited; master exits");
-    emit(actions::exit{0});
+    emit(actions::exit{0, last_holder()});
   }
 
   void cancel_respawns() {

@@ -79,6 +79,11 @@ struct options {
   sigterm_mode sigterm = sigterm_mode::automatic;
   /// One SO_REUSEPORT socket per worker slot instead of one shared socket.
   bool reuseport = false;
+  /// Under systemd, keep the listening sockets in the service's
+  /// file-descriptor store (FDSTORE=1), so that a master restarted after a
+  /// crash takes them back with the connections queued meanwhile. On by
+  /// itself where systemd says the store exists ($FDSTORE, systemd 254+).
+  bool fd_store = false;
   /// Run the workers as threads of the master, not processes (nginx's
   /// `master_process off`): for a debugger. Needs a spawner that can
   /// (the default, runtime_spawner); fixed at start, a reload keeps it.

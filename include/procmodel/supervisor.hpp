@@ -13,6 +13,7 @@
 #include <fstream>
 #include <cstdio>
 #include <deque>
+#include <set>
 #include <exception>
 #include <functional>
 #include <map>
@@ -238,6 +239,7 @@ class basic_supervisor {
     exe_ = detail::own_executable();
     args_ = detail::own_arguments();
     take_listeners();
+    store_listeners();
     for (const auto& l : listeners_.for_slot(0))
       log_.notice("listening on {}{}", l.local, opt_.reuseport ? " (a socket per worker)" : "");
     const bool daemonized = should_daemonize(opt_.daemon, handed_over_);
@@ -383,9 +385,12 @@ class basic_supervisor {
       return;
     }
     if (auto activated = systemd_listen_fds(::getpid())) {
+      const char* names_env = std::getenv("LISTEN_FDNAMES");
+      std::string names = names_env ? names_env : "";
       ::unsetenv("LISTEN_FDS");
       ::unsetenv("LISTEN_PID");
       ::unsetenv("LISTEN_FDNAMES");
+      if (auto stored = stored_listeners(*activated, names)) return restore_listeners(*stored, slots);
       listeners_.adopt_activated(*activated);
       activated_ = true;
       log_.notice("took over {} socket(s) from systemd (socket activation)", activated->size());
@@ -396,6 +401,67 @@ class basic_supervisor {
           "no socket to serve: set options::listen, pass --listen HOST:PORT, or start by socket "
           "activation; a program whose workers serve no socket sets options::without_listeners");
     listeners_.bind_all(opt_.listen, opt_.backlog, slots);
+  }
+
+  // The sockets systemd passed, when they are the ones a previous master
+  // stored (every name procmodel-listen-INDEX-SLOT); nothing when they come
+  // from socket units. A mix is refused: nothing is guessed.
+  static std::optional<std::vector<stored_fd>> stored_listeners(const std::vector<int>& fds,
+                                                               const std::string& names) {
+    std::vector<std::string_view> split;
+    for (std::string_view rest = names; !names.empty();) {
+      auto colon = rest.find(':');
+      split.push_back(rest.substr(0, colon));
+      if (colon == std::string_view::npos) break;
+      rest.remove_prefix(colon + 1);
+    }
+    std::vector<stored_fd> out;
+    for (std::size_t i = 0; i < fds.size(); ++i)
+      if (auto s = i < split.size() ? stored_fd::from_name(split[i], fds[i]) : std::nullopt)
+        out.push_back(*s);
+    if (out.empty()) return std::nullopt;
+    if (out.size() != fds.size())
+      throw std::runtime_error(fmt::format(
+          "LISTEN_FDNAMES='{}': sockets of a socket unit mixed with ones a previous master "
+          "stored; give the service one or the other",
+          names));
+    return out;
+  }
+
+  // A master restarted by systemd after its predecessor died takes back the
+  // sockets that one stored: connections queued meanwhile are served. A
+  // socket that no longer fits the configuration leaves the store.
+  void restore_listeners(const std::vector<stored_fd>& stored, unsigned slots) {
+    std::vector<std::pair<stored_fd, std::string>> dropped;
+    auto fitting = listeners_.still_fitting(opt_.listen, slots, stored, dropped);
+    for (const auto& [s, why] : dropped) {
+      log_.warn("systemd's stored socket {} (descriptor {}) {}: dropped from the store",
+                s.name(), s.fd, why);
+      systemd_.remove_stored_fd(s.name());
+      ::close(s.fd);
+    }
+    if (opt_.listen.empty())
+      throw std::runtime_error("no socket to serve: the stored sockets fit no listen address");
+    listeners_.adopt_all(opt_.listen, opt_.backlog, slots, fitting);
+    for (const auto& s : stored)  // systemd has these; the dropped ones' names are free again
+      if (std::none_of(dropped.begin(), dropped.end(), [&](const auto& d) { return d.first.fd == s.fd; }))
+        stored_.insert(s.name());
+    log_.notice(
+        "took over {} listening socket(s) from systemd's file-descriptor store; connections "
+        "queued while no master ran are served",
+        fitting.size());
+  }
+
+  // Under systemd with a file-descriptor store, every listening socket is
+  // kept there (once), so that a master restarted after a crash finds the
+  // queues it left instead of binding anew.
+  void store_listeners() {
+    if (activated_ || !systemd_.enabled() || !(opt_.fd_store || systemd_notifier::has_fd_store()))
+      return;
+    for (const auto& s : listeners_.to_store())
+      if (stored_.insert(s.name()).second && !systemd_.store_fd(s.fd, s.name()))
+        log_.warn("cannot store listening socket {} with systemd: {}", s.name(),
+                  std::strerror(errno));
   }
 
   // --- control socket ---
@@ -936,8 +1002,16 @@ class basic_supervisor {
 
   // The control socket stays: status answers until the master exits.
   void perform(const actions::stop_listening& a) {
-    if (a.freeze) listeners_.freeze();
+    if (a.freeze) {
+      listeners_.freeze();
+      remove_socket_files();
+    }
     listeners_.close_all();
+  }
+
+  void remove_socket_files() {
+    for (const auto& path : listeners_.remove_socket_files())
+      log_.notice("removed the socket file unix:{}", path);
   }
 
   void perform(const actions::notify& a) {
@@ -961,6 +1035,7 @@ class basic_supervisor {
     } catch (const std::exception& e) {
       log_.error("{}", e.what());
     }
+    store_listeners();  // per-slot sockets of new slots
   }
 
   // The configuration a reload would load: the reloader run on copies.
@@ -1014,6 +1089,7 @@ class basic_supervisor {
   }
 
   void perform(const actions::exit& a) {
+    if (a.remove_socket_files) remove_socket_files();
     exit_code_ = a.code;
     loop_.stop();
   }
@@ -1057,6 +1133,7 @@ class basic_supervisor {
   bool activated_ = false;  // the listeners came from systemd
   bool rss_sampling_ = false;  // the rss_sample timer is armed
   bool pid_one_ = false;    // the master is PID 1 (a container's init)
+  std::set<std::string> stored_;  // names in systemd's file-descriptor store
 };
 
 #if defined(PROCMODEL_HEADER_ONLY)

@@ -2,8 +2,9 @@
 
 /// @file systemd.hpp
 /// The service manager's side: sd_notify(3) messages (READY=1, RELOADING=1,
-/// STOPPING=1, MAINPID=, WATCHDOG=1) sent as datagrams to $NOTIFY_SOCKET,
-/// without libsystemd. Without NOTIFY_SOCKET every call does nothing.
+/// STOPPING=1, MAINPID=, WATCHDOG=1, FDSTORE=1) sent as datagrams to
+/// $NOTIFY_SOCKET, without libsystemd. Without NOTIFY_SOCKET every call does
+/// nothing.
 
 #include <chrono>
 #include <cstdlib>
@@ -13,6 +14,7 @@
 #include <string_view>
 
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -46,7 +48,8 @@ class systemd_notifier {
   }
 
   /// Sends one message ("READY=1", "STOPPING=1", ...); false if it could not.
-  bool notify(std::string_view state) const noexcept {
+  /// With `fd` (>= 0), the descriptor goes along (SCM_RIGHTS), as FDSTORE=1 wants.
+  bool notify(std::string_view state, int fd = -1) const noexcept {
     if (path_.empty()) return false;
     sockaddr_un sa{};
     sa.sun_family = AF_UNIX;
@@ -55,10 +58,44 @@ class systemd_notifier {
     socklen_t len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path_.size());
     if (sa.sun_path[0] == '@') sa.sun_path[0] = '\0';  // abstract namespace
     else len += 1;
-    detail::unique_fd fd(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
-    if (!fd) return false;
-    return ::sendto(fd.get(), state.data(), state.size(), MSG_NOSIGNAL,
-                    reinterpret_cast<sockaddr*>(&sa), len) == static_cast<ssize_t>(state.size());
+    detail::unique_fd sock(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    if (!sock) return false;
+    iovec iov{const_cast<char*>(state.data()), state.size()};
+    msghdr mh{};
+    mh.msg_name = &sa;
+    mh.msg_namelen = len;
+    mh.msg_iov = &iov;
+    mh.msg_iovlen = 1;
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+    if (fd >= 0) {
+      mh.msg_control = control;
+      mh.msg_controllen = sizeof control;
+      cmsghdr* c = CMSG_FIRSTHDR(&mh);
+      c->cmsg_level = SOL_SOCKET;
+      c->cmsg_type = SCM_RIGHTS;
+      c->cmsg_len = CMSG_LEN(sizeof(int));
+      std::memcpy(CMSG_DATA(c), &fd, sizeof fd);
+    }
+    return ::sendmsg(sock.get(), &mh, MSG_NOSIGNAL) == static_cast<ssize_t>(state.size());
+  }
+
+  /// Keeps `fd` in the service's file-descriptor store under `name`
+  /// (FDSTORE=1, FDNAME=): systemd holds it while no master runs and hands
+  /// it to the next one (LISTEN_FDS, LISTEN_FDNAMES). It drops a duplicate
+  /// of one it holds, and everything when the service stops for good.
+  bool store_fd(int fd, std::string_view name) const {
+    return notify(fmt::format("FDSTORE=1\nFDNAME={}", name), fd);
+  }
+  /// Takes the descriptors stored under `name` out of the store.
+  bool remove_stored_fd(std::string_view name) const {
+    return notify(fmt::format("FDSTOREREMOVE=1\nFDNAME={}", name));
+  }
+
+  /// Whether the service has a file-descriptor store, as systemd 254 and
+  /// later say (FDSTORE=, the unit's FileDescriptorStoreMax=).
+  static bool has_fd_store() {
+    const char* n = std::getenv("FDSTORE");
+    return n && std::strtol(n, nullptr, 10) > 0;
   }
 
   bool ready() const { return notify("READY=1"); }

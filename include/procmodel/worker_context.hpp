@@ -12,6 +12,7 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -21,6 +22,8 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ip/udp.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/steady_timer.hpp>
 
 #include "channel.hpp"
@@ -87,12 +90,27 @@ class worker_context {
   /// Once draining, each `fd` is -1: the number is closed or not ours to use.
   [[nodiscard]] const std::vector<listener>& listeners() const noexcept { return listeners_; }
 
-  /// An acceptor on listener `i`, holding its own duplicate of the socket.
-  /// Close it in your drain handler after drain_acceptor() or when done.
+  /// An acceptor on TCP listener `i`, holding its own duplicate of the socket.
+  /// drain_acceptor() takes what is queued and closes it.
   /// Throws std::logic_error once draining: a draining worker accepts nothing new.
-  /// Throws std::logic_error for a listener that does not exist.
+  /// Throws std::logic_error for a listener that does not exist or is not TCP.
   [[nodiscard("the acceptor closes its socket when dropped")]] PROCMODEL_DECL
       boost::asio::ip::tcp::acceptor acceptor(std::size_t i = 0);
+
+  /// An acceptor on unix-socket listener `i` (`unix:/PATH`), as acceptor() is
+  /// for TCP ones. Throws std::logic_error as acceptor() does, and for a
+  /// listener that is not a unix socket.
+  [[nodiscard("the acceptor closes its socket when dropped")]] PROCMODEL_DECL
+      boost::asio::local::stream_protocol::acceptor local_acceptor(std::size_t i = 0);
+
+  /// A UDP socket on datagram listener `i` (`udp://HOST:PORT`), holding its
+  /// own duplicate: receive from it until the drain. A draining worker reads
+  /// what is already queued (non-blocking, until it would block) and closes
+  /// it: the socket lives on in the master and in the workers that serve on,
+  /// which receive what arrives later. Throws std::logic_error as acceptor()
+  /// does, and for a listener that is not UDP.
+  [[nodiscard("the socket closes when dropped")]] PROCMODEL_DECL
+      boost::asio::ip::udp::socket datagram_socket(std::size_t i = 0);
 
   [[nodiscard]] unsigned slot() const noexcept { return slot_; }
   [[nodiscard]] std::uint64_t generation() const noexcept { return generation_; }
@@ -176,6 +194,9 @@ class worker_context {
  private:
   friend class connection_guard;
   PROCMODEL_DECL void untrack() noexcept;
+  // A duplicate of listener `i` for `call` (acceptor, local_acceptor or
+  // datagram_socket), which must be the call for that kind of listener.
+  PROCMODEL_DECL int duplicate_listener(std::string_view call, std::size_t i);
 
   // Handlers get a deadline a little before the hard one, so that closing
   // idle connections happens before the loop is stopped.
@@ -237,13 +258,14 @@ constexpr bool check_worker() {
 /// Accepts every connection already queued on `acceptor` (without waiting),
 /// hands each to `on_socket`, then closes the acceptor. For drain handlers:
 /// nothing the kernel has accepted is left to be reset.
-template <class OnSocket>
-void drain_acceptor(boost::asio::ip::tcp::acceptor& acceptor, OnSocket&& on_socket) {
+template <class Protocol, class Executor, class OnSocket>
+void drain_acceptor(boost::asio::basic_socket_acceptor<Protocol, Executor>& acceptor,
+                    OnSocket&& on_socket) {
   if (!acceptor.is_open()) return;
   boost::system::error_code ec;
   acceptor.non_blocking(true, ec);
   for (;;) {
-    boost::asio::ip::tcp::socket s(acceptor.get_executor());
+    typename Protocol::socket s(acceptor.get_executor());
     acceptor.accept(s, ec);
     if (ec == boost::asio::error::interrupted) continue;
     if (ec) break;
@@ -255,18 +277,18 @@ void drain_acceptor(boost::asio::ip::tcp::acceptor& acceptor, OnSocket&& on_sock
 namespace detail {
 
 // One accept loop's state, owned by its pending handlers.
-template <class OnSocket>
-class accept_state : public std::enable_shared_from_this<accept_state<OnSocket>> {
+template <class Acceptor, class OnSocket>
+class accept_state : public std::enable_shared_from_this<accept_state<Acceptor, OnSocket>> {
+  using socket = typename Acceptor::protocol_type::socket;
+
  public:
-  accept_state(worker_context& ctx, std::shared_ptr<boost::asio::ip::tcp::acceptor> acceptor,
-               OnSocket on_socket)
+  accept_state(worker_context& ctx, std::shared_ptr<Acceptor> acceptor, OnSocket on_socket)
       : ctx_(ctx), acceptor_(std::move(acceptor)), on_socket_(std::move(on_socket)),
         retry_(ctx.loop()) {}
 
   void accept() {
     acceptor_->async_accept(
-        [self = this->shared_from_this()](boost::system::error_code ec,
-                                          boost::asio::ip::tcp::socket s) {
+        [self = this->shared_from_this()](boost::system::error_code ec, socket s) {
           self->accepted(ec, std::move(s));
         });
   }
@@ -275,7 +297,7 @@ class accept_state : public std::enable_shared_from_this<accept_state<OnSocket>>
   static constexpr milliseconds first_backoff{100};
   static constexpr milliseconds last_backoff{1000};
 
-  void accepted(boost::system::error_code ec, boost::asio::ip::tcp::socket s) {
+  void accepted(boost::system::error_code ec, socket s) {
     if (!ec) {
       if (failures_ > 0)
         ctx_.log().notice("accepting again after {} failed accept()", failures_);
@@ -299,7 +321,7 @@ class accept_state : public std::enable_shared_from_this<accept_state<OnSocket>>
   }
 
   worker_context& ctx_;
-  std::shared_ptr<boost::asio::ip::tcp::acceptor> acceptor_;
+  std::shared_ptr<Acceptor> acceptor_;
   OnSocket on_socket_;
   boost::asio::steady_timer retry_;
   milliseconds backoff_{0};
@@ -313,10 +335,10 @@ class accept_state : public std::enable_shared_from_this<accept_state<OnSocket>>
 /// descriptors, EMFILE/ENFILE, or memory) is logged once and retried after
 /// 100 ms, doubling up to 1 s, never at once; the recovery is logged too. The
 /// loop's handlers own the acceptor and `on_socket`.
-template <class OnSocket>
-void accept_loop(worker_context& ctx, std::shared_ptr<boost::asio::ip::tcp::acceptor> acceptor,
-                 OnSocket on_socket) {
-  std::make_shared<detail::accept_state<OnSocket>>(ctx, std::move(acceptor), std::move(on_socket))
+template <class Acceptor, class OnSocket>
+void accept_loop(worker_context& ctx, std::shared_ptr<Acceptor> acceptor, OnSocket on_socket) {
+  std::make_shared<detail::accept_state<Acceptor, OnSocket>>(ctx, std::move(acceptor),
+                                                             std::move(on_socket))
       ->accept();
 }
 

@@ -579,6 +579,9 @@ struct spawn_options {
   /// A descriptor of the test's to hand to the program as descriptor 3 (the
   /// systemd socket activation layout); -1 for none.
   int fd3 = -1;
+  /// Descriptors of the test's to hand over as 3, 4, 5, ... in this order
+  /// (systemd's LISTEN_FDS layout, for more than one); not with fd3.
+  std::vector<int> pass_fds;
   /// Sets LISTEN_PID to the program's own pid (socket activation: it is only
   /// known in the child, after the fork).
   bool listen_pid_self = false;
@@ -662,6 +665,9 @@ class process {
     envp.push_back(nullptr);
     const std::string cwd = opt.cwd;
     const int fd3 = opt.fd3;
+    const std::vector<int> pass = opt.pass_fds;
+    if (pass.size() > 64 || (fd3 >= 0 && !pass.empty()))
+      throw std::invalid_argument("spawn: at most 64 pass_fds, and not with fd3");
     const std::vector<int> ignored = opt.ignored_signals;
     const std::vector<int> closed_stdio = opt.closed_stdio;
     sigset_t blocked;
@@ -708,6 +714,17 @@ class process {
         if (fd3 == 3 ? ::fcntl(3, F_SETFD, 0) != 0 : ::dup2(fd3, 3) != 3)
           ::_exit(126);
         first_closed = 4;
+      }
+      if (!pass.empty()) {
+        // Out of the way first: a source may sit where another one goes.
+        int high[64];
+        for (std::size_t i = 0; i < pass.size(); ++i)
+          if ((high[i] = ::fcntl(pass[i], F_DUPFD, 512)) < 0)
+            ::_exit(126);
+        for (std::size_t i = 0; i < pass.size(); ++i)
+          if (::dup2(high[i], static_cast<int>(3 + i)) < 0)
+            ::_exit(126);
+        first_closed = static_cast<unsigned>(3 + pass.size());
       }
       for (auto& e : own_pid) {
         // The digits of our pid after "NAME=", without allocating.

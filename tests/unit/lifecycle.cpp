@@ -321,7 +321,7 @@ TEST_CASE("stop: terminate every worker - escalate after terminate_timeout - exi
     CHECK(effects(d.at(2s).exit(1000, exited_with(0))).empty());
     CHECK(d.current_phase() == phase::stopping);
     acts = d.at(3s).exit(1001, killed_by(SIGTERM));
-    CHECK(effects(acts) == strings{"cancel_timer(kill_escalation[0])", "exit(0)"});
+    CHECK(effects(acts) == strings{"cancel_timer(kill_escalation[0])", "exit(0, remove socket files)"});
     CHECK(d.current_phase() == phase::exited);
     CHECK(d.exit_code() == 0);
     CHECK(d.timers().empty());
@@ -334,7 +334,7 @@ TEST_CASE("stop: terminate every worker - escalate after terminate_timeout - exi
     CHECK(logs_with(acts, log_level::warn, "did not exit in time") == 1);
     CHECK_FALSE(d.exit_code());
     CHECK(effects(d.exit(1001, killed_by(SIGKILL))) ==
-          strings{"cancel_timer(kill_escalation[0])", "exit(0)"});
+          strings{"cancel_timer(kill_escalation[0])", "exit(0, remove socket files)"});
   }
 }
 
@@ -371,7 +371,7 @@ TEST_CASE("quit: stop listening first - drain every worker - escalate after shut
     CHECK(effects(d.at(2s).exit(1000, status)).empty());
     CHECK(d.current_phase() == phase::quitting);
     acts = d.at(3s).exit(1001, status);
-    CHECK(effects(acts) == strings{"cancel_timer(kill_escalation[0])", "exit(0)"});
+    CHECK(effects(acts) == strings{"cancel_timer(kill_escalation[0])", "exit(0, remove socket files)"});
     CHECK(count_of<actions::spawn>(d.history()) == 2);  // the two of the start
     CHECK(d.current_phase() == phase::exited);
   }
@@ -381,7 +381,7 @@ TEST_CASE("quit: stop listening first - drain every worker - escalate after shut
     CHECK(effects(d.advance(1ms)) == strings{"kill(1000, 9)"});
     CHECK(d.find(1000)->state == process_state::terminating);
     CHECK(effects(d.exit(1000, killed_by(SIGKILL))) ==
-          strings{"cancel_timer(kill_escalation[0])", "exit(0)"});
+          strings{"cancel_timer(kill_escalation[0])", "exit(0, remove socket files)"});
   }
 }
 
@@ -400,7 +400,7 @@ TEST_CASE("commands before started: stop and quit exit at once", "[lifecycle]") 
   auto c = GENERATE(command::stop, command::quit);
   lifecycle_driver d(config());
   PM_SHOW_ON_FAILURE(d.describe());
-  CHECK(effects(d.command(c)) == strings{"exit(0)"});
+  CHECK(effects(d.command(c)) == strings{"exit(0, remove socket files)"});
   CHECK(d.current_phase() == phase::exited);
   CHECK(d.send(events::started{}).empty());  // and nothing starts after that
   CHECK(effects(d.command(c)).empty());

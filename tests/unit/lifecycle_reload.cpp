@@ -779,7 +779,7 @@ TEST_CASE("stop during a pending reload terminates both generations", "[lifecycl
   d.exit(1002, killed_by(SIGTERM));
   CHECK_FALSE(d.exit_code());
   CHECK(effects(d.exit(1001, killed_by(SIGTERM))) ==
-        strings{"cancel_timer(kill_escalation[0])", "exit(0)"});
+        strings{"cancel_timer(kill_escalation[0])", "exit(0, remove socket files)"});
   CHECK(d.current_phase() == phase::exited);
   CHECK(count_of<actions::spawn>(d.history()) == 4);
 }
@@ -801,7 +801,7 @@ TEST_CASE("quit during a pending reload drains both generations", "[lifecycle][r
   CHECK(d.lifecycle().generation() == 1);
   for (pid_t pid : {1003, 1000, 1002}) CHECK(effects(d.exit(pid, exited_with(0))).empty());
   CHECK(effects(d.exit(1001, exited_with(0))) ==
-        strings{"cancel_timer(kill_escalation[0])", "exit(0)"});
+        strings{"cancel_timer(kill_escalation[0])", "exit(0, remove socket files)"});
   CHECK(count_of<actions::load_config>(d.history()) == 1);
   CHECK(count_of<actions::spawn>(d.history()) == 4);
 }

@@ -558,3 +558,48 @@ TEST_CASE("backoffs(): a slot waiting out its backoff and when it tries again", 
   d.advance(400ms);
   CHECK(d.lifecycle().backoffs().empty());
 }
+
+// ------------------------------------------ unix socket files (nginx's rule)
+
+namespace {
+
+// Lets every worker of `d` exit; returns the actions of the last exit.
+action_list all_workers_exit(lifecycle_driver& d) {
+  action_list last;
+  for (pid_t pid : d.pids()) last = d.exit(pid, exited_with(0));
+  return last;
+}
+
+}  // namespace
+
+TEST_CASE("only the last master holding the listeners removes its unix socket files",
+          "[lifecycle][upgrade][unix]") {
+  SECTION("a master alone: at a graceful stop, and again as it exits") {
+    auto d = serving();
+    CHECK(has(d.command(command::quit), "stop_listening"));
+    CHECK(has(all_workers_exit(d), "exit(0, remove socket files)"));
+  }
+  SECTION("a master alone: at a fast stop, as it exits") {
+    auto d = serving();
+    d.command(command::stop);
+    CHECK(has(all_workers_exit(d), "exit(0, remove socket files)"));
+  }
+  SECTION("the old master of an upgrade hands them over: the new master's files stay") {
+    auto d = upgrading(true);
+    auto acts = d.dispatch(events::new_master_ready{new_master});
+    CHECK(has(acts, "stop_listening(no freeze)"));
+    CHECK(has(all_workers_exit(d), "exit(0)"));
+  }
+  SECTION("a new master rolled back while its parent serves leaves the parent's files") {
+    auto d = serving({new_master, 2, parent});
+    SECTION("QUIT") { d.command(command::quit); }
+    SECTION("TERM") { d.command(command::stop); }
+    CHECK(has(all_workers_exit(d), "exit(0)"));
+  }
+  SECTION("a new master whose parent has left is the last holder") {
+    auto d = serving({new_master, 2, parent});
+    d.dispatch(events::parent_master_gone{});
+    d.command(command::quit);
+    CHECK(has(all_workers_exit(d), "exit(0, remove socket files)"));
+  }
+}

@@ -346,7 +346,7 @@ TEST_CASE("command_line: --help and -h print usage and return 0", "[options]") {
   CHECK(p.code == 0);  // stops at --help, before the bad flag
   CHECK(p.err.empty());
   CHECK(p.out.starts_with("usage: demo [options]"));
-  for (const char* f : {"--listen HOST:PORT", "--workers N", "--pid-file PATH", "--log-file PATH",
+  for (const char* f : {"--listen ADDRESS", "--workers N", "--pid-file PATH", "--log-file PATH",
                         "--log-level LEVEL", "--shutdown-timeout MS", "--terminate-timeout MS",
                         "--daemon", "-s COMMAND", "-h, --help"})
     CHECK(p.out.find(f) != std::string::npos);
@@ -378,7 +378,7 @@ TEST_CASE("command_line: --help shows the program's own defaults, not the librar
   INFO(p.out);
   CHECK(help_line(p.out, "--workers N").ends_with("(default: 2)"));
   CHECK(p.out.find("CPU count") == std::string::npos);
-  CHECK(help_line(p.out, "--listen HOST:PORT").ends_with("(default: 127.0.0.1:8080 [::1]:8080)"));
+  CHECK(help_line(p.out, "--listen ADDRESS").ends_with("(default: 127.0.0.1:8080 [::1]:8080)"));
   CHECK(help_line(p.out, "--pid-file PATH").ends_with("(default: /run/demo.pid)"));
   CHECK(help_line(p.out, "--control PATH").ends_with("(default: /run/demo.pid.sock)"));
   CHECK(help_line(p.out, "--log-file PATH").ends_with("(default: /var/log/demo.log)"));
@@ -394,7 +394,7 @@ TEST_CASE("command_line: --help shows the program's own defaults, not the librar
   bare.workers = 3;
   auto b = parse(bare, {"--help"});
   INFO(b.out);
-  CHECK(help_line(b.out, "--listen HOST:PORT").ends_with("(default: none)"));
+  CHECK(help_line(b.out, "--listen ADDRESS").ends_with("(default: none)"));
   CHECK(help_line(b.out, "--pid-file PATH").ends_with("(default: none)"));
   CHECK(help_line(b.out, "--log-file PATH").ends_with("(default: stderr)"));
   CHECK(help_line(b.out, "--workers N").ends_with("(default: 3)"));

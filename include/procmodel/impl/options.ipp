@@ -13,6 +13,7 @@
 
 #include <fmt/core.h>
 
+#include "../listen_spec.hpp"
 #include "../options.hpp"
 
 namespace procmodel {
@@ -109,10 +110,13 @@ command_line::command_line(options& opt) : opt_(opt) {
   using detail::shown_default;
   auto ms = [](milliseconds d) { return shown_default(fmt::format("{}", d.count())); };
   auto on_off = [](bool on) { return shown_default(on ? "on" : "off"); };
-  add("--listen", "HOST:PORT",
-      fmt::format("listen on this address; repeat for more; '' for none {}",
+  add("--listen", "ADDRESS",
+      fmt::format("listen on HOST:PORT, [V6]:PORT or unix:/PATH, then nginx's listen "
+                  "parameters ('127.0.0.1:80 backlog=1024 deferred', 'unix:/run/app.sock "
+                  "mode=0660'); repeat for more; '' for none {}",
                   shown_default(detail::joined(opt.listen, "none"))),
       [this](auto v) {
+        if (!v.empty()) (void)parse_listen(v);  // refused here, before anything starts
         if (!listen_seen_) opt_.listen.clear();
         listen_seen_ = true;
         if (!v.empty()) opt_.listen.emplace_back(v);
@@ -225,6 +229,12 @@ command_line::command_line(options& opt) : opt_(opt) {
            fmt::format("one SO_REUSEPORT socket per worker instead of a shared one {}",
                        on_off(opt.reuseport)),
            [this] { opt_.reuseport = true; });
+  add_flag("--fd-store",
+           fmt::format("under systemd, keep the listening sockets in the service's "
+                       "file-descriptor store (FileDescriptorStoreMax=) so that they outlive a "
+                       "crashed master {}",
+                       on_off(opt.fd_store)),
+           [this] { opt_.fd_store = true; });
   add_flag("--daemon", fmt::format("detach from the terminal {}", on_off(opt.daemon)),
            [this] { opt_.daemon = true; });
   add_flag("--single-process",

@@ -21,22 +21,50 @@ void connection_guard::release() noexcept {
   if (auto s = std::move(state_); s && s->owner) s->owner->untrack();
 }
 
-boost::asio::ip::tcp::acceptor worker_context::acceptor(std::size_t i) {
+int worker_context::duplicate_listener(std::string_view call, std::size_t i) {
   if (i >= listeners_.size())
     throw std::logic_error(fmt::format(
-        "acceptor({}): this worker has {} listener(s); give the master an address to listen "
+        "{}({}): this worker has {} listener(s); give the master an address to listen "
         "on (options::listen or --listen HOST:PORT, or socket activation)",
-        i, listeners_.size()));
+        call, i, listeners_.size()));
   const listener& l = listeners_[i];
+  std::string_view fits = l.datagram() ? "datagram_socket" : l.family == AF_UNIX ? "local_acceptor" : "acceptor";
+  if (call != fits)
+    throw std::logic_error(fmt::format("{}({}): listener {} is {}; use {}({})", call, i, i,
+                                       l.local, fits, i));
   if (l.fd < 0)
-    throw std::logic_error(fmt::format("acceptor({}): the listeners are gone (draining)", i));
+    throw std::logic_error(fmt::format("{}({}): the listeners are gone (draining)", call, i));
   int fd = ::fcntl(l.fd, F_DUPFD_CLOEXEC, 3);
   if (fd < 0) detail::throw_errno("dup listener");
-  auto protocol = l.family == AF_INET6 ? boost::asio::ip::tcp::v6() : boost::asio::ip::tcp::v4();
+  return fd;
+}
+
+boost::asio::ip::tcp::acceptor worker_context::acceptor(std::size_t i) {
+  int fd = duplicate_listener("acceptor", i);
+  auto protocol =
+      listeners_[i].family == AF_INET6 ? boost::asio::ip::tcp::v6() : boost::asio::ip::tcp::v4();
   boost::asio::ip::tcp::acceptor a(io_);
   a.assign(protocol, fd);
   a.non_blocking(true);
   return a;
+}
+
+boost::asio::local::stream_protocol::acceptor worker_context::local_acceptor(std::size_t i) {
+  int fd = duplicate_listener("local_acceptor", i);
+  boost::asio::local::stream_protocol::acceptor a(io_);
+  a.assign(boost::asio::local::stream_protocol(), fd);
+  a.non_blocking(true);
+  return a;
+}
+
+boost::asio::ip::udp::socket worker_context::datagram_socket(std::size_t i) {
+  int fd = duplicate_listener("datagram_socket", i);
+  auto protocol =
+      listeners_[i].family == AF_INET6 ? boost::asio::ip::udp::v6() : boost::asio::ip::udp::v4();
+  boost::asio::ip::udp::socket s(io_);
+  s.assign(protocol, fd);
+  s.non_blocking(true);
+  return s;
 }
 
 void worker_context::ready() {

@@ -153,7 +153,7 @@ inline std::string to_string(const action& a) {
                  : x.what == actions::notice::reloading ? "notify(reloading)"
                                                         : "notify(stopping)";
         else
-          return fmt::format("exit({})", x.code);
+          return fmt::format("exit({}{})", x.code, x.remove_socket_files ? ", remove socket files" : "");
       },
       a);
 }
