@@ -1,7 +1,10 @@
 #pragma once
 
 // http_server's configuration file: one `key = value` per line, `#` starts a
-// comment. Keys: greeting (text), workers (1..1024); for rehearsing failures,
+// comment. Keys: greeting (text), workers (1..1024), listen (an address with
+// nginx's listen parameters, as --listen takes it: one line per address,
+// TCP only; read at start and by the new master of an upgrade, a reload
+// keeps the sockets it has); for rehearsing failures,
 // ready (yes/no: whether workers report ready), ready_delay (ms before they
 // do), exit_at_start (a code every worker exits with before serving) and
 // exit_from_slot (only workers of this slot and above exit so).
@@ -12,7 +15,9 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <vector>
 
+#include <procmodel/listen_spec.hpp>
 #include <procmodel/options.hpp>
 
 namespace http_example {
@@ -20,6 +25,7 @@ namespace http_example {
 struct config {
   std::string greeting = "hello";
   std::optional<unsigned> workers;
+  std::vector<std::string> listen;
   bool ready = true;
   unsigned ready_delay_ms = 0;
   std::optional<int> exit_at_start;
@@ -64,6 +70,14 @@ inline config parse_config(std::string_view text, std::string_view name = "confi
       } catch (const std::invalid_argument& e) {
         throw fail(e.what());
       }
+    } else if (key == "listen") {
+      try {
+        if (procmodel::parse_listen(value).type != procmodel::listen_spec::kind::tcp)
+          throw fail("http_server serves TCP addresses only");
+      } catch (const std::invalid_argument& e) {
+        throw fail(e.what());
+      }
+      c.listen.emplace_back(value);
     } else if (key == "ready") {
       if (value != "yes" && value != "no") throw fail("ready must be yes or no");
       c.ready = value == "yes";
@@ -87,7 +101,8 @@ inline config parse_config(std::string_view text, std::string_view name = "confi
       }
     } else {
       throw fail("unknown key '" + std::string(key) +
-                 "' (known: greeting, workers, ready, ready_delay, exit_at_start, exit_from_slot)");
+                 "' (known: greeting, workers, listen, ready, ready_delay, exit_at_start, "
+                 "exit_from_slot)");
     }
   }
   return c;

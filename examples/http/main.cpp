@@ -15,6 +15,7 @@
 
 #include <procmodel/procmodel.hpp>
 
+#include <algorithm>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -184,6 +185,10 @@ int main(int argc, char** argv) {
                [&] { debug_paths = true; });
   if (auto code = cli.parse(argc, argv)) return *code;
 
+  // The file's listen addresses serve unless the command line names some.
+  const bool listen_given = std::any_of(argv + 1, argv + argc, [](const char* a) {
+    return std::string_view(a).starts_with("--listen");
+  });
   http_example::config conf;
   if (!config_path.empty() && !opt.signal) {
     try {
@@ -193,6 +198,7 @@ int main(int argc, char** argv) {
       return 1;
     }
     if (conf.workers) opt.workers = *conf.workers;
+    if (!conf.listen.empty() && !listen_given) opt.listen = conf.listen;
   }
   procmodel::supervisor<http_worker> master(
       opt, http_worker{conf.greeting, conf.ready, conf.ready_delay_ms, conf.exit_at_start,
@@ -200,7 +206,7 @@ int main(int argc, char** argv) {
   // HUP re-reads the file; a file that does not parse refuses the reload and
   // the serving generation goes on untouched.
   if (!config_path.empty())
-    master.on_reload([config_path](http_worker& next, procmodel::options& next_opt) {
+    master.on_reload([config_path, listen_given](http_worker& next, procmodel::options& next_opt) {
       auto c = http_example::load_config(config_path);
       next.greeting = c.greeting;
       next.report_ready = c.ready;
@@ -208,6 +214,8 @@ int main(int argc, char** argv) {
       next.exit_at_start = c.exit_at_start;
       next.exit_from_slot = c.exit_from_slot;
       if (c.workers) next_opt.workers = *c.workers;
+      // A change is the master's to refuse: it keeps its sockets, and says so.
+      if (!c.listen.empty() && !listen_given) next_opt.listen = c.listen;
     });
   return master.run();
 }

@@ -4,6 +4,7 @@
 // runtime's stop signal; with --subreaper, outside a namespace, it reaps the
 // orphans of its descendants too.
 
+#include "support/programs.hpp"
 #include "support/catch.hpp"
 #include "support/process.hpp"
 #include "support/teardown.hpp"
@@ -19,15 +20,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#ifndef PROCMODEL_ECHO_SERVER
-#error "PROCMODEL_ECHO_SERVER must name the echo_server binary"
-#endif
-
 using namespace pmtest;
 
 namespace {
 
-const std::string echo_server = PROCMODEL_ECHO_SERVER;
 const std::string unshare_program = "/usr/bin/unshare";
 
 // The pids (as the master's namespace numbers them) the orphans wrote to `path`.

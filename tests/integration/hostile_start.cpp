@@ -4,6 +4,7 @@
 // through running out of descriptors. Real http_server and echo_server
 // processes, real signals, loopback only.
 
+#include "support/programs.hpp"
 #include "support/catch.hpp"
 #include "support/http_checks.hpp"
 #include "support/process.hpp"
@@ -18,16 +19,9 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 
-#ifndef PROCMODEL_HTTP_SERVER
-#error "PROCMODEL_HTTP_SERVER must name the http_server binary"
-#endif
-
 using namespace pmtest;
 
 namespace {
-
-const std::string http_server = PROCMODEL_HTTP_SERVER;
-const std::string echo_server = PROCMODEL_ECHO_SERVER;
 
 // Kills the worker of slot 0 with SIGKILL and waits until a new one serves
 // in its place; the new pid (0 if none came).

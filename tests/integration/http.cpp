@@ -4,6 +4,7 @@
 // request without an answer; a refused connect after the listeners are gone
 // is allowed.
 
+#include "support/programs.hpp"
 #include "support/catch.hpp"
 #include "support/http_load.hpp"
 #include "support/process.hpp"
@@ -20,18 +21,12 @@
 #include <regex>
 #include <string>
 
-#ifndef PROCMODEL_HTTP_SERVER
-#error "PROCMODEL_HTTP_SERVER must name the http_server binary"
-#endif
-
 using namespace pmtest;
 using test_support::http_load;
 using test_support::load_options;
 using test_support::load_result;
 
 namespace {
-
-const std::string http_server = PROCMODEL_HTTP_SERVER;
 
 // Runs `load` against a fresh server, sends `signo` to the master once some
 // requests were answered (at `signalled`), and returns the load's verdict

@@ -11,6 +11,7 @@
 // systemd keeps it), connections made while the master and every worker
 // were dead are answered by the restarted master, none refused.
 
+#include "support/programs.hpp"
 #include "support/catch.hpp"
 #include "support/process.hpp"
 #include "support/server.hpp"
@@ -38,15 +39,9 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#ifndef PROCMODEL_ECHO_SERVER
-#error "PROCMODEL_ECHO_SERVER must name the echo_server binary"
-#endif
-
 using namespace pmtest;
 
 namespace {
-
-const std::string echo_server = PROCMODEL_ECHO_SERVER;
 
 // A socket bound to `address` on loopback (port 0) and listening, or -1.
 int listening_on(const char* address) {
@@ -305,6 +300,14 @@ long udp_rcvbuf_errors() {
 // The lines telling that generation `gen` serves.
 bool generation_serves(const server& srv, int gen) {
   return srv.log().find("generation " + std::to_string(gen)) != std::string::npos;
+}
+
+// QUIT to a master the test started: it drains and exits with 0.
+void quit_and_expect_exit_0(process& master) {
+  master.signal(SIGQUIT);
+  auto st = master.wait_exit(15s);
+  REQUIRE(st);
+  CHECK(exit_code_of(*st) == 0);
 }
 
 // systemd's side of the file-descriptor store: a NOTIFY_SOCKET that keeps
@@ -577,6 +580,40 @@ PM_TEST_CASE("nginx's listen parameters are on the master's socket", "[listen][o
   CHECK(echo_once(port));
 }
 
+PM_TEST_CASE("http_server takes listen addresses and their parameters from its config file",
+             "[listen][options][http]") {
+  temp_dir dir("procmodel-listen");
+  const std::string conf = dir.file("http.conf");
+  write_file(conf, "greeting = from the file\nlisten = 127.0.0.1:0 backlog=33 deferred\n");
+  spawn_options o;
+  o.stdout_path = dir.file("m.log");
+  process m = process::spawn(http_server, {"--config", conf, "--workers", "1", "--log-level", "debug"}, o);
+  m.stop_at_teardown(SIGQUIT, 20s);
+  auto log = [&] { return read_file(dir.file("m.log")); };
+  REQUIRE(wait_for([&] { return parse_port(log()) != 0 || m.exited(); }, 10s));
+  const std::uint16_t port = parse_port(log());
+  INFO(log());
+  REQUIRE(port != 0);
+  CHECK(parse_ports(log()).size() == 1);  // the file's address instead of the default
+  auto body = wait_for([&] { return http_get(port).has_value(); }, 10s) ? http_get(port) : std::nullopt;
+  REQUIRE(body);
+  CHECK(body->find("from the file") != std::string::npos);
+  auto ss = run(dir, "/usr/bin/ss", {"-ltnH", "sport = :" + std::to_string(port)}, 10s);
+  if (ss.status && ss.code() == 0) {
+    INFO(ss.out);
+    CHECK(std::regex_search(ss.out, std::regex(R"(LISTEN\s+\d+\s+33\s)")));
+  }
+  // A reload that changes the address keeps the socket, and says so.
+  write_file(conf, "greeting = again\nlisten = 127.0.0.1:1 backlog=33\n");
+  m.signal(SIGHUP);
+  CHECK(wait_for([&] { return log().find("listen addresses change only with a restart") != std::string::npos; }, 10s));
+  CHECK(wait_for([&] {
+    auto b = http_get(port);
+    return b && b->find("again") != std::string::npos;
+  }, 10s));
+  quit_and_expect_exit_0(m);
+}
+
 PM_TEST_CASE("a listen address that does not parse is a usage error, before anything starts",
              "[listen][bad_input]") {
   temp_dir dir("procmodel-listen");
@@ -675,10 +712,7 @@ PM_TEST_CASE("sockets in systemd's fd store outlive a crash: connections made wh
   CHECK(store.size() == 2);
   for (int fd : tcp) ::close(fd);
   for (int fd : local) ::close(fd);
-  restarted.signal(SIGQUIT);
-  auto st = restarted.wait_exit(15s);
-  REQUIRE(st);
-  CHECK(exit_code_of(*st) == 0);
+  quit_and_expect_exit_0(restarted);
 }
 
 PM_TEST_CASE("stored sockets that no longer fit the configuration leave the store; the master binds anew",
@@ -720,10 +754,7 @@ PM_TEST_CASE("stored sockets that no longer fit the configuration leave the stor
   }, 5s));
   CHECK(store.removed() == std::vector<std::string>{"procmodel-listen-0-0", "procmodel-listen-3-0"});
   CHECK(store.names() == "procmodel-listen-0-0");
-  m.signal(SIGQUIT);
-  auto st = m.wait_exit(15s);
-  REQUIRE(st);
-  CHECK(exit_code_of(*st) == 0);
+  quit_and_expect_exit_0(m);
 }
 
 PM_TEST_CASE("UDP: no datagram sent while a worker served is lost across reloads, TTIN and TTOU",

@@ -10,6 +10,7 @@
 //
 // The privilege tests need root; without it they say so and pass.
 
+#include "support/programs.hpp"
 #include "support/catch.hpp"
 #include "support/http_checks.hpp"
 #include "support/process.hpp"
@@ -31,16 +32,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#ifndef PROCMODEL_HTTP_SERVER
-#error "PROCMODEL_HTTP_SERVER must name the http_server binary"
-#endif
-
 using namespace pmtest;
 using test_support::http_get;
 
 namespace {
-
-const std::string http_server = PROCMODEL_HTTP_SERVER;
 
 // The text after "Name:" on its line of /proc/<pid>/status, tabs kept.
 std::string status_field(pid_t pid, const std::string& name) {

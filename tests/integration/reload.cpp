@@ -15,6 +15,7 @@
 // master's descriptors and memory after 200 reloads, requests per mode) are
 // measured and reported with WARN; the assertions on them are generous.
 
+#include "support/programs.hpp"
 #include "support/catch.hpp"
 #include "support/http_load.hpp"
 #include "support/process.hpp"
@@ -37,22 +38,12 @@
 
 #include <procmodel/asio_loop.hpp>
 
-#ifndef PROCMODEL_HTTP_SERVER
-#error "PROCMODEL_HTTP_SERVER must name the http_server binary"
-#endif
-#ifndef PROCMODEL_ECHO_SERVER
-#error "PROCMODEL_ECHO_SERVER must name the echo_server binary"
-#endif
-
 using namespace pmtest;
 using test_support::http_load;
 using test_support::load_options;
 using test_support::load_result;
 
 namespace {
-
-const std::string http_server = PROCMODEL_HTTP_SERVER;
-const std::string echo_server = PROCMODEL_ECHO_SERVER;
 
 std::string fmt_ms(double ms) {
   char buf[32];

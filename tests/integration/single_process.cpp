@@ -5,6 +5,7 @@
 // http_server, which integration_single_process_compiled runs as built on
 // the separately compiled library.
 
+#include "support/programs.hpp"
 #include "support/catch.hpp"
 #include "support/process.hpp"
 #include "support/server.hpp"
@@ -18,19 +19,9 @@
 #include <dirent.h>
 #include <sys/wait.h>
 
-#ifndef PROCMODEL_HTTP_SERVER
-#error "PROCMODEL_HTTP_SERVER must name the http_server binary"
-#endif
-#ifndef PROCMODEL_ECHO_SERVER
-#error "PROCMODEL_ECHO_SERVER must name the echo_server binary"
-#endif
-
 using namespace pmtest;
 
 namespace {
-
-const std::string echo_server = PROCMODEL_ECHO_SERVER;
-const std::string http_server = PROCMODEL_HTTP_SERVER;
 
 // The threads of `pid` (sanitizer runtimes may add some of their own).
 std::size_t thread_count(pid_t pid) {

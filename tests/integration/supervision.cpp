@@ -8,6 +8,7 @@
 // the assertions on them are generous so that a loaded machine does not
 // make them flake, but they still fail when the behaviour is broken.
 
+#include "support/programs.hpp"
 #include "support/catch.hpp"
 #include "support/process.hpp"
 #include "support/server.hpp"
@@ -26,16 +27,9 @@
 #include <unistd.h>
 #include <csignal>
 
-#ifndef PROCMODEL_ECHO_SERVER
-#error "PROCMODEL_ECHO_SERVER must name the echo_server binary"
-#endif
-
 using namespace pmtest;
 
 namespace {
-
-const std::string echo_server = PROCMODEL_ECHO_SERVER;
-const std::string http_server = PROCMODEL_HTTP_SERVER;
 
 std::string fmt_ms(double ms) {
   char buf[32];

@@ -6,6 +6,7 @@
 // its figures with WARN. (Fork failure is driven with the spawner double in
 // tests/unit/supervisor_fakes.cpp.)
 
+#include "support/programs.hpp"
 #include "support/catch.hpp"
 #include "support/http_checks.hpp"
 #include "support/http_load.hpp"
@@ -29,9 +30,6 @@ using test_support::http_load;
 using test_support::load_options;
 
 namespace {
-
-const std::string http_server = PROCMODEL_HTTP_SERVER;
-const std::string echo_server = PROCMODEL_ECHO_SERVER;
 
 // Resident set of `pid` in kB (VmRSS), -1 if it cannot be read.
 long rss_kb(pid_t pid) {

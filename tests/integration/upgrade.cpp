@@ -21,6 +21,7 @@
 // Figures (upgrade latency from `-s upgrade` to its exit, requests served
 // under load) are reported with WARN; nothing asserts on timing.
 
+#include "support/programs.hpp"
 #include "support/catch.hpp"
 #include "support/http_load.hpp"
 #include "support/process.hpp"
@@ -57,18 +58,12 @@
 #include <termios.h>
 #include <unistd.h>
 
-#ifndef PROCMODEL_HTTP_SERVER
-#error "PROCMODEL_HTTP_SERVER must name the http_server binary"
-#endif
-
 using namespace pmtest;
 using test_support::http_load;
 using test_support::load_options;
 using test_support::load_result;
 
 namespace {
-
-const std::string http_server = PROCMODEL_HTTP_SERVER;
 
 std::string describe(const run_result& r) {
   return "exit " + std::to_string(r.code()) + "\n--- stdout ---\n" + r.out + "--- stderr ---\n" +
@@ -1646,7 +1641,6 @@ PM_TEST_CASE("NOTIFY_SOCKET: STOPPING=1 on TERM, and an abstract @ socket works"
 }
 
 // --- issue 7's numbered failures, each against the real binary ----------------------
-
 
 PM_TEST_CASE("failure 1: a --daemon master upgrades to a new master that does not detach again",
           "[upgrade][failures][daemon]") {

@@ -4,6 +4,7 @@
 // requests under keep-alive load lose no request; a worker that grows past
 // --max-rss is replaced; every process ends as it should.
 
+#include "support/programs.hpp"
 #include "support/catch.hpp"
 #include "support/http_checks.hpp"
 #include "support/http_load.hpp"
@@ -18,18 +19,12 @@
 
 #include <sys/resource.h>
 
-#ifndef PROCMODEL_HTTP_SERVER
-#error "PROCMODEL_HTTP_SERVER must name the http_server binary"
-#endif
-
 using namespace pmtest;
 using test_support::http_load;
 using test_support::load_options;
 using test_support::load_result;
 
 namespace {
-
-const std::string http_server = PROCMODEL_HTTP_SERVER;
 
 // SIGABRT dumps no core from the workers these tests abort.
 void no_core_files() {

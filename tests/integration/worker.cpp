@@ -4,6 +4,7 @@
 // its workers drain, programs a worker starts, signals during start-up, and
 // running out of descriptors.
 
+#include "support/programs.hpp"
 #include "support/catch.hpp"
 #include "support/http_checks.hpp"
 #include "support/http_load.hpp"
@@ -25,18 +26,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#ifndef PROCMODEL_HTTP_SERVER
-#error "PROCMODEL_HTTP_SERVER must name the http_server binary"
-#endif
-#ifndef PROCMODEL_ECHO_SERVER
-#error "PROCMODEL_ECHO_SERVER must name the echo_server binary"
-#endif
-
 using namespace pmtest;
 
 namespace {
-
-const std::string http_server = PROCMODEL_HTTP_SERVER;
 
 // How each worker ended, from the master's "worker PID (slot K, generation G)
 // exited with code N" / "killed by signal N (...)" lines.
@@ -152,8 +144,6 @@ PM_TEST_CASE("a worker already draining exits within orphan_timeout when its mas
 }
 
 namespace {
-
-const std::string echo_server = PROCMODEL_ECHO_SERVER;
 
 // A field of /proc/<pid>/status ("SigBlk", "SigIgn", ...) as a bit set.
 unsigned long long status_mask(pid_t pid, const std::string& field) {

@@ -253,6 +253,11 @@ TEST_CASE("http example: a bad configuration is refused naming its line", "[bad_
            {"greeting = hi\nbogus", 2},
            {"exit_from_slot = 1024", 1},
            {"exit_from_slot = x", 1},
+           {"listen =", 1},
+           {"listen = 127.0.0.1:80 bogus", 1},
+           {"listen = 127.0.0.1:80 backlog=0", 1},
+           {"listen = unix:/tmp/http.sock", 1},
+           {"workers = 2\nlisten = udp://127.0.0.1:53", 2},
            {std::string(100000, 'x'), 1},
        }) {
     ++tried;
@@ -260,6 +265,14 @@ TEST_CASE("http example: a bad configuration is refused naming its line", "[bad_
     auto msg = refusal<std::runtime_error>([&] { http_example::parse_config(r.text, "t.conf"); });
     CHECK(msg.rfind("t.conf:" + std::to_string(r.line) + ": ", 0) == 0);
   }
+}
+
+TEST_CASE("http example config: listen lines with nginx's parameters", "[bad_input][config]") {
+  auto c = http_example::parse_config(
+      "listen = 127.0.0.1:8080 backlog=1024 deferred\nlisten = [::1]:8080 ipv6only=on\n", "t.conf");
+  CHECK(c.listen ==
+        std::vector<std::string>{"127.0.0.1:8080 backlog=1024 deferred", "[::1]:8080 ipv6only=on"});
+  CHECK(http_example::parse_config("workers = 2", "t.conf").listen.empty());
 }
 
 TEST_CASE("bad inputs tried by the unit suite", "[bad_input][zz_count]") {
