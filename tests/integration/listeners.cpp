@@ -13,6 +13,7 @@
 
 #include "support/programs.hpp"
 #include "support/catch.hpp"
+#include "support/fd_flags.hpp"
 #include "support/process.hpp"
 #include "support/server.hpp"
 
@@ -40,6 +41,7 @@
 #include <unistd.h>
 
 using namespace pmtest;
+using test_support::int_option;
 
 namespace {
 
@@ -199,12 +201,6 @@ int steal_fd(pid_t pid, int fd) {
   int out = static_cast<int>(::syscall(SYS_pidfd_getfd, pidfd, fd, 0));
   ::close(pidfd);
   return out;
-}
-
-int int_option(int fd, int level, int name) {
-  int v = -1;
-  socklen_t len = sizeof v;
-  return ::getsockopt(fd, level, name, &v, &len) == 0 ? v : -1;
 }
 
 // UDP flows against `port`: each of `flows` sockets sends a numbered datagram

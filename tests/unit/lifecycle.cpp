@@ -26,10 +26,7 @@ lifecycle_config config(unsigned workers = 2) {
   c.workers = workers;
   c.terminate_timeout = 5s;
   c.shutdown_timeout = 10s;
-  c.restart.max_restarts = 3;
-  c.restart.period = 10s;
-  c.restart.backoff_initial = 100ms;
-  c.restart.backoff_max = 1600ms;
+  c.restart = quick_restarts();
   return c;
 }
 

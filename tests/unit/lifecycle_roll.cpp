@@ -36,10 +36,7 @@ lifecycle_config config(unsigned workers, unsigned batch) {
   c.terminate_timeout = 5s;
   c.shutdown_timeout = 10s;
   c.ready_timeout = 3s;
-  c.restart.max_restarts = 3;
-  c.restart.period = 10s;
-  c.restart.backoff_initial = 100ms;
-  c.restart.backoff_max = 1600ms;
+  c.restart = quick_restarts();
   return c;
 }
 

@@ -20,6 +20,8 @@ using namespace procmodel;
 
 namespace {
 
+using test_support::int_option;
+
 std::string refusal(const std::string& text) {
   try {
     (void)parse_listen(text);
@@ -27,13 +29,6 @@ std::string refusal(const std::string& text) {
     return e.what();
   }
   return "(accepted)";
-}
-
-int int_option(int fd, int level, int name) {
-  int v = -1;
-  socklen_t len = sizeof v;
-  REQUIRE(::getsockopt(fd, level, name, &v, &len) == 0);
-  return v;
 }
 
 // A fresh directory for socket files, removed at the end.

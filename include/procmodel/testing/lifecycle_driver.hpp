@@ -35,6 +35,15 @@
 
 namespace procmodel::testing {
 
+/// The restart policy the lifecycle's tests share: 3 immediate respawns of a
+/// slot per 10 s, then a backoff of 100 ms doubling to 1600 ms.
+inline restart_policy quick_restarts() {
+  return {.max_restarts = 3,
+          .period = milliseconds(10'000),
+          .backoff_initial = milliseconds(100),
+          .backoff_max = milliseconds(1'600)};
+}
+
 /// What Lifecycle::handle returns: actions, in order.
 using action_list = std::vector<action>;
 
