@@ -230,10 +230,20 @@ class command_line {
   [[nodiscard]] PROCMODEL_DECL std::string usage() const;
 
  private:
+  // The standard flags: plain functions and members, not a std::function
+  // type each, so that a header-only program compiles forty fewer.
+  using standard_handler = void (*)(options&, std::string_view value);
+  PROCMODEL_DECL void add(std::string name, std::string metavar, std::string help,
+                          standard_handler h);
+  PROCMODEL_DECL void add_flag(std::string name, std::string help, bool options::*sets);
+
   struct flag {
     std::string name, metavar, help;
     handler on_value;
     std::function<void()> on_flag;
+    standard_handler standard = nullptr;  // a standard flag with a value
+    bool options::*sets = nullptr;        // or one without
+    [[nodiscard]] bool takes_value() const { return !on_flag && !sets; }
   };
 
   options& opt_;

@@ -122,160 +122,160 @@ command_line::command_line(options& opt) : opt_(opt) {
         if (!v.empty()) opt_.listen.emplace_back(v);
       });
   add("--workers", "N", fmt::format("number of worker processes {}", shown_default(fmt::format("{}", opt.workers))),
-      [this](auto v) {
-        opt_.workers = static_cast<unsigned>(parse_number("--workers", v, 1, 1024));
+      [](options& o, std::string_view v) {
+        o.workers = static_cast<unsigned>(parse_number("--workers", v, 1, 1024));
       });
   add("--pid-file", "PATH",
       fmt::format("write the master's pid here; -s finds it here {}",
                   shown_default(opt.pid_file.empty() ? "none" : opt.pid_file)),
-      [this](auto v) { opt_.pid_file = v; });
+      [](options& o, std::string_view v) { o.pid_file = v; });
   add("--log-file", "PATH",
       fmt::format("log here instead of stderr {}",
                   shown_default(opt.log_file.empty() ? "stderr" : opt.log_file)),
-      [this](auto v) { opt_.log_file = v; });
+      [](options& o, std::string_view v) { o.log_file = v; });
   add("--log-level", "LEVEL",
       fmt::format("debug, info, notice, warn or error {}", shown_default(to_string(opt.level))),
-      [this](auto v) {
+      [](options& o, std::string_view v) {
         for (auto l : {log_level::debug, log_level::info, log_level::notice, log_level::warn,
                        log_level::error})
-          if (to_string(l) == v) return void(opt_.level = l);
+          if (to_string(l) == v) return void(o.level = l);
         throw std::invalid_argument(fmt::format("--log-level: unknown level '{}'", v));
       });
   add("--shutdown-timeout", "MS",
       fmt::format("graceful stop: kill workers still draining after MS {}", ms(opt.shutdown_timeout)),
-      [this](auto v) {
-        opt_.shutdown_timeout = milliseconds(parse_number("--shutdown-timeout", v, 0, 86'400'000));
+      [](options& o, std::string_view v) {
+        o.shutdown_timeout = milliseconds(parse_number("--shutdown-timeout", v, 0, 86'400'000));
       });
   add("--terminate-timeout", "MS",
       fmt::format("fast stop: kill workers still running after MS {}", ms(opt.terminate_timeout)),
-      [this](auto v) {
-        opt_.terminate_timeout =
+      [](options& o, std::string_view v) {
+        o.terminate_timeout =
             milliseconds(parse_number("--terminate-timeout", v, 0, 86'400'000));
       });
   add("--ready-timeout", "MS",
       fmt::format("reload: roll back if new workers are not ready after MS {}",
                   ms(opt.ready_timeout)),
-      [this](auto v) {
-        opt_.ready_timeout = milliseconds(parse_number("--ready-timeout", v, 1, 86'400'000));
+      [](options& o, std::string_view v) {
+        o.ready_timeout = milliseconds(parse_number("--ready-timeout", v, 1, 86'400'000));
       });
   add("--heartbeat-timeout", "MS",
       fmt::format("SIGABRT a worker whose loop sent no heartbeat for MS, then replace it; 0: "
                   "off {}",
                   ms(opt.heartbeat_timeout)),
-      [this](auto v) {
+      [](options& o, std::string_view v) {
         auto n = parse_number("--heartbeat-timeout", v, 0, 86'400'000);
         if (n != 0 && n < 30)
           throw std::invalid_argument(fmt::format(
               "--heartbeat-timeout: {} ms is too short to be met (at least 30, or 0 for off)", n));
-        opt_.heartbeat_timeout = milliseconds(n);
+        o.heartbeat_timeout = milliseconds(n);
       });
   add("--heartbeat-grace", "MS",
       fmt::format("SIGKILL a worker still there MS after its SIGABRT {}", ms(opt.heartbeat_grace)),
-      [this](auto v) {
-        opt_.heartbeat_grace = milliseconds(parse_number("--heartbeat-grace", v, 0, 86'400'000));
+      [](options& o, std::string_view v) {
+        o.heartbeat_grace = milliseconds(parse_number("--heartbeat-grace", v, 0, 86'400'000));
       });
   add("--max-requests", "N",
       fmt::format("recycle a worker after N requests; 0: never {}",
                   shown_default(fmt::format("{}", opt.max_requests))),
-      [this](auto v) {
-        opt_.max_requests =
+      [](options& o, std::string_view v) {
+        o.max_requests =
             static_cast<std::uint64_t>(parse_number("--max-requests", v, 0, 1LL << 53));
       });
   add("--max-age", "MS",
       fmt::format("recycle a worker after MS of life; 0: never {}", ms(opt.max_age)),
-      [this](auto v) {
-        opt_.max_age = milliseconds(parse_number("--max-age", v, 0, 365LL * 86'400'000));
+      [](options& o, std::string_view v) {
+        o.max_age = milliseconds(parse_number("--max-age", v, 0, 365LL * 86'400'000));
       });
   add("--max-rss", "MB",
       fmt::format("recycle a worker whose resident memory is above MB; 0: never {}",
                   shown_default(fmt::format("{}", opt.max_rss >> 20))),
-      [this](auto v) {
-        opt_.max_rss = static_cast<std::uint64_t>(parse_number("--max-rss", v, 0, 1LL << 30)) << 20;
+      [](options& o, std::string_view v) {
+        o.max_rss = static_cast<std::uint64_t>(parse_number("--max-rss", v, 0, 1LL << 30)) << 20;
       });
   add("--rss-check-interval", "MS",
       fmt::format("--max-rss: measure the workers every MS {}", ms(opt.rss_check_interval)),
-      [this](auto v) {
-        opt_.rss_check_interval =
+      [](options& o, std::string_view v) {
+        o.rss_check_interval =
             milliseconds(parse_number("--rss-check-interval", v, 10, 86'400'000));
       });
   add("--recycle-jitter", "PERCENT",
       fmt::format("raise each worker's --max-requests and --max-age by up to PERCENT, at random {}",
                   shown_default(fmt::format("{}", static_cast<int>(opt.recycle_jitter * 100 + 0.5)))),
-      [this](auto v) {
-        opt_.recycle_jitter =
+      [](options& o, std::string_view v) {
+        o.recycle_jitter =
             static_cast<double>(parse_number("--recycle-jitter", v, 0, 100)) / 100.0;
       });
   add("--reload-batch", "K",
       fmt::format("reload K slots at a time, each batch ready before the next; 0: all at once {}",
                   shown_default(fmt::format("{}", opt.reload_batch))),
-      [this](auto v) {
-        opt_.reload_batch = static_cast<unsigned>(parse_number("--reload-batch", v, 0, 1024));
+      [](options& o, std::string_view v) {
+        o.reload_batch = static_cast<unsigned>(parse_number("--reload-batch", v, 0, 1024));
       });
   add_flag("--subreaper",
            fmt::format("reap orphaned descendants, as PID 1 does (PR_SET_CHILD_SUBREAPER) {}",
                        on_off(opt.subreaper)),
-           [this] { opt_.subreaper = true; });
+           &options::subreaper);
   add("--sigterm", "MODE",
       fmt::format("what SIGTERM does: stop (fast), quit (graceful) or auto (quit as PID 1, "
                   "else the signal table's) {}",
                   shown_default(to_string(opt.sigterm))),
-      [this](auto v) {
+      [](options& o, std::string_view v) {
         for (auto m : {sigterm_mode::automatic, sigterm_mode::stop, sigterm_mode::quit})
-          if (to_string(m) == v) return void(opt_.sigterm = m);
+          if (to_string(m) == v) return void(o.sigterm = m);
         throw std::invalid_argument(
             fmt::format("--sigterm: unknown mode '{}' (expected auto, stop or quit)", v));
       });
   add_flag("--reuseport",
            fmt::format("one SO_REUSEPORT socket per worker instead of a shared one {}",
                        on_off(opt.reuseport)),
-           [this] { opt_.reuseport = true; });
+           &options::reuseport);
   add_flag("--fd-store",
            fmt::format("under systemd, keep the listening sockets in the service's "
                        "file-descriptor store (FileDescriptorStoreMax=) so that they outlive a "
                        "crashed master {}",
                        on_off(opt.fd_store)),
-           [this] { opt_.fd_store = true; });
+           &options::fd_store);
   add_flag("--daemon", fmt::format("detach from the terminal {}", on_off(opt.daemon)),
-           [this] { opt_.daemon = true; });
+           &options::daemon);
   add_flag("--single-process",
            fmt::format("run the workers as threads of the master, for debugging {}",
                        on_off(opt.single_process)),
-           [this] { opt_.single_process = true; });
+           &options::single_process);
   add_flag("--winch-with-terminal",
            fmt::format("WINCH drains workers even with a controlling terminal {}",
                        on_off(opt.winch_with_terminal)),
-           [this] { opt_.winch_with_terminal = true; });
+           &options::winch_with_terminal);
   add("--control", "PATH",
       fmt::format("control socket {}",
                   shown_default(!opt.control_socket.empty() ? opt.control_socket
                                 : opt.pid_file.empty()      ? "<pid file>.sock"
                                                             : opt.pid_file + ".sock")),
-      [this](auto v) { opt_.control_socket = v; });
+      [](options& o, std::string_view v) { o.control_socket = v; });
   add("--upgrade-timeout", "MS",
       fmt::format("-s upgrade: give up if the new master is not ready after MS {}",
                   ms(opt.upgrade_timeout)),
-      [this](auto v) {
-        opt_.upgrade_timeout = milliseconds(parse_number("--upgrade-timeout", v, 1, 86'400'000));
+      [](options& o, std::string_view v) {
+        o.upgrade_timeout = milliseconds(parse_number("--upgrade-timeout", v, 1, 86'400'000));
       });
-  add_flag("--json", "-s status: print JSON", [this] { opt_.json = true; });
+  add_flag("--json", "-s status: print JSON", &options::json);
   add_flag("--no-wait", "-s reload: only send SIGHUP; do not wait for the outcome",
-           [this] { opt_.no_wait = true; });
+           &options::no_wait);
   add_flag("-t", "check the configuration (as a reload would load it) and exit",
-           [this] { opt_.check_config = true; });
-  add_flag("--check-config", "the same as -t", [this] { opt_.check_config = true; });
+           &options::check_config);
+  add_flag("--check-config", "the same as -t", &options::check_config);
   add("-s", "COMMAND", "tell the running master COMMAND, one of those below",
-      [this](auto v) {
+      [](options& o, std::string_view v) {
         // The last -s wins, as with nginx: a signal and a query never both stand.
-        opt_.signal.reset();
-        opt_.query.clear();
+        o.signal.reset();
+        o.query.clear();
         const auto* c = std::find_if(std::begin(control_commands), std::end(control_commands),
                                      [&](const control_command& cc) { return cc.name == v; });
         if (c == std::end(control_commands))
           throw std::invalid_argument(fmt::format("-s: unknown command '{}' (expected {})", v,
                                                   detail::control_command_names()));
-        if (c->asks) return void(opt_.query = std::string(v));
-        opt_.signal = parse_command(v);
-        if (!opt_.signal)  // the table names a signal no command carries
+        if (c->asks) return void(o.query = std::string(v));
+        o.signal = parse_command(v);
+        if (!o.signal)  // the table names a signal no command carries
           throw std::logic_error(fmt::format("-s {}: no command carries it", v));
       });
 
@@ -289,32 +289,32 @@ command_line::command_line(options& opt) : opt_(opt) {
   add("--user", "NAME",
       fmt::format("workers run as this user (the master, started as root, keeps root) {}",
                   unset_or(!opt.user.empty(), opt.user)),
-      [this](auto v) {
+      [](options& o, std::string_view v) {
         if (v.empty()) throw std::invalid_argument("--user: expected a user name or number");
-        opt_.user = v;
+        o.user = v;
       });
   add("--group", "NAME",
       fmt::format("the workers' group (with --user) {}",
                   shown_default(opt.group.empty() ? "the user's primary group" : opt.group)),
-      [this](auto v) {
+      [](options& o, std::string_view v) {
         if (v.empty()) throw std::invalid_argument("--group: expected a group name or number");
-        opt_.group = v;
+        o.group = v;
       });
   add("--worker-rlimit-nofile", "N",
       fmt::format("each worker's limit of open files {}",
                   unset_or(opt.worker_rlimit_nofile.has_value(),
                            limit_text(opt.worker_rlimit_nofile.value_or(0)))),
-      [this](auto v) {
+      [](options& o, std::string_view v) {
         // The kernel's ceiling for fs.nr_open.
-        opt_.worker_rlimit_nofile =
+        o.worker_rlimit_nofile =
             static_cast<std::uint64_t>(parse_number("--worker-rlimit-nofile", v, 1, 1 << 30));
       });
   add("--worker-rlimit-core", "BYTES",
       fmt::format("each worker's core file size limit, or 'unlimited' {}",
                   unset_or(opt.worker_rlimit_core.has_value(),
                            limit_text(opt.worker_rlimit_core.value_or(0)))),
-      [this](auto v) {
-        opt_.worker_rlimit_core = parse_rlimit("--worker-rlimit-core", v, rlimit_unlimited - 1);
+      [](options& o, std::string_view v) {
+        o.worker_rlimit_core = parse_rlimit("--worker-rlimit-core", v, rlimit_unlimited - 1);
       });
   add("--worker-cpu-affinity", "CPUS",
       fmt::format("worker k runs on the (k mod n)th of n CPUS: a list (0,2,4-7) or 'auto', "
@@ -323,23 +323,23 @@ command_line::command_line(options& opt) : opt_(opt) {
                                 : opt.worker_cpu_affinity.enabled()
                                     ? fmt::format("{} CPU(s)", opt.worker_cpu_affinity.cpus.size())
                                     : std::string("off"))),
-      [this](auto v) {
-        opt_.worker_cpu_affinity = parse_cpu_affinity("--worker-cpu-affinity", v);
+      [](options& o, std::string_view v) {
+        o.worker_cpu_affinity = parse_cpu_affinity("--worker-cpu-affinity", v);
       });
   add("--worker-priority", "N",
       fmt::format("each worker's nice value, -20 to 19 {}",
                   unset_or(opt.worker_priority.has_value(), opt.worker_priority.value_or(0))),
-      [this](auto v) {
-        opt_.worker_priority = static_cast<int>(parse_number("--worker-priority", v, -20, 19));
+      [](options& o, std::string_view v) {
+        o.worker_priority = static_cast<int>(parse_number("--worker-priority", v, -20, 19));
       });
   add("--worker-directory", "DIR",
       fmt::format("each worker's working directory, an absolute path {}",
                   unset_or(!opt.worker_directory.empty(), opt.worker_directory)),
-      [this](auto v) {
+      [](options& o, std::string_view v) {
         if (!v.starts_with('/'))
           throw std::invalid_argument(
               fmt::format("--worker-directory: expected an absolute path, got '{}'", v));
-        opt_.worker_directory = v;
+        o.worker_directory = v;
       });
 }
 
@@ -351,6 +351,15 @@ command_line& command_line::add(std::string name, std::string metavar, std::stri
 command_line& command_line::add_flag(std::string name, std::string help, std::function<void()> h) {
   flags_.push_back({std::move(name), {}, std::move(help), {}, std::move(h)});
   return *this;
+}
+
+void command_line::add(std::string name, std::string metavar, std::string help,
+                       standard_handler h) {
+  flags_.push_back({std::move(name), std::move(metavar), std::move(help), {}, {}, h});
+}
+
+void command_line::add_flag(std::string name, std::string help, bool options::*sets) {
+  flags_.push_back({std::move(name), {}, std::move(help), {}, {}, nullptr, sets});
 }
 
 std::optional<int> command_line::parse(int argc, const char* const* argv) {
@@ -375,17 +384,23 @@ std::optional<int> command_line::parse(int argc, const char* const* argv) {
                             [&](const flag& fl) { return fl.name == arg; });
       if (f == flags_.end())
         throw std::invalid_argument(fmt::format("unknown option '{}'", argv[i]));
-      if (f->on_flag) {
+      if (!f->takes_value()) {
         if (inline_value)
           throw std::invalid_argument(fmt::format("{} takes no value", f->name));
-        f->on_flag();
+        if (f->sets)
+          opt_.*(f->sets) = true;
+        else
+          f->on_flag();
         continue;
       }
       if (!inline_value) {
         if (i + 1 >= argc) throw std::invalid_argument(fmt::format("{} needs a value", f->name));
         inline_value = argv[++i];
       }
-      f->on_value(*inline_value);
+      if (f->standard)
+        f->standard(opt_, *inline_value);
+      else
+        f->on_value(*inline_value);
     }
   } catch (const std::invalid_argument& e) {
     std::fprintf(stderr, "%s: %s\nTry '%s --help'.\n", opt_.program_name.c_str(), e.what(),
