@@ -21,8 +21,9 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include <fmt/format.h>
+#include <fmt/core.h>
 
+#include "detail/format.hpp"
 #include "detail/unique_fd.hpp"
 
 #include "options.hpp"
@@ -52,14 +53,15 @@ int send_command(const options& opt, command c) {
   }
   // A pid file left behind by a crash may name a pid reused by anything.
   if (::kill(pid, 0) == 0 && !pid_file::same_executable(pid).value_or(true))
-    return fail(fmt::format("pid file {} names process {}, which runs {}: another program, "
+    return fail(detail::format("pid file {} names process {}, which runs {}: another program, "
                             "neither this one ({}) nor a copy of it",
                             opt.pid_file, pid, pid_file::executable(pid),
                             pid_file::executable(::getpid())));
   if (::kill(pid, signo) != 0) {
     if (errno == ESRCH)
-      return fail(fmt::format("no process {} is running (stale pid file {})", pid, opt.pid_file));
-    return fail(fmt::format("cannot signal process {}: {}", pid, std::strerror(errno)));
+      return fail(
+          detail::format("no process {} is running (stale pid file {})", pid, opt.pid_file));
+    return fail(detail::format("cannot signal process {}: {}", pid, std::strerror(errno)));
   }
   return 0;
 }
@@ -90,11 +92,11 @@ class unix_address {
       std::string name = slash == std::string::npos ? path : path.substr(slash + 1);
       dir_.reset(::open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
       if (!dir_)
-        throw std::runtime_error(
-            fmt::format("control socket {}: cannot open {}: {}", path, dir, std::strerror(errno)));
-      via = fmt::format("/proc/self/fd/{}/{}", dir_.get(), name);
+        throw std::runtime_error(detail::format("control socket {}: cannot open {}: {}", path, dir,
+                                                std::strerror(errno)));
+      via = detail::format("/proc/self/fd/{}/{}", dir_.get(), name);
       if (name.empty() || via.size() >= sizeof sa_.sun_path)
-        throw std::runtime_error(fmt::format(
+        throw std::runtime_error(detail::format(
             "control socket {}: its file name '{}' is too long for a unix socket; use --control "
             "with a shorter name",
             path, name));
@@ -125,12 +127,12 @@ class control_server {
     if (::lstat(path.c_str(), &st) == 0) {
       if (!S_ISSOCK(st.st_mode))
         throw std::runtime_error(
-            fmt::format("control socket path {} exists and is not a socket", path));
+            detail::format("control socket path {} exists and is not a socket", path));
       detail::unique_fd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
       bool live = ::connect(probe.get(), sa.get(), sa.size()) == 0;
       if (live && !take_over)
         throw std::runtime_error(
-            fmt::format("another master answers on control socket {}", path));
+            detail::format("another master answers on control socket {}", path));
       ::unlink(path.c_str());
     }
     detail::unique_fd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
@@ -140,8 +142,8 @@ class control_server {
     int err = errno;
     ::umask(old);
     if (rc != 0 || ::listen(fd.get(), 16) != 0)
-      throw std::runtime_error(
-          fmt::format("cannot listen on control socket {}: {}", path, std::strerror(rc ? err : errno)));
+      throw std::runtime_error(detail::format("cannot listen on control socket {}: {}", path,
+                                              std::strerror(rc ? err : errno)));
     ::chmod(path.c_str(), 0600);
     struct stat bound {};
     bound_inode_ = ::stat(path.c_str(), &bound) == 0 ? bound.st_ino : 0;
@@ -199,11 +201,11 @@ inline std::string control_request(const std::string& path, std::string_view req
   detail::unique_fd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (!fd) detail::throw_errno("socket");
   if (::connect(fd.get(), sa.get(), sa.size()) != 0)
-    throw std::runtime_error(fmt::format("cannot reach the master on {}: {}", path,
+    throw std::runtime_error(detail::format("cannot reach the master on {}: {}", path,
                                          std::strerror(errno)));
   std::string line = std::string(request) + "\n";
   if (::send(fd.get(), line.data(), line.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(line.size()))
-    throw std::runtime_error(fmt::format("cannot talk to the master on {}", path));
+    throw std::runtime_error(detail::format("cannot talk to the master on {}", path));
   std::string answer;
   auto deadline = steady_clock::now() + timeout;
   for (;;) {
@@ -232,7 +234,7 @@ inline int query_master(const options& opt) {
   if (path.empty()) return fail("needs --pid-file PATH (or --control PATH) to find the master");
   std::string request = opt.query;
   if (opt.query == "status" && opt.json) request += " json";
-  if (opt.query == "upgrade") request += fmt::format(" {}", opt.upgrade_timeout.count());
+  if (opt.query == "upgrade") request += detail::format(" {}", opt.upgrade_timeout.count());
   milliseconds timeout = opt.query == "upgrade"  ? opt.upgrade_timeout + milliseconds(10'000)
                          : opt.query == "reload" ? opt.ready_timeout + milliseconds(15'000)
                                                  : milliseconds(5'000);

@@ -50,7 +50,7 @@
 #include <sys/types.h>
 #include <sys/wait.h>
 
-#include <fmt/format.h>
+#include <fmt/core.h>
 
 #include "log.hpp"
 #include "restart_policy.hpp"
@@ -1647,7 +1647,7 @@ class nginx_lifecycle {
   }
 
   template <class... Args>
-  void log(log_level level, fmt::format_string<Args...> format, Args&&... args) {
+  void log(log_level level, detail::format_string<Args...> format, Args&&... args) {
     emit(actions::log{level, fmt::vformat(format, fmt::make_format_args(args...))});
   }
 

@@ -21,6 +21,7 @@
 #include <fmt/core.h>
 
 #include "detail/config.hpp"
+#include "detail/format.hpp"
 
 namespace procmodel {
 
@@ -39,7 +40,7 @@ struct endpoint_spec {
 /// Throws std::invalid_argument with a message naming the address.
 inline endpoint_spec parse_endpoint(std::string_view text) {
   auto fail = [&](std::string_view why) {
-    return std::invalid_argument(fmt::format("invalid listen address '{}': {}", text, why));
+    return std::invalid_argument(detail::format("invalid listen address '{}': {}", text, why));
   };
   std::string_view host, port;
   if (text.starts_with('[')) {
@@ -61,7 +62,8 @@ inline endpoint_spec parse_endpoint(std::string_view text) {
   if (host == "*") host = {};
   endpoint_spec spec;
   spec.host = std::string(host);
-  spec.port = static_cast<std::uint16_t>(parse_number(fmt::format("port of '{}'", text), port, 0, 65535));
+  spec.port = static_cast<std::uint16_t>(
+      parse_number(detail::format("port of '{}'", text), port, 0, 65535));
   return spec;
 }
 
@@ -100,7 +102,7 @@ namespace detail {
 inline bool on_off(std::string_view what, std::string_view v) {
   if (v == "on") return true;
   if (v == "off") return false;
-  throw std::invalid_argument(fmt::format("{}: expected on or off, got '{}'", what, v));
+  throw std::invalid_argument(detail::format("{}: expected on or off, got '{}'", what, v));
 }
 
 // A size as nginx writes them: 65536, 64k, 1m.
@@ -130,7 +132,7 @@ inline keepalive_spec parse_keepalive(std::string_view v) {
     auto colon = v.find(':');
     if ((colon == std::string_view::npos) != (i == 2))
       throw std::invalid_argument(
-          fmt::format("{}: expected on, off or [idle]:[interval]:[count], got '{}'", what, v));
+          detail::format("{}: expected on, off or [idle]:[interval]:[count], got '{}'", what, v));
     auto part = v.substr(0, colon);
     v = colon == std::string_view::npos ? std::string_view{} : v.substr(colon + 1);
     if (part.empty()) continue;
@@ -148,7 +150,7 @@ inline keepalive_spec parse_keepalive(std::string_view v) {
 inline listen_spec parse_listen(std::string_view text) {
   const std::string_view whole = text;
   auto fail = [&](std::string_view why) {
-    return std::invalid_argument(fmt::format("invalid listen address '{}': {}", whole, why));
+    return std::invalid_argument(detail::format("invalid listen address '{}': {}", whole, why));
   };
   auto next_word = [&]() {
     while (!text.empty() && text.front() == ' ') text.remove_prefix(1);
@@ -166,7 +168,8 @@ inline listen_spec parse_listen(std::string_view text) {
     s.path = std::string(address.substr(5));
     if (s.path.empty() || s.path.front() != '/') throw fail("a unix socket needs an absolute path");
     if (s.path.size() >= sizeof(sockaddr_un::sun_path))
-      throw fail(fmt::format("the path is longer than {} bytes", sizeof(sockaddr_un::sun_path) - 1));
+      throw fail(
+          detail::format("the path is longer than {} bytes", sizeof(sockaddr_un::sun_path) - 1));
     if (s.path.find('\0') != std::string::npos) throw fail("the path holds a NUL byte");
   } else if (address.starts_with("udp://")) {
     s.type = listen_spec::kind::udp;
@@ -182,21 +185,21 @@ inline listen_spec parse_listen(std::string_view text) {
     auto value = eq == std::string_view::npos ? std::string_view{} : word.substr(eq + 1);
     auto needs_value = [&] {
       if (eq == std::string_view::npos || value.empty())
-        throw fail(fmt::format("'{}' needs a value ({}=...)", name, name));
+        throw fail(detail::format("'{}' needs a value ({}=...)", name, name));
     };
     auto tcp_only = [&] {
       if (!tcp)
-        throw fail(fmt::format("'{}' is for TCP addresses, not {}", name,
+        throw fail(detail::format("'{}' is for TCP addresses, not {}", name,
                                unix_socket ? "unix sockets" : "UDP"));
     };
     auto stream_only = [&] {
-      if (s.type == listen_spec::kind::udp) throw fail(fmt::format("'{}' is not for UDP", name));
+      if (s.type == listen_spec::kind::udp) throw fail(detail::format("'{}' is not for UDP", name));
     };
     auto ip_only = [&] {
-      if (unix_socket) throw fail(fmt::format("'{}' is not for unix sockets", name));
+      if (unix_socket) throw fail(detail::format("'{}' is not for unix sockets", name));
     };
     auto unix_only = [&] {
-      if (!unix_socket) throw fail(fmt::format("'{}' is for unix sockets", name));
+      if (!unix_socket) throw fail(detail::format("'{}' is for unix sockets", name));
     };
     try {
       if (name == "backlog") {
@@ -226,14 +229,14 @@ inline listen_spec parse_listen(std::string_view text) {
         unix_only();
         needs_value();
         if (value.find_first_not_of("01234567") != std::string_view::npos || value.size() > 4)
-          throw fail(fmt::format("mode '{}' is not an octal file mode such as 0660", value));
+          throw fail(detail::format("mode '{}' is not an octal file mode such as 0660", value));
         s.mode = static_cast<mode_t>(std::stoul(std::string(value), nullptr, 8));
       } else if (name == "user" || name == "group") {
         unix_only();
         needs_value();
         (name == "user" ? s.user : s.group) = std::string(value);
       } else {
-        throw fail(fmt::format(
+        throw fail(detail::format(
             "unknown parameter '{}' (backlog=, deferred, fastopen=, ipv6only=, so_keepalive=, "
             "rcvbuf=, sndbuf=; for unix sockets mode=, user=, group=)",
             name));

@@ -30,8 +30,9 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include <fmt/format.h>
+#include <fmt/core.h>
 
+#include "detail/format.hpp"
 #include "detail/unique_fd.hpp"
 #include "listen_spec.hpp"
 #include "listener.hpp"
@@ -45,19 +46,19 @@ inline std::string format_address(const sockaddr* sa) {
   if (sa->sa_family == AF_INET) {
     auto* in = reinterpret_cast<const sockaddr_in*>(sa);
     ::inet_ntop(AF_INET, &in->sin_addr, host, sizeof host);
-    return fmt::format("{}:{}", host, ntohs(in->sin_port));
+    return detail::format("{}:{}", host, ntohs(in->sin_port));
   }
   if (sa->sa_family == AF_INET6) {
     auto* in6 = reinterpret_cast<const sockaddr_in6*>(sa);
     ::inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
-    return fmt::format("[{}]:{}", host, ntohs(in6->sin6_port));
+    return detail::format("[{}]:{}", host, ntohs(in6->sin6_port));
   }
   if (sa->sa_family == AF_UNIX) {
     auto* un = reinterpret_cast<const sockaddr_un*>(sa);
     std::string_view path(un->sun_path, ::strnlen(un->sun_path, sizeof un->sun_path));
-    return fmt::format("unix:{}", path);
+    return detail::format("unix:{}", path);
   }
-  return fmt::format("(family {})", sa->sa_family);
+  return detail::format("(family {})", sa->sa_family);
 }
 
 namespace detail {
@@ -98,7 +99,7 @@ inline std::vector<inherited_fd> parse_handover(std::string_view text) {
   auto fail = [&](std::string_view why) {
     // Quoted up to a point: the value comes from the environment, of any size.
     constexpr std::size_t shown = 64;
-    return std::runtime_error(fmt::format("{}='{}{}' is not usable: {}", handover_env,
+    return std::runtime_error(detail::format("{}='{}{}' is not usable: {}", handover_env,
                                           whole.substr(0, shown),
                                           whole.size() > shown ? "..." : "", why.substr(0, 200)));
   };
@@ -111,7 +112,7 @@ inline std::vector<inherited_fd> parse_handover(std::string_view text) {
     text = more ? text.substr(comma + 1) : std::string_view{};
     if (item.empty()) throw fail("an item is empty");
     auto colon = item.find(':');
-    if (colon == std::string_view::npos) throw fail(fmt::format("'{}' is not INDEX:FD", item));
+    if (colon == std::string_view::npos) throw fail(detail::format("'{}' is not INDEX:FD", item));
     inherited_fd f;
     try {
       f.index = static_cast<std::size_t>(parse_number("index", item.substr(0, colon), 0, 1023));
@@ -120,7 +121,7 @@ inline std::vector<inherited_fd> parse_handover(std::string_view text) {
       throw fail(e.what());
     }
     for (const auto& seen : out)
-      if (seen.fd == f.fd) throw fail(fmt::format("descriptor {} is named twice", f.fd));
+      if (seen.fd == f.fd) throw fail(detail::format("descriptor {} is named twice", f.fd));
     out.push_back(f);
   }
   return out;
@@ -137,14 +138,14 @@ inline std::optional<std::vector<int>> systemd_listen_fds(pid_t self) {
   try {
     owner = parse_number("LISTEN_PID", pid, 1, 1LL << 31);
   } catch (const std::invalid_argument&) {
-    throw std::runtime_error(fmt::format("LISTEN_PID='{}' is not a pid", pid));
+    throw std::runtime_error(detail::format("LISTEN_PID='{}' is not a pid", pid));
   }
   if (owner != self) return std::nullopt;  // meant for another process
   long long n = 0;
   try {
     n = parse_number("LISTEN_FDS", fds, 1, 4096);
   } catch (const std::invalid_argument& e) {
-    throw std::runtime_error(fmt::format("LISTEN_FDS='{}' is not usable: {}", fds, e.what()));
+    throw std::runtime_error(detail::format("LISTEN_FDS='{}' is not usable: {}", fds, e.what()));
   }
   std::vector<int> out;
   for (int i = 0; i < n; ++i) out.push_back(3 + i);
@@ -158,9 +159,9 @@ namespace detail {
 inline void check_listening(int fd, std::string_view what) {
   struct stat st {};
   if (::fstat(fd, &st) != 0)
-    throw std::runtime_error(fmt::format("{}: descriptor {} is not open", what, fd));
+    throw std::runtime_error(detail::format("{}: descriptor {} is not open", what, fd));
   if (!S_ISSOCK(st.st_mode))
-    throw std::runtime_error(fmt::format("{}: descriptor {} is not a socket", what, fd));
+    throw std::runtime_error(detail::format("{}: descriptor {} is not a socket", what, fd));
   int type = 0, accepting = 0;
   socklen_t len = sizeof type;
   ::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len);
@@ -173,13 +174,13 @@ inline void check_listening(int fd, std::string_view what) {
         (ss.ss_family != AF_INET && ss.ss_family != AF_INET6) ||
         (ss.ss_family == AF_INET && reinterpret_cast<sockaddr_in&>(ss).sin_port == 0) ||
         (ss.ss_family == AF_INET6 && reinterpret_cast<sockaddr_in6&>(ss).sin6_port == 0))
-      throw std::runtime_error(
-          fmt::format("{}: descriptor {} is a datagram socket not bound to a UDP port", what, fd));
+      throw std::runtime_error(detail::format(
+          "{}: descriptor {} is a datagram socket not bound to a UDP port", what, fd));
     return;
   }
   if (type != SOCK_STREAM || !accepting)
     throw std::runtime_error(
-        fmt::format("{}: descriptor {} is not a listening stream socket", what, fd));
+        detail::format("{}: descriptor {} is not a listening stream socket", what, fd));
 }
 
 /// Whether two socket addresses name the same place; port 0 in `wanted`
@@ -214,7 +215,8 @@ inline uid_t resolve_owner(std::string_view what, const std::string& name, bool 
   } else if (const ::passwd* p = ::getpwnam(name.c_str())) {
     return p->pw_uid;
   }
-  throw std::runtime_error(fmt::format("{}: no {} named '{}'", what, group ? "group" : "user", name));
+  throw std::runtime_error(
+      detail::format("{}: no {} named '{}'", what, group ? "group" : "user", name));
 }
 
 /// Makes `path` free for a new unix socket: nothing there, or a socket
@@ -224,29 +226,30 @@ inline void claim_unix_path(const std::string& path) {
   struct stat st {};
   if (::lstat(path.c_str(), &st) != 0) {
     if (errno == ENOENT) return;
-    throw std::runtime_error(fmt::format("cannot check unix:{}: {}", path, std::strerror(errno)));
+    throw std::runtime_error(
+        detail::format("cannot check unix:{}: {}", path, std::strerror(errno)));
   }
   if (S_ISLNK(st.st_mode))
-    throw std::runtime_error(fmt::format(
+    throw std::runtime_error(detail::format(
         "refusing to listen on unix:{}: it is a symbolic link (never followed; remove it)", path));
   if (!S_ISSOCK(st.st_mode))
-    throw std::runtime_error(fmt::format(
+    throw std::runtime_error(detail::format(
         "refusing to listen on unix:{}: the file exists and is not a socket", path));
   // A socket file: in use when something accepts on it (a full queue too).
   unique_fd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-  if (!probe) throw std::runtime_error(fmt::format("socket(AF_UNIX): {}", std::strerror(errno)));
+  if (!probe) throw std::runtime_error(detail::format("socket(AF_UNIX): {}", std::strerror(errno)));
   sockaddr_un un{};
   un.sun_family = AF_UNIX;
   std::memcpy(un.sun_path, path.c_str(), path.size());
   if (::connect(probe.get(), reinterpret_cast<sockaddr*>(&un), sizeof un) == 0 || errno == EAGAIN ||
       errno == EINPROGRESS)
-    throw std::runtime_error(fmt::format(
+    throw std::runtime_error(detail::format(
         "cannot listen on unix:{}: another process accepts on it", path));
   if (errno != ECONNREFUSED)
-    throw std::runtime_error(fmt::format("cannot check whether unix:{} is in use: {}", path,
+    throw std::runtime_error(detail::format("cannot check whether unix:{} is in use: {}", path,
                                          std::strerror(errno)));
   if (::unlink(path.c_str()) != 0 && errno != ENOENT)
-    throw std::runtime_error(fmt::format("cannot remove the stale socket unix:{}: {}", path,
+    throw std::runtime_error(detail::format("cannot remove the stale socket unix:{}: {}", path,
                                          std::strerror(errno)));
 }
 
@@ -260,7 +263,9 @@ struct stored_fd {
   unsigned slot = 0;
   int fd = -1;
 
-  [[nodiscard]] std::string name() const { return fmt::format("procmodel-listen-{}-{}", index, slot); }
+  [[nodiscard]] std::string name() const {
+    return detail::format("procmodel-listen-{}-{}", index, slot);
+  }
 
   /// The index and slot a name says, if it is one of these names.
   static std::optional<stored_fd> from_name(std::string_view name, int fd) {
@@ -324,16 +329,17 @@ class listener_set {
     reuseport_ = reuseport_slots > 0;
     for (const auto& h : handed)
       if (h.index >= addresses.size())
-        throw std::runtime_error(fmt::format(
+        throw std::runtime_error(detail::format(
             "{}: descriptor {} is for listen address #{}, but only {} are configured",
             handover_env, h.fd, h.index, addresses.size()));
     for (std::size_t i = 0; i < addresses.size(); ++i) {
       group g = configure(addresses[i]);
       for (const auto& h : handed) {
         if (h.index != i) continue;
-        std::string what = fmt::format("{} descriptor {} for {}", handover_env, h.fd, g.configured);
+        std::string what =
+            detail::format("{} descriptor {} for {}", handover_env, h.fd, g.configured);
         if (auto why = problem(g, h.fd); !why.empty())
-          throw std::runtime_error(fmt::format("{}: {}", what, why));
+          throw std::runtime_error(detail::format("{}: {}", what, why));
         adopt_socket(g, h.fd);
       }
       if (g.socks.empty()) add_socket(g);
@@ -364,7 +370,7 @@ class listener_set {
     for (const auto& s : stored) {
       std::string why;
       if (s.index >= groups.size())
-        why = fmt::format("no listen address #{} is configured now", s.index);
+        why = detail::format("no listen address #{} is configured now", s.index);
       else if (why = problem(groups[s.index], s.fd); why.empty() && groups[s.index].shared &&
                                                      taken[s.index] > 0)
         why = "a second socket for a shared address";
@@ -414,7 +420,7 @@ class listener_set {
     std::string out;
     for (std::size_t i = 0; i < groups_.size(); ++i)
       for (const auto& v : groups_[i].views)
-        out += fmt::format("{}{}:{}", out.empty() ? "" : ",", i, v.fd);
+        out += detail::format("{}{}:{}", out.empty() ? "" : ",", i, v.fd);
     return out;
   }
 
@@ -479,7 +485,7 @@ class listener_set {
     for (auto& g : groups_)
       if (!g.shared && ::setsockopt(g.views.front().fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF,
                                     g.type == SOCK_DGRAM ? &flow_prog : &prog, sizeof prog) != 0)
-        throw std::runtime_error(fmt::format("cannot steer connections on {}: {}", g.configured,
+        throw std::runtime_error(detail::format("cannot steer connections on {}: {}", g.configured,
                                              std::strerror(errno)));
   }
 
@@ -558,19 +564,19 @@ class listener_set {
       return std::string(e.what()).substr(4);  // past "it: "
     }
     if (detail::socket_type(fd) != g.type)
-      return fmt::format("is a {} socket, not one for {}",
+      return detail::format("is a {} socket, not one for {}",
                          detail::socket_type(fd) == SOCK_DGRAM ? "datagram" : "stream",
                          g.spec.address);
     sockaddr_storage got{};
     socklen_t len = sizeof got;
     ::getsockname(fd, reinterpret_cast<sockaddr*>(&got), &len);
     if (!detail::same_address(g.addr, got))
-      return fmt::format("is bound to {}, not to {}", detail::local_address(fd), g.spec.address);
+      return detail::format("is bound to {}, not to {}", detail::local_address(fd), g.spec.address);
     int rp = 0;
     len = sizeof rp;
     ::getsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &rp, &len);
     if ((rp != 0) != !g.shared)
-      return fmt::format("was made {} SO_REUSEPORT; this master is configured {} --reuseport",
+      return detail::format("was made {} SO_REUSEPORT; this master is configured {} --reuseport",
                          rp ? "with" : "without", reuseport_ ? "with" : "without");
     if (g.shared && !g.socks.empty()) return "a second socket for a shared address";
     return {};
@@ -610,7 +616,7 @@ class listener_set {
     int rc = ::getaddrinfo(spec.host.empty() ? nullptr : spec.host.c_str(), port.c_str(), &hints,
                            &res);
     if (rc != 0)
-      throw std::runtime_error(fmt::format("cannot resolve listen address '{}': {}",
+      throw std::runtime_error(detail::format("cannot resolve listen address '{}': {}",
                                            g.spec.address, ::gai_strerror(rc)));
     // Prefer IPv4 for names like localhost that resolve to both.
     addrinfo* pick = res;
@@ -629,7 +635,7 @@ class listener_set {
   static void set(int fd, const group& g, int level, int name, int value, std::string_view what) {
     if (::setsockopt(fd, level, name, &value, sizeof value) != 0)
       throw std::runtime_error(
-          fmt::format("cannot set {} on {}: {}", what, g.spec.address, std::strerror(errno)));
+          detail::format("cannot set {} on {}: {}", what, g.spec.address, std::strerror(errno)));
   }
 
   // The listen parameters that apply before bind() (buffers, IPV6_V6ONLY),
@@ -669,16 +675,16 @@ class listener_set {
     const listen_spec& s = g.spec;
     const std::string& path = s.path;
     if (!s.user.empty() || !s.group.empty()) {
-      std::string what = fmt::format("listen address '{}'", s.address);
+      std::string what = detail::format("listen address '{}'", s.address);
       uid_t uid = s.user.empty() ? static_cast<uid_t>(-1) : detail::resolve_owner(what, s.user, false);
       gid_t gid = s.group.empty() ? static_cast<gid_t>(-1) : detail::resolve_owner(what, s.group, true);
       if (::lchown(path.c_str(), uid, gid) != 0)
         throw std::runtime_error(
-            fmt::format("cannot set the owner of unix:{}: {}", path, std::strerror(errno)));
+            detail::format("cannot set the owner of unix:{}: {}", path, std::strerror(errno)));
     }
     if (s.mode && ::fchmodat(AT_FDCWD, path.c_str(), *s.mode, 0) != 0)
       throw std::runtime_error(
-          fmt::format("cannot set the mode of unix:{}: {}", path, std::strerror(errno)));
+          detail::format("cannot set the mode of unix:{}: {}", path, std::strerror(errno)));
     remember_unix_file(path);
   }
 
@@ -693,13 +699,13 @@ class listener_set {
     detail::unique_fd fd(::socket(g.family, g.type | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
     if (!fd)
       throw std::runtime_error(
-          fmt::format("cannot listen on {}: {}", g.spec.address, std::strerror(errno)));
+          detail::format("cannot listen on {}: {}", g.spec.address, std::strerror(errno)));
     configure_before_bind(fd.get(), g);
     if (unix_socket) detail::claim_unix_path(g.spec.path);
     if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&g.addr), g.addr_len) != 0 ||
         (g.type == SOCK_STREAM && ::listen(fd.get(), g.spec.backlog.value_or(backlog_)) != 0))
       throw std::runtime_error(
-          fmt::format("cannot listen on {}: {}", g.spec.address, std::strerror(errno)));
+          detail::format("cannot listen on {}: {}", g.spec.address, std::strerror(errno)));
     if (unix_socket) configure_unix_file(g);
     configure_after_listen(fd.get(), g);
     if (g.socks.empty()) {

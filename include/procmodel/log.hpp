@@ -17,6 +17,7 @@
 
 #include <fmt/core.h>
 
+#include "detail/format.hpp"
 #include "detail/unique_fd.hpp"
 
 namespace procmodel {

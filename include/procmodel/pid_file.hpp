@@ -17,8 +17,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <fmt/format.h>
+#include <fmt/core.h>
 
+#include "detail/format.hpp"
 #include "detail/unique_fd.hpp"
 
 namespace procmodel {
@@ -32,16 +33,19 @@ struct pid_file {
     detail::unique_fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
     if (!fd) {
       if (errno == ELOOP)
-        throw std::runtime_error(fmt::format("pid file {} is a symbolic link; refusing it", path));
-      throw std::runtime_error(fmt::format("cannot open pid file {}: {}", path, std::strerror(errno)));
+        throw std::runtime_error(
+            detail::format("pid file {} is a symbolic link; refusing it", path));
+      throw std::runtime_error(
+          detail::format("cannot open pid file {}: {}", path, std::strerror(errno)));
     }
     struct stat st {};
     if (::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode))
-      throw std::runtime_error(fmt::format("pid file {} is not a regular file", path));
+      throw std::runtime_error(detail::format("pid file {} is not a regular file", path));
     char buf[32] = {};
     ssize_t n = detail::retry_eintr([&] { return ::read(fd.get(), buf, sizeof buf - 1); });
     if (n < 0)
-      throw std::runtime_error(fmt::format("cannot read pid file {}: {}", path, std::strerror(errno)));
+      throw std::runtime_error(
+          detail::format("cannot read pid file {}: {}", path, std::strerror(errno)));
     std::string_view text(buf, static_cast<std::size_t>(n));
     if (!text.empty() && text.back() == '\n') text.remove_suffix(1);
     long long pid = 0;
@@ -53,7 +57,7 @@ struct pid_file {
       pid = pid * 10 + (c - '0');
     }
     if (!ok || pid <= 1 || pid > INT_MAX)
-      throw std::runtime_error(fmt::format("pid file {} does not hold a pid", path));
+      throw std::runtime_error(detail::format("pid file {} does not hold a pid", path));
     return static_cast<pid_t>(pid);
   }
 
@@ -77,11 +81,12 @@ struct pid_file {
     if (::lstat(path.c_str(), &st) == 0) {
       if (S_ISLNK(st.st_mode))
         throw std::runtime_error(
-            fmt::format("pid file {} is a symbolic link; refusing to write through it", path));
+            detail::format("pid file {} is a symbolic link; refusing to write through it", path));
       if (!S_ISREG(st.st_mode))
-        throw std::runtime_error(fmt::format("pid file {} exists and is not a regular file", path));
+        throw std::runtime_error(
+            detail::format("pid file {} exists and is not a regular file", path));
     }
-    std::string tmp = fmt::format("{}.tmp.{}", path, ::getpid());
+    std::string tmp = detail::format("{}.tmp.{}", path, ::getpid());
     detail::unique_fd fd(
         ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644));
     if (!fd && errno == EEXIST) {  // left by a crashed master of the same pid
@@ -90,13 +95,14 @@ struct pid_file {
     }
     if (!fd)
       throw std::runtime_error(
-          fmt::format("cannot create pid file {}: {}", tmp, std::strerror(errno)));
-    std::string text = fmt::format("{}\n", pid);
+          detail::format("cannot create pid file {}: {}", tmp, std::strerror(errno)));
+    std::string text = detail::format("{}\n", pid);
     ssize_t n = detail::retry_eintr([&] { return ::write(fd.get(), text.data(), text.size()); });
     if (n != static_cast<ssize_t>(text.size()) || ::rename(tmp.c_str(), path.c_str()) != 0) {
       int err = errno;
       ::unlink(tmp.c_str());
-      throw std::runtime_error(fmt::format("cannot write pid file {}: {}", path, std::strerror(err)));
+      throw std::runtime_error(
+          detail::format("cannot write pid file {}: {}", path, std::strerror(err)));
     }
   }
 
@@ -160,7 +166,7 @@ struct pid_file {
   /// since (a package upgrade). Nothing when that cannot be told (another
   /// user's process, no /proc).
   static std::optional<bool> same_executable(pid_t pid) {
-    const std::string theirs_link = fmt::format("/proc/{}/exe", pid);
+    const std::string theirs_link = detail::format("/proc/{}/exe", pid);
     struct stat mine {}, theirs {};
     if (::stat("/proc/self/exe", &mine) != 0 || ::stat(theirs_link.c_str(), &theirs) != 0)
       return std::nullopt;
@@ -173,7 +179,9 @@ struct pid_file {
   }
 
   /// The executable of process `pid`, for messages.
-  static std::string executable(pid_t pid) { return executable_of(fmt::format("/proc/{}/exe", pid)); }
+  static std::string executable(pid_t pid) {
+    return executable_of(detail::format("/proc/{}/exe", pid));
+  }
 };
 
 }  // namespace procmodel

@@ -19,8 +19,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <fmt/format.h>
+#include <fmt/core.h>
 
+#include "detail/format.hpp"
 #include "detail/unique_fd.hpp"
 
 namespace procmodel {
@@ -84,11 +85,11 @@ class systemd_notifier {
   /// it to the next one (LISTEN_FDS, LISTEN_FDNAMES). It drops a duplicate
   /// of one it holds, and everything when the service stops for good.
   bool store_fd(int fd, std::string_view name) const {
-    return notify(fmt::format("FDSTORE=1\nFDNAME={}", name), fd);
+    return notify(detail::format("FDSTORE=1\nFDNAME={}", name), fd);
   }
   /// Takes the descriptors stored under `name` out of the store.
   bool remove_stored_fd(std::string_view name) const {
-    return notify(fmt::format("FDSTOREREMOVE=1\nFDNAME={}", name));
+    return notify(detail::format("FDSTOREREMOVE=1\nFDNAME={}", name));
   }
 
   /// Whether the service has a file-descriptor store, as systemd 254 and
@@ -106,9 +107,9 @@ class systemd_notifier {
     ::clock_gettime(CLOCK_MONOTONIC, &ts);
     auto usec = static_cast<unsigned long long>(ts.tv_sec) * 1000000ULL +
                 static_cast<unsigned long long>(ts.tv_nsec) / 1000ULL;
-    return notify(fmt::format("RELOADING=1\nMONOTONIC_USEC={}", usec));
+    return notify(detail::format("RELOADING=1\nMONOTONIC_USEC={}", usec));
   }
-  bool main_pid(pid_t pid) const { return notify(fmt::format("MAINPID={}", pid)); }
+  bool main_pid(pid_t pid) const { return notify(detail::format("MAINPID={}", pid)); }
   bool watchdog_ping() const { return notify("WATCHDOG=1"); }
 
  private:

@@ -31,6 +31,7 @@
 
 #include <fmt/core.h>
 
+#include "../detail/format.hpp"
 #include "../log.hpp"
 #include "../options.hpp"
 
@@ -96,10 +97,10 @@ inline worker_identity resolve_identity(const std::string& user, const std::stri
       });
       id.uid = *uid;
       if (!has_entry && group.empty())
-        throw std::invalid_argument(fmt::format(
+        throw std::invalid_argument(detail::format(
             "--user {}: no such user in the user database; give its group with --group", user));
     } else {
-      throw std::invalid_argument(fmt::format("--user {}: no such user", user));
+      throw std::invalid_argument(detail::format("--user {}: no such user", user));
     }
   }
   if (has_entry) {
@@ -117,7 +118,7 @@ inline worker_identity resolve_identity(const std::string& user, const std::stri
     else if (auto gid = id_number(group))
       id.gid = *gid;
     else
-      throw std::invalid_argument(fmt::format("--group {}: no such group", group));
+      throw std::invalid_argument(detail::format("--group {}: no such group", group));
   }
   if (has_entry) {
     int n = 16;
@@ -140,8 +141,8 @@ inline worker_identity resolve_identity(const std::string& user, const std::stri
 /// "uid 65534, gid 65534, no supplementary groups", for the log.
 inline std::string describe(const worker_identity& id) {
   std::string groups;
-  for (gid_t g : id.groups) groups += fmt::format("{}{}", groups.empty() ? "" : ",", g);
-  return fmt::format("uid {}, gid {}, {}", id.uid, id.gid,
+  for (gid_t g : id.groups) groups += detail::format("{}{}", groups.empty() ? "" : ",", g);
+  return detail::format("uid {}, gid {}, {}", id.uid, id.gid,
                      groups.empty() ? "no supplementary groups" : "supplementary groups " + groups);
 }
 
@@ -190,7 +191,7 @@ inline worker_plan worker_plan_of(const options& opt, bool separate_processes) {
       plan.identity = std::move(id);
     } else if (id.uid != ::geteuid() || id.gid != ::getegid()) {
       throw std::invalid_argument(
-          fmt::format("--user {}: switching users needs a master started as root; this one "
+          detail::format("--user {}: switching users needs a master started as root; this one "
                       "runs as uid {} without CAP_SETUID and CAP_SETGID", opt.user, ::geteuid()));
     }  // else the workers already run as that user: nothing to drop
   }
@@ -199,9 +200,9 @@ inline worker_plan worker_plan_of(const options& opt, bool separate_processes) {
     if (::getrlimit(resource, &now) != 0) throw_errno("getrlimit");
     bool above = value == rlimit_unlimited ? now.rlim_max != RLIM_INFINITY : value > now.rlim_max;
     if (above && !has_capability(CAP_SYS_RESOURCE))
-      throw std::invalid_argument(fmt::format(
+      throw std::invalid_argument(detail::format(
           "{} {}: above the hard limit {}, which only a master with CAP_SYS_RESOURCE (root) "
-          "can raise", name, value == rlimit_unlimited ? "unlimited" : fmt::format("{}", value),
+          "can raise", name, value == rlimit_unlimited ? "unlimited" : detail::format("{}", value),
           now.rlim_max));
   };
   if (opt.worker_rlimit_nofile) {
@@ -213,7 +214,7 @@ inline worker_plan worker_plan_of(const options& opt, bool separate_processes) {
       std::fclose(f);
     }
     if (nr_open && *opt.worker_rlimit_nofile > nr_open)
-      throw std::invalid_argument(fmt::format(
+      throw std::invalid_argument(detail::format(
           "--worker-rlimit-nofile {}: above the system's ceiling fs.nr_open = {}",
           *opt.worker_rlimit_nofile, nr_open));
     plan.rlimit_nofile = opt.worker_rlimit_nofile;
@@ -230,8 +231,8 @@ inline worker_plan worker_plan_of(const options& opt, bool separate_processes) {
       for (unsigned c : opt.worker_cpu_affinity.cpus)
         if (std::find(allowed.begin(), allowed.end(), c) == allowed.end()) {
           std::string list;
-          for (unsigned a : allowed) list += fmt::format("{}{}", list.empty() ? "" : ",", a);
-          throw std::invalid_argument(fmt::format(
+          for (unsigned a : allowed) list += detail::format("{}{}", list.empty() ? "" : ",", a);
+          throw std::invalid_argument(detail::format(
               "--worker-cpu-affinity: CPU {} is not one this master may run on ({})", c, list));
         }
       plan.cpus = opt.worker_cpu_affinity.cpus;
@@ -245,7 +246,7 @@ inline worker_plan worker_plan_of(const options& opt, bool separate_processes) {
     ::getrlimit(RLIMIT_NICE, &l);
     long floor = std::min<long>(now, 20 - static_cast<long>(std::min<rlim_t>(l.rlim_cur, 40)));
     if (errno == 0 && *opt.worker_priority < floor)
-      throw std::invalid_argument(fmt::format(
+      throw std::invalid_argument(detail::format(
           "--worker-priority {}: below {}, which only a master with CAP_SYS_NICE (root) can go",
           *opt.worker_priority, floor));
   }
@@ -253,11 +254,11 @@ inline worker_plan worker_plan_of(const options& opt, bool separate_processes) {
   if (!opt.worker_directory.empty()) {
     struct stat st{};
     if (::stat(opt.worker_directory.c_str(), &st) != 0)
-      throw std::invalid_argument(fmt::format("--worker-directory {}: {}", opt.worker_directory,
+      throw std::invalid_argument(detail::format("--worker-directory {}: {}", opt.worker_directory,
                                               std::strerror(errno)));
     if (!S_ISDIR(st.st_mode))
       throw std::invalid_argument(
-          fmt::format("--worker-directory {}: not a directory", opt.worker_directory));
+          detail::format("--worker-directory {}: not a directory", opt.worker_directory));
     plan.directory = opt.worker_directory;
   }
   return plan;
@@ -269,13 +270,13 @@ inline worker_plan worker_plan_of(const options& opt, bool separate_processes) {
 /// Anything but a regular file (a terminal, /dev/stderr) is left alone.
 inline std::string give_file_to(int fd, const worker_identity& id) {
   struct stat st{};
-  if (::fstat(fd, &st) != 0) return fmt::format("fstat: {}", std::strerror(errno));
+  if (::fstat(fd, &st) != 0) return detail::format("fstat: {}", std::strerror(errno));
   if (!S_ISREG(st.st_mode)) return {};
   if (::fchown(fd, id.uid, static_cast<gid_t>(-1)) != 0)
-    return fmt::format("chown to uid {}: {}", id.uid, std::strerror(errno));
+    return detail::format("chown to uid {}: {}", id.uid, std::strerror(errno));
   if ((st.st_mode & (S_IRUSR | S_IWUSR)) != (S_IRUSR | S_IWUSR) &&
       ::fchmod(fd, st.st_mode | S_IRUSR | S_IWUSR) != 0)
-    return fmt::format("chmod u+rw: {}", std::strerror(errno));
+    return detail::format("chmod u+rw: {}", std::strerror(errno));
   return {};
 }
 
@@ -284,22 +285,22 @@ inline std::string give_file_to(int fd, const worker_identity& id) {
 inline void set_limit(int resource, std::uint64_t value, std::string_view name) {
   rlimit l{};
   l.rlim_cur = l.rlim_max = value == rlimit_unlimited ? RLIM_INFINITY : static_cast<rlim_t>(value);
-  if (::setrlimit(resource, &l) != 0) throw_errno(fmt::format("{} {}: setrlimit", name, value));
+  if (::setrlimit(resource, &l) != 0) throw_errno(detail::format("{} {}: setrlimit", name, value));
 }
 
 /// setgroups, setgid, setuid, in that order; then proves that they took:
 /// every uid and gid is the user's, and setuid(0) fails.
 inline void drop_privileges(const worker_identity& id) {
   if (::setgroups(id.groups.size(), id.groups.data()) != 0) throw_errno("setgroups");
-  if (::setgid(id.gid) != 0) throw_errno(fmt::format("setgid({})", id.gid));
-  if (::setuid(id.uid) != 0) throw_errno(fmt::format("setuid({})", id.uid));
+  if (::setgid(id.gid) != 0) throw_errno(detail::format("setgid({})", id.gid));
+  if (::setuid(id.uid) != 0) throw_errno(detail::format("setuid({})", id.uid));
   uid_t ruid = 0, euid = 0, suid = 0;
   gid_t rgid = 0, egid = 0, sgid = 0;
   if (::getresuid(&ruid, &euid, &suid) != 0 || ::getresgid(&rgid, &egid, &sgid) != 0)
     throw_errno("getresuid");
   if (ruid != id.uid || euid != id.uid || suid != id.uid || rgid != id.gid || egid != id.gid ||
       sgid != id.gid)
-    throw std::runtime_error(fmt::format(
+    throw std::runtime_error(detail::format(
         "privileges not dropped: uids {}/{}/{}, gids {}/{}/{}", ruid, euid, suid, rgid, egid, sgid));
   if (id.uid != 0 && ::setuid(0) == 0)
     throw std::runtime_error("privileges not dropped: setuid(0) succeeded");
@@ -317,17 +318,17 @@ inline void apply_worker_plan(const worker_plan& plan, unsigned slot) {
     CPU_ZERO(&set);
     CPU_SET(cpu, &set);
     if (::sched_setaffinity(0, sizeof set, &set) != 0)
-      throw_errno(fmt::format("worker_cpu_affinity: CPU {}", cpu));
+      throw_errno(detail::format("worker_cpu_affinity: CPU {}", cpu));
   }
   if (plan.priority && ::setpriority(PRIO_PROCESS, 0, *plan.priority) != 0)
-    throw_errno(fmt::format("worker_priority {}", *plan.priority));
+    throw_errno(detail::format("worker_priority {}", *plan.priority));
   if (plan.identity) {
     drop_privileges(*plan.identity);
     // setuid made the process undumpable; a core limit asks for cores.
     if (plan.rlimit_core && *plan.rlimit_core != 0) ::prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
   }
   if (!plan.directory.empty() && ::chdir(plan.directory.c_str()) != 0)
-    throw_errno(fmt::format("worker_directory {}", plan.directory));
+    throw_errno(detail::format("worker_directory {}", plan.directory));
 }
 
 /// apply_worker_plan in a forked worker; false when it failed, after
@@ -340,7 +341,7 @@ inline bool enter_worker(const worker_plan& plan, unsigned slot, const std::stri
     return true;
   } catch (const std::exception& e) {
     logger log;
-    log.set_role(fmt::format("worker {}", slot));
+    log.set_role(detail::format("worker {}", slot));
     log.set_level(level);
     try {
       log.open(log_file);

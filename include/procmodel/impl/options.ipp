@@ -13,6 +13,7 @@
 
 #include <fmt/core.h>
 
+#include "../detail/format.hpp"
 #include "../listen_spec.hpp"
 #include "../options.hpp"
 
@@ -24,7 +25,7 @@ long long parse_number(std::string_view what, std::string_view text, long long l
   auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
   if (ec != std::errc{} || end != text.data() + text.size() || value < lo || value > hi)
     throw std::invalid_argument(
-        fmt::format("{}: expected a whole number from {} to {}, got '{}'", what, lo, hi, text));
+        detail::format("{}: expected a whole number from {} to {}, got '{}'", what, lo, hi, text));
   return value;
 }
 
@@ -33,7 +34,7 @@ std::uint64_t parse_rlimit(std::string_view what, std::string_view text, std::ui
   std::uint64_t value = 0;
   auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
   if (ec != std::errc{} || end != text.data() + text.size() || value > hi)
-    throw std::invalid_argument(fmt::format(
+    throw std::invalid_argument(detail::format(
         "{}: expected a whole number from 0 to {} or 'unlimited', got '{}'", what, hi, text));
   return value;
 }
@@ -47,7 +48,7 @@ cpu_affinity parse_cpu_affinity(std::string_view what, std::string_view text) {
   // As the kernel's cpu lists (taskset -c, Cpus_allowed_list): N or N-M, by commas.
   constexpr long long max_cpu = 1023;  // CPU_SETSIZE - 1
   auto bad = [&](std::string_view why) {
-    return std::invalid_argument(fmt::format(
+    return std::invalid_argument(detail::format(
         "{}: expected 'auto' or a CPU list such as 0,2,4-7, got '{}' ({})", what, text, why));
   };
   std::string_view rest = text;
@@ -61,9 +62,9 @@ cpu_affinity parse_cpu_affinity(std::string_view what, std::string_view text) {
       last = dash == std::string_view::npos ? first
                                             : parse_number(what, item.substr(dash + 1), 0, max_cpu);
     } catch (const std::invalid_argument&) {
-      throw bad(fmt::format("CPUs are numbered 0 to {}", max_cpu));
+      throw bad(detail::format("CPUs are numbered 0 to {}", max_cpu));
     }
-    if (last < first) throw bad(fmt::format("{} ends before it starts", item));
+    if (last < first) throw bad(detail::format("{} ends before it starts", item));
     for (long long c = first; c <= last; ++c) out.cpus.push_back(static_cast<unsigned>(c));
     if (comma == std::string_view::npos) break;
     rest.remove_prefix(comma + 1);
@@ -83,7 +84,7 @@ namespace detail {
 
 // "(default: TEXT)", the way --help shows the value a program set.
 inline std::string shown_default(std::string_view text) {
-  return fmt::format("(default: {})", text);
+  return detail::format("(default: {})", text);
 }
 
 inline std::string joined(const std::vector<std::string>& items, std::string_view none) {
@@ -98,7 +99,11 @@ inline std::string control_command_names() {
   std::string out;
   constexpr std::size_t n = std::size(control_commands);
   for (std::size_t i = 0; i < n; ++i)
-    out += fmt::format("{}{}", i == 0 ? "" : i + 1 == n ? " or " : ", ", control_commands[i].name);
+    out += detail::format("{}{}",
+                          i == 0       ? ""
+                          : i + 1 == n ? " or "
+                                       : ", ",
+                          control_commands[i].name);
   return out;
 }
 
@@ -108,10 +113,10 @@ command_line::command_line(options& opt) : opt_(opt) {
   // Each flag's help ends with the value the program set: what --help shows
   // is what this program does without the flag.
   using detail::shown_default;
-  auto ms = [](milliseconds d) { return shown_default(fmt::format("{}", d.count())); };
+  auto ms = [](milliseconds d) { return shown_default(detail::format("{}", d.count())); };
   auto on_off = [](bool on) { return shown_default(on ? "on" : "off"); };
   add("--listen", "ADDRESS",
-      fmt::format("listen on HOST:PORT, [V6]:PORT or unix:/PATH, then nginx's listen "
+      detail::format("listen on HOST:PORT, [V6]:PORT or unix:/PATH, then nginx's listen "
                   "parameters ('127.0.0.1:80 backlog=1024 deferred', 'unix:/run/app.sock "
                   "mode=0660'); repeat for more; '' for none {}",
                   shown_default(detail::joined(opt.listen, "none"))),
@@ -121,138 +126,145 @@ command_line::command_line(options& opt) : opt_(opt) {
         listen_seen_ = true;
         if (!v.empty()) opt_.listen.emplace_back(v);
       });
-  add("--workers", "N", fmt::format("number of worker processes {}", shown_default(fmt::format("{}", opt.workers))),
+  add("--workers", "N",
+      detail::format("number of worker processes {}",
+                     shown_default(detail::format("{}", opt.workers))),
       [](options& o, std::string_view v) {
         o.workers = static_cast<unsigned>(parse_number("--workers", v, 1, 1024));
       });
   add("--pid-file", "PATH",
-      fmt::format("write the master's pid here; -s finds it here {}",
+      detail::format("write the master's pid here; -s finds it here {}",
                   shown_default(opt.pid_file.empty() ? "none" : opt.pid_file)),
       [](options& o, std::string_view v) { o.pid_file = v; });
   add("--log-file", "PATH",
-      fmt::format("log here instead of stderr {}",
+      detail::format("log here instead of stderr {}",
                   shown_default(opt.log_file.empty() ? "stderr" : opt.log_file)),
       [](options& o, std::string_view v) { o.log_file = v; });
   add("--log-level", "LEVEL",
-      fmt::format("debug, info, notice, warn or error {}", shown_default(to_string(opt.level))),
+      detail::format("debug, info, notice, warn or error {}", shown_default(to_string(opt.level))),
       [](options& o, std::string_view v) {
         for (auto l : {log_level::debug, log_level::info, log_level::notice, log_level::warn,
                        log_level::error})
           if (to_string(l) == v) return void(o.level = l);
-        throw std::invalid_argument(fmt::format("--log-level: unknown level '{}'", v));
+        throw std::invalid_argument(detail::format("--log-level: unknown level '{}'", v));
       });
   add("--shutdown-timeout", "MS",
-      fmt::format("graceful stop: kill workers still draining after MS {}", ms(opt.shutdown_timeout)),
+      detail::format("graceful stop: kill workers still draining after MS {}",
+                     ms(opt.shutdown_timeout)),
       [](options& o, std::string_view v) {
         o.shutdown_timeout = milliseconds(parse_number("--shutdown-timeout", v, 0, 86'400'000));
       });
   add("--terminate-timeout", "MS",
-      fmt::format("fast stop: kill workers still running after MS {}", ms(opt.terminate_timeout)),
+      detail::format("fast stop: kill workers still running after MS {}",
+                     ms(opt.terminate_timeout)),
       [](options& o, std::string_view v) {
         o.terminate_timeout =
             milliseconds(parse_number("--terminate-timeout", v, 0, 86'400'000));
       });
   add("--ready-timeout", "MS",
-      fmt::format("reload: roll back if new workers are not ready after MS {}",
+      detail::format("reload: roll back if new workers are not ready after MS {}",
                   ms(opt.ready_timeout)),
       [](options& o, std::string_view v) {
         o.ready_timeout = milliseconds(parse_number("--ready-timeout", v, 1, 86'400'000));
       });
   add("--heartbeat-timeout", "MS",
-      fmt::format("SIGABRT a worker whose loop sent no heartbeat for MS, then replace it; 0: "
+      detail::format("SIGABRT a worker whose loop sent no heartbeat for MS, then replace it; 0: "
                   "off {}",
                   ms(opt.heartbeat_timeout)),
       [](options& o, std::string_view v) {
         auto n = parse_number("--heartbeat-timeout", v, 0, 86'400'000);
         if (n != 0 && n < 30)
-          throw std::invalid_argument(fmt::format(
+          throw std::invalid_argument(detail::format(
               "--heartbeat-timeout: {} ms is too short to be met (at least 30, or 0 for off)", n));
         o.heartbeat_timeout = milliseconds(n);
       });
   add("--heartbeat-grace", "MS",
-      fmt::format("SIGKILL a worker still there MS after its SIGABRT {}", ms(opt.heartbeat_grace)),
+      detail::format("SIGKILL a worker still there MS after its SIGABRT {}",
+                     ms(opt.heartbeat_grace)),
       [](options& o, std::string_view v) {
         o.heartbeat_grace = milliseconds(parse_number("--heartbeat-grace", v, 0, 86'400'000));
       });
   add("--max-requests", "N",
-      fmt::format("recycle a worker after N requests; 0: never {}",
-                  shown_default(fmt::format("{}", opt.max_requests))),
+      detail::format("recycle a worker after N requests; 0: never {}",
+                  shown_default(detail::format("{}", opt.max_requests))),
       [](options& o, std::string_view v) {
         o.max_requests =
             static_cast<std::uint64_t>(parse_number("--max-requests", v, 0, 1LL << 53));
       });
   add("--max-age", "MS",
-      fmt::format("recycle a worker after MS of life; 0: never {}", ms(opt.max_age)),
+      detail::format("recycle a worker after MS of life; 0: never {}", ms(opt.max_age)),
       [](options& o, std::string_view v) {
         o.max_age = milliseconds(parse_number("--max-age", v, 0, 365LL * 86'400'000));
       });
   add("--max-rss", "MB",
-      fmt::format("recycle a worker whose resident memory is above MB; 0: never {}",
-                  shown_default(fmt::format("{}", opt.max_rss >> 20))),
+      detail::format("recycle a worker whose resident memory is above MB; 0: never {}",
+                  shown_default(detail::format("{}", opt.max_rss >> 20))),
       [](options& o, std::string_view v) {
         o.max_rss = static_cast<std::uint64_t>(parse_number("--max-rss", v, 0, 1LL << 30)) << 20;
       });
   add("--rss-check-interval", "MS",
-      fmt::format("--max-rss: measure the workers every MS {}", ms(opt.rss_check_interval)),
+      detail::format("--max-rss: measure the workers every MS {}", ms(opt.rss_check_interval)),
       [](options& o, std::string_view v) {
         o.rss_check_interval =
             milliseconds(parse_number("--rss-check-interval", v, 10, 86'400'000));
       });
   add("--recycle-jitter", "PERCENT",
-      fmt::format("raise each worker's --max-requests and --max-age by up to PERCENT, at random {}",
-                  shown_default(fmt::format("{}", static_cast<int>(opt.recycle_jitter * 100 + 0.5)))),
+      detail::format(
+          "raise each worker's --max-requests and --max-age by up to PERCENT, at random {}",
+          shown_default(detail::format("{}", static_cast<int>(opt.recycle_jitter * 100 + 0.5)))),
       [](options& o, std::string_view v) {
         o.recycle_jitter =
             static_cast<double>(parse_number("--recycle-jitter", v, 0, 100)) / 100.0;
       });
   add("--reload-batch", "K",
-      fmt::format("reload K slots at a time, each batch ready before the next; 0: all at once {}",
-                  shown_default(fmt::format("{}", opt.reload_batch))),
+      detail::format(
+          "reload K slots at a time, each batch ready before the next; 0: all at once {}",
+          shown_default(detail::format("{}", opt.reload_batch))),
       [](options& o, std::string_view v) {
         o.reload_batch = static_cast<unsigned>(parse_number("--reload-batch", v, 0, 1024));
       });
   add_flag("--subreaper",
-           fmt::format("reap orphaned descendants, as PID 1 does (PR_SET_CHILD_SUBREAPER) {}",
+           detail::format("reap orphaned descendants, as PID 1 does (PR_SET_CHILD_SUBREAPER) {}",
                        on_off(opt.subreaper)),
            &options::subreaper);
   add("--sigterm", "MODE",
-      fmt::format("what SIGTERM does: stop (fast), quit (graceful) or auto (quit as PID 1, "
+      detail::format("what SIGTERM does: stop (fast), quit (graceful) or auto (quit as PID 1, "
                   "else the signal table's) {}",
                   shown_default(to_string(opt.sigterm))),
       [](options& o, std::string_view v) {
         for (auto m : {sigterm_mode::automatic, sigterm_mode::stop, sigterm_mode::quit})
           if (to_string(m) == v) return void(o.sigterm = m);
         throw std::invalid_argument(
-            fmt::format("--sigterm: unknown mode '{}' (expected auto, stop or quit)", v));
+            detail::format("--sigterm: unknown mode '{}' (expected auto, stop or quit)", v));
       });
   add_flag("--reuseport",
-           fmt::format("one SO_REUSEPORT socket per worker instead of a shared one {}",
+           detail::format("one SO_REUSEPORT socket per worker instead of a shared one {}",
                        on_off(opt.reuseport)),
            &options::reuseport);
   add_flag("--fd-store",
-           fmt::format("under systemd, keep the listening sockets in the service's "
+           detail::format("under systemd, keep the listening sockets in the service's "
                        "file-descriptor store (FileDescriptorStoreMax=) so that they outlive a "
                        "crashed master {}",
                        on_off(opt.fd_store)),
            &options::fd_store);
-  add_flag("--daemon", fmt::format("detach from the terminal {}", on_off(opt.daemon)),
+  add_flag("--daemon", detail::format("detach from the terminal {}", on_off(opt.daemon)),
            &options::daemon);
   add_flag("--single-process",
-           fmt::format("run the workers as threads of the master, for debugging {}",
+           detail::format("run the workers as threads of the master, for debugging {}",
                        on_off(opt.single_process)),
            &options::single_process);
   add_flag("--winch-with-terminal",
-           fmt::format("WINCH drains workers even with a controlling terminal {}",
+           detail::format("WINCH drains workers even with a controlling terminal {}",
                        on_off(opt.winch_with_terminal)),
            &options::winch_with_terminal);
   add("--control", "PATH",
-      fmt::format("control socket {}",
+      detail::format("control socket {}",
                   shown_default(!opt.control_socket.empty() ? opt.control_socket
                                 : opt.pid_file.empty()      ? "<pid file>.sock"
                                                             : opt.pid_file + ".sock")),
       [](options& o, std::string_view v) { o.control_socket = v; });
   add("--upgrade-timeout", "MS",
-      fmt::format("-s upgrade: give up if the new master is not ready after MS {}",
+      detail::format("-s upgrade: give up if the new master is not ready after MS {}",
                   ms(opt.upgrade_timeout)),
       [](options& o, std::string_view v) {
         o.upgrade_timeout = milliseconds(parse_number("--upgrade-timeout", v, 1, 86'400'000));
@@ -271,37 +283,37 @@ command_line::command_line(options& opt) : opt_(opt) {
         const auto* c = std::find_if(std::begin(control_commands), std::end(control_commands),
                                      [&](const control_command& cc) { return cc.name == v; });
         if (c == std::end(control_commands))
-          throw std::invalid_argument(fmt::format("-s: unknown command '{}' (expected {})", v,
+          throw std::invalid_argument(detail::format("-s: unknown command '{}' (expected {})", v,
                                                   detail::control_command_names()));
         if (c->asks) return void(o.query = std::string(v));
         o.signal = parse_command(v);
         if (!o.signal)  // the table names a signal no command carries
-          throw std::logic_error(fmt::format("-s {}: no command carries it", v));
+          throw std::logic_error(detail::format("-s {}: no command carries it", v));
       });
 
   // Privileges and per-worker settings, named after nginx's directives.
   auto unset_or = [](bool set, auto value) {
-    return set ? shown_default(fmt::format("{}", value)) : shown_default("the master's");
+    return set ? shown_default(detail::format("{}", value)) : shown_default("the master's");
   };
   auto limit_text = [](std::uint64_t v) {
-    return v == rlimit_unlimited ? std::string("unlimited") : fmt::format("{}", v);
+    return v == rlimit_unlimited ? std::string("unlimited") : detail::format("{}", v);
   };
   add("--user", "NAME",
-      fmt::format("workers run as this user (the master, started as root, keeps root) {}",
+      detail::format("workers run as this user (the master, started as root, keeps root) {}",
                   unset_or(!opt.user.empty(), opt.user)),
       [](options& o, std::string_view v) {
         if (v.empty()) throw std::invalid_argument("--user: expected a user name or number");
         o.user = v;
       });
   add("--group", "NAME",
-      fmt::format("the workers' group (with --user) {}",
+      detail::format("the workers' group (with --user) {}",
                   shown_default(opt.group.empty() ? "the user's primary group" : opt.group)),
       [](options& o, std::string_view v) {
         if (v.empty()) throw std::invalid_argument("--group: expected a group name or number");
         o.group = v;
       });
   add("--worker-rlimit-nofile", "N",
-      fmt::format("each worker's limit of open files {}",
+      detail::format("each worker's limit of open files {}",
                   unset_or(opt.worker_rlimit_nofile.has_value(),
                            limit_text(opt.worker_rlimit_nofile.value_or(0)))),
       [](options& o, std::string_view v) {
@@ -310,35 +322,36 @@ command_line::command_line(options& opt) : opt_(opt) {
             static_cast<std::uint64_t>(parse_number("--worker-rlimit-nofile", v, 1, 1 << 30));
       });
   add("--worker-rlimit-core", "BYTES",
-      fmt::format("each worker's core file size limit, or 'unlimited' {}",
+      detail::format("each worker's core file size limit, or 'unlimited' {}",
                   unset_or(opt.worker_rlimit_core.has_value(),
                            limit_text(opt.worker_rlimit_core.value_or(0)))),
       [](options& o, std::string_view v) {
         o.worker_rlimit_core = parse_rlimit("--worker-rlimit-core", v, rlimit_unlimited - 1);
       });
   add("--worker-cpu-affinity", "CPUS",
-      fmt::format("worker k runs on the (k mod n)th of n CPUS: a list (0,2,4-7) or 'auto', "
-                  "the master's {}",
-                  shown_default(opt.worker_cpu_affinity.automatic ? std::string("auto")
-                                : opt.worker_cpu_affinity.enabled()
-                                    ? fmt::format("{} CPU(s)", opt.worker_cpu_affinity.cpus.size())
-                                    : std::string("off"))),
+      detail::format(
+          "worker k runs on the (k mod n)th of n CPUS: a list (0,2,4-7) or 'auto', "
+          "the master's {}",
+          shown_default(opt.worker_cpu_affinity.automatic ? std::string("auto")
+                        : opt.worker_cpu_affinity.enabled()
+                            ? detail::format("{} CPU(s)", opt.worker_cpu_affinity.cpus.size())
+                            : std::string("off"))),
       [](options& o, std::string_view v) {
         o.worker_cpu_affinity = parse_cpu_affinity("--worker-cpu-affinity", v);
       });
   add("--worker-priority", "N",
-      fmt::format("each worker's nice value, -20 to 19 {}",
+      detail::format("each worker's nice value, -20 to 19 {}",
                   unset_or(opt.worker_priority.has_value(), opt.worker_priority.value_or(0))),
       [](options& o, std::string_view v) {
         o.worker_priority = static_cast<int>(parse_number("--worker-priority", v, -20, 19));
       });
   add("--worker-directory", "DIR",
-      fmt::format("each worker's working directory, an absolute path {}",
+      detail::format("each worker's working directory, an absolute path {}",
                   unset_or(!opt.worker_directory.empty(), opt.worker_directory)),
       [](options& o, std::string_view v) {
         if (!v.starts_with('/'))
           throw std::invalid_argument(
-              fmt::format("--worker-directory: expected an absolute path, got '{}'", v));
+              detail::format("--worker-directory: expected an absolute path, got '{}'", v));
         o.worker_directory = v;
       });
 }
@@ -383,10 +396,10 @@ std::optional<int> command_line::parse(int argc, const char* const* argv) {
       auto f = std::find_if(flags_.begin(), flags_.end(),
                             [&](const flag& fl) { return fl.name == arg; });
       if (f == flags_.end())
-        throw std::invalid_argument(fmt::format("unknown option '{}'", argv[i]));
+        throw std::invalid_argument(detail::format("unknown option '{}'", argv[i]));
       if (!f->takes_value()) {
         if (inline_value)
-          throw std::invalid_argument(fmt::format("{} takes no value", f->name));
+          throw std::invalid_argument(detail::format("{} takes no value", f->name));
         if (f->sets)
           opt_.*(f->sets) = true;
         else
@@ -394,7 +407,7 @@ std::optional<int> command_line::parse(int argc, const char* const* argv) {
         continue;
       }
       if (!inline_value) {
-        if (i + 1 >= argc) throw std::invalid_argument(fmt::format("{} needs a value", f->name));
+        if (i + 1 >= argc) throw std::invalid_argument(detail::format("{} needs a value", f->name));
         inline_value = argv[++i];
       }
       if (f->standard)
@@ -411,15 +424,16 @@ std::optional<int> command_line::parse(int argc, const char* const* argv) {
 }
 
 std::string command_line::usage() const {
-  std::string out = fmt::format("usage: {} [options]\n       {} -s COMMAND [--pid-file PATH]\n\n",
-                                opt_.program_name, opt_.program_name);
+  std::string out =
+      detail::format("usage: {} [options]\n       {} -s COMMAND [--pid-file PATH]\n\n",
+                     opt_.program_name, opt_.program_name);
   for (const auto& f : flags_) {
     std::string lhs = f.metavar.empty() ? f.name : f.name + " " + f.metavar;
-    out += fmt::format("  {:<26} {}\n", lhs, f.help);
+    out += detail::format("  {:<26} {}\n", lhs, f.help);
   }
-  out += fmt::format("  {:<26} {}\n", "-h, --help", "show this help");
+  out += detail::format("  {:<26} {}\n", "-h, --help", "show this help");
   out += "\nCommands for -s (to the master named by the pid file):\n";
-  for (const auto& c : control_commands) out += fmt::format("  {:<26} {}\n", c.name, c.help);
+  for (const auto& c : control_commands) out += detail::format("  {:<26} {}\n", c.name, c.help);
   return out;
 }
 
