@@ -855,6 +855,7 @@ class basic_supervisor {
           if (m.type == message_type::heartbeat) dispatch(events::heartbeat{pid});
           if (m.type == message_type::served && m.argument >= 0)
             dispatch(events::served{pid, static_cast<std::uint64_t>(m.argument)});
+          if (m.type == message_type::stopping) dispatch(events::stopping{pid});
           break;
       }
     }
@@ -939,6 +940,15 @@ class basic_supervisor {
     if (made.opt.max_requests != 0)
       setup.report_every = std::max<std::uint64_t>(1, made.opt.max_requests / 50);
     int worker_fd = worker_end.fd();
+    if constexpr (requires(const Worker& w) { { w.exec_program() } -> std::convertible_to<const program&>; })
+      req.exec = &made.worker.exec_program();
+    req.channel_fd = worker_fd;
+    req.listeners = setup.listeners;
+    req.enter = [plan = made.plan, slot = a.slot, log_file = made.opt.log_file, level = made.opt.level] {
+      return detail::enter_worker(plan, slot, log_file, level);
+    };
+    if (separate) req.heartbeat_timeout = made.opt.heartbeat_timeout;
+    req.log = [this](log_level level, const std::string& text) { log_.write_line(level, text); };
     req.body = [worker = made.worker, worker_fd, setup, plan = made.plan](
                    bool own_process, const spawn_request::attach_fn& attach) {
       if (own_process && !detail::enter_worker(plan, setup.slot, setup.log_file, setup.level))
@@ -950,6 +960,7 @@ class basic_supervisor {
     try {
       pid = spawner_->spawn(req);
     } catch (const std::exception& e) {
+      log_.error("slot {}: {}", a.slot, e.what());
       dispatch(events::spawn_failed{a.slot, a.generation, error_of(e)});
       return;
     }
