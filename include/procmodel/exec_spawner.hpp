@@ -268,7 +268,7 @@ class exec_spawner {
                                      const std::vector<int>& listen_fds, int report, pid_t master,
                                      char* const* argv, char* const* envp, char* listen_pid,
                                      char* watchdog_pid) {
-    auto fail = [report](int stage, int error) {
+    auto fail = [&report](int stage, int error) {
       detail::exec_failure f{stage, error};
       (void)!::write(report, &f, sizeof f);
       ::_exit(127);
