@@ -40,10 +40,11 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
-#include <fmt/format.h>
+#include <fmt/core.h>
 
 #include "channel.hpp"
 #include "detail/close_fds.hpp"
+#include "detail/format.hpp"
 #include "detail/notify_socket.hpp"
 #include "detail/signal_fd.hpp"
 #include "program.hpp"
@@ -102,17 +103,17 @@ inline std::vector<std::string> program_environment(const spawn_request& req, co
     if (!drop) env.emplace_back(entry);
   }
   for (const auto& added : prog.env) env.push_back(added);
-  env.push_back(fmt::format("PROCMODEL_SLOT={}", req.slot));
-  env.push_back(fmt::format("PROCMODEL_GENERATION={}", req.generation));
-  env.push_back(fmt::format("NOTIFY_SOCKET={}", notify));
+  env.push_back(detail::format("PROCMODEL_SLOT={}", req.slot));
+  env.push_back(detail::format("PROCMODEL_GENERATION={}", req.generation));
+  env.push_back(detail::format("NOTIFY_SOCKET={}", notify));
   if (!req.listeners.empty()) {
     std::string names;
     for (const auto& l : req.listeners) names += (names.empty() ? "" : ":") + listen_fd_name(l);
-    env.push_back(fmt::format("LISTEN_FDS={}", req.listeners.size()));
+    env.push_back(detail::format("LISTEN_FDS={}", req.listeners.size()));
     env.push_back("LISTEN_FDNAMES=" + names);
   }
   if (req.heartbeat_timeout.count() > 0)
-    env.push_back(fmt::format("WATCHDOG_USEC={}", req.heartbeat_timeout.count() * 1000));
+    env.push_back(detail::format("WATCHDOG_USEC={}", req.heartbeat_timeout.count() * 1000));
   return env;
 }
 
@@ -189,10 +190,10 @@ class exec_spawner {
     void complain(const std::string& text) {
       if (!log) return;
       if (complaints < max_complaints)
-        log(log_level::warn, fmt::format("worker {}: {}; ignored", pid, text));
+        log(log_level::warn, detail::format("worker {}: {}; ignored", pid, text));
       else if (complaints == max_complaints)
         log(log_level::warn,
-            fmt::format("worker {}: more bad notify datagrams; no longer logged", pid));
+            detail::format("worker {}: more bad notify datagrams; no longer logged", pid));
       ++complaints;
     }
   };
@@ -248,7 +249,7 @@ class exec_spawner {
                                   "cannot pass the listening sockets");
         default:
           throw std::system_error(failure.error, std::generic_category(),
-                                  fmt::format("cannot execute '{}' (exit 127)", prog.path));
+                                  detail::format("cannot execute '{}' (exit 127)", prog.path));
       }
     }
 
@@ -329,19 +330,21 @@ class exec_spawner {
   static void read_notify(running& r) {
     while (auto d = detail::receive_notify(r.notify.fd())) {
       if (d->oversized) {
-        r.complain(fmt::format("notify datagram from pid {} longer than {} bytes", d->sender,
-                               detail::notify_max));
+        r.complain(detail::format("notify datagram from pid {} longer than {} bytes", d->sender,
+                                  detail::notify_max));
         continue;
       }
       if (d->sender == 0 || !detail::sent_by(d->sender, r.pid)) {
-        r.complain(fmt::format("notify datagram from pid {}, neither the worker nor a process of "
-                               "its own",
-                               d->sender));
+        r.complain(
+            detail::format("notify datagram from pid {}, neither the worker nor a process of "
+                           "its own",
+                           d->sender));
         continue;
       }
       auto m = detail::parse_notify(d->text);
       if (!m.problem.empty()) {
-        r.complain(fmt::format("malformed notify datagram ({}, {} bytes)", m.problem, d->text.size()));
+        r.complain(
+            detail::format("malformed notify datagram ({}, {} bytes)", m.problem, d->text.size()));
         continue;
       }
       if (m.status) r.status = *m.status;
