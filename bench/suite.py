@@ -19,6 +19,7 @@ import ctypes
 import os
 import platform
 import re
+import shutil
 import signal
 import socket
 import statistics
@@ -657,6 +658,19 @@ def scenario_throughput(res):
              + table(["workers", "procmodel µs/req", "nginx µs/req", "bare µs/req",
                       "procmodel/nginx", "procmodel/bare"], rows))
 
+    if shutil.which("valgrind"):
+        ipr = {k: instructions_per_request(makers[k]) for k in ("procmodel", "bare")}
+        log(f"instructions per request: {ipr}")
+        text += ("\nInstructions a worker executes per request (callgrind, user space: "
+                 "one connection, requests one after the other; the difference of a run of "
+                 "2500 and one of 500 requests, so start and stop cancel out). Unlike "
+                 "requests/s, this does not move with the machine's load.\n\n"
+                 + table(["server", "instructions/request", "procmodel/bare"],
+                         [["procmodel", f"{ipr['procmodel']:.0f}",
+                           ratio(ipr["procmodel"], ipr["bare"])],
+                          ["bare", f"{ipr['bare']:.0f}", "1.00x"]]))
+        res["instructions"] = ipr
+
     script = os.path.join(tempfile.mkdtemp(prefix="procmodel-bench-"), "balance.lua")
     with open(script, "w") as f:
         f.write(BALANCE_LUA)
@@ -699,6 +713,50 @@ def scenario_throughput(res):
              + table(["server", "clients", "median ms", "p99 ms", "failed"], rows))
     res["throughput"] = {"rps": med, "cpu": mcpu, "stall": stall}
     return text
+
+
+def requests_on_one_connection(port, n):
+    """Sends n GETs one after the other on one kept-alive connection."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        buf = b""
+        for _ in range(n):
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            while True:
+                end = buf.find(b"\r\n\r\n")
+                if end >= 0:
+                    m = re.search(rb"(?i)content-length: *(\d+)", buf[:end])
+                    total = end + 4 + int(m[1])
+                    if len(buf) >= total:
+                        buf = buf[total:]
+                        break
+                chunk = s.recv(65536)
+                if not chunk:
+                    raise RuntimeError("connection closed")
+                buf += chunk
+
+
+def worker_instructions(make, n):
+    """Instructions one worker executes (callgrind) for n requests, start and stop included."""
+    srv = make(1)
+    out = os.path.join(srv.dir, "callgrind.%p")
+    real = srv.spawn
+
+    def spawn(argv):
+        real(["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out] + argv)
+
+    srv.spawn = spawn
+    srv.start(120)
+    worker = children(srv.pid)[0]
+    requests_on_one_connection(srv.port, n)
+    srv.stop()
+    with open(os.path.join(srv.dir, f"callgrind.{worker}")) as f:
+        m = re.search(r"^totals: (\d+)", f.read(), re.M)
+    return int(m[1])
+
+
+def instructions_per_request(make, few=500, many=2500):
+    """The difference of two runs: what a request costs, without start and stop."""
+    return (worker_instructions(make, many) - worker_instructions(make, few)) / (many - few)
 
 
 def status_field(pid, key):
