@@ -14,6 +14,7 @@
 #include "support/programs.hpp"
 #include "support/catch.hpp"
 #include "support/fd_flags.hpp"
+#include "support/notify_socket.hpp"
 #include "support/process.hpp"
 #include "support/server.hpp"
 
@@ -41,6 +42,7 @@
 #include <unistd.h>
 
 using namespace pmtest;
+using test_support::fd_store;
 using test_support::int_option;
 
 namespace {
@@ -305,90 +307,6 @@ void quit_and_expect_exit_0(process& master) {
   REQUIRE(st);
   CHECK(exit_code_of(*st) == 0);
 }
-
-// systemd's side of the file-descriptor store: a NOTIFY_SOCKET that keeps
-// the descriptors sent with FDSTORE=1 under their FDNAME= (a duplicate name
-// replaces nothing: the first stays, as systemd drops duplicates), drops them
-// on FDSTOREREMOVE=1, and hands them over in name order.
-class fd_store {
- public:
-  explicit fd_store(std::string path) : path_(std::move(path)) {
-    fd_ = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    REQUIRE(fd_ >= 0);
-    sockaddr_un sa{};
-    sa.sun_family = AF_UNIX;
-    path_.copy(sa.sun_path, sizeof sa.sun_path - 1);
-    REQUIRE(::bind(fd_, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0);
-  }
-  fd_store(const fd_store&) = delete;
-  fd_store& operator=(const fd_store&) = delete;
-  ~fd_store() {
-    for (auto& [name, fd] : fds_) ::close(fd);
-    ::close(fd_);
-    ::unlink(path_.c_str());
-  }
-  [[nodiscard]] const std::string& path() const noexcept { return path_; }
-
-  /// Reads what has arrived (waiting up to `timeout` for the first message).
-  void receive(milliseconds timeout) {
-    for (int wait = static_cast<int>(timeout.count());; wait = 0) {
-      pollfd p{fd_, POLLIN, 0};
-      if (::poll(&p, 1, wait) != 1) return;
-      char buf[4096];
-      alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 8)];
-      iovec iov{buf, sizeof buf};
-      msghdr mh{};
-      mh.msg_iov = &iov;
-      mh.msg_iovlen = 1;
-      mh.msg_control = control;
-      mh.msg_controllen = sizeof control;
-      ssize_t n = ::recvmsg(fd_, &mh, MSG_CMSG_CLOEXEC);
-      if (n < 0) return;
-      std::string text(buf, static_cast<std::size_t>(n));
-      std::vector<int> got;
-      for (cmsghdr* c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c))
-        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS)
-          for (std::size_t k = 0; k < (c->cmsg_len - CMSG_LEN(0)) / sizeof(int); ++k) {
-            int fd = -1;
-            std::memcpy(&fd, CMSG_DATA(c) + k * sizeof(int), sizeof fd);
-            got.push_back(fd);
-          }
-      std::smatch m;
-      std::string name = std::regex_search(text, m, std::regex(R"(FDNAME=([^\n]*))")) ? m[1].str() : "stored";
-      if (text.find("FDSTORE=1") != std::string::npos && got.size() == 1 && !fds_.count(name)) {
-        fds_[name] = got[0];
-        got.clear();
-      } else if (text.find("FDSTOREREMOVE=1") != std::string::npos) {
-        removed_.push_back(name);
-        if (fds_.count(name)) {
-          ::close(fds_[name]);
-          fds_.erase(name);
-        }
-      }
-      for (int fd : got) ::close(fd);
-    }
-  }
-  [[nodiscard]] std::size_t size() const { return fds_.size(); }
-  /// The names FDSTOREREMOVE=1 named, in order.
-  [[nodiscard]] const std::vector<std::string>& removed() const { return removed_; }
-  [[nodiscard]] std::vector<int> fds() const {
-    std::vector<int> out;
-    for (const auto& [name, fd] : fds_) out.push_back(fd);
-    return out;
-  }
-  /// LISTEN_FDNAMES's value.
-  [[nodiscard]] std::string names() const {
-    std::string out;
-    for (const auto& [name, fd] : fds_) out += (out.empty() ? "" : ":") + name;
-    return out;
-  }
-
- private:
-  std::string path_;
-  int fd_ = -1;
-  std::map<std::string, int> fds_;
-  std::vector<std::string> removed_;
-};
 
 }  // namespace
 

@@ -27,6 +27,7 @@
 #include "support/process.hpp"
 #include "support/server.hpp"
 #include "support/http_checks.hpp"
+#include "support/notify_socket.hpp"
 
 #include <algorithm>
 #include <csignal>
@@ -62,6 +63,7 @@ using namespace pmtest;
 using test_support::http_load;
 using test_support::load_options;
 using test_support::load_result;
+using test_support::notify_socket;
 
 namespace {
 
@@ -354,101 +356,6 @@ class test_socket {
  private:
   int fd_ = -1;
   std::uint16_t port_ = 0;
-};
-
-// A unix datagram socket standing in for systemd's NOTIFY_SOCKET; tells who
-// sent each message (SO_PASSCRED), as systemd does.
-class notify_socket {
- public:
-  struct message {
-    std::string text;
-    pid_t sender = 0;
-  };
-
-  /// A path, or "@name" for Linux's abstract namespace (as systemd may give).
-  explicit notify_socket(std::string path) : path_(std::move(path)) {
-    fd_ = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    REQUIRE(fd_ >= 0);
-    sockaddr_un sa{};
-    sa.sun_family = AF_UNIX;
-    REQUIRE(path_.size() < sizeof sa.sun_path);
-    std::memcpy(sa.sun_path, path_.data(), path_.size());
-    socklen_t len = sizeof sa;
-    if (path_[0] == '@') {  // abstract: a leading NUL, and exactly the name's length
-      sa.sun_path[0] = '\0';
-      len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path_.size());
-    }
-    REQUIRE(::bind(fd_, reinterpret_cast<sockaddr*>(&sa), len) == 0);
-    int one = 1;
-    REQUIRE(::setsockopt(fd_, SOL_SOCKET, SO_PASSCRED, &one, sizeof one) == 0);
-  }
-  notify_socket(const notify_socket&) = delete;
-  notify_socket& operator=(const notify_socket&) = delete;
-  ~notify_socket() {
-    ::close(fd_);
-    if (path_[0] != '@') ::unlink(path_.c_str());
-  }
-  [[nodiscard]] const std::string& path() const noexcept { return path_; }
-
-  /// The next message, waiting up to `timeout`.
-  std::optional<message> next(milliseconds timeout) {
-    pollfd p{fd_, POLLIN, 0};
-    if (::poll(&p, 1, static_cast<int>(timeout.count())) != 1) return std::nullopt;
-    char buf[4096];
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(ucred))];
-    iovec iov{buf, sizeof buf};
-    msghdr mh{};
-    mh.msg_iov = &iov;
-    mh.msg_iovlen = 1;
-    mh.msg_control = control;
-    mh.msg_controllen = sizeof control;
-    ssize_t n = ::recvmsg(fd_, &mh, 0);
-    if (n < 0) return std::nullopt;
-    message m;
-    m.text.assign(buf, static_cast<std::size_t>(n));
-    for (cmsghdr* c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c))
-      if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_CREDENTIALS) {
-        ucred cred{};
-        std::memcpy(&cred, CMSG_DATA(c), sizeof cred);
-        m.sender = cred.pid;
-      }
-    seen_.push_back(m);
-    return m;
-  }
-
-  /// Reads until a message whose text is `text` arrives (true) or `timeout` passes.
-  bool until(const std::string& text, milliseconds timeout) {
-    auto deadline = steady::now() + timeout;
-    for (;;) {
-      auto left = std::chrono::duration_cast<milliseconds>(deadline - steady::now());
-      if (left.count() <= 0) return false;
-      auto m = next(left);
-      if (m && m->text == text) return true;
-    }
-  }
-
-  /// Whatever arrives within `quiet` of the last message.
-  void drain(milliseconds quiet) {
-    while (next(quiet)) {
-    }
-  }
-
-  /// Every message so far.
-  [[nodiscard]] const std::vector<message>& seen() const noexcept { return seen_; }
-  [[nodiscard]] std::string describe() const {
-    std::string out = "notifications:\n";
-    for (const auto& m : seen_) {
-      std::string t = m.text;
-      std::replace(t.begin(), t.end(), '\n', '|');
-      out += "  from " + std::to_string(m.sender) + ": " + t + "\n";
-    }
-    return out;
-  }
-
- private:
-  std::string path_;
-  int fd_ = -1;
-  std::vector<message> seen_;
 };
 
 // An http_server fixture that talks to `sd` as its NOTIFY_SOCKET; WATCHDOG_USEC
