@@ -127,6 +127,7 @@ class server:
         self.dir = tempfile.mkdtemp(prefix="procmodel-bench-")
         self.port = free_port()
         self.proc = None
+        self.killed = False  # did not stop when asked
 
     @property
     def pid(self):
@@ -162,6 +163,7 @@ class server:
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
+                self.killed = True
                 for c in children(self.pid):
                     os.kill(c, signal.SIGKILL)
                 self.proc.kill()
@@ -284,8 +286,8 @@ frontend web
 """)
         self.spawn([HAPROXY, "-W", "-f", conf])
 
-    def stop(self, sig=signal.SIGUSR1, timeout=30):
-        # SIGUSR1: HAProxy's soft stop (SIGQUIT only dumps its pools).
+    def stop(self, sig=signal.SIGTERM, timeout=30):
+        # Idle by then: a hard stop loses nothing (SIGQUIT only dumps pools).
         super().stop(sig, timeout)
 
 
@@ -979,6 +981,29 @@ SCENARIOS = [
 ]
 
 
+def smoke():
+    """Each server of the suite starts, answers and stops: the plumbing, no figures."""
+    makers = [lambda: procmodel(2), lambda: procmodel(2, reuseport=True), lambda: bare(2),
+              lambda: procmodel(2, program=args.big_master, extra=["--touch-mb", "1"])]
+    if os.access(NGINX, os.X_OK):
+        makers.append(lambda: nginx(2))
+    if os.access(HAPROXY, os.X_OK):
+        makers.append(lambda: haproxy(2))
+    for make in makers:
+        with make() as srv:
+            if not http_ok(srv.port):
+                log(f"{srv.name} did not answer")
+                return 1
+            if not isinstance(srv, (haproxy, bare)) and respawn_latency(srv) is None:
+                log(f"{srv.name}: no worker replaced a killed one")
+                return 1
+        if srv.killed:
+            log(f"{srv.name} did not stop when asked")
+            return 1
+        log(f"{srv.name}: started, answered, stopped")
+    return 0
+
+
 def version(argv):
     try:
         r = subprocess.run(argv, capture_output=True, text=True)
@@ -994,10 +1019,17 @@ def main():
     p.add_argument("--quick", action="store_true", help="a short smoke run (about 2 minutes)")
     p.add_argument("--only", default="", help="comma-separated scenario numbers")
     p.add_argument("--out", default=os.path.join(ROOT, "docs", "benchmarks.md"))
+    p.add_argument("--smoke", action="store_true",
+                   help="only start each server once, ask it once and stop it (seconds)")
+    for prog in ("http-server", "bare-http", "big-master"):
+        p.add_argument("--" + prog, help="the program (default: under --build)")
     args = p.parse_args()
-    args.http_server = os.path.join(args.build, "examples", "http", "http_server")
-    args.bare_http = os.path.join(args.build, "bench", "bench_bare_http")
-    args.big_master = os.path.join(args.build, "bench", "bench_big_master")
+    args.http_server = args.http_server or os.path.join(args.build, "examples", "http",
+                                                        "http_server")
+    args.bare_http = args.bare_http or os.path.join(args.build, "bench", "bench_bare_http")
+    args.big_master = args.big_master or os.path.join(args.build, "bench", "bench_big_master")
+    if args.smoke:
+        sys.exit(smoke())
     args.workers = 2
     if args.quick:
         args.storm, args.upgrades, args.rounds, args.load, args.load_rounds = 3, 2, 6, 2, 1
