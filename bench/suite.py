@@ -933,6 +933,7 @@ def plot(res, docs):
         gp = []
         for term, ext in (("pngcairo size 900,700", "png"), ("svg size 900,700", "svg")):
             gp.append(f"set terminal {term}\nset output '{docs}/benchmarks-storm.{ext}'\n"
+                      "set termoption noenhanced\n"
                       "set multiplot layout 2,1\nset grid\nset key outside right\n"
                       "set ylabel 'requests/s'\nset y2label 'failed/s'\nset y2tics\n"
                       "set ytics nomirror\nset xlabel 'seconds into the storm (a reload every 200 ms)'\n")
@@ -953,7 +954,7 @@ def plot(res, docs):
         with open(path, "w") as f:
             for what in ("start", "reload", "kill", "stop"):
                 for n in (64, 256):
-                    f.write(f"{what}@{n} {scale[('procmodel', n)][what]:.3f} "
+                    f.write(f"{what}:{n} {scale[('procmodel', n)][what]:.3f} "
                             f"{scale[('nginx', n)][what]:.3f}\n")
         gp = []
         for term, ext in (("pngcairo size 900,450", "png"), ("svg size 900,450", "svg")):
@@ -961,7 +962,8 @@ def plot(res, docs):
                       "set style data histograms\nset style histogram clustered gap 1\n"
                       "set style fill solid 0.8 border -1\nset grid ytics\nset logscale y\n"
                       "set ylabel 'ms (log scale)'\n"
-                      "set title 'Scale: operation@workers, median ms'\n"
+                      "set termoption noenhanced\n"
+                      "set title 'Scale: operation:workers, median ms'\n"
                       f"plot '{path}' u 2:xtic(1) t 'procmodel', '' u 3 t 'nginx'\n")
         subprocess.run([GNUPLOT], input="".join(gp), text=True, check=True)
 
