@@ -905,7 +905,7 @@ def scenario_spawn_cost(res):
 
 
 def scenario_compile(res):
-    rounds = "1" if args.quick else "3"
+    rounds = "1" if args.quick else "2"
     r = subprocess.run(["bash", os.path.join(ROOT, "bench", "compile_cost.sh"), rounds],
                        capture_output=True, text=True)
     if r.returncode != 0:
@@ -1006,12 +1006,14 @@ def smoke():
     return 0
 
 
-def version(argv):
+def version(name, argv):
+    """`name` and the first version number the program prints about itself."""
     try:
         r = subprocess.run(argv, capture_output=True, text=True)
-        return (r.stdout + r.stderr).strip().splitlines()[0]
-    except (OSError, IndexError):
-        return "?"
+        m = re.search(r"\d+\.\d+(\.\d+)?", r.stdout + r.stderr)
+        return f"{name} {m[0]}" if m else name
+    except OSError:
+        return name
 
 
 def main():
@@ -1069,9 +1071,9 @@ def main():
 Written by `bench/run.sh`{" --quick (a smoke run: few rounds, short loads)" if args.quick else ""}
 on {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}: every figure below was measured in that
 one run on one machine ({os.cpu_count()} CPUs, {cpu}, Linux {platform.release()}), procmodel's
-`http_server` (examples/http, release build) beside {version([NGINX, "-v"])},
-{version([HAPROXY, "-v"])} and the same handler without procmodel; load from
-{version([WRK, "-v"])}. The scenarios took {took / 60:.1f} minutes. Figures are ratios
+`http_server` (examples/http, release build) beside {version("nginx", [NGINX, "-v"])},
+{version("HAProxy", [HAPROXY, "-v"])} and the same handler without procmodel; load
+from {version("wrk", [WRK, "-v"])}. The scenarios took {took / 60:.1f} minutes. Figures are ratios
 procmodel/peer (below 1 is procmodel faster or smaller) or counts; the absolute
 times are this machine's and only the ratios travel. The machine may be shared:
 load from elsewhere shows as noise, the same for every server of a round.
