@@ -917,11 +917,19 @@ def scenario_compile(res):
 # --- plots --------------------------------------------------------------------------
 
 
+def gnuplot(docs, name, size, script):
+    """Draws `script` into docs/NAME.png and docs/NAME.svg."""
+    text = "".join(f"set terminal {term} size {size}\nset output '{docs}/{name}.{ext}'\n"
+                   f"set termoption noenhanced\n{script}"
+                   for term, ext in (("pngcairo", "png"), ("svg", "svg")))
+    subprocess.run([GNUPLOT], input=text, text=True, check=True)
+
+
 def plot(res, docs):
     data = tempfile.mkdtemp(prefix="procmodel-bench-plot-")
-    files = {}
     storm = res.get("storm")
     if storm:
+        files = {}
         for (name, close), r in storm.items():
             if name not in ("procmodel", "nginx"):
                 continue
@@ -930,24 +938,16 @@ def plot(res, docs):
                 for t, req, err in r["slices"]:
                     f.write(f"{t:.2f} {req} {err}\n")
             files[(name, close)] = path
-        gp = []
-        for term, ext in (("pngcairo size 900,700", "png"), ("svg size 900,700", "svg")):
-            gp.append(f"set terminal {term}\nset output '{docs}/benchmarks-storm.{ext}'\n"
-                      "set termoption noenhanced\n"
-                      "set multiplot layout 2,1\nset grid\nset key outside right\n"
-                      "set ylabel 'requests/s'\nset y2label 'failed/s'\nset y2tics\n"
-                      "set ytics nomirror\nset xlabel 'seconds into the storm (a reload every 200 ms)'\n")
-            for close in (False, True):
-                mode = "Connection: close" if close else "keep-alive"
-                gp.append(f"set title 'Reload storm, {mode}'\n"
-                          f"plot '{files[('procmodel', close)]}' u 1:2 w lp t 'procmodel req/s', "
-                          f"'{files[('nginx', close)]}' u 1:2 w lp t 'nginx req/s', "
-                          f"'{files[('procmodel', close)]}' u 1:3 axes x1y2 w impulses lw 3 "
-                          f"t 'procmodel failed', "
-                          f"'{files[('nginx', close)]}' u 1:3 axes x1y2 w points pt 7 "
-                          f"t 'nginx failed'\n")
-            gp.append("unset multiplot\n")
-        subprocess.run([GNUPLOT], input="".join(gp), text=True, check=True)
+        gp = ("set multiplot layout 2,1\nset grid\nset key outside right\n"
+              "set ylabel 'requests/s'\nset y2label 'failed/s'\nset y2tics\nset ytics nomirror\n"
+              "set xlabel 'seconds into the storm (a reload every 200 ms)'\n")
+        for close in (False, True):
+            pm, ng = files[("procmodel", close)], files[("nginx", close)]
+            gp += (f"set title 'Reload storm, {'Connection: close' if close else 'keep-alive'}'\n"
+                   f"plot '{pm}' u 1:2 w lp t 'procmodel req/s', '{ng}' u 1:2 w lp t 'nginx req/s', "
+                   f"'{pm}' u 1:3 axes x1y2 w impulses lw 3 t 'procmodel failed', "
+                   f"'{ng}' u 1:3 axes x1y2 w points pt 7 t 'nginx failed'\n")
+        gnuplot(docs, "benchmarks-storm", "900,700", gp + "unset multiplot\n")
     scale = res.get("scale")
     if scale:
         path = os.path.join(data, "scale.dat")
@@ -956,16 +956,11 @@ def plot(res, docs):
                 for n in (64, 256):
                     f.write(f"{what}:{n} {scale[('procmodel', n)][what]:.3f} "
                             f"{scale[('nginx', n)][what]:.3f}\n")
-        gp = []
-        for term, ext in (("pngcairo size 900,450", "png"), ("svg size 900,450", "svg")):
-            gp.append(f"set terminal {term}\nset output '{docs}/benchmarks-scale.{ext}'\n"
-                      "set style data histograms\nset style histogram clustered gap 1\n"
-                      "set style fill solid 0.8 border -1\nset grid ytics\nset logscale y\n"
-                      "set ylabel 'ms (log scale)'\n"
-                      "set termoption noenhanced\n"
-                      "set title 'Scale: operation:workers, median ms'\n"
-                      f"plot '{path}' u 2:xtic(1) t 'procmodel', '' u 3 t 'nginx'\n")
-        subprocess.run([GNUPLOT], input="".join(gp), text=True, check=True)
+        gnuplot(docs, "benchmarks-scale", "900,450",
+                "set style data histograms\nset style histogram clustered gap 1\n"
+                "set style fill solid 0.8 border -1\nset grid ytics\nset logscale y\n"
+                "set ylabel 'ms (log scale)'\nset title 'Scale: operation:workers, median ms'\n"
+                f"plot '{path}' u 2:xtic(1) t 'procmodel', '' u 3 t 'nginx'\n")
 
 
 # --- main -----------------------------------------------------------------------------
