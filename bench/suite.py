@@ -978,6 +978,50 @@ SCENARIOS = [
 ]
 
 
+def summary(res):
+    """The figures the issue's bar is about, from this run's results."""
+    rows = []
+    if "storm" in res:
+        st = res["storm"]
+        for close in (False, True):
+            rows.append([f"failed requests, reload storm, {'close' if close else 'keep-alive'}",
+                         st[("procmodel", close)]["errors"], st[("nginx", close)]["errors"],
+                         "-"])
+    if "upgrade" in res:
+        (pr, _, _), (nr, _, _) = res["upgrade"].values()
+        rows.append(["failed requests, upgrade storm", pr["errors"], nr["errors"], "-"])
+    if "latencies" in res:
+        pm, ng = res["latencies"]["procmodel"], res["latencies"]["nginx"]
+        for what in ("reload", "respawn", "stop"):
+            rows.append([f"{what} latency, median ms", ms(median(pm[what])), ms(median(ng[what])),
+                         ratio(median(pm[what]), median(ng[what]))])
+    if "scale" in res:
+        sc = res["scale"]
+        for n in (64, 256):
+            p, g = sc[("procmodel", n)]["kill"], sc[("nginx", n)]["kill"]
+            rows.append([f"mass kill -9 of {n}, all replaced, ms", ms(p), ms(g), ratio(p, g)])
+    if "throughput" in res:
+        rps = res["throughput"]["rps"]
+        for w in (1, 2):
+            rows.append([f"requests/s, {w} worker{'s' if w > 1 else ''} (noisy)",
+                         f"{rps[('procmodel', w)]:.0f}", f"{rps[('nginx', w)]:.0f}",
+                         ratio(rps[("procmodel", w)], rps[("nginx", w)])])
+    text = ""
+    if rows:
+        text += table(["figure", "procmodel", "nginx", "procmodel/nginx"], rows)
+    if "instructions" in res or "throughput" in res:
+        text += "\nAgainst the same handler without procmodel:"
+        if "instructions" in res:
+            ipr = res["instructions"]
+            text += f" instructions per request {ratio(ipr['procmodel'], ipr['bare'])}"
+        if "throughput" in res:
+            rps = res["throughput"]["rps"]
+            text += (f"; requests/s {ratio(rps[('procmodel', 1)], rps[('bare', 1)])} with 1 "
+                     f"worker, {ratio(rps[('procmodel', 2)], rps[('bare', 2)])} with 2")
+        text += ".\n"
+    return f"## Summary\n\n{text}\n" if text else ""
+
+
 def smoke():
     """Each server of the suite starts, answers and stops: the plumbing, no figures."""
     makers = [lambda: procmodel(2), lambda: procmodel(2, reuseport=True), lambda: bare(2),
@@ -1077,7 +1121,7 @@ load from elsewhere shows as noise, the same for every server of a round.
     notes = os.path.join(ROOT, "bench", "analysis.md")
     tail = open(notes).read() if os.path.exists(notes) else ""
     with open(args.out, "w") as f:
-        f.write(head + "\n".join(sections) + "\n" + tail)
+        f.write(head + summary(res) + "\n".join(sections) + "\n" + tail)
     log(f"wrote {args.out} in {took:.0f} s")
 
 
