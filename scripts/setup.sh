@@ -43,6 +43,9 @@ if [[ $mode == test ]]; then
   packages+=(strace)                    # the start-order test traces the master
   packages+=(pkg-config)                # the consumer_pkg_config test
 fi
+if [[ $mode == test || $mode == demo ]]; then
+  packages+=(python3)                   # examples/06-exec's worker is a Python program
+fi
 if [[ $mode == bench ]]; then
   packages+=(wrk nginx-light)
 fi

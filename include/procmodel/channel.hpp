@@ -31,6 +31,7 @@ enum class message_type : std::uint8_t {
   ready = 16,      ///< worker -> master: serving
   heartbeat = 17,  ///< worker -> master: its loop runs
   served = 18,     ///< worker -> master: units of work done in all (argument)
+  stopping = 19,   ///< worker -> master: leaving of its own accord (sd_notify's STOPPING=1)
 };
 
 struct message {

@@ -247,6 +247,8 @@ struct heartbeat { pid_t pid; };
 struct served { pid_t pid; std::uint64_t total; };
 /// The master measured a worker's resident memory.
 struct worker_rss { pid_t pid; std::uint64_t bytes; };
+/// A worker says it is leaving of its own accord (sd_notify's STOPPING=1).
+struct stopping { pid_t pid; };
 }  // namespace events
 
 using event = std::variant<events::started, events::commanded, events::spawned,
@@ -255,7 +257,8 @@ using event = std::variant<events::started, events::commanded, events::spawned,
                            events::upgrade_requested, events::pid_file_renamed,
                            events::new_master_started, events::new_master_failed,
                            events::new_master_ready, events::parent_master_gone,
-                           events::heartbeat, events::served, events::worker_rss>;
+                           events::heartbeat, events::served, events::worker_rss,
+                           events::stopping>;
 
 /// Actions: what the lifecycle asks the supervisor to do, in order.
 namespace actions {
@@ -594,6 +597,29 @@ class nginx_lifecycle {
     if (!announced_ && phase_ == phase::running && p->generation == generation_ &&
         generation_ == first_generation_ && all_ready(generation_, config_.workers))
       announce();
+  }
+
+  // A worker that says it is leaving (STOPPING=1) before it was asked: its
+  // exit is no crash, and its slot does not wait for it: a replacement
+  // starts now, rate-limited as a crash's respawn (a program that stops
+  // over and over backs off). One of a reload's new generation rolls the
+  // reload back. Asked to leave, it is only news.
+  void on(const events::stopping& s) {
+    process_info* p = find(s.pid);
+    if (!p || p->state == process_state::draining || p->state == process_state::terminating)
+      return;
+    const process_info was = *p;
+    log(log_level::notice, "worker {} (slot {}, generation {}) says it is stopping", was.pid,
+        was.slot, was.generation);
+    retire(*p);
+    if (pending_ && was.generation == pending_->generation)
+      return rollback(fmt::format("worker {} (slot {}) stopped before the generation was ready",
+                                  was.pid, was.slot));
+    if (phase_ == phase::running && !idle_ && was.generation == generation_ &&
+        was.slot < config_.workers && !slot_taken(was.slot) && !slot_moved(was.slot)) {
+      note_replacement(was, "it said it was stopping");
+      schedule_respawn(was.slot, false);
+    }
   }
 
   void on(const events::timer_fired& t) {

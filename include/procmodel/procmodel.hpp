@@ -25,6 +25,8 @@
 #include "pid_file.hpp"
 #include "policies.hpp"
 #include "spawner.hpp"
+#include "program.hpp"
+#include "exec_spawner.hpp"
 #include "supervisor.hpp"
 #else
 #include "any_supervisor.hpp"

@@ -28,6 +28,7 @@
 /// @endcode
 
 #include <cerrno>
+#include <chrono>
 #include <concepts>
 #include <cstdio>
 #include <functional>
@@ -35,6 +36,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <string>
 #include <system_error>
 #include <thread>
 #include <utility>
@@ -49,7 +51,10 @@
 
 #include "detail/close_fds.hpp"
 #include "detail/signal_fd.hpp"
+#include "listener.hpp"
+#include "log.hpp"
 #include "options.hpp"
+#include "program.hpp"
 
 namespace procmodel {
 
@@ -69,6 +74,22 @@ struct spawn_request {
   boost::asio::io_context* master = nullptr;
   /// Called on the master's loop when an in-process worker ends.
   std::function<void(pid_t id, int wait_status)> on_exit;
+
+  // For a spawner that runs a program instead of `body` (exec_spawner).
+  /// The program, when the Worker names one (`exec_program()`); else null.
+  const program* exec = nullptr;
+  /// The worker's end of its channel (in keep_fds): such a spawner speaks
+  /// for the program on it.
+  int channel_fd = -1;
+  /// The listeners among keep_fds, in order, with their addresses.
+  std::vector<listener> listeners;
+  /// Applies the per-worker settings (limits, CPU, user) in the child;
+  /// false (logged) when one failed.
+  std::function<bool()> enter;
+  /// The heartbeat the master expects (0: none): WATCHDOG_USEC for a program.
+  std::chrono::milliseconds heartbeat_timeout{0};
+  /// Where a spawner reports what it sees of a worker (a bad notify datagram).
+  std::function<void(log_level, const std::string&)> log;
 };
 
 /// Forks; the child runs the worker and exits without unwinding the master's

@@ -603,6 +603,13 @@ class basic_supervisor {
       double uptime;  // seconds; negative: unknown (another master, an empty slot)
       std::string restarts;
       std::string replaced{};  // why the slot's worker was last replaced
+      std::string said{};      // what a program last said (sd_notify's STATUS=)
+    };
+    auto said_by = [&](pid_t pid) -> std::string {
+      if constexpr (requires(const Spawner& sp) { { sp.status_of(pid) } -> std::convertible_to<std::string>; })
+        return spawner_->status_of(pid);
+      else
+        return {};
     };
     std::map<unsigned, replacement_status> replaced;
     if constexpr (requires(const Lifecycle& l) { l.replacements(); })
@@ -636,7 +643,8 @@ class basic_supervisor {
     for (const auto& p : lifecycle_->processes())
       rows.push_back({p.pid, "worker", std::to_string(p.slot), std::to_string(p.generation),
                       std::string(to_string(p.state)), secs(p.started), std::to_string(p.restarts),
-                      p.generation == lifecycle_->generation() ? replaced_text(p.slot) : ""});
+                      p.generation == lifecycle_->generation() ? replaced_text(p.slot) : "",
+                      said_by(p.pid)});
     std::string out;
     if (json) {
       out = "[";
@@ -644,7 +652,7 @@ class basic_supervisor {
         const auto& r = rows[i];
         out += fmt::format(
             "{}{{\"pid\":{},\"role\":\"{}\",\"slot\":{},\"generation\":{},\"state\":\"{}\","
-            "\"uptime\":{},\"restarts\":{}{}{}}}",
+            "\"uptime\":{},\"restarts\":{}{}{}{}}}",
             i ? "," : "", r.pid ? std::to_string(r.pid) : "null", r.role,
             r.slot == "-" ? "null" : r.slot,
             r.generation == "-" ? "null" : r.generation, r.state,
@@ -653,7 +661,8 @@ class basic_supervisor {
             r.role.ends_with("master") ? fmt::format(",\"pid_file\":{}", r.pid == named ? "true" : "false")
                                        : std::string(),
             r.replaced.empty() ? std::string()
-                               : fmt::format(",\"last_replacement\":\"{}\"", r.replaced));
+                               : fmt::format(",\"last_replacement\":\"{}\"", r.replaced),
+            r.said.empty() ? std::string() : fmt::format(",\"status\":\"{}\"", json_escaped(r.said)));
       }
       out += "]\n";
       return out;
@@ -665,6 +674,8 @@ class basic_supervisor {
                          r.pid ? std::to_string(r.pid) : "-", r.role, r.slot, r.generation,
                          r.state, r.uptime < 0 ? std::string("-") : fmt::format("{:.1f}s", r.uptime),
                          r.restarts);
+    for (const auto& r : rows)
+      if (!r.said.empty()) out += fmt::format("worker {} says: {}\n", r.pid, r.said);
     // Why each slot's worker was last replaced: a crash, a missed heartbeat, a recycling.
     for (const auto& [slot, r] : replaced)
       out += fmt::format("slot {} last replaced {}\n", slot, replaced_text(slot));
@@ -677,6 +688,18 @@ class basic_supervisor {
             "rolling reload to generation {}: {} of {} slot(s) moved, {} at a time, at most {} "
             "worker(s)\n",
             r->generation, r->moved, r->workers, r->batch, r->cap);
+    return out;
+  }
+
+  // A program's own words in a JSON string: quotes, backslashes and
+  // control characters escaped.
+  static std::string json_escaped(std::string_view text) {
+    std::string out;
+    for (char c : text) {
+      if (c == '"' || c == '\\') out += {'\\', c};
+      else if (static_cast<unsigned char>(c) < 0x20) out += fmt::format("\\u{:04x}", static_cast<int>(c));
+      else out += c;
+    }
     return out;
   }
 
@@ -855,6 +878,7 @@ class basic_supervisor {
           if (m.type == message_type::heartbeat) dispatch(events::heartbeat{pid});
           if (m.type == message_type::served && m.argument >= 0)
             dispatch(events::served{pid, static_cast<std::uint64_t>(m.argument)});
+          if (m.type == message_type::stopping) dispatch(events::stopping{pid});
           break;
       }
     }
@@ -939,6 +963,15 @@ class basic_supervisor {
     if (made.opt.max_requests != 0)
       setup.report_every = std::max<std::uint64_t>(1, made.opt.max_requests / 50);
     int worker_fd = worker_end.fd();
+    if constexpr (requires(const Worker& w) { { w.exec_program() } -> std::convertible_to<const program&>; })
+      req.exec = &made.worker.exec_program();
+    req.channel_fd = worker_fd;
+    req.listeners = setup.listeners;
+    req.enter = [plan = made.plan, slot = a.slot, log_file = made.opt.log_file, level = made.opt.level] {
+      return detail::enter_worker(plan, slot, log_file, level);
+    };
+    if (separate) req.heartbeat_timeout = made.opt.heartbeat_timeout;
+    req.log = [this](log_level level, const std::string& text) { log_.write_line(level, text); };
     req.body = [worker = made.worker, worker_fd, setup, plan = made.plan](
                    bool own_process, const spawn_request::attach_fn& attach) {
       if (own_process && !detail::enter_worker(plan, setup.slot, setup.log_file, setup.level))
@@ -950,6 +983,7 @@ class basic_supervisor {
     try {
       pid = spawner_->spawn(req);
     } catch (const std::exception& e) {
+      log_.error("slot {}: {}", a.slot, e.what());
       dispatch(events::spawn_failed{a.slot, a.generation, error_of(e)});
       return;
     }

@@ -19,5 +19,11 @@ namespace pmtest {
 
 inline const std::string http_server = PROCMODEL_HTTP_SERVER;
 inline const std::string echo_server = PROCMODEL_ECHO_SERVER;
+#ifdef PROCMODEL_EXEC_MASTER
+/// examples/06-exec: a master whose workers are worker.py, run by python3.
+inline const std::string exec_master = PROCMODEL_EXEC_MASTER;
+inline const std::string exec_worker = PROCMODEL_EXEC_WORKER;
+inline const std::string python3 = PROCMODEL_PYTHON3;
+#endif
 
 }  // namespace pmtest

@@ -1,0 +1,279 @@
+#include <procmodel/exec_spawner.hpp>
+#include "support/catch.hpp"
+#include "support/programs.hpp"
+
+// exec_spawner with real programs: what a program is handed (LISTEN_FDS from
+// descriptor 3, LISTEN_PID its own, its slot and generation, a notify
+// socket), what its datagrams become on the worker's channel, what the
+// master's commands become (signals), and the bad input that is logged and
+// survived: garbage, oversized and foreign datagrams, a program that cannot
+// be executed.
+
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+
+using namespace std::chrono_literals;
+using namespace procmodel;
+
+namespace {
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+struct bound_listener {
+  detail::unique_fd fd;
+  std::uint16_t port = 0;
+  bound_listener() {
+    fd.reset(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_in sa{};
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::bind(fd.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0);
+    REQUIRE(::listen(fd.get(), 8) == 0);
+    socklen_t len = sizeof sa;
+    ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&sa), &len);
+    port = ntohs(sa.sin_port);
+  }
+};
+
+// A program that writes what it was handed to argv[1], sends the datagrams
+// a test needs (garbage, oversized, then the real ones) and exits with 3 on
+// SIGQUIT.
+constexpr const char* notifying_program = R"(
+import os, signal, socket, sys
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGQUIT})
+with open(sys.argv[1] + ".tmp", "w") as out:
+    e = os.environ
+    fds = sorted(int(f) for f in os.listdir("/proc/self/fd"))
+    port = socket.socket(fileno=os.dup(3)).getsockname()[1]
+    out.write(f"{e.get('LISTEN_FDS')} {e.get('LISTEN_PID') == str(os.getpid())} {e.get('LISTEN_FDNAMES')} "
+              f"{e.get('PROCMODEL_SLOT')} {e.get('PROCMODEL_GENERATION')} {e.get('WATCHDOG_USEC')} "
+              f"{port} {e.get('NOTIFY_SOCKET')} {e.get('MASTER_ONLY', 'unset')} {e.get('ADDED')} {fds}\n")
+os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+to = "\0" + os.environ["NOTIFY_SOCKET"][1:]
+s.sendto(b"not an assignment", to)
+s.sendto(b"X=" + b"a" * 5000, to)
+s.sendto(b"STATUS=warming up\nREADY=1", to)
+s.sendto(b"WATCHDOG=1", to)
+s.sendto(b"STOPPING=1", to)
+signal.sigwait({signal.SIGQUIT})
+sys.exit(3)
+)";
+
+struct harness {
+  boost::asio::io_context io;
+  exec_spawner spawner;
+  std::vector<std::string> logged;
+  channel master_end, worker_end;
+  harness() { std::tie(master_end, worker_end) = channel::make_pair(); }
+
+  spawn_request request(const program& prog, const std::vector<listener>& ls) {
+    spawn_request req;
+    req.slot = 1;
+    req.generation = 7;
+    req.exec = &prog;
+    req.channel_fd = worker_end.fd();
+    req.listeners = ls;
+    for (const auto& l : ls) req.keep_fds.push_back(l.fd);
+    req.keep_fds.push_back(worker_end.fd());
+    req.master = &io;
+    req.heartbeat_timeout = 3s;
+    req.log = [this](log_level, const std::string& text) { logged.push_back(text); };
+    return req;
+  }
+
+  // Runs the loop until `done` or 10 s.
+  template <class Done>
+  bool run_until(Done done) {
+    for (int i = 0; i < 200 && !done(); ++i) io.run_for(50ms);
+    return done();
+  }
+
+  bool logged_with(const std::string& needle) const {
+    for (const auto& l : logged)
+      if (l.find(needle) != std::string::npos) return true;
+    return false;
+  }
+};
+
+int reap_one(exec_spawner& sp, pid_t pid) {
+  int status = -1;
+  for (int i = 0; i < 200 && status == -1; ++i) {
+    sp.reap([&](pid_t p, int st) {
+      if (p == pid) status = st;
+    });
+    if (status == -1) ::usleep(50'000);
+  }
+  return status;
+}
+
+}  // namespace
+
+TEST_CASE("notify datagrams: assignments are understood, unknown keys ignored, garbage refused",
+          "[exec]") {
+  auto m = detail::parse_notify("READY=1\nSTATUS=serving 3 clients\nMAINPID=42\n");
+  CHECK(m.problem.empty());
+  CHECK(m.ready);
+  CHECK_FALSE(m.stopping);
+  CHECK(m.status == "serving 3 clients");
+  m = detail::parse_notify("WATCHDOG=1\nSTOPPING=1");
+  CHECK((m.watchdog && m.stopping && !m.ready));
+  CHECK(detail::parse_notify("READY=0").ready == false);
+  for (std::string bad : {std::string(""), std::string("READY"), std::string("=1"),
+                          std::string("ready=1"), std::string("READY=1\nhello"),
+                          std::string("READY=1\0x", 9)}) {
+    INFO(bad);
+    auto g = detail::parse_notify(bad);
+    CHECK_FALSE(g.problem.empty());
+    CHECK_FALSE(g.ready);  // nothing is taken from a refused datagram
+  }
+}
+
+TEST_CASE("a program's environment: the master's own systemd variables are replaced by its",
+          "[exec]") {
+  ::setenv("NOTIFY_SOCKET", "/run/systemd/notify", 1);
+  ::setenv("LISTEN_FDNAMES", "masters", 1);
+  ::setenv("ADDED", "old", 1);
+  program prog;
+  prog.path = "/bin/true";
+  prog.env = {"ADDED=new"};
+  spawn_request req;
+  req.slot = 2;
+  req.generation = 5;
+  req.listeners = {listener{3, "127.0.0.1:0", "127.0.0.1:8080"}, listener{4, "unix:/a", "unix:/a"}};
+  auto env = detail::program_environment(req, prog, "@abc");
+  ::unsetenv("NOTIFY_SOCKET");
+  ::unsetenv("LISTEN_FDNAMES");
+  ::unsetenv("ADDED");
+  auto has = [&](const std::string& e) { return std::find(env.begin(), env.end(), e) != env.end(); };
+  CHECK(has("NOTIFY_SOCKET=@abc"));
+  CHECK_FALSE(has("NOTIFY_SOCKET=/run/systemd/notify"));
+  CHECK(has("LISTEN_FDS=2"));
+  CHECK(has("LISTEN_FDNAMES=127.0.0.1-8080:unix-/a"));
+  CHECK(has("PROCMODEL_SLOT=2"));
+  CHECK(has("PROCMODEL_GENERATION=5"));
+  CHECK(has("ADDED=new"));
+  CHECK_FALSE(has("ADDED=old"));
+  CHECK_FALSE(has("LISTEN_FDNAMES=masters"));
+}
+
+TEST_CASE("a program gets its listeners from 3 and a notify socket, whose datagrams become messages",
+          "[exec]") {
+  harness h;
+  bound_listener l;
+  const std::string report = fmt::format("/tmp/procmodel-exec-{}.txt", ::getpid());
+  ::setenv("MASTER_ONLY", "inherited", 1);
+  program prog;
+  prog.path = pmtest::python3;
+  prog.args = {"-c", notifying_program, report};
+  prog.env = {"ADDED=yes"};
+  auto req = h.request(prog, {listener{l.fd.get(), "127.0.0.1:0", fmt::format("127.0.0.1:{}", l.port)}});
+  const pid_t pid = h.spawner.spawn(req);
+  ::unsetenv("MASTER_ONLY");
+  h.worker_end.close();
+  REQUIRE(pid > 0);
+
+  bool ready = false, heartbeat = false, stopping = false;
+  REQUIRE(h.run_until([&] {
+    message m;
+    while (h.master_end.receive(m) == receive_status::received) {
+      ready = ready || m.type == message_type::ready;
+      heartbeat = heartbeat || m.type == message_type::heartbeat;
+      stopping = stopping || m.type == message_type::stopping;
+    }
+    return ready && heartbeat && stopping;
+  }));
+  CHECK(h.spawner.status_of(pid) == "warming up");
+  CHECK(h.logged_with(fmt::format("worker {}: malformed notify datagram", pid)));
+  CHECK(h.logged_with("longer than 4096 bytes"));
+
+  const std::string seen = slurp(report);
+  std::remove(report.c_str());
+  INFO(seen);
+  std::istringstream in(seen);
+  std::string fds_count, own_pid, names, slot, generation, watchdog, port, notify, master_only, added;
+  in >> fds_count >> own_pid >> names >> slot >> generation >> watchdog >> port >> notify >>
+      master_only >> added;
+  CHECK(fds_count == "1");
+  CHECK(own_pid == "True");
+  CHECK(names == fmt::format("127.0.0.1-{}", l.port));
+  CHECK(slot == "1");
+  CHECK(generation == "7");
+  CHECK(watchdog == "3000000");
+  CHECK(port == std::to_string(l.port));
+  CHECK(notify.starts_with("@"));
+  CHECK(master_only == "inherited");
+  CHECK(added == "yes");
+  // stdio, the listener at 3 and what Python opened itself: neither the
+  // channel nor the notify socket crossed the exec.
+  CHECK(seen.find("[0, 1, 2, 3, ") != std::string::npos);
+
+  // A datagram from this process, which is not the worker: logged, ignored.
+  {
+    detail::unique_fd s(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    sockaddr_un sa{};
+    sa.sun_family = AF_UNIX;
+    std::memcpy(sa.sun_path + 1, notify.data() + 1, notify.size() - 1);
+    const char text[] = "READY=1";
+    REQUIRE(::sendto(s.get(), text, sizeof text - 1, 0, reinterpret_cast<sockaddr*>(&sa),
+                     static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + notify.size())) > 0);
+    REQUIRE(h.run_until([&] { return h.logged_with(fmt::format("from pid {}, neither", ::getpid())); }));
+    message m;
+    CHECK(h.master_end.receive(m) == receive_status::would_block);
+  }
+
+  // quit over the channel is SIGQUIT to the program.
+  REQUIRE(h.master_end.send({message_type::quit, 1000}));
+  h.io.run_for(100ms);  // the loop carries it out
+  const int status = reap_one(h.spawner, pid);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 3);
+  CHECK(h.spawner.status_of(pid).empty());  // forgotten with the process
+}
+
+TEST_CASE("a program that cannot be executed is a spawn error naming it, and leaves no child",
+          "[exec]") {
+  harness h;
+  program missing;
+  missing.path = "/nonexistent/procmodel-worker";
+  auto req = h.request(missing, {});
+  try {
+    h.spawner.spawn(req);
+    FAIL("spawn succeeded");
+  } catch (const std::system_error& e) {
+    CHECK(e.code().value() == ENOENT);
+    CHECK(std::string(e.what()).find("cannot execute '/nonexistent/procmodel-worker'") !=
+          std::string::npos);
+  }
+  const std::string plain = fmt::format("/tmp/procmodel-exec-plain-{}", ::getpid());
+  { std::ofstream(plain) << "#!/bin/sh\nexit 0\n"; }
+  ::chmod(plain.c_str(), 0644);
+  program not_executable;
+  not_executable.path = plain;
+  auto req2 = h.request(not_executable, {});
+  try {
+    h.spawner.spawn(req2);
+    FAIL("spawn succeeded");
+  } catch (const std::system_error& e) {
+    CHECK(e.code().value() == EACCES);
+  }
+  std::remove(plain.c_str());
+  int status = 0;
+  CHECK(::waitpid(-1, &status, WNOHANG) <= 0);  // each failed child was reaped at once
+}
