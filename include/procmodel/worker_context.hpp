@@ -90,8 +90,11 @@ class worker_context {
   /// Once draining, each `fd` is -1: the number is closed or not ours to use.
   [[nodiscard]] const std::vector<listener>& listeners() const noexcept { return listeners_; }
 
-  /// An acceptor on TCP listener `i`, holding its own duplicate of the socket.
-  /// drain_acceptor() takes what is queued and closes it.
+  /// An acceptor on TCP listener `i`, on a duplicate of the socket that is
+  /// the worker's own (closing it leaves the listener to the master and the
+  /// other workers). On the drain, hand it to drain_acceptor(), which accepts
+  /// what is queued and closes it: nothing is left to close. serve() does all
+  /// of this for every listener.
   /// Throws std::logic_error once draining: a draining worker accepts nothing new.
   /// Throws std::logic_error for a listener that does not exist or is not TCP.
   [[nodiscard("the acceptor closes its socket when dropped")]] PROCMODEL_DECL
