@@ -46,15 +46,18 @@ using namespace std::chrono_literals;
 
 function(procmodel_extract_code_blocks markdown out_dir stem sources_var)
   file(READ ${markdown} text)
+  # A fence starts a line: ```cpp in running text (`` ```cpp ``) is not one.
+  set(text "\n${text}")
   set(sources ${${sources_var}})
   set(offset 0)       # of `rest` in `text`
   set(rest "${text}")
   set(index 0)
   while(1)
-    string(FIND "${rest}" "```cpp" open)
+    string(FIND "${rest}" "\n```cpp" open)
     if(open LESS 0)
       break()
     endif()
+    math(EXPR open "${open} + 1")
     # The info string: "```cpp", "```cpp fragment", "```cpp ignore".
     string(SUBSTRING "${rest}" ${open} -1 from_open)
     string(FIND "${from_open}" "\n" eol)
@@ -74,7 +77,7 @@ function(procmodel_extract_code_blocks markdown out_dir stem sources_var)
     string(SUBSTRING "${text}" 0 ${block_pos} before)
     string(REGEX MATCHALL "\n" newlines "${before}")
     list(LENGTH newlines line)
-    math(EXPR line "${line} + 2")  # 1-based, and the line after the fence
+    math(EXPR line "${line} + 1")  # the line after the fence (text starts with an extra newline)
     set(kind unit)
     set(context "")
     if(info MATCHES "ignore")
