@@ -14,6 +14,8 @@
 #   - whatever the comment holds after its first line (up to `-->`) is code
 #     put before the block at namespace scope, for the names a fragment uses
 #     and does not show (`struct my_worker {...};`).
+#     A context line `// parameters: T a, U b` makes a and b the function's
+#     parameters: locals the fragment uses (a lambda may capture them).
 #   - ```cpp ignore ... ``` (rare: output, pseudo-code) is not compiled.
 
 set(PROCMODEL_FRAGMENT_PRELUDE [=[
@@ -105,7 +107,12 @@ function(procmodel_extract_code_blocks markdown out_dir stem sources_var)
       elseif(kind STREQUAL "declarations")
         set(content "${header}${PROCMODEL_FRAGMENT_PRELUDE}\n${context}\n#line ${line} \"${markdown}\"\n${code}")
       else()
-        set(content "${header}${PROCMODEL_FRAGMENT_PRELUDE}\n${context}\n[[maybe_unused]] static int procmodel_doc_fragment() {\n#line ${line} \"${markdown}\"\n${code}  return 0;\n}\n")
+        # "// parameters: T a, U b" in the context: the fragment's locals.
+        set(parameters "")
+        if(context MATCHES "// parameters: ([^\n]*)")
+          set(parameters "${CMAKE_MATCH_1}")
+        endif()
+        set(content "${header}${PROCMODEL_FRAGMENT_PRELUDE}\n${context}\n[[maybe_unused]] static int procmodel_doc_fragment(${parameters}) {\n#line ${line} \"${markdown}\"\n${code}  return 0;\n}\n")
       endif()
       file(CONFIGURE OUTPUT ${source} CONTENT "${content}" @ONLY)
       list(APPEND sources ${source})
