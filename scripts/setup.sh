@@ -7,7 +7,8 @@
 #                            but the packaging ones), tsan (the unit tests that run
 #                            workers as threads), fuzz (each parser's libFuzzer target,
 #                            bounded); a sanitizer report from any process fails the run
-#   scripts/setup.sh bench   install what is missing (plus wrk, nginx-light), run bench/run.sh
+#   scripts/setup.sh bench   install what is missing (plus wrk, nginx-light, haproxy,
+#                            gnuplot-nox, time, python3), run bench/run.sh
 #
 # Non-interactive: fine under CI=true with no stdin. Set PROCMODEL_SKIP_APT=1 to
 # skip the package step (the tools and libraries must then already be there).
@@ -47,7 +48,7 @@ if [[ $mode == test || $mode == demo ]]; then
   packages+=(python3)                   # examples/06-exec's worker is a Python program
 fi
 if [[ $mode == bench ]]; then
-  packages+=(wrk nginx-light)
+  packages+=(wrk nginx-light haproxy gnuplot-nox time python3)
 fi
 
 install_missing() {

@@ -31,7 +31,8 @@ class session : public std::enable_shared_from_this<session> {
     asio::async_read_until(socket_, asio::dynamic_buffer(in_), '\n',
                            [self = shared_from_this()](auto ec, std::size_t n) {
                              self->conn_.busy();
-                             if (!ec) self->echo(n);
+                             if (!ec)
+                               self->echo(n);
                            });
   }
 
@@ -40,7 +41,8 @@ class session : public std::enable_shared_from_this<session> {
     out_ = in_.substr(0, n);
     in_.erase(0, n);
     asio::async_write(socket_, asio::buffer(out_), [self = shared_from_this()](auto ec, auto) {
-      if (!ec && !self->conn_.draining()) self->read();  // draining: that was the last line
+      if (!ec && !self->conn_.draining())
+        self->read();  // draining: that was the last line
     });
   }
 

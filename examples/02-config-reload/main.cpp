@@ -43,21 +43,30 @@ std::string trim(std::string s) {
 // Parses and validates; throws with a message that names the line.
 config load_config(const std::string& path) {
   std::ifstream in(path);
-  if (!in) throw std::runtime_error("cannot open " + path);
+  if (!in)
+    throw std::runtime_error("cannot open " + path);
   config c;
   std::string line;
   for (int n = 1; std::getline(in, line); ++n) {
     line = trim(line);
-    if (line.empty() || line[0] == '#') continue;
+    if (line.empty() || line[0] == '#')
+      continue;
     const auto eq = line.find('=');
-    if (eq == std::string::npos) throw std::runtime_error(path + ":" + std::to_string(n) + ": expected key = value");
+    if (eq == std::string::npos)
+      throw std::runtime_error(path + ":" + std::to_string(n) + ": expected key = value");
     const std::string key = trim(line.substr(0, eq)), value = trim(line.substr(eq + 1));
     if (key == "greeting") {
-      if (value.empty()) throw std::runtime_error(path + ":" + std::to_string(n) + ": empty greeting");
+      if (value.empty())
+        throw std::runtime_error(path + ":" + std::to_string(n) + ": empty greeting");
       c.greeting = value;
     } else if (key == "workers") {
-      const unsigned long w = std::stoul(value);
-      if (w < 1 || w > 64) throw std::runtime_error(path + ":" + std::to_string(n) + ": workers must be 1 to 64");
+      unsigned long w = 0;  // not a number: out of range below
+      try {
+        w = std::stoul(value);
+      } catch (const std::exception&) {
+      }
+      if (w < 1 || w > 64)
+        throw std::runtime_error(path + ":" + std::to_string(n) + ": workers must be 1 to 64");
       c.workers = static_cast<unsigned>(w);
     } else {
       throw std::runtime_error(path + ":" + std::to_string(n) + ": unknown key " + key);
@@ -78,7 +87,8 @@ class session : public std::enable_shared_from_this<session> {
     asio::async_read_until(socket_, asio::dynamic_buffer(in_), '\n',
                            [self = shared_from_this()](auto ec, std::size_t n) {
                              self->conn_.busy();
-                             if (!ec) self->answer(n);
+                             if (!ec)
+                               self->answer(n);
                            });
   }
 
@@ -87,7 +97,8 @@ class session : public std::enable_shared_from_this<session> {
     out_ = greeting_ + " " + in_.substr(0, n);
     in_.erase(0, n);
     asio::async_write(socket_, asio::buffer(out_), [self = shared_from_this()](auto ec, auto) {
-      if (!ec && !self->conn_.draining()) self->read();
+      if (!ec && !self->conn_.draining())
+        self->read();
     });
   }
 
@@ -119,7 +130,8 @@ int main(int argc, char** argv) {
   procmodel::command_line cli(opt);
   cli.add("--config", "PATH", "configuration file (greeting = ..., workers = N)",
           [&](std::string_view v) { path = v; });
-  if (auto code = cli.parse(argc, argv)) return *code;
+  if (auto code = cli.parse(argc, argv))
+    return *code;
 
   config conf;
   if (!path.empty() && !opt.signal && opt.query.empty() && !opt.check_config) {
@@ -129,17 +141,20 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "%s: %s\n", opt.program_name.c_str(), e.what());
       return 1;
     }
-    if (conf.workers) opt.workers = *conf.workers;
+    if (conf.workers)
+      opt.workers = *conf.workers;
   }
 
   procmodel::supervisor<greeter_worker> master(opt, greeter_worker{conf.greeting});
   // Runs in the master on HUP (and for -t), on copies: throwing refuses the
   // reload and nothing changes; returning starts a new generation from the copies.
   master.on_reload([path](greeter_worker& next, procmodel::options& next_opt) {
-    if (path.empty()) return;
+    if (path.empty())
+      return;
     const config c = load_config(path);
     next.greeting = c.greeting;
-    if (c.workers) next_opt.workers = *c.workers;
+    if (c.workers)
+      next_opt.workers = *c.workers;
   });
   return master.run();
 }

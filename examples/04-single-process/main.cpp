@@ -26,7 +26,8 @@ namespace {
 // A plain function for a breakpoint: what the server answers to a line.
 // noinline keeps it a place to stop at in an optimized build too.
 [[gnu::noinline]] std::string answer(const procmodel::worker_context& ctx, std::string line) {
-  return "worker " + std::to_string(ctx.slot()) + " (pid " + std::to_string(ctx.pid()) + "): " + line;
+  return "worker " + std::to_string(ctx.slot()) + " (pid " + std::to_string(ctx.pid()) +
+         "): " + line;
 }
 
 class session : public std::enable_shared_from_this<session> {
@@ -41,7 +42,8 @@ class session : public std::enable_shared_from_this<session> {
     asio::async_read_until(socket_, asio::dynamic_buffer(in_), '\n',
                            [self = shared_from_this()](auto ec, std::size_t n) {
                              self->conn_.busy();
-                             if (!ec) self->reply(n);
+                             if (!ec)
+                               self->reply(n);
                            });
   }
 
@@ -50,7 +52,8 @@ class session : public std::enable_shared_from_this<session> {
     out_ = answer(ctx_, in_.substr(0, n));
     in_.erase(0, n);
     asio::async_write(socket_, asio::buffer(out_), [self = shared_from_this()](auto ec, auto) {
-      if (!ec && !self->conn_.draining()) self->read();
+      if (!ec && !self->conn_.draining())
+        self->read();
     });
   }
 
@@ -79,6 +82,7 @@ int main(int argc, char** argv) {
   procmodel::command_line cli(opt);
   cli.add_flag("--processes", "one process per worker, as in production",
                [&] { opt.single_process = false; });
-  if (auto code = cli.parse(argc, argv)) return *code;
+  if (auto code = cli.parse(argc, argv))
+    return *code;
   return procmodel::supervisor<debug_worker>(opt).run();
 }

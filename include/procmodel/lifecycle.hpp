@@ -58,6 +58,15 @@
 
 namespace procmodel {
 
+/// Helper processes of one role beside the worker pool (nginx's cache
+/// manager): supervised and respawned as workers are, told about quit and
+/// reopen, never counted as serving, stopped after the workers on a
+/// graceful stop.
+struct helper_config {
+  std::string role;
+  unsigned count = 1;
+};
+
 /// What the lifecycle needs to know of the options.
 struct lifecycle_config {
   unsigned workers = 1;
@@ -91,6 +100,8 @@ struct lifecycle_config {
   /// A reload replaces this many slots at a time, each batch ready before
   /// the next starts and its old workers gone; 0: every slot at once.
   unsigned reload_batch = 0;
+  /// Helper processes, by role; taken at construction (a reload keeps them).
+  std::vector<helper_config> helpers{};
 };
 
 /// Where the master is in its life.
@@ -143,6 +154,19 @@ struct process_info {
   std::uint64_t rss = 0;     ///< resident bytes the master last measured (recycling)
 };
 
+/// One helper process (see helper_config), for status. `id` numbers every
+/// helper of every role in order; `index` is its place within its role.
+struct helper_info {
+  std::string role;
+  unsigned id = 0;
+  unsigned index = 0;
+  pid_t pid = 0;  ///< 0: not running (waiting out a backoff, or stopped)
+  process_state state = process_state::starting;  ///< `ready` while it runs
+  steady_clock::time_point started{};
+  unsigned restarts = 0;
+  std::optional<steady_clock::time_point> respawn_at{};  ///< when it waits out a backoff
+};
+
 /// Why a slot's worker was last replaced, for status.
 struct replacement_status {
   unsigned slot = 0;
@@ -166,6 +190,7 @@ enum class timer_kind : std::uint8_t {
   max_age,          ///< key: pid of a worker to recycle for its age
   recycle,          ///< key 0: the replacement must be ready by then; key 1: try again
   rss_sample,       ///< the supervisor's: measure the workers' resident memory
+  helper_respawn,   ///< key: helper waiting out its backoff
 };
 
 constexpr std::string_view to_string(timer_kind k) noexcept {
@@ -182,6 +207,7 @@ constexpr std::string_view to_string(timer_kind k) noexcept {
     case timer_kind::max_age: return "max_age";
     case timer_kind::recycle: return "recycle";
     case timer_kind::rss_sample: return "rss_sample";
+    case timer_kind::helper_respawn: return "helper_respawn";
   }
   return "?";
 }
@@ -249,6 +275,10 @@ struct served { pid_t pid; std::uint64_t total; };
 struct worker_rss { pid_t pid; std::uint64_t bytes; };
 /// A worker says it is leaving of its own accord (sd_notify's STOPPING=1).
 struct stopping { pid_t pid; };
+/// A helper process was started (the answer to actions::spawn_helper).
+struct helper_spawned { unsigned helper; pid_t pid; };
+/// A helper process could not be started.
+struct helper_spawn_failed { unsigned helper; int error; };
 }  // namespace events
 
 using event = std::variant<events::started, events::commanded, events::spawned,
@@ -258,11 +288,15 @@ using event = std::variant<events::started, events::commanded, events::spawned,
                            events::new_master_started, events::new_master_failed,
                            events::new_master_ready, events::parent_master_gone,
                            events::heartbeat, events::served, events::worker_rss,
-                           events::stopping>;
+                           events::stopping, events::helper_spawned,
+                           events::helper_spawn_failed>;
 
 /// Actions: what the lifecycle asks the supervisor to do, in order.
 namespace actions {
 struct spawn { unsigned slot; std::uint64_t generation; };
+/// Start helper process `helper` (helper_info::id); answered by
+/// events::helper_spawned or events::helper_spawn_failed.
+struct spawn_helper { unsigned helper; };
 struct send { pid_t pid; worker_command what; std::int64_t argument = 0; };
 struct kill { pid_t pid; int signo; };
 struct arm_timer { timer_id id; milliseconds after; };
@@ -322,7 +356,7 @@ using action = std::variant<actions::spawn, actions::send, actions::kill, action
                             actions::notify, actions::rename_pid_file,
                             actions::restore_pid_file, actions::signal_new_master,
                             actions::reply, actions::report_ready_to_parent,
-                            actions::hand_over>;
+                            actions::hand_over, actions::spawn_helper>;
 
 /// "exited with code 1", "killed by signal 9 (Killed)", from a wait status.
 inline std::string describe_wait_status(int status) {
@@ -387,6 +421,15 @@ class nginx_lifecycle {
   explicit nginx_lifecycle(const lifecycle_config& config)
       : config_(config), rng_(config.recycle_seed) {
     slots_.resize(config_.workers);
+    for (const auto& h : config.helpers)
+      for (unsigned i = 0; i < h.count; ++i) {
+        helper_info info;
+        info.role = h.role;
+        info.id = static_cast<unsigned>(helpers_.size());
+        info.index = i;
+        helpers_.push_back(info);
+      }
+    helper_slots_.resize(helpers_.size());
   }
 
   std::vector<action> handle(const event& e, steady_clock::time_point now) {
@@ -428,6 +471,8 @@ class nginx_lifecycle {
     return roll_status{pending_->generation, pending_->config.workers, r.batch, r.moved,
                        roll_cap()};
   }
+  /// The helper processes, running or not.
+  [[nodiscard]] const std::vector<helper_info>& helpers() const noexcept { return helpers_; }
   /// The master this one was upgraded from, while it lives; 0 otherwise.
   [[nodiscard]] pid_t parent_master() const noexcept { return parent_alive_ ? parent_ : 0; }
   /// Why each slot's worker was last replaced (crash, missed heartbeat, recycling).
@@ -488,6 +533,7 @@ class nginx_lifecycle {
     daemonized_ = s.daemonized;
     emit(actions::serving{generation_, config_.workers});
     for (unsigned k = 0; k < config_.workers; ++k) emit(actions::spawn{k, generation_});
+    for (const auto& h : helpers_) emit(actions::spawn_helper{h.id});
   }
 
   void on(const events::commanded& c) {
@@ -544,6 +590,7 @@ class nginx_lifecycle {
 
   void on(const events::exited& x) {
     if (upgrade_ && upgrade_->pid != 0 && upgrade_->pid == x.pid) return new_master_exited(x.status);
+    if (helper_exited(x)) return;
     auto it = std::find_if(procs_.begin(), procs_.end(),
                            [&](const process_info& p) { return p.pid == x.pid; });
     // Not a worker of ours: an orphan reparented to this master (PID 1, a
@@ -634,7 +681,15 @@ class nginx_lifecycle {
         return;
       }
       case timer_kind::kill_escalation:
+        // Key 1 is the helpers' own drain deadline, after the workers'.
+        if (t.id.key == 1) {
+          helpers_deadline_ = false;
+          for (auto& h : helpers_) kill_helper(h);
+          return;
+        }
         for (auto& p : procs_) kill(p, "did not exit in time");
+        if (phase_ == phase::stopping)
+          for (auto& h : helpers_) kill_helper(h);
         if (upgrade_ && upgrade_->abandoned && upgrade_->pid != 0) {
           log(log_level::warn, "new master {} did not exit in time; sending SIGKILL", upgrade_->pid);
           emit(actions::signal_new_master{upgrade_->pid, SIGKILL});
@@ -666,6 +721,13 @@ class nginx_lifecycle {
       case timer_kind::heartbeat: return heartbeat_missed(static_cast<pid_t>(t.id.key));
       case timer_kind::max_age: return age_reached(static_cast<pid_t>(t.id.key));
       case timer_kind::recycle: return recycle_timer_fired(t.id.key);
+      case timer_kind::helper_respawn: {
+        if (t.id.key >= helpers_.size()) return;
+        helper_slots_[t.id.key].respawn_pending = false;
+        helpers_[t.id.key].respawn_at.reset();
+        if (phase_ == phase::running && helpers_[t.id.key].pid == 0) respawn_helper(t.id.key);
+        return;
+      }
       case timer_kind::watchdog:
       case timer_kind::control_backoff:
       case timer_kind::control_deadline:
@@ -808,6 +870,11 @@ class nginx_lifecycle {
     abandon_reload("the master is stopping (fast stop)");
     cancel_respawns();
     for (auto& p : procs_) terminate(p);
+    for (auto& h : helpers_)
+      if (h.pid != 0 && h.state != process_state::terminating) {
+        h.state = process_state::terminating;
+        emit(actions::send{h.pid, worker_command::terminate});
+      }
     if (!handing_over) abandon_upgrade(SIGTERM, "fast stop");
     arm_escalation(config_.terminate_timeout);
     maybe_exit();
@@ -840,6 +907,9 @@ class nginx_lifecycle {
     for (const auto& p : procs_)
       if (p.state != process_state::terminating)
         emit(actions::send{p.pid, worker_command::reopen});
+    for (const auto& h : helpers_)
+      if (h.pid != 0 && h.state != process_state::terminating)
+        emit(actions::send{h.pid, worker_command::reopen});
   }
 
   // `client` (0: a signal) waits for the outcome of the reload that reads
@@ -1599,10 +1669,13 @@ class nginx_lifecycle {
 
   void maybe_exit() {
     if ((phase_ != phase::quitting && phase_ != phase::stopping) || !procs_.empty()) return;
+    if (!helpers_gone()) return;
     // An unready new master stops with this one; it would be left unsupervised.
     if (upgrade_ && (upgrade_->abandoned || !upgrade_->ready)) return;
     if (escalation_armed_) emit(actions::cancel_timer{{timer_kind::kill_escalation, 0}});
     escalation_armed_ = false;
+    if (std::exchange(helpers_deadline_, false))
+      emit(actions::cancel_timer{{timer_kind::kill_escalation, 1}});
     phase_ = phase::exited;
     log(log_level::notice, "every worker has exited; master exits");
     emit(actions::exit{0, last_holder()});
@@ -1613,6 +1686,12 @@ class nginx_lifecycle {
       if (!slots_[k].respawn_pending) continue;
       slots_[k].respawn_pending = false;
       emit(actions::cancel_timer{{timer_kind::respawn, k}});
+    }
+    for (unsigned k = 0; k < helper_slots_.size(); ++k) {
+      if (!helper_slots_[k].respawn_pending) continue;
+      helper_slots_[k].respawn_pending = false;
+      helpers_[k].respawn_at.reset();
+      emit(actions::cancel_timer{{timer_kind::helper_respawn, k}});
     }
   }
 
@@ -1626,15 +1705,23 @@ class nginx_lifecycle {
   void schedule_respawn(unsigned slot, bool failed_to_start) {
     auto& s = slots_[slot];
     if (s.respawn_pending) return;
+    auto delay = backoff_for(s, failed_to_start);
+    if (!delay) return respawn(slot);
+    log(log_level::warn, "slot {} restarted {} times in {} ms; next respawn in {} ms", slot,
+        s.recent.size(), config_.restart.period.count(), delay->count());
+    emit(actions::arm_timer{{timer_kind::respawn, slot}, *delay});
+  }
+
+  // Nothing when `s` may start again now; else how long it waits (the
+  // backoff is then counted and pending).
+  std::optional<milliseconds> backoff_for(slot_state& s, bool failed_to_start) {
     while (!s.recent.empty() && now_ - s.recent.front() >= config_.restart.period)
       s.recent.pop_front();
-    // Once a slot is backing off it keeps backing off until a worker of it
+    // Once a slot is backing off it keeps backing off until a process of it
     // stays up for a whole period: at most R quick restarts, never R again.
     if (!failed_to_start && s.backoff_level == 0 &&
-        s.recent.size() < config_.restart.max_restarts) {
-      respawn(slot);
-      return;
-    }
+        s.recent.size() < config_.restart.max_restarts)
+      return std::nullopt;
     milliseconds delay = config_.restart.backoff_initial;
     for (unsigned i = 0; i < s.backoff_level && delay < config_.restart.backoff_max; ++i)
       delay *= 2;
@@ -1642,9 +1729,112 @@ class nginx_lifecycle {
     ++s.backoff_level;
     s.respawn_pending = true;
     s.respawn_at = now_ + delay;
-    log(log_level::warn, "slot {} restarted {} times in {} ms; next respawn in {} ms", slot,
-        s.recent.size(), config_.restart.period.count(), delay.count());
-    emit(actions::arm_timer{{timer_kind::respawn, slot}, delay});
+    return delay;
+  }
+
+  // --- helper processes: beside the workers, never serving ---
+
+  void on(const events::helper_spawned& s) {
+    if (s.helper >= helpers_.size()) return;
+    auto& h = helpers_[s.helper];
+    h.pid = s.pid;
+    h.state = process_state::ready;
+    h.started = now_;
+    log(log_level::info, "started {} {} (helper {})", h.role, s.pid, h.index);
+    // A stop that raced the spawn: it leaves at once.
+    if (phase_ == phase::stopping) {
+      h.state = process_state::terminating;
+      emit(actions::send{h.pid, worker_command::terminate});
+    }
+    if (phase_ == phase::quitting && procs_.empty()) stop_helpers();
+  }
+
+  void on(const events::helper_spawn_failed& f) {
+    if (f.helper >= helpers_.size()) return;
+    const auto& h = helpers_[f.helper];
+    log(log_level::error, "cannot start {} (helper {}): {}", h.role, h.index,
+        std::system_category().message(f.error));
+    if (phase_ == phase::running) schedule_helper(f.helper, true);
+    maybe_exit();
+  }
+
+  // True when `x` was a helper's exit (handled).
+  bool helper_exited(const events::exited& x) {
+    auto it = std::find_if(helpers_.begin(), helpers_.end(),
+                           [&](const helper_info& h) { return h.pid != 0 && h.pid == x.pid; });
+    if (it == helpers_.end()) return false;
+    helper_info& h = *it;
+    const bool expected = h.state == process_state::draining ||
+                          h.state == process_state::terminating || phase_ != phase::running;
+    h.pid = 0;
+    if (expected) {
+      log(log_level::info, "{} {} (helper {}) {}", h.role, x.pid, h.index,
+          describe_wait_status(x.status));
+    } else {
+      log(log_level::warn, "{} {} (helper {}) {} unexpectedly", h.role, x.pid, h.index,
+          describe_wait_status(x.status));
+      auto& s = helper_slots_[h.id];
+      if (now_ - h.started >= config_.restart.period) {
+        s.recent.clear();
+        s.backoff_level = 0;
+      }
+      schedule_helper(h.id, false);
+    }
+    maybe_exit();
+    return true;
+  }
+
+  void schedule_helper(unsigned id, bool failed_to_start) {
+    auto& s = helper_slots_[id];
+    if (s.respawn_pending) return;
+    auto delay = backoff_for(s, failed_to_start);
+    if (!delay) return respawn_helper(id);
+    helpers_[id].respawn_at = s.respawn_at;
+    log(log_level::warn, "{} (helper {}) restarted {} times in {} ms; next respawn in {} ms",
+        helpers_[id].role, helpers_[id].index, s.recent.size(), config_.restart.period.count(),
+        delay->count());
+    emit(actions::arm_timer{{timer_kind::helper_respawn, id}, *delay});
+  }
+
+  void respawn_helper(unsigned id) {
+    auto& s = helper_slots_[id];
+    s.recent.push_back(now_);
+    helpers_[id].restarts = ++s.restarts;
+    emit(actions::spawn_helper{id});
+  }
+
+  // Whether the master may exit as far as helpers go. On a graceful stop
+  // they are told to quit once the last worker is gone, with a deadline of
+  // their own (shutdown_timeout, then SIGKILL).
+  bool helpers_gone() {
+    const bool running = std::any_of(helpers_.begin(), helpers_.end(),
+                                     [](const helper_info& h) { return h.pid != 0; });
+    if (running && phase_ == phase::quitting) stop_helpers();
+    return !running;
+  }
+
+  void stop_helpers() {
+    unsigned told = 0;
+    for (auto& h : helpers_)
+      if (h.pid != 0 && h.state != process_state::draining &&
+          h.state != process_state::terminating) {
+        h.state = process_state::draining;
+        emit(actions::send{h.pid, worker_command::quit, config_.shutdown_timeout.count()});
+        ++told;
+      }
+    if (told == 0) return;
+    log(log_level::notice, "the workers have exited; stopping {} helper process(es)", told);
+    helpers_deadline_ = true;
+    emit(actions::arm_timer{{timer_kind::kill_escalation, 1}, config_.shutdown_timeout});
+  }
+
+  void kill_helper(helper_info& h) {
+    if (h.pid == 0 || (h.state != process_state::draining && h.state != process_state::terminating))
+      return;
+    log(log_level::warn, "{} {} (helper {}) did not exit in time; sending SIGKILL", h.role, h.pid,
+        h.index);
+    emit(actions::kill{h.pid, SIGKILL});
+    h.state = process_state::terminating;
   }
 
   void respawn(unsigned slot) {
@@ -1697,6 +1887,9 @@ class nginx_lifecycle {
   bool daemonized_ = false;
   std::vector<process_info> procs_;
   std::vector<slot_state> slots_;
+  std::vector<helper_info> helpers_;      // by helper id
+  std::vector<slot_state> helper_slots_;  // their backoff, by helper id
+  bool helpers_deadline_ = false;         // kill_escalation[1]: the helpers' drain deadline
   std::set<pid_t> retire_timers_;
   std::set<std::uint64_t> rolled_back_;  // generations whose reload was rolled back, still in the table
   bool escalation_armed_ = false;

@@ -27,6 +27,7 @@
 #include "spawner.hpp"
 #include "program.hpp"
 #include "exec_spawner.hpp"
+#include "helper_process.hpp"
 #include "supervisor.hpp"
 #else
 #include "any_supervisor.hpp"

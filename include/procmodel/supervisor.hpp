@@ -40,6 +40,7 @@
 #include "detail/run_worker.hpp"
 #include "detail/signal_fd.hpp"
 #include "detail/worker_setup.hpp"
+#include "helper_process.hpp"
 #include "lifecycle.hpp"
 #include "listeners.hpp"
 #include "log.hpp"
@@ -160,6 +161,20 @@ class basic_supervisor {
     return *this;
   }
 
+  /// Adds helper processes beside the workers (helper_process.hpp); before
+  /// run(). Throws std::invalid_argument for an empty, duplicate or reserved
+  /// role, a count of 0, or neither `run` nor `exec`.
+  basic_supervisor& add_helper(helper_process h) {
+    if (h.role.empty() || h.role == "master" || h.role == "worker" || h.role.find(' ') != std::string::npos)
+      throw std::invalid_argument(fmt::format("helper role '{}': a word other than master and worker", h.role));
+    if (h.count == 0) throw std::invalid_argument(fmt::format("helper {}: count must be at least 1", h.role));
+    if (!h.run && !h.exec) throw std::invalid_argument(fmt::format("helper {}: neither run nor exec", h.role));
+    for (const auto& other : helpers_)
+      if (other.role == h.role) throw std::invalid_argument(fmt::format("helper {}: added twice", h.role));
+    helpers_.push_back(std::move(h));
+    return *this;
+  }
+
   basic_supervisor(const basic_supervisor&) = delete;
   basic_supervisor& operator=(const basic_supervisor&) = delete;
 
@@ -247,7 +262,11 @@ class basic_supervisor {
     loop_.watch_signals(watched, [this](int signo) { on_signal(signo); });
     open_control(parent_master_ != 0);
     if (auto every = systemd_.watchdog()) arm_watchdog(std::chrono::duration_cast<milliseconds>(*every / 2));
-    lifecycle_.emplace(detail::to_lifecycle_config(opt_));
+    {
+      lifecycle_config config = detail::to_lifecycle_config(opt_);
+      for (const auto& h : helpers_) config.helpers.push_back({h.role, h.count});
+      lifecycle_.emplace(config);
+    }
     if (opt_.single_process && (opt_.heartbeat_timeout.count() > 0 || opt_.max_rss > 0))
       log_.warn("--single-process: no heartbeat watchdog and no --max-rss (the workers are "
                 "threads of the master)");
@@ -640,6 +659,16 @@ class basic_supervisor {
                       fmt::format("backoff {:.1f}s",
                                   std::chrono::duration<double>(b.next_attempt - now).count()),
                       -1.0, std::to_string(b.restarts), replaced_text(b.slot)});
+    if constexpr (requires(const Lifecycle& l) { l.helpers(); })
+      for (const auto& h : lifecycle_->helpers())
+        rows.push_back({h.pid, h.role, std::to_string(h.index), "-",
+                        h.pid == 0 ? (h.respawn_at ? fmt::format("backoff {:.1f}s",
+                                                                 std::chrono::duration<double>(*h.respawn_at - now).count())
+                                                   : std::string("stopped"))
+                                   : h.state == process_state::ready ? std::string("running")
+                                                                     : std::string(to_string(h.state)),
+                        h.pid == 0 ? -1.0 : secs(h.started), std::to_string(h.restarts), "",
+                        h.pid == 0 ? std::string() : said_by(h.pid)});
     for (const auto& p : lifecycle_->processes())
       rows.push_back({p.pid, "worker", std::to_string(p.slot), std::to_string(p.generation),
                       std::string(to_string(p.state)), secs(p.started), std::to_string(p.restarts),
@@ -940,59 +969,104 @@ class basic_supervisor {
       dispatch(events::spawn_failed{a.slot, a.generation, EADDRINUSE});
       return;
     }
-    auto [master_end, worker_end] = channel::make_pair();  // may throw EMFILE: see failed()
     const recipe& made = recipe_for(a.generation);
-    spawn_request req;
-    req.slot = a.slot;
-    req.generation = a.generation;
-    req.keep_fds = listeners_.fds_for_slot(a.slot);
-    req.keep_fds.push_back(worker_end.fd());
-    req.master = &loop_.context();
-    req.on_exit = [this](pid_t id, int status) { on_exit(id, status); };
-    worker_context::setup setup;
-    setup.slot = a.slot;
-    setup.generation = a.generation;
-    setup.listeners = listeners_.for_slot(a.slot);
-    const bool separate = spawner_->separate_processes();
-    setup.owns_listeners = separate;
-    setup.log_file = made.opt.log_file;
-    setup.level = made.opt.level;
-    setup.shutdown_timeout = made.opt.shutdown_timeout;
-    setup.orphan_timeout = made.opt.orphan_timeout;
-    if (separate) setup.heartbeat_interval = made.opt.heartbeat_timeout / 3;
-    if (made.opt.max_requests != 0)
-      setup.report_every = std::max<std::uint64_t>(1, made.opt.max_requests / 50);
-    int worker_fd = worker_end.fd();
+    const program* exec = nullptr;
     if constexpr (requires(const Worker& w) { { w.exec_program() } -> std::convertible_to<const program&>; })
-      req.exec = &made.worker.exec_program();
-    req.channel_fd = worker_fd;
-    req.listeners = setup.listeners;
-    req.enter = [plan = made.plan, slot = a.slot, log_file = made.opt.log_file, level = made.opt.level] {
-      return detail::enter_worker(plan, slot, log_file, level);
-    };
-    if (separate) req.heartbeat_timeout = made.opt.heartbeat_timeout;
-    req.log = [this](log_level level, const std::string& text) { log_.write_line(level, text); };
-    req.body = [worker = made.worker, worker_fd, setup, plan = made.plan](
-                   bool own_process, const spawn_request::attach_fn& attach) {
-      if (own_process && !detail::enter_worker(plan, setup.slot, setup.log_file, setup.level))
-        return 1;
-      return detail::run_worker<Signals>(worker, channel(detail::unique_fd(worker_fd)), setup,
-                                         own_process, attach);
-    };
+      exec = &made.worker.exec_program();
     pid_t pid = 0;
     try {
-      pid = spawner_->spawn(req);
+      pid = launch({a.slot, a.generation, &made.opt, &made.plan, exec, true, true}, made.worker);
     } catch (const std::exception& e) {
       log_.error("slot {}: {}", a.slot, e.what());
       dispatch(events::spawn_failed{a.slot, a.generation, error_of(e)});
       return;
     }
+    dispatch(events::spawned{a.slot, a.generation, pid});
+  }
+
+  void perform(const actions::spawn_helper& a) {
+    const auto& info = lifecycle_->helpers().at(a.helper);
+    const auto& h = *std::find_if(helpers_.begin(), helpers_.end(),
+                                  [&](const helper_process& x) { return x.role == info.role; });
+    const std::string role = info.role;
+    const unsigned index = info.index;
+    auto body = [run = h.run, role](worker_context& ctx) {
+      if (!run) throw std::runtime_error(fmt::format("helper {} names a program: it needs exec_spawner", role));
+      run(ctx);
+    };
+    pid_t pid = 0;
+    try {
+      pid = launch({index, lifecycle_->generation(), &opt_, &worker_plan_, h.exec ? &*h.exec : nullptr,
+                    h.listeners, false},
+                   body);
+    } catch (const std::exception& e) {
+      log_.error("{} (helper {}): {}", role, index, e.what());
+      dispatch(events::helper_spawn_failed{a.helper, error_of(e)});
+      return;
+    }
+    dispatch(events::helper_spawned{a.helper, pid});
+  }
+
+  // What a process the master starts is: a worker of a slot, or a helper.
+  struct launch_spec {
+    unsigned slot;
+    std::uint64_t generation;
+    const options* opt;
+    const detail::worker_plan* plan;
+    const program* exec;  // a program to run instead of `work` (exec_spawner)
+    bool listeners;       // handed the slot's listeners
+    bool worker;          // reports its work (max_requests)
+  };
+
+  // Starts one process running `work` (with its own channel, watched);
+  // returns its id. Throws what the spawner or the channel throws.
+  template <class Work>
+  pid_t launch(const launch_spec& l, const Work& work) {
+    auto [master_end, worker_end] = channel::make_pair();
+    const options& o = *l.opt;
+    spawn_request req;
+    req.slot = l.slot;
+    req.generation = l.generation;
+    if (l.listeners) req.keep_fds = listeners_.fds_for_slot(l.worker ? l.slot : 0);
+    req.keep_fds.push_back(worker_end.fd());
+    req.master = &loop_.context();
+    req.on_exit = [this](pid_t id, int status) { on_exit(id, status); };
+    worker_context::setup setup;
+    setup.slot = l.slot;
+    setup.generation = l.generation;
+    if (l.listeners) setup.listeners = listeners_.for_slot(l.worker ? l.slot : 0);
+    const bool separate = spawner_->separate_processes();
+    setup.owns_listeners = separate;
+    setup.log_file = o.log_file;
+    setup.level = o.level;
+    setup.shutdown_timeout = o.shutdown_timeout;
+    setup.orphan_timeout = o.orphan_timeout;
+    if (separate && l.worker) setup.heartbeat_interval = o.heartbeat_timeout / 3;
+    if (o.max_requests != 0 && l.worker)
+      setup.report_every = std::max<std::uint64_t>(1, o.max_requests / 50);
+    int worker_fd = worker_end.fd();
+    req.exec = l.exec;
+    req.channel_fd = worker_fd;
+    req.listeners = setup.listeners;
+    req.enter = [plan = *l.plan, slot = l.slot, log_file = o.log_file, level = o.level] {
+      return detail::enter_worker(plan, slot, log_file, level);
+    };
+    if (separate && l.worker) req.heartbeat_timeout = o.heartbeat_timeout;
+    req.log = [this](log_level level, const std::string& text) { log_.write_line(level, text); };
+    req.body = [work, worker_fd, setup, plan = *l.plan](bool own_process,
+                                                        const spawn_request::attach_fn& attach) {
+      if (own_process && !detail::enter_worker(plan, setup.slot, setup.log_file, setup.level))
+        return 1;
+      return detail::run_worker<Signals>(work, channel(detail::unique_fd(worker_fd)), setup,
+                                         own_process, attach);
+    };
+    pid_t pid = spawner_->spawn(req);
     // A forked worker has its own copy; an in-process one took ownership.
     if (separate) worker_end.close(); else worker_end.release();
     int fd = master_end.fd();
     channels_.emplace(pid, std::move(master_end));
     loop_.watch_readable(fd, [this, pid] { return on_channel(pid); });
-    dispatch(events::spawned{a.slot, a.generation, pid});
+    return pid;
   }
 
   // What a generation's workers run, and with which options. A reload loads
@@ -1140,6 +1214,7 @@ class basic_supervisor {
   detail::daemonizer daemon_;
   std::map<pid_t, channel> channels_;
   std::map<std::uint64_t, recipe> recipes_;  // by generation: what its workers were loaded with
+  std::vector<helper_process> helpers_;      // add_helper()'s, in order
   std::deque<event> pending_;
   bool dispatching_ = false;
   int exit_code_ = 0;

@@ -14,6 +14,8 @@
 #   - whatever the comment holds after its first line (up to `-->`) is code
 #     put before the block at namespace scope, for the names a fragment uses
 #     and does not show (`struct my_worker {...};`).
+#     A context line `// parameters: T a, U b` makes a and b the function's
+#     parameters: locals the fragment uses (a lambda may capture them).
 #   - ```cpp ignore ... ``` (rare: output, pseudo-code) is not compiled.
 
 set(PROCMODEL_FRAGMENT_PRELUDE [=[
@@ -46,15 +48,18 @@ using namespace std::chrono_literals;
 
 function(procmodel_extract_code_blocks markdown out_dir stem sources_var)
   file(READ ${markdown} text)
+  # A fence starts a line: ```cpp in running text (`` ```cpp ``) is not one.
+  set(text "\n${text}")
   set(sources ${${sources_var}})
   set(offset 0)       # of `rest` in `text`
   set(rest "${text}")
   set(index 0)
   while(1)
-    string(FIND "${rest}" "```cpp" open)
+    string(FIND "${rest}" "\n```cpp" open)
     if(open LESS 0)
       break()
     endif()
+    math(EXPR open "${open} + 1")
     # The info string: "```cpp", "```cpp fragment", "```cpp ignore".
     string(SUBSTRING "${rest}" ${open} -1 from_open)
     string(FIND "${from_open}" "\n" eol)
@@ -74,7 +79,7 @@ function(procmodel_extract_code_blocks markdown out_dir stem sources_var)
     string(SUBSTRING "${text}" 0 ${block_pos} before)
     string(REGEX MATCHALL "\n" newlines "${before}")
     list(LENGTH newlines line)
-    math(EXPR line "${line} + 2")  # 1-based, and the line after the fence
+    math(EXPR line "${line} + 1")  # the line after the fence (text starts with an extra newline)
     set(kind unit)
     set(context "")
     if(info MATCHES "ignore")
@@ -102,7 +107,12 @@ function(procmodel_extract_code_blocks markdown out_dir stem sources_var)
       elseif(kind STREQUAL "declarations")
         set(content "${header}${PROCMODEL_FRAGMENT_PRELUDE}\n${context}\n#line ${line} \"${markdown}\"\n${code}")
       else()
-        set(content "${header}${PROCMODEL_FRAGMENT_PRELUDE}\n${context}\n[[maybe_unused]] static int procmodel_doc_fragment() {\n#line ${line} \"${markdown}\"\n${code}  return 0;\n}\n")
+        # "// parameters: T a, U b" in the context: the fragment's locals.
+        set(parameters "")
+        if(context MATCHES "// parameters: ([^\n]*)")
+          set(parameters "${CMAKE_MATCH_1}")
+        endif()
+        set(content "${header}${PROCMODEL_FRAGMENT_PRELUDE}\n${context}\n[[maybe_unused]] static int procmodel_doc_fragment(${parameters}) {\n#line ${line} \"${markdown}\"\n${code}  return 0;\n}\n")
       endif()
       file(CONFIGURE OUTPUT ${source} CONTENT "${content}" @ONLY)
       list(APPEND sources ${source})

@@ -26,7 +26,8 @@ const std::string debug_server = PROCMODEL_EXAMPLE_SINGLE_PROCESS;
 
 // Sends `line` and reads exactly `answer` back.
 bool round_trip(tcp_client& c, const std::string& line, const std::string& answer) {
-  if (!c.send_all(line)) return false;
+  if (!c.send_all(line))
+    return false;
   auto back = c.recv_exact(answer.size());
   return back && *back == answer;
 }
@@ -41,9 +42,10 @@ void require_exit_code_0(server& srv, milliseconds timeout = 10s) {
 
 }  // namespace
 
-PM_TEST_CASE("examples: 01-minimal echoes lines; QUIT answers the line in flight, closes idle "
-             "clients at the drain deadline and exits 0",
-             "[examples]") {
+PM_TEST_CASE(
+    "examples: 01-minimal echoes lines, and QUIT answers the line in flight, closes idle "
+    "clients at the drain deadline and exits 0",
+    "[examples]") {
   server srv(minimal_server, "procmodel-ex01");
   server_config c;
   c.extra = {"--shutdown-timeout", "2000"};
@@ -53,15 +55,17 @@ PM_TEST_CASE("examples: 01-minimal echoes lines; QUIT answers the line in flight
   PM_REQUIRE(srv, client->echo("hello\n"));
 
   REQUIRE(srv.master().signal(SIGQUIT));
-  PM_REQUIRE(srv, wait_for([&] { return count_of(srv.log(), ": draining (asked by master)") == 2; }, 5s));
+  PM_REQUIRE(
+      srv, wait_for([&] { return count_of(srv.log(), ": draining (asked by master)") == 2; }, 5s));
   // Idle when the drain began: closed at the deadline, not reset.
   PM_CHECK(srv, client->wait_closed(5s) == tcp_client::status::eof);
   require_exit_code_0(srv);
 }
 
-PM_TEST_CASE("examples: 02-config-reload answers with the configured greeting; HUP applies a new "
-             "file, and a bad file is refused while the old greeting serves on",
-             "[examples][reload]") {
+PM_TEST_CASE(
+    "examples: 02-config-reload answers with the configured greeting: HUP applies a new "
+    "file, and a bad file is refused while the old greeting serves on",
+    "[examples][reload]") {
   temp_dir dir("procmodel-ex02-conf");
   const std::string conf = dir.file("greeter.conf");
   write_file(conf, "greeting = hello\nworkers = 2\n");
@@ -71,10 +75,12 @@ PM_TEST_CASE("examples: 02-config-reload answers with the configured greeting; H
   c.extra = {"--config", conf};
   c.wait_ready = false;  // the answer is not an echo: checked below
   PM_REQUIRE(srv, srv.start(c));
-  PM_REQUIRE(srv, wait_for([&] {
-               auto cl = tcp_client::connect(srv.port(), 1s);
-               return cl && round_trip(*cl, "a\n", "hello a\n");
-             }, 10s, 50ms));
+  PM_REQUIRE(srv, wait_for(
+                      [&] {
+                        auto cl = tcp_client::connect(srv.port(), 1s);
+                        return cl && round_trip(*cl, "a\n", "hello a\n");
+                      },
+                      10s, 50ms));
 
   // -t checks a file without any master.
   write_file(conf, "greeting = bonjour\nworkers = 1\n");
@@ -103,9 +109,10 @@ PM_TEST_CASE("examples: 02-config-reload answers with the configured greeting; H
   require_exit_code_0(srv);
 }
 
-PM_TEST_CASE("examples: 03-signal-table drains on SIGTERM: the line in flight is answered, "
-             "USR2 is ignored, and the master exits 0",
-             "[examples][signals]") {
+PM_TEST_CASE(
+    "examples: 03-signal-table drains on SIGTERM: the line in flight is answered, "
+    "USR2 is ignored, and the master exits 0",
+    "[examples][signals]") {
   server srv(signal_table_server, "procmodel-ex03");
   PM_REQUIRE(srv, srv.start());
   const auto workers = srv.workers();
@@ -119,29 +126,33 @@ PM_TEST_CASE("examples: 03-signal-table drains on SIGTERM: the line in flight is
   PM_CHECK(srv, srv.workers() == workers);
 
   REQUIRE(srv.master().signal(SIGTERM));
-  PM_REQUIRE(srv, wait_for([&] { return count_of(srv.log(), ": draining (asked by master)") == 2; }, 5s));
+  PM_REQUIRE(
+      srv, wait_for([&] { return count_of(srv.log(), ": draining (asked by master)") == 2; }, 5s));
   // Draining, not terminated: the connection still gets its answer.
   PM_CHECK(srv, client->echo("while draining\n"));
   PM_CHECK(srv, client->wait_closed(5s) == tcp_client::status::eof);
   require_exit_code_0(srv);
 }
 
-PM_TEST_CASE("examples: 04-single-process serves from one process (workers are threads), and "
-             "QUIT ends it with 0",
-             "[examples][single_process]") {
+PM_TEST_CASE(
+    "examples: 04-single-process serves from one process (workers are threads), and "
+    "QUIT ends it with 0",
+    "[examples][single_process]") {
   server srv(debug_server, "procmodel-ex04");
   server_config c;
   c.wait_workers = false;  // threads, not processes
   c.wait_ready = false;
   PM_REQUIRE(srv, srv.start(c));
-  std::string answer;
-  PM_REQUIRE(srv, wait_for([&] {
-               auto cl = tcp_client::connect(srv.port(), 1s);
-               if (!cl || !cl->send_all("x\n")) return false;
-               const std::string prefix = "worker ";
-               auto back = cl->recv_exact(prefix.size());
-               return back && *back == prefix;
-             }, 10s, 50ms));
+  PM_REQUIRE(srv, wait_for(
+                      [&] {
+                        auto cl = tcp_client::connect(srv.port(), 1s);
+                        if (!cl || !cl->send_all("x\n"))
+                          return false;
+                        const std::string prefix = "worker ";
+                        auto back = cl->recv_exact(prefix.size());  // or more: the whole line
+                        return back && back->starts_with(prefix);
+                      },
+                      10s, 50ms));
   PM_CHECK(srv, children_of(srv.master_pid()).empty());
   auto client = tcp_client::connect(srv.port());
   REQUIRE(client);

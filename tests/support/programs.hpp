@@ -25,5 +25,9 @@ inline const std::string exec_master = PROCMODEL_EXEC_MASTER;
 inline const std::string exec_worker = PROCMODEL_EXEC_WORKER;
 inline const std::string python3 = PROCMODEL_PYTHON3;
 #endif
+#ifdef PROCMODEL_HELPER_MASTER
+/// examples/05-helper-process: workers plus a "janitor" helper process.
+inline const std::string helper_master = PROCMODEL_HELPER_MASTER;
+#endif
 
 }  // namespace pmtest

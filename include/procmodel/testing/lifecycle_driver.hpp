@@ -125,6 +125,8 @@ inline std::string to_string(const action& a) {
         using A = std::decay_t<decltype(x)>;
         if constexpr (std::is_same_v<A, actions::spawn>)
           return fmt::format("spawn(slot {}, gen {})", x.slot, x.generation);
+        else if constexpr (std::is_same_v<A, actions::spawn_helper>)
+          return fmt::format("spawn_helper({})", x.helper);
         else if constexpr (std::is_same_v<A, actions::send>)
           return fmt::format("send({}, {}, {})", x.pid, to_string(x.what), x.argument);
         else if constexpr (std::is_same_v<A, actions::kill>)
@@ -240,6 +242,12 @@ class basic_lifecycle_driver {
             pending.push_back(events::spawn_failed{s->slot, s->generation, spawn_error_});
           else
             pending.push_back(events::spawned{s->slot, s->generation, next_pid_++});
+        }
+        if (const auto* h = std::get_if<actions::spawn_helper>(&a)) {
+          if (spawn_error_ != 0)
+            pending.push_back(events::helper_spawn_failed{h->helper, spawn_error_});
+          else
+            pending.push_back(events::helper_spawned{h->helper, next_pid_++});
         }
         if (std::holds_alternative<actions::load_config>(a) && config_answer_)
           pending.push_back(*config_answer_);
