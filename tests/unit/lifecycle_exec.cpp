@@ -29,13 +29,7 @@ lifecycle_config config(unsigned workers = 2) {
   return c;
 }
 
-lifecycle_driver serving(const lifecycle_config& c) {
-  lifecycle_driver d(c);
-  d.start();
-  d.ready_generation(1);
-  REQUIRE(d.processes().size() == c.workers);
-  return d;
-}
+lifecycle_driver serving(const lifecycle_config& c) { return lifecycle_driver::serving(c); }
 
 constexpr timer_id respawn_timer(unsigned slot) { return {timer_kind::respawn, slot}; }
 constexpr timer_id retire_timer(pid_t pid) {

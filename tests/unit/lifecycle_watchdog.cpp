@@ -53,13 +53,7 @@ lifecycle_config recycling(std::uint64_t max_requests, unsigned workers = 2) {
   return c;
 }
 
-lifecycle_driver serving(const lifecycle_config& c) {
-  lifecycle_driver d(c);
-  d.start();
-  d.ready_generation(1);
-  REQUIRE(d.processes().size() == c.workers);
-  return d;
-}
+lifecycle_driver serving(const lifecycle_config& c) { return lifecycle_driver::serving(c); }
 
 std::vector<actions::kill> kills_of(const action_list& list, pid_t pid) {
   std::vector<actions::kill> out;

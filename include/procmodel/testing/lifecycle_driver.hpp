@@ -198,6 +198,18 @@ class basic_lifecycle_driver {
   explicit basic_lifecycle_driver(const lifecycle_config& config = {}, pid_t first_pid = 1000)
       : lifecycle_(config), next_pid_(first_pid) {}
 
+  /// A driver whose generation 1 was started at t = 0 and reported ready
+  /// (pids 1000, 1001, ...): where most tests begin. Throws std::logic_error
+  /// if the lifecycle did not start `config.workers` workers.
+  static basic_lifecycle_driver serving(const lifecycle_config& config) {
+    basic_lifecycle_driver d(config);
+    d.start();
+    d.ready_generation(1);
+    if (d.processes().size() != config.workers)
+      throw std::logic_error("lifecycle_driver: the first generation did not start every worker");
+    return d;
+  }
+
   /// Time zero of the manual clock (an arbitrary, fixed point).
   static time_point origin() noexcept { return time_point{} + std::chrono::hours(1); }
 
