@@ -235,7 +235,15 @@ struct commanded {
   std::uint64_t client = 0;
 };
 struct spawned { unsigned slot; std::uint64_t generation; pid_t pid; };
-struct spawn_failed { unsigned slot; std::uint64_t generation; int error; };
+/// A worker could not be started: `error` is an errno value; `reason`, when
+/// not empty, says what failed in words (e.g. "socketpair: Too many open
+/// files"), and the log line shows it instead of the errno's text.
+struct spawn_failed {
+  unsigned slot;
+  std::uint64_t generation;
+  int error;
+  std::string reason = {};
+};
 struct exited { pid_t pid; int status; };  ///< a reaped child and its wait status
 struct ready { pid_t pid; };          ///< a worker reports it serves
 struct timer_fired { timer_id id; };
@@ -278,7 +286,7 @@ struct stopping { pid_t pid; };
 /// A helper process was started (the answer to actions::spawn_helper).
 struct helper_spawned { unsigned helper; pid_t pid; };
 /// A helper process could not be started.
-struct helper_spawn_failed { unsigned helper; int error; };
+struct helper_spawn_failed { unsigned helper; int error; std::string reason = {}; };
 }  // namespace events
 
 using event = std::variant<events::started, events::commanded, events::spawned,
@@ -577,7 +585,7 @@ class nginx_lifecycle {
 
   void on(const events::spawn_failed& f) {
     log(log_level::error, "cannot start a worker for slot {}: {}", f.slot,
-        std::system_category().message(f.error));
+        f.reason.empty() ? std::system_category().message(f.error) : f.reason);
     if (replacement_failed_to_spawn(f)) return;
     if (pending_ && f.generation == pending_->generation) {
       rollback(fmt::format("worker for slot {} could not start", f.slot));
@@ -1753,7 +1761,7 @@ class nginx_lifecycle {
     if (f.helper >= helpers_.size()) return;
     const auto& h = helpers_[f.helper];
     log(log_level::error, "cannot start {} (helper {}): {}", h.role, h.index,
-        std::system_category().message(f.error));
+        f.reason.empty() ? std::system_category().message(f.error) : f.reason);
     if (phase_ == phase::running) schedule_helper(f.helper, true);
     maybe_exit();
   }

@@ -165,6 +165,9 @@ class basic_supervisor {
   /// run(). Throws std::invalid_argument for an empty, duplicate or reserved
   /// role, a count of 0, or neither `run` nor `exec`.
   basic_supervisor& add_helper(helper_process h) {
+    static_assert(requires(const Lifecycle& l) { l.helpers(); },
+                  "Lifecycle policy is missing: helpers() const (add_helper needs a lifecycle that "
+                  "keeps helper processes, as nginx_lifecycle does)");
     if (h.role.empty() || h.role == "master" || h.role == "worker" || h.role.find(' ') != std::string::npos)
       throw std::invalid_argument(fmt::format("helper role '{}': a word other than master and worker", h.role));
     if (h.count == 0) throw std::invalid_argument(fmt::format("helper {}: count must be at least 1", h.role));
@@ -947,8 +950,7 @@ class basic_supervisor {
 
   // The lifecycle retries with backoff.
   void failed(const actions::spawn& a, const std::exception& e) {
-    log_.info("spawn for slot {}: {}", a.slot, e.what());  // the lifecycle logs the error
-    dispatch(events::spawn_failed{a.slot, a.generation, error_of(e)});
+    dispatch(events::spawn_failed{a.slot, a.generation, error_of(e), e.what()});  // the lifecycle logs it
   }
 
   // Before the new master exists: this one keeps serving.
@@ -965,8 +967,7 @@ class basic_supervisor {
     try {
       listeners_.ensure_slots(a.slot + 1);
     } catch (const std::exception& e) {
-      log_.error("{}", e.what());
-      dispatch(events::spawn_failed{a.slot, a.generation, EADDRINUSE});
+      dispatch(events::spawn_failed{a.slot, a.generation, EADDRINUSE, e.what()});
       return;
     }
     const recipe& made = recipe_for(a.generation);
@@ -977,14 +978,22 @@ class basic_supervisor {
     try {
       pid = launch({a.slot, a.generation, &made.opt, &made.plan, exec, true, true}, made.worker);
     } catch (const std::exception& e) {
-      log_.error("slot {}: {}", a.slot, e.what());
-      dispatch(events::spawn_failed{a.slot, a.generation, error_of(e)});
+      failed(a, e);
       return;
     }
     dispatch(events::spawned{a.slot, a.generation, pid});
   }
 
+  // Only a Lifecycle that keeps helpers (helpers()) asks for one; add_helper()
+  // does not compile with any other.
   void perform(const actions::spawn_helper& a) {
+    if constexpr (requires(const Lifecycle& l) { l.helpers(); })
+      start_helper(a);
+    else
+      log_.error("the Lifecycle policy asked for helper {} but keeps no helpers()", a.helper);
+  }
+
+  void start_helper(const actions::spawn_helper& a) {
     const auto& info = lifecycle_->helpers().at(a.helper);
     const auto& h = *std::find_if(helpers_.begin(), helpers_.end(),
                                   [&](const helper_process& x) { return x.role == info.role; });
@@ -1000,8 +1009,7 @@ class basic_supervisor {
                     h.listeners, false},
                    body);
     } catch (const std::exception& e) {
-      log_.error("{} (helper {}): {}", role, index, e.what());
-      dispatch(events::helper_spawn_failed{a.helper, error_of(e)});
+      dispatch(events::helper_spawn_failed{a.helper, error_of(e), e.what()});  // the lifecycle logs it
       return;
     }
     dispatch(events::helper_spawned{a.helper, pid});

@@ -198,7 +198,7 @@ PM_TEST_CASE("descriptor exhaustion five times over, with a worker killed each t
           "[torture][resources]") {
   if (!can_starve_descriptors()) return;
   // The respawn that fails for want of descriptors, on purpose.
-  expect_log_pattern(R"(cannot start a worker for slot \d: Too many open files)");
+  expect_log_pattern(R"(cannot start a worker for slot \d: (socketpair: )?Too many open files)");
   server srv(echo_server, "procmodel-torture");
   server_config cfg;
   cfg.workers = 2;

@@ -256,6 +256,18 @@ TEST_CASE("a worker that stayed up a whole period resets its slot's backoff",
   }
 }
 
+TEST_CASE("a spawn failure is logged once, as an error, with what failed", "[lifecycle][backoff]") {
+  lifecycle_driver d(config(1));
+  PM_SHOW_ON_FAILURE(d.describe());
+  d.fail_spawns(EMFILE, "socketpair: Too many open files");
+  auto acts = d.start();
+  CHECK(logs_with(acts, log_level::error, "") == 1);
+  CHECK(logs_with(acts, log_level::error,
+                  "cannot start a worker for slot 0: socketpair: Too many open files") == 1);
+  // The supervisor passes its exception's text along and logs nothing itself
+  // (supervisor.hpp, failed(spawn)): the one line is the lifecycle's.
+}
+
 TEST_CASE("spawn_failed schedules a retry with backoff", "[lifecycle][backoff]") {
   lifecycle_driver d(config(2));
   PM_SHOW_ON_FAILURE(d.describe());

@@ -251,13 +251,13 @@ class basic_lifecycle_driver {
       for (auto& a : send(next)) {
         if (const auto* s = std::get_if<actions::spawn>(&a)) {
           if (spawn_error_ != 0)
-            pending.push_back(events::spawn_failed{s->slot, s->generation, spawn_error_});
+            pending.push_back(events::spawn_failed{s->slot, s->generation, spawn_error_, spawn_reason_});
           else
             pending.push_back(events::spawned{s->slot, s->generation, next_pid_++});
         }
         if (const auto* h = std::get_if<actions::spawn_helper>(&a)) {
           if (spawn_error_ != 0)
-            pending.push_back(events::helper_spawn_failed{h->helper, spawn_error_});
+            pending.push_back(events::helper_spawn_failed{h->helper, spawn_error_, spawn_reason_});
           else
             pending.push_back(events::helper_spawned{h->helper, next_pid_++});
         }
@@ -303,8 +303,12 @@ class basic_lifecycle_driver {
     return all;
   }
 
-  /// Answer spawns with `spawn_failed{error}` (non-zero) or `spawned` (0).
-  void fail_spawns(int error) noexcept { spawn_error_ = error; }
+  /// Answer spawns with `spawn_failed{error, reason}` (non-zero) or
+  /// `spawned` (0); `reason` is what the supervisor would say (its exception's text).
+  void fail_spawns(int error, std::string reason = {}) {
+    spawn_error_ = error;
+    spawn_reason_ = std::move(reason);
+  }
 
   /// Answer rename_pid_file with this error (non-empty) or with success (empty).
   void fail_pid_file_rename(std::string error) { rename_error_ = std::move(error); }
@@ -429,6 +433,7 @@ class basic_lifecycle_driver {
   time_point now_ = origin();
   pid_t next_pid_;
   int spawn_error_ = 0;
+  std::string spawn_reason_;
   std::string rename_error_;
   std::optional<events::config_loaded> config_answer_;
   std::map<timer_id, time_point> timers_;
