@@ -707,7 +707,7 @@ class basic_supervisor {
                          r.state, r.uptime < 0 ? std::string("-") : fmt::format("{:.1f}s", r.uptime),
                          r.restarts);
     for (const auto& r : rows)
-      if (!r.said.empty()) out += fmt::format("worker {} says: {}\n", r.pid, r.said);
+      if (!r.said.empty()) out += fmt::format("{} {} says: {}\n", r.role, r.pid, r.said);
     // Why each slot's worker was last replaced: a crash, a missed heartbeat, a recycling.
     for (const auto& [slot, r] : replaced)
       out += fmt::format("slot {} last replaced {}\n", slot, replaced_text(slot));
