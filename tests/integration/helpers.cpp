@@ -122,28 +122,30 @@ PM_TEST_CASE("helpers: a janitor whose loop stops is aborted, killed and respawn
              "[helpers][heartbeat]") {
   server srv(helper_master, "procmodel-helper");
   PM_REQUIRE(srv, start_with_janitor(srv, helper_config({"--spool", "/nonexistent",
-                                                          "--heartbeat-timeout", "300",
-                                                          "--heartbeat-grace", "300"})));
+                                                          "--heartbeat-timeout", "1000",
+                                                          "--heartbeat-grace", "500",
+                                                          "--ready-timeout", "1000"})));
   const pid_t janitor = janitor_pid(srv.log());
   const auto workers_before = srv.workers();
   // A stopped process sends no heartbeat; SIGABRT waits, SIGKILL does not.
   PM_REQUIRE(srv, ::kill(janitor, SIGSTOP) == 0);
   const std::string missed = "janitor " + std::to_string(janitor) +
-                             " (helper 0) missed its heartbeat for 300 ms: SIGABRT";
+                             " (helper 0) missed its heartbeat for 1000 ms: SIGABRT";
   PM_CHECK(srv, wait_for([&] { return srv.log().find(missed) != std::string::npos; }, 5s));
   PM_CHECK(srv, wait_for([&] { return janitor_pid(srv.log()) != janitor; }, 5s));
   const std::string log = srv.log();
   PM_CHECK(srv, log.find("janitor " + std::to_string(janitor) +
-                         " (helper 0) still runs 300 ms after SIGABRT; sending SIGKILL") !=
+                         " (helper 0) still runs 500 ms after SIGABRT; sending SIGKILL") !=
                     std::string::npos);
   PM_CHECK(srv, log.find("janitor " + std::to_string(janitor) +
                          " (helper 0) killed by signal 9") != std::string::npos);
-  PM_CHECK(srv, log.find("unexpectedly after missing its heartbeat for 300 ms") != std::string::npos);
+  PM_CHECK(srv, log.find("unexpectedly after missing its heartbeat for 1000 ms") != std::string::npos);
   PM_CHECK(srv, !is_running(janitor));
   const pid_t next = janitor_pid(log);
   PM_CHECK(srv, is_running(next));
-  // The new janitor keeps its heartbeats: still the same one a second later.
-  std::this_thread::sleep_for(1s);
+  // The new janitor sends its heartbeats: still the same one once its first
+  // was due (--ready-timeout plus --heartbeat-timeout after its start).
+  std::this_thread::sleep_for(2500ms);
   PM_CHECK(srv, janitor_pid(srv.log()) == next);
   for (pid_t w : workers_before)
     if (w != janitor) PM_CHECK(srv, is_running(w));  // no worker was touched
