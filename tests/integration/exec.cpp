@@ -307,16 +307,20 @@ PM_TEST_CASE("exec: -s upgrade under keep-alive load starts new programs and dra
   const auto answers = answers_by_worker(r);
   std::string who;
   for (const auto& [key, n] : answers)
-    who += " g" + std::to_string(key.first) + "/" + std::to_string(key.second) + ":" + std::to_string(n);
-  WARN("exec upgrade under keep-alive load: " << describe(r) << "; answers by generation/pid:" << who);
+    who += " g" + std::to_string(key.first) + "/" + std::to_string(key.second) + ":" +
+           std::to_string(n);
+  WARN("exec upgrade under keep-alive load: " << describe(r)
+                                              << "; answers by generation/pid:" << who);
   INFO(describe(r) << "\nanswers:" << who);
   PM_CHECK(srv, losses(r) == "");
   for (const auto& [key, n] : answers) {
     INFO("generation " << key.first << " pid " << key.second);
-    PM_CHECK(srv, (key.first == 1 ? contains(old_workers, key.second) : contains(new_workers, key.second)));
+    PM_CHECK(srv, (key.first == 1 ? contains(old_workers, key.second)
+                                  : contains(new_workers, key.second)));
     PM_CHECK(srv, (key.first == 1 || key.first == 2));
   }
-  PM_CHECK(srv, std::any_of(answers.begin(), answers.end(), [](const auto& a) { return a.first.first == 2; }));
+  PM_CHECK(srv, std::any_of(answers.begin(), answers.end(),
+                            [](const auto& a) { return a.first.first == 2; }));
 
   // Nothing is left but the new master and its programs.
   for (pid_t p : fam.all()) {
@@ -335,8 +339,9 @@ PM_TEST_CASE("exec: -s upgrade under keep-alive load starts new programs and dra
   PM_CHECK(srv, !file_exists(srv.pid_path()));
 }
 
-PM_TEST_CASE("exec: an upgrade whose programs cannot start is rolled back and the old programs serve on",
-             "[exec][upgrade][rollback]") {
+PM_TEST_CASE(
+    "exec: an upgrade whose programs cannot start is rolled back and the old programs serve on",
+    "[exec][upgrade][rollback]") {
   expect_log_line("upgrade failed: the new master ");  // the failure under test
   expect_log_line("cannot start a worker for slot");    // the new master's, every retry
   subreaper_scope reaper;
@@ -346,7 +351,8 @@ PM_TEST_CASE("exec: an upgrade whose programs cannot start is rolled back and th
   write_file(interpreter, "#!/bin/sh\nexec " + python3 + " \"$@\"\n");
   PM_REQUIRE(srv, ::chmod(interpreter.c_str(), 0755) == 0);
   expect_log_line("cannot execute '" + interpreter + "'");
-  PM_REQUIRE(srv, srv.start(exec_config(2, {"--python", interpreter, "--shutdown-timeout", "5000"})));
+  PM_REQUIRE(srv,
+             srv.start(exec_config(2, {"--python", interpreter, "--shutdown-timeout", "5000"})));
   family fam(srv.master());
   const pid_t master = srv.master_pid();
   fam.master(master);
@@ -370,8 +376,8 @@ PM_TEST_CASE("exec: an upgrade whose programs cannot start is rolled back and th
   PM_REQUIRE(srv, failed != 0);
   fam.note(failed);
   PM_CHECK(srv, new_master_left_cleanly(srv, fam, failed));
-  PM_CHECK(srv, srv.log().find("cannot execute '" + interpreter + "' (exit 127): Permission denied") !=
-                    std::string::npos);
+  PM_CHECK(srv, srv.log().find("cannot execute '" + interpreter +
+                                "' (exit 127): Permission denied") != std::string::npos);
 
   // The old master serves on with its own programs, untouched.
   PM_CHECK(srv, fam.running(master));
