@@ -4,6 +4,7 @@
 // than a minute from a spool directory every second. The janitor is
 // respawned when it dies, told about reopen (USR1), stopped after the
 // workers on QUIT, and holds no listening socket (unless --janitor-listens).
+// It builds header-only and against the separately compiled library alike.
 //
 //   helper_master --listen 127.0.0.1:7100 --workers 2 --spool /tmp/spool
 
@@ -69,7 +70,7 @@ int main(int argc, char** argv) {
                [&] { janitor_listens = true; });
   if (auto code = cli.parse(argc, argv)) return *code;
 
-  procmodel::supervisor_with<hello_worker> master(opt);
+  procmodel::supervisor<hello_worker> master(opt);
   master.add_helper({"janitor", 1,
                      [spool](procmodel::worker_context& ctx) { janitor(ctx, spool); }, {},
                      janitor_listens});

@@ -16,6 +16,7 @@
 #include <utility>
 
 #include "detail/config.hpp"
+#include "helper_process.hpp"
 #include "options.hpp"
 #include "worker_context.hpp"
 
@@ -39,6 +40,11 @@ class any_supervisor {
 
   /// Sets what a reload re-reads (basic_supervisor::on_reload).
   PROCMODEL_DECL any_supervisor& on_reload(reloader r);
+  /// Adds helper processes beside the workers (basic_supervisor::add_helper),
+  /// with its checks. A helper's `run` is forked as a worker is; one that
+  /// names only a program (`exec`) needs exec_spawner, so here, as under
+  /// `basic_supervisor<W>`, it fails as it starts and is retried with backoff.
+  PROCMODEL_DECL any_supervisor& add_helper(helper_process h);
   /// Parses the standard flags from argv over the options, then run().
   PROCMODEL_DECL int run(int argc, const char* const* argv);
   /// Runs the master until it stops; returns the process exit code.
@@ -53,7 +59,7 @@ class any_supervisor {
 #if defined(PROCMODEL_SEPARATE_COMPILATION)
 /// The common case, separately compiled: `Worker` is copied into an
 /// any_worker and run by the library's any_supervisor. The same interface
-/// as `basic_supervisor<Worker>` for run(), on_reload() and opts().
+/// as `basic_supervisor<Worker>` for run(), on_reload(), add_helper() and opts().
 template <class Worker>
 class supervisor {
   static_assert(detail::check_worker<Worker>());
@@ -69,6 +75,11 @@ class supervisor {
     core_.on_reload([r = std::move(r)](any_worker& next, options& next_options) {
       r(*next.template target<Worker>(), next_options);
     });
+    return *this;
+  }
+  /// Adds helper processes beside the workers (basic_supervisor::add_helper).
+  supervisor& add_helper(helper_process h) {
+    core_.add_helper(std::move(h));
     return *this;
   }
   int run(int argc, const char* const* argv) { return core_.run(argc, argv); }

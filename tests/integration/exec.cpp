@@ -4,6 +4,9 @@
 // it serves, a worker killed with -9 is respawned, a graceful stop under
 // load and a reload under load lose no request; and a program that cannot
 // be executed is logged and retried with backoff while the master lives on.
+// A hot upgrade does not adopt the programs: the new master starts its own
+// generation and the old one drains, as a reload; a new master whose
+// programs cannot start is rolled back while the old programs serve on.
 
 #include "support/programs.hpp"
 #include "support/catch.hpp"
@@ -11,6 +14,7 @@
 #include "support/http_load.hpp"
 #include "support/process.hpp"
 #include "support/server.hpp"
+#include "support/upgrade.hpp"
 
 #include <csignal>
 #include <map>
@@ -18,6 +22,7 @@
 #include <string>
 #include <thread>
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 using namespace pmtest;
@@ -59,6 +64,38 @@ std::vector<fd_entry> sockets_of(pid_t pid) {
   for (const auto& f : open_fds(pid))
     if (f.target.rfind("socket:", 0) == 0) out.push_back(f);
   return out;
+}
+
+// PROCMODEL_GENERATION in the environment of `pid`, from /proc; 0 if absent.
+std::uint64_t generation_env_of(pid_t pid) {
+  const std::string env = read_file("/proc/" + std::to_string(pid) + "/environ");
+  const std::string key = std::string("PROCMODEL_GENERATION=");
+  for (std::size_t at = 0; at < env.size(); at = env.find('\0', at) + 1) {
+    if (env.compare(at, key.size(), key) == 0) return std::stoull(env.substr(at + key.size()));
+    if (env.find('\0', at) == std::string::npos) break;
+  }
+  return 0;
+}
+
+// The generation `-s status` shows for each worker it lists ready.
+std::map<pid_t, std::uint64_t> ready_generations(const std::string& status) {
+  static const std::regex re(R"((\d+)\s+worker\s+\d+\s+(\d+)\s+ready)");
+  std::map<pid_t, std::uint64_t> out;
+  for (std::sregex_iterator it(status.begin(), status.end(), re), end; it != end; ++it)
+    out[static_cast<pid_t>(std::stol((*it)[1]))] = std::stoull((*it)[2]);
+  return out;
+}
+
+// The answers of `r` per (generation, pid) of the worker that gave them.
+std::map<std::pair<std::uint64_t, pid_t>, std::uint64_t> answers_by_worker(const load_result& r) {
+  std::map<std::pair<std::uint64_t, pid_t>, std::uint64_t> out;
+  for (const auto& [body, n] : r.bodies)
+    if (auto b = parse_body(body)) out[{b->generation, b->pid}] += n;
+  return out;
+}
+
+bool contains(const std::vector<pid_t>& pids, pid_t p) {
+  return std::find(pids.begin(), pids.end(), p) != pids.end();
 }
 
 }  // namespace
@@ -210,4 +247,163 @@ PM_TEST_CASE("exec: a program that cannot be executed is logged and retried with
   auto status = srv.master().wait_exit(10s);
   PM_REQUIRE(srv, status.has_value());
   PM_CHECK(srv, exit_code_of(*status) == 0);
+}
+
+PM_TEST_CASE("exec: -s upgrade under keep-alive load starts new programs and drains the old ones",
+             "[exec][upgrade]") {
+  subreaper_scope reaper;  // the new master outlives its parent, the first master
+  server srv(exec_master, "procmodel-exec");
+  PM_REQUIRE(srv, srv.start(exec_config(2, {"--shutdown-timeout", "5000"})));
+  family fam(srv.master());
+  const pid_t old_master = srv.master_pid();
+  fam.master(old_master);
+  const auto old_workers = fam.workers_of(old_master);
+  PM_REQUIRE(srv, old_workers.size() == 2);
+  for (pid_t w : old_workers) PM_CHECK(srv, generation_env_of(w) == 1);
+
+  load_options lo;
+  lo.connections = 20;
+  http_load load(srv.port(), lo);
+  load.start();
+  PM_REQUIRE(srv, wait_for([&] { return load.snapshot().ok >= 200; }, 20s));
+
+  auto up = run(srv.dir(), exec_master,
+                {"-s", "upgrade", "--pid-file", srv.pid_path(), "--upgrade-timeout", "20000"}, 40s);
+  INFO("-s upgrade: exit " << up.code() << "\n" << up.out << up.err);
+  PM_REQUIRE(srv, up.code() == 0);
+  auto ok = parse_upgrade_ok(up.out);
+  PM_REQUIRE(srv, ok.has_value());
+  const pid_t new_master = ok->first;
+  PM_CHECK(srv, ok->second == old_master);
+  fam.master(new_master);
+  PM_CHECK(srv, pid_in(srv.pid_path()) == new_master);
+
+  // The new master runs programs of its own: new pids, the next generation.
+  const auto new_workers = fam.workers_of(new_master);
+  PM_REQUIRE(srv, new_workers.size() == 2);
+  for (pid_t w : new_workers) {
+    PM_CHECK(srv, !contains(old_workers, w));
+    PM_CHECK(srv, generation_env_of(w) == 2);
+  }
+  auto st = run(srv.dir(), exec_master, {"--pid-file", srv.pid_path(), "-s", "status"});
+  INFO("-s status:\n" << st.out << st.err);
+  PM_CHECK(srv, st.code() == 0);
+  const auto listed = ready_generations(st.out);
+  PM_CHECK(srv, listed.size() == 2);
+  for (pid_t w : new_workers) PM_CHECK(srv, (listed.count(w) == 1 && listed.at(w) == 2));
+
+  // The old master drains its programs, each exits 0, then it exits 0.
+  auto old_end = srv.master().wait_exit(20s);
+  PM_REQUIRE(srv, old_end.has_value());
+  PM_CHECK(srv, exit_code_of(*old_end) == 0);
+  for (pid_t w : old_workers) PM_CHECK(srv, !fam.running(w));
+  PM_CHECK(srv, workers_exited_cleanly(srv.log(), old_workers));
+  PM_CHECK(srv, count_of(srv.log(), "needed SIGKILL") == 0);
+
+  // The new generation serves the load; then the clients stop.
+  const auto after = load.snapshot().ok;
+  PM_CHECK(srv, wait_for([&] { return load.snapshot().ok >= after + 200; }, 20s));
+  auto r = load.finish(5s);
+  const auto answers = answers_by_worker(r);
+  std::string who;
+  for (const auto& [key, n] : answers)
+    who += " g" + std::to_string(key.first) + "/" + std::to_string(key.second) + ":" +
+           std::to_string(n);
+  WARN("exec upgrade under keep-alive load: " << describe(r)
+                                              << "; answers by generation/pid:" << who);
+  INFO(describe(r) << "\nanswers:" << who);
+  PM_CHECK(srv, losses(r) == "");
+  for (const auto& [key, n] : answers) {
+    INFO("generation " << key.first << " pid " << key.second);
+    PM_CHECK(srv, (key.first == 1 ? contains(old_workers, key.second)
+                                  : contains(new_workers, key.second)));
+    PM_CHECK(srv, (key.first == 1 || key.first == 2));
+  }
+  PM_CHECK(srv, std::any_of(answers.begin(), answers.end(),
+                            [](const auto& a) { return a.first.first == 2; }));
+
+  // Nothing is left but the new master and its programs.
+  for (pid_t p : fam.all()) {
+    INFO("pid " << p);
+    PM_CHECK(srv, fam.running(p) == (p == new_master || contains(new_workers, p)));
+  }
+
+  // QUIT ends the new master as any: its programs exit 0, then it does.
+  PM_REQUIRE(srv, ::kill(new_master, SIGQUIT) == 0);
+  PM_REQUIRE(srv, fam.wait_gone(new_master, 20s));
+  auto new_end = fam.status_of(new_master);
+  PM_REQUIRE(srv, new_end.has_value());
+  PM_CHECK(srv, exit_code_of(*new_end) == 0);
+  for (pid_t w : new_workers) PM_CHECK(srv, !fam.running(w));
+  PM_CHECK(srv, workers_exited_cleanly(srv.log(), new_workers));
+  PM_CHECK(srv, !file_exists(srv.pid_path()));
+}
+
+PM_TEST_CASE(
+    "exec: an upgrade whose programs cannot start is rolled back and the old programs serve on",
+    "[exec][upgrade][rollback]") {
+  expect_log_line("upgrade failed: the new master ");  // the failure under test
+  expect_log_line("cannot start a worker for slot");    // the new master's, every retry
+  subreaper_scope reaper;
+  server srv(exec_master, "procmodel-exec");
+  // The interpreter through a script of the test's, executable for now.
+  const std::string interpreter = srv.dir().file("python3");
+  write_file(interpreter, "#!/bin/sh\nexec " + python3 + " \"$@\"\n");
+  PM_REQUIRE(srv, ::chmod(interpreter.c_str(), 0755) == 0);
+  expect_log_line("cannot execute '" + interpreter + "'");
+  PM_REQUIRE(srv,
+             srv.start(exec_config(2, {"--python", interpreter, "--shutdown-timeout", "5000"})));
+  family fam(srv.master());
+  const pid_t master = srv.master_pid();
+  fam.master(master);
+  const auto workers = fam.workers_of(master);
+  PM_REQUIRE(srv, workers.size() == 2);
+
+  load_options lo;
+  lo.connections = 20;
+  http_load load(srv.port(), lo);
+  load.start();
+  PM_REQUIRE(srv, wait_for([&] { return load.snapshot().ok >= 200; }, 20s));
+
+  // The new master's programs cannot be executed: it never gets ready.
+  PM_REQUIRE(srv, ::chmod(interpreter.c_str(), 0644) == 0);
+  auto up = run(srv.dir(), exec_master,
+                {"-s", "upgrade", "--pid-file", srv.pid_path(), "--upgrade-timeout", "3000"}, 30s);
+  const pid_t failed = started_new_master(srv.log());
+  INFO("-s upgrade: exit " << up.code() << "\n" << up.out << up.err);
+  PM_CHECK(srv, up.code() == 1);
+  PM_CHECK(srv, up.err.find("not ready within 3000 ms") != std::string::npos);
+  PM_REQUIRE(srv, failed != 0);
+  fam.note(failed);
+  PM_CHECK(srv, new_master_left_cleanly(srv, fam, failed));
+  PM_CHECK(srv, srv.log().find("cannot execute '" + interpreter +
+                                "' (exit 127): Permission denied") != std::string::npos);
+
+  // The old master serves on with its own programs, untouched.
+  PM_CHECK(srv, fam.running(master));
+  PM_CHECK(srv, pid_in(srv.pid_path()) == master);
+  PM_CHECK(srv, !file_exists(srv.pid_path() + ".oldbin"));
+  PM_CHECK(srv, fam.workers_of(master) == workers);
+  const auto after = load.snapshot().ok;
+  PM_CHECK(srv, wait_for([&] { return load.snapshot().ok >= after + 200; }, 20s));
+  auto r = load.finish(5s);
+  WARN("exec upgrade rolled back under keep-alive load: " << describe(r));
+  INFO(describe(r));
+  PM_CHECK(srv, losses(r) == "");
+  for (const auto& [key, n] : answers_by_worker(r)) {
+    INFO("generation " << key.first << " pid " << key.second);
+    PM_CHECK(srv, key.first == 1);
+    PM_CHECK(srv, contains(workers, key.second));
+  }
+  for (pid_t p : fam.all()) {
+    INFO("pid " << p);
+    PM_CHECK(srv, fam.running(p) == (p == master || contains(workers, p)));
+  }
+
+  // It stops as always: its programs exit 0, then it does.
+  PM_REQUIRE(srv, srv.master().signal(SIGQUIT));
+  auto end = srv.master().wait_exit(20s);
+  PM_REQUIRE(srv, end.has_value());
+  PM_CHECK(srv, exit_code_of(*end) == 0);
+  PM_CHECK(srv, workers_exited_cleanly(srv.log(), workers));
 }

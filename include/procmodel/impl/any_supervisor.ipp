@@ -23,6 +23,11 @@ any_supervisor& any_supervisor::on_reload(reloader r) {
   return *this;
 }
 
+any_supervisor& any_supervisor::add_helper(helper_process h) {
+  impl_->add_helper(std::move(h));
+  return *this;
+}
+
 int any_supervisor::run(int argc, const char* const* argv) { return impl_->run(argc, argv); }
 
 int any_supervisor::run() { return impl_->run(); }
