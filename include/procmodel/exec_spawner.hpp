@@ -300,7 +300,9 @@ class exec_spawner {
   // glibc's posix_spawn takes 32 KiB and the arguments; ASan's frames are larger.
   static constexpr std::size_t child_stack_size = 256 * 1024;
 
-  static int child_main(void* child) { run_child(*static_cast<const detail::exec_child*>(child)); }
+  PROCMODEL_CHILD_NO_ASAN static int child_main(void* child) {
+    run_child(*static_cast<const detail::exec_child*>(child));
+  }
 
   // Throws what the child reported on `report` when it could not exec, once
   // it is reaped; returns when the pipe closed on its exec.
@@ -327,17 +329,12 @@ class exec_spawner {
 
   // In the child: nothing here returns, allocates or throws, but the
   // per-worker settings, which run only in a forked child.
-  [[noreturn]] static void run_child(const detail::exec_child& c) {
+  [[noreturn]] PROCMODEL_CHILD_NO_ASAN static void run_child(const detail::exec_child& c) {
     int report = c.report;
-    auto fail = [&report](int stage, int error) {
-      detail::exec_failure f{stage, error};
-      (void)!::write(report, &f, sizeof f);
-      ::_exit(127);
-    };
     // Handlers first, then the mask: a master's handler never runs here.
     detail::reset_signals_after_fork();
     ::signal(SIGPIPE, SIG_DFL);  // ignored dispositions would survive the exec
-    if (c.enter && !(*c.enter)()) fail(1, 0);
+    if (c.enter && !(*c.enter)()) child_failed(report, 1, 0);
     // After the privilege drop, which clears it: the program drains when
     // the master dies, as a forked worker does when its channel closes.
     ::prctl(PR_SET_PDEATHSIG, c.quit_signal);
@@ -345,14 +342,15 @@ class exec_spawner {
     // The listeners go to 3, 4, ...: first out of the way of one another.
     const int n = c.listen_count;
     int high[256];
-    if (n > 256) fail(2, EMFILE);
+    if (n > 256) child_failed(report, 2, EMFILE);
     int keep_report = ::fcntl(report, F_DUPFD_CLOEXEC, 3 + n);
-    if (keep_report < 0) fail(2, errno);
+    if (keep_report < 0) child_failed(report, 2, errno);
     report = keep_report;
     for (int i = 0; i < n; ++i)
-      if ((high[i] = ::fcntl(c.listen_fds[i], F_DUPFD_CLOEXEC, 3 + n)) < 0) fail(2, errno);
+      if ((high[i] = ::fcntl(c.listen_fds[i], F_DUPFD_CLOEXEC, 3 + n)) < 0)
+        child_failed(report, 2, errno);
     for (int i = 0; i < n; ++i)
-      if (::dup2(high[i], 3 + i) < 0) fail(2, errno);  // without close-on-exec
+      if (::dup2(high[i], 3 + i) < 0) child_failed(report, 2, errno);  // without close-on-exec
     int keep[257];
     for (int i = 0; i < n; ++i) keep[i] = 3 + i;
     keep[n] = report;
@@ -361,7 +359,13 @@ class exec_spawner {
     std::snprintf(c.listen_pid, 32, "LISTEN_PID=%d", self);
     std::snprintf(c.watchdog_pid, 32, "WATCHDOG_PID=%d", self);
     ::execvpe(c.argv[0], c.argv, c.envp);
-    fail(3, errno);
+    child_failed(report, 3, errno);
+  }
+
+  // Reports on the close-on-exec pipe why the child cannot exec, and exits.
+  [[noreturn]] PROCMODEL_CHILD_NO_ASAN static void child_failed(int report, int stage, int error) {
+    detail::exec_failure f{stage, error};
+    (void)!::write(report, &f, sizeof f);
     ::_exit(127);
   }
 

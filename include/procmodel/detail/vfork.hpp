@@ -18,16 +18,10 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#if defined(__SANITIZE_ADDRESS__)
-#define PROCMODEL_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define PROCMODEL_ASAN 1
-#endif
-#endif
-#ifdef PROCMODEL_ASAN
-#include <sanitizer/asan_interface.h>
-#endif
+/// On the functions such a child runs that do not return (they exec or
+/// exit): ASan knows nothing of the child's stack, so it could neither
+/// clean up after their frames nor unwind them.
+#define PROCMODEL_CHILD_NO_ASAN __attribute__((no_sanitize_address))
 
 namespace procmodel::detail {
 
@@ -36,7 +30,8 @@ namespace procmodel::detail {
 /// instead of writing over the caller's memory.
 class child_stack {
  public:
-  explicit child_stack(std::size_t size) : guard_(static_cast<std::size_t>(::sysconf(_SC_PAGESIZE))) {
+  explicit child_stack(std::size_t size)
+      : guard_(static_cast<std::size_t>(::sysconf(_SC_PAGESIZE))) {
     size_ = size + guard_;
     void* p = ::mmap(nullptr, size_, PROT_READ | PROT_WRITE,
                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
@@ -48,14 +43,7 @@ class child_stack {
       throw std::system_error(error, std::generic_category(), "mprotect");
     }
   }
-  ~child_stack() {
-#ifdef PROCMODEL_ASAN
-    // The child's frames never returned (it exec'd): their redzones are
-    // still poisoned, and a later mapping here would inherit them.
-    __asan_unpoison_memory_region(base_ + guard_, size_ - guard_);
-#endif
-    ::munmap(base_, size_);
-  }
+  ~child_stack() { ::munmap(base_, size_); }
   child_stack(const child_stack&) = delete;
   child_stack& operator=(const child_stack&) = delete;
 
@@ -89,7 +77,8 @@ class all_signals_blocked {
 /// exec'd or exited. Signals stay blocked meanwhile, so that none of this
 /// process's handlers runs in the child on the shared memory: `fn` resets
 /// every handled signal to its default before it unblocks any. `fn` makes
-/// only async-signal-safe calls: no malloc, no exception.
+/// only async-signal-safe calls: no malloc, no exception; it and what it
+/// calls that does not return are PROCMODEL_CHILD_NO_ASAN.
 inline pid_t clone_vfork(int (*fn)(void*), void* arg, const child_stack& stack) {
   pid_t pid = -1;
   int error = 0;
