@@ -4,7 +4,8 @@
 # a bare Boost.Asio program doing the same job (bench/compile/bare_asio.cpp).
 # Same compiler and flags for all three, interleaved over ROUNDS rounds; the
 # median CPU time (user + system: a busy second core changes it little) and
-# peak memory of each, as ratios to the bare program.
+# peak memory of each, as ratios to the bare program. A fourth row is the
+# header-only file's front end alone (-fsyntax-only).
 #
 #   bench/compile_cost.sh [ROUNDS]     (default 5; CXX and CXXFLAGS are honoured)
 set -euo pipefail
@@ -25,7 +26,10 @@ declare -A cmd
 cmd[bare_asio]="$cxx ${flags[*]} -c bench/compile/bare_asio.cpp -o $work/bare.o"
 cmd[header_only]="$cxx ${flags[*]} -Iinclude -c $work/quickstart.cpp -o $work/ho.o"
 cmd[separate]="$cxx ${flags[*]} -Iinclude -DPROCMODEL_SEPARATE_COMPILATION -c $work/quickstart.cpp -o $work/sep.o"
-names=(bare_asio header_only separate)
+# The header-only file's front end alone (parsing and template instantiation,
+# no code generated): the floor no change to the master's code can go below.
+cmd[header_only_syntax]="$cxx ${flags[*]} -Iinclude -fsyntax-only $work/quickstart.cpp"
+names=(bare_asio header_only separate header_only_syntax)
 
 for ((r = 1; r <= rounds; r++)); do
   for n in "${names[@]}"; do
@@ -44,7 +48,7 @@ b_cpu, b_mem = med["bare_asio"]
 print(f"compiler: {sys.argv[2]} {sys.argv[3]}; median of {sys.argv[4]} interleaved rounds\n")
 print("| main file | CPU s | peak MB | CPU vs bare | memory vs bare |")
 print("|---|---:|---:|---:|---:|")
-for n in ("bare_asio", "header_only", "separate"):
+for n in ("bare_asio", "header_only", "separate", "header_only_syntax"):
     cpu, mem = med[n]
     print(f"| {n} | {cpu:.2f} | {mem:.0f} | {cpu / b_cpu:.2f}x | {mem / b_mem:.2f}x |")
 PY

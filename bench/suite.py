@@ -330,8 +330,11 @@ def parse_wrk(out):
     return r
 
 
-def wrk_start(port, seconds, close=False, threads=2, conns=50, latency=False, script=None):
+def wrk_start(port, seconds, close=False, threads=2, conns=50, latency=False, script=None,
+              cpu=None):
     argv = [WRK, f"-t{threads}", f"-c{conns}", f"-d{seconds}s"]
+    if cpu is not None:
+        argv = ["taskset", "-c", str(cpu)] + argv
     if latency:
         argv.append("--latency")
     if close:
@@ -619,6 +622,38 @@ end
 """
 
 
+PIN_SECS = 3
+
+
+def pinned_overhead():
+    """procmodel and the bare program pinned to one CPU we may use, wrk to another."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return None
+    cpu, wrk_cpu = cpus[-1], cpus[0]
+    rounds = 3 if args.quick else 8
+    out = {}
+    for _ in range(rounds):
+        for w in (1, 2):
+            for name, make in (("procmodel", procmodel), ("bare", bare)):
+                with make(w) as srv:
+                    time.sleep(0.2)
+                    kids = children(srv.pid)
+                    for pid in [srv.pid] + kids:
+                        os.sched_setaffinity(pid, {cpu})
+                    c0 = sum(cpu_ticks(p) for p in kids)
+                    load = wrk_start(srv.port, PIN_SECS, threads=1, cpu=wrk_cpu)
+                    r = parse_wrk(load.communicate()[0])
+                    c1 = sum(cpu_ticks(p) for p in kids)
+                got = out.setdefault((name, w), {"rps": [], "us": []})
+                got["rps"].append(r["rps"])
+                got["us"].append((c1 - c0) * 1e6 / os.sysconf("SC_CLK_TCK") / max(1, r["requests"]))
+    log("pinned " + ", ".join(f"{k}/{w}: {median(v['rps']):.0f} req/s {median(v['us']):.2f} us"
+                              for (k, w), v in out.items()))
+    out["cpu"], out["wrk_cpu"] = cpu, wrk_cpu
+    return out
+
+
 def scenario_throughput(res):
     secs, rounds = args.load, args.load_rounds
     makers = {"procmodel": lambda w: procmodel(w), "nginx": lambda w: nginx(w),
@@ -659,6 +694,24 @@ def scenario_throughput(res):
              "less.\n\n"
              + table(["workers", "procmodel µs/req", "nginx µs/req", "bare µs/req",
                       "procmodel/nginx", "procmodel/bare"], rows))
+
+    pinned = pinned_overhead()
+    if pinned:
+        rows = [[w, f"{median(pinned[('procmodel', w)]['rps']):.0f}",
+                 f"{median(pinned[('bare', w)]['rps']):.0f}",
+                 ratio(median(pinned[("procmodel", w)]["rps"]), median(pinned[("bare", w)]["rps"])),
+                 ms(median(pinned[("procmodel", w)]["us"])), ms(median(pinned[("bare", w)]["us"])),
+                 ratio(median(pinned[("procmodel", w)]["us"]), median(pinned[("bare", w)]["us"]))]
+                for w in (1, 2)]
+        text += (f"\nprocmodel's own overhead, with the servers pinned to CPU {pinned['cpu']} and "
+                 f"wrk (1 thread, 50 keep-alive connections) to CPU {pinned['wrk_cpu']}, so neither "
+                 "takes the other's core: requests/s and the workers' CPU per request, median of "
+                 f"{len(pinned[('bare', 1)]['rps'])} interleaved rounds of {PIN_SECS} s. "
+                 "Unpinned, the scheduler's placement of wrk's threads and the workers moves "
+                 "requests/s by more than the 2% compared here.\n\n"
+                 + table(["workers", "procmodel req/s", "bare req/s", "procmodel/bare",
+                          "procmodel µs/req", "bare µs/req", "procmodel/bare"], rows))
+        res["pinned"] = pinned
 
     if shutil.which("valgrind"):
         ipr = {k: instructions_per_request(makers[k]) for k in ("procmodel", "bare")}
@@ -1023,9 +1076,13 @@ def summary(res):
         if "instructions" in res:
             ipr = res["instructions"]
             text += f" instructions per request {ratio(ipr['procmodel'], ipr['bare'])}"
+        if "pinned" in res:
+            pin = {k: median(v["rps"]) for k, v in res["pinned"].items() if k not in ("cpu", "wrk_cpu")}
+            text += (f"; requests/s pinned to one core {ratio(pin[('procmodel', 1)], pin[('bare', 1)])}"
+                     f" with 1 worker, {ratio(pin[('procmodel', 2)], pin[('bare', 2)])} with 2")
         if "throughput" in res:
             rps = res["throughput"]["rps"]
-            text += (f"; requests/s {ratio(rps[('procmodel', 1)], rps[('bare', 1)])} with 1 "
+            text += (f"; unpinned (noisy) {ratio(rps[('procmodel', 1)], rps[('bare', 1)])} with 1 "
                      f"worker, {ratio(rps[('procmodel', 2)], rps[('bare', 2)])} with 2")
         text += ".\n"
     return f"## Summary\n\n{text}\n" if text else ""

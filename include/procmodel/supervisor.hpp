@@ -39,6 +39,7 @@
 #include "detail/daemon.hpp"
 #include "detail/run_worker.hpp"
 #include "detail/signal_fd.hpp"
+#include "detail/status_report.hpp"
 #include "detail/worker_setup.hpp"
 #include "helper_process.hpp"
 #include "lifecycle.hpp"
@@ -615,17 +616,16 @@ class basic_supervisor {
   }
 
   [[nodiscard]] std::string status_table(bool json) const {
+    detail::status_report report = status_report();
+    return json ? report.json() : report.text();
+  }
+
+  // The master, a new or old master, empty slots, helpers and workers, and
+  // the notes the text form adds under them.
+  [[nodiscard]] detail::status_report status_report() const {
     auto now = loop_.now();
     auto secs = [&](steady_clock::time_point t) {
       return std::chrono::duration<double>(now - t).count();
-    };
-    struct row {
-      pid_t pid;
-      std::string role, slot, generation, state;
-      double uptime;  // seconds; negative: unknown (another master, an empty slot)
-      std::string restarts;
-      std::string replaced{};  // why the slot's worker was last replaced
-      std::string said{};      // what a program last said (sd_notify's STATUS=)
     };
     auto said_by = [&](pid_t pid) -> std::string {
       if constexpr (requires(const Spawner& sp) { { sp.status_of(pid) } -> std::convertible_to<std::string>; })
@@ -643,10 +643,10 @@ class basic_supervisor {
                          std::chrono::duration<double>(now - it->second.at).count(),
                          it->second.pid, it->second.cause);
     };
-    std::vector<row> rows;
-    pid_t named = 0;  // the master the pid file names
+    detail::status_report report;
+    auto& rows = report.rows;
     try {
-      if (!opt_.pid_file.empty()) named = pid_file::read(opt_.pid_file);
+      if (!opt_.pid_file.empty()) report.named = pid_file::read(opt_.pid_file);
     } catch (const std::runtime_error&) {
     }
     rows.push_back({::getpid(), "master", "-", std::to_string(lifecycle_->generation()),
@@ -677,62 +677,19 @@ class basic_supervisor {
                       std::string(to_string(p.state)), secs(p.started), std::to_string(p.restarts),
                       p.generation == lifecycle_->generation() ? replaced_text(p.slot) : "",
                       said_by(p.pid)});
-    std::string out;
-    if (json) {
-      out = "[";
-      for (std::size_t i = 0; i < rows.size(); ++i) {
-        const auto& r = rows[i];
-        out += fmt::format(
-            "{}{{\"pid\":{},\"role\":\"{}\",\"slot\":{},\"generation\":{},\"state\":\"{}\","
-            "\"uptime\":{},\"restarts\":{}{}{}{}}}",
-            i ? "," : "", r.pid ? std::to_string(r.pid) : "null", r.role,
-            r.slot == "-" ? "null" : r.slot,
-            r.generation == "-" ? "null" : r.generation, r.state,
-            r.uptime < 0 ? std::string("null") : fmt::format("{:.3f}", r.uptime),
-            r.restarts == "-" ? "null" : r.restarts,
-            r.role.ends_with("master") ? fmt::format(",\"pid_file\":{}", r.pid == named ? "true" : "false")
-                                       : std::string(),
-            r.replaced.empty() ? std::string()
-                               : fmt::format(",\"last_replacement\":\"{}\"", r.replaced),
-            r.said.empty() ? std::string() : fmt::format(",\"status\":\"{}\"", json_escaped(r.said)));
-      }
-      out += "]\n";
-      return out;
-    }
-    out = fmt::format("{:>8}  {:<10}  {:>4}  {:>10}  {:<11}  {:>10}  {:>8}\n", "PID", "ROLE", "SLOT",
-                      "GENERATION", "STATE", "UPTIME", "RESTARTS");
-    for (const auto& r : rows)
-      out += fmt::format("{:>8}  {:<10}  {:>4}  {:>10}  {:<11}  {:>10}  {:>8}\n",
-                         r.pid ? std::to_string(r.pid) : "-", r.role, r.slot, r.generation,
-                         r.state, r.uptime < 0 ? std::string("-") : fmt::format("{:.1f}s", r.uptime),
-                         r.restarts);
-    for (const auto& r : rows)
-      if (!r.said.empty()) out += fmt::format("worker {} says: {}\n", r.pid, r.said);
     // Why each slot's worker was last replaced: a crash, a missed heartbeat, a recycling.
     for (const auto& [slot, r] : replaced)
-      out += fmt::format("slot {} last replaced {}\n", slot, replaced_text(slot));
+      report.notes.push_back(fmt::format("slot {} last replaced {}", slot, replaced_text(slot)));
     // Two masters: say which one `-s` reaches through the pid file.
-    if (named != 0 && (lifecycle_->upgrade() || lifecycle_->parent_master()))
-      out += fmt::format("pid file {} names {}\n", opt_.pid_file, named);
+    if (report.named != 0 && (lifecycle_->upgrade() || lifecycle_->parent_master()))
+      report.notes.push_back(fmt::format("pid file {} names {}", opt_.pid_file, report.named));
     if constexpr (requires(const Lifecycle& l) { { l.roll() } -> std::same_as<std::optional<roll_status>>; })
       if (auto r = lifecycle_->roll())
-        out += fmt::format(
+        report.notes.push_back(fmt::format(
             "rolling reload to generation {}: {} of {} slot(s) moved, {} at a time, at most {} "
-            "worker(s)\n",
-            r->generation, r->moved, r->workers, r->batch, r->cap);
-    return out;
-  }
-
-  // A program's own words in a JSON string: quotes, backslashes and
-  // control characters escaped.
-  static std::string json_escaped(std::string_view text) {
-    std::string out;
-    for (char c : text) {
-      if (c == '"' || c == '\\') out += {'\\', c};
-      else if (static_cast<unsigned char>(c) < 0x20) out += fmt::format("\\u{:04x}", static_cast<int>(c));
-      else out += c;
-    }
-    return out;
+            "worker(s)",
+            r->generation, r->moved, r->workers, r->batch, r->cap));
+    return report;
   }
 
   // --- hot upgrade: the lifecycle decides, these carry it out ---

@@ -190,6 +190,14 @@ TEST_CASE("notify datagrams: assignments are understood, unknown keys ignored, g
   }
 }
 
+TEST_CASE("notify datagrams: a STATUS= with control characters is kept escaped", "[exec]") {
+  // An escape sequence would reach the operator's terminal through -s status.
+  auto m = detail::parse_notify("STATUS=\x1b[2Jgone\r\tok\x7f");
+  CHECK(m.problem.empty());
+  CHECK(m.status == "\\x1b[2Jgone\\x0d\\x09ok\\x7f");
+  CHECK(detail::parse_notify("STATUS=caf\xc3\xa9 ready").status == "caf\xc3\xa9 ready");
+}
+
 TEST_CASE("a program's environment: the master's own systemd variables are replaced by its",
           "[exec]") {
   ::setenv("NOTIFY_SOCKET", "/run/systemd/notify", 1);

@@ -17,16 +17,10 @@ using namespace procmodel::testing;
 
 namespace {
 
-constexpr timer_id escalation{timer_kind::kill_escalation, 0};
-constexpr timer_id respawn_timer(unsigned slot) { return {timer_kind::respawn, slot}; }
-
-// R = 3 quick restarts per 10 s, then 100, 200, 400, 800, 1600 ms (the cap).
+// test_config(), but new workers get the default 10 s to be ready.
 lifecycle_config config(unsigned workers = 2) {
-  lifecycle_config c;
-  c.workers = workers;
-  c.terminate_timeout = 5s;
-  c.shutdown_timeout = 10s;
-  c.restart = quick_restarts();
+  lifecycle_config c = test_config(workers);
+  c.ready_timeout = lifecycle_config{}.ready_timeout;
   return c;
 }
 
@@ -456,7 +450,7 @@ TEST_CASE("signals during a shutdown", "[lifecycle][quit][stop]") {
   auto acts = d.at(1s).command(r.second);
   CHECK(effects(acts) == r.expected);
   CHECK(d.current_phase() == r.after);
-  CHECK(d.due_in(escalation) == r.escalation_due);
+  CHECK(d.due_in(escalation_timer) == r.escalation_due);
   CHECK(d.lifecycle().workers() == 2);
 }
 

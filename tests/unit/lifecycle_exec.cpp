@@ -20,21 +20,10 @@ using namespace procmodel::testing;
 
 namespace {
 
-lifecycle_config config(unsigned workers = 2) {
-  lifecycle_config c;
-  c.workers = workers;
-  c.ready_timeout = 3s;
-  c.shutdown_timeout = 10s;
-  c.restart = quick_restarts();
-  return c;
-}
+lifecycle_config config(unsigned workers = 2) { return test_config(workers); }
 
 lifecycle_driver serving(const lifecycle_config& c) { return lifecycle_driver::serving(c); }
 
-constexpr timer_id respawn_timer(unsigned slot) { return {timer_kind::respawn, slot}; }
-constexpr timer_id retire_timer(pid_t pid) {
-  return {timer_kind::retire_deadline, static_cast<unsigned>(pid)};
-}
 
 }  // namespace
 

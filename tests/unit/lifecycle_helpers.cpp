@@ -21,20 +21,14 @@ namespace {
 
 // 2 workers (pids 1000, 1001), then one "cache" helper (1002) and two "shipper" helpers (1003, 1004).
 lifecycle_config config() {
-  lifecycle_config c;
-  c.workers = 2;
-  c.ready_timeout = 3s;
-  c.shutdown_timeout = 10s;
+  lifecycle_config c = test_config(2);
   c.terminate_timeout = 2s;
-  c.restart = quick_restarts();
   c.helpers = {{"cache", 1}, {"shipper", 2}};
   return c;
 }
 
 pid_t helper_pid(const lifecycle_driver& d, unsigned id) { return d.lifecycle().helpers().at(id).pid; }
 
-constexpr timer_id helper_respawn(unsigned id) { return {timer_kind::helper_respawn, id}; }
-constexpr timer_id helpers_deadline{timer_kind::kill_escalation, 1};
 
 }  // namespace
 
@@ -79,11 +73,11 @@ TEST_CASE("a helper that exits is respawned, then backs off", "[lifecycle][helpe
   auto acts = d.exit(helper_pid(d, 0), killed_by(SIGKILL));
   INFO(to_string(acts));
   CHECK(count_of<actions::spawn_helper>(acts) == 0);
-  REQUIRE(d.armed(helper_respawn(0)));
+  REQUIRE(d.armed(helper_respawn_timer(0)));
   CHECK(d.lifecycle().helpers()[0].pid == 0);
   CHECK(d.lifecycle().helpers()[0].respawn_at.has_value());
   CHECK(logs_with(acts, log_level::warn, "cache (helper 0) restarted") == 1);
-  acts = d.advance(*d.due_in(helper_respawn(0)));
+  acts = d.advance(*d.due_in(helper_respawn_timer(0)));
   CHECK(count_of<actions::spawn_helper>(acts) == 1);
   CHECK(d.lifecycle().helpers()[0].pid != 0);
 }
@@ -96,9 +90,9 @@ TEST_CASE("a helper that cannot start backs off from the first failure", "[lifec
   auto acts = d.exit(helper_pid(d, 1), exited_with(1));
   INFO(to_string(acts));
   CHECK(logs_with(acts, log_level::error, "cannot start shipper (helper 0): No such file or directory") == 1);
-  CHECK(d.armed(helper_respawn(1)));
+  CHECK(d.armed(helper_respawn_timer(1)));
   d.fail_spawns(0);
-  acts = d.advance(*d.due_in(helper_respawn(1)));
+  acts = d.advance(*d.due_in(helper_respawn_timer(1)));
   CHECK(count_of<actions::spawn_helper>(acts) == 1);
 }
 
@@ -137,13 +131,13 @@ TEST_CASE("QUIT: the helpers are told to quit only once the workers have exited"
   INFO(to_string(acts));
   CHECK(pids_sent(acts, worker_command::quit) == std::vector<pid_t>{1002, 1003});
   CHECK(logs_with(acts, log_level::notice, "the workers have exited; stopping 2 helper process(es)") == 1);
-  CHECK(d.due_in(helpers_deadline) == 10s);
+  CHECK(d.due_in(helpers_escalation_timer) == 10s);
   CHECK_FALSE(d.exit_code());
   d.exit(1002, exited_with(0));
   CHECK_FALSE(d.exit_code());
   acts = d.exit(1003, exited_with(0));
   CHECK(d.exit_code() == 0);
-  CHECK_FALSE(d.armed(helpers_deadline));
+  CHECK_FALSE(d.armed(helpers_escalation_timer));
 }
 
 TEST_CASE("QUIT: a helper that does not exit gets SIGKILL at its own deadline",
@@ -197,9 +191,9 @@ TEST_CASE("QUIT with no helper running exits once the workers are gone", "[lifec
   d.fail_spawns(EAGAIN);
   d.exit(1002, exited_with(1));  // cache: respawn fails, backing off
   d.fail_spawns(0);
-  REQUIRE(d.armed(helper_respawn(0)));
+  REQUIRE(d.armed(helper_respawn_timer(0)));
   auto acts = d.command(command::quit);
-  CHECK_FALSE(d.armed(helper_respawn(0)));  // no helper starts during a stop
+  CHECK_FALSE(d.armed(helper_respawn_timer(0)));  // no helper starts during a stop
   d.exit(1000, exited_with(0));
   acts = d.exit(1001, exited_with(0));
   CHECK(pids_sent(acts, worker_command::quit) == std::vector<pid_t>{1003, 1004});

@@ -25,26 +25,10 @@ namespace {
 using strings = std::vector<std::string>;
 using pids = std::vector<pid_t>;
 
-constexpr timer_id escalation{timer_kind::kill_escalation, 0};
-constexpr timer_id respawn_timer(unsigned slot) { return {timer_kind::respawn, slot}; }
-constexpr timer_id ready_timer(std::uint64_t generation) {
-  return {timer_kind::ready_deadline, static_cast<unsigned>(generation)};
-}
-constexpr timer_id retire_timer(pid_t pid) {
-  return {timer_kind::retire_deadline, static_cast<unsigned>(pid)};
-}
 
 // R = 3 quick restarts per 10 s, then 100 ms doubling to 1600 ms; new
 // workers must be ready within 3 s; drains get 10 s, terminates 5 s.
-lifecycle_config config(unsigned workers = 2) {
-  lifecycle_config c;
-  c.workers = workers;
-  c.terminate_timeout = 5s;
-  c.shutdown_timeout = 10s;
-  c.ready_timeout = 3s;
-  c.restart = quick_restarts();
-  return c;
-}
+lifecycle_config config(unsigned workers = 2) { return test_config(workers); }
 
 // The actions that do something to processes, timers and listeners,
 // rendered; logs and service-manager notices (tested elsewhere) left out.
@@ -323,7 +307,7 @@ TEST_CASE("a reload with a new shutdown_timeout tells the old workers the new va
   acts = d.command(command::quit);
   CHECK(sends_of(acts, worker_command::quit).size() == 2);
   for (const auto& s : sends_of(acts, worker_command::quit)) CHECK(s.argument == 3000);
-  CHECK(d.due_in(escalation) == 3s);
+  CHECK(d.due_in(escalation_timer) == 3s);
 }
 
 // ---------------------------------------------------------------- rollback

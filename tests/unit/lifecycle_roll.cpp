@@ -25,18 +25,10 @@ namespace {
 
 using pids = std::vector<pid_t>;
 
-constexpr timer_id ready_timer(std::uint64_t generation) {
-  return {timer_kind::ready_deadline, static_cast<unsigned>(generation)};
-}
 
 lifecycle_config config(unsigned workers, unsigned batch) {
-  lifecycle_config c;
-  c.workers = workers;
+  lifecycle_config c = test_config(workers);
   c.reload_batch = batch;
-  c.terminate_timeout = 5s;
-  c.shutdown_timeout = 10s;
-  c.ready_timeout = 3s;
-  c.restart = quick_restarts();
   return c;
 }
 

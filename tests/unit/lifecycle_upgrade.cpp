@@ -27,16 +27,8 @@ constexpr pid_t new_master = 500;  // the one it starts
 constexpr pid_t parent = 50;       // the one it came from
 constexpr timer_id upgrade_deadline{timer_kind::upgrade_deadline, 0};
 constexpr timer_id upgrade_kill{timer_kind::upgrade_deadline, 1};
-constexpr timer_id escalation{timer_kind::kill_escalation, 0};
 
-lifecycle_config config(unsigned workers = 2) {
-  lifecycle_config c;
-  c.workers = workers;
-  c.terminate_timeout = 5s;
-  c.shutdown_timeout = 10s;
-  c.ready_timeout = 3s;
-  return c;
-}
+lifecycle_config config(unsigned workers = 2) { return test_config(workers); }
 
 // Everything but logs, rendered.
 strings effects(const action_list& list) {
@@ -481,7 +473,7 @@ TEST_CASE("escalation: a fast stop with a new master being stopped kills it at t
   d.advance(2s);  // failed: QUIT sent
   auto acts = d.command(command::stop);
   CHECK(has(acts, "signal_new_master(500, 15)"));
-  CHECK(d.due_in(escalation) == 5s);
+  CHECK(d.due_in(escalation_timer) == 5s);
 }
 
 // ------------------------------------------------------------ control clients waiting for a reload

@@ -23,23 +23,13 @@ namespace {
 
 using strings = std::vector<std::string>;
 
-constexpr timer_id heartbeat_timer(pid_t pid) {
-  return {timer_kind::heartbeat, static_cast<unsigned>(pid)};
-}
-constexpr timer_id age_timer(pid_t pid) {
-  return {timer_kind::max_age, static_cast<unsigned>(pid)};
-}
 constexpr timer_id recycle_deadline{timer_kind::recycle, 0};
 constexpr timer_id recycle_retry{timer_kind::recycle, 1};
 
 // Heartbeats due every 1 s, 500 ms of grace; R = 3 quick restarts per 10 s,
 // then 100 ms doubling; replacements must be ready within 3 s.
 lifecycle_config config(unsigned workers = 2) {
-  lifecycle_config c;
-  c.workers = workers;
-  c.ready_timeout = 3s;
-  c.shutdown_timeout = 10s;
-  c.restart = quick_restarts();
+  lifecycle_config c = test_config(workers);
   c.heartbeat_timeout = 1s;
   c.heartbeat_grace = 500ms;
   c.recycle_jitter = 0;

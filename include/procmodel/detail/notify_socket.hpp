@@ -37,6 +37,26 @@ struct notify_message {
   std::string problem;    ///< not KEY=VALUE lines: nothing else is taken from it
 };
 
+/// `text` with each control character written as \xHH: what a program says
+/// reaches an operator's terminal through `-s status`, where an escape
+/// sequence could redraw it.
+inline std::string printable(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (char c : text) {
+    auto u = static_cast<unsigned char>(c);
+    if (u < 0x20 || u == 0x7f) {
+      constexpr char hex[] = "0123456789abcdef";
+      out += "\\x";
+      out += hex[u >> 4];
+      out += hex[u & 0xf];
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
 /// Parses a datagram of newline-separated KEY=VALUE assignments. Unknown
 /// keys are ignored, as systemd does; a datagram that is not assignments
 /// at all (a NUL, a line without '=', a key that is not [A-Z0-9_]) is refused whole.
@@ -74,7 +94,7 @@ inline notify_message parse_notify(std::string_view text) {
     if (key == "READY") m.ready = value == "1";
     else if (key == "STOPPING") m.stopping = value == "1";
     else if (key == "WATCHDOG") m.watchdog = value == "1";
-    else if (key == "STATUS") m.status = std::string(value);
+    else if (key == "STATUS") m.status = printable(value);
   }
   return m;
 }

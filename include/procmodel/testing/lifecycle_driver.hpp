@@ -44,6 +44,46 @@ inline restart_policy quick_restarts() {
           .backoff_max = milliseconds(1'600)};
 }
 
+/// The configuration most of the lifecycle's tests start from: `workers`
+/// slots, quick_restarts(), new workers ready within 3 s, drains of 10 s,
+/// fast stops of 5 s.
+inline lifecycle_config test_config(unsigned workers = 2) {
+  lifecycle_config c;
+  c.workers = workers;
+  c.terminate_timeout = milliseconds(5'000);
+  c.shutdown_timeout = milliseconds(10'000);
+  c.ready_timeout = milliseconds(3'000);
+  c.restart = quick_restarts();
+  return c;
+}
+
+// The lifecycle's timers by name, for expectations such as
+// `d.due_in(respawn_timer(0))`.
+/// The fast stop's (and a drain's) SIGKILL deadline.
+constexpr timer_id escalation_timer{timer_kind::kill_escalation, 0};
+/// The helpers' own SIGKILL deadline after the workers'.
+constexpr timer_id helpers_escalation_timer{timer_kind::kill_escalation, 1};
+/// A slot waiting out its backoff.
+constexpr timer_id respawn_timer(unsigned slot) { return {timer_kind::respawn, slot}; }
+/// A generation's readiness deadline.
+constexpr timer_id ready_timer(std::uint64_t generation) {
+  return {timer_kind::ready_deadline, static_cast<unsigned>(generation)};
+}
+/// A retired worker's drain deadline.
+constexpr timer_id retire_timer(pid_t pid) {
+  return {timer_kind::retire_deadline, static_cast<unsigned>(pid)};
+}
+/// A worker's next heartbeat (then its grace).
+constexpr timer_id heartbeat_timer(pid_t pid) {
+  return {timer_kind::heartbeat, static_cast<unsigned>(pid)};
+}
+/// A worker's max_age.
+constexpr timer_id age_timer(pid_t pid) {
+  return {timer_kind::max_age, static_cast<unsigned>(pid)};
+}
+/// A helper waiting out its backoff.
+constexpr timer_id helper_respawn_timer(unsigned id) { return {timer_kind::helper_respawn, id}; }
+
 /// What Lifecycle::handle returns: actions, in order.
 using action_list = std::vector<action>;
 
