@@ -1424,16 +1424,7 @@ class nginx_lifecycle {
 
   // Returns what the exit log adds: why the master aborted it, if it did.
   std::string watch_exited(const process_info& p, int status) {
-    std::string why;
-    if (auto it = watch_.find(p.pid); it != watch_.end()) {
-      const auto& w = it->second;
-      if (w.aborted)
-        why = w.alive ? fmt::format(" after missing its heartbeat for {} ms", w.heartbeat.count())
-                      : std::string(" after hanging at start");
-      if (w.heartbeat_armed) emit(actions::cancel_timer{heartbeat_timer(p.pid)});
-      if (w.age_armed) emit(actions::cancel_timer{age_timer(p.pid)});
-      watch_.erase(it);
-    }
+    std::string why = unwatch(p.pid);
     if (recycle_ && p.pid == recycle_->old) recycle_->old = 0;  // the replacement takes the slot
     if (recycle_ && p.pid == recycle_->replacement) {
       if (recycle_->old != 0)
@@ -1443,6 +1434,34 @@ class nginx_lifecycle {
         drop_recycle();  // neither is left: the slot respawns as after any crash
     }
     return why;
+  }
+
+  // Forgets an exited worker's or helper's watch; returns what its exit log
+  // adds: why the master aborted it, if it did.
+  std::string unwatch(pid_t pid) {
+    auto it = watch_.find(pid);
+    if (it == watch_.end()) return {};
+    const auto& w = it->second;
+    std::string why;
+    if (w.aborted)
+      why = w.alive ? fmt::format(" after missing its heartbeat for {} ms", w.heartbeat.count())
+                    : std::string(" after hanging at start");
+    if (w.heartbeat_armed) emit(actions::cancel_timer{heartbeat_timer(pid)});
+    if (w.age_armed) emit(actions::cancel_timer{age_timer(pid)});
+    watch_.erase(it);
+    return why;
+  }
+
+  // A helper's heartbeats are watched as a worker's, from its start (a
+  // helper reports no readiness): the first is due within ready_timeout.
+  void watch_helper(const helper_info& h) {
+    if (config_.heartbeat_timeout.count() == 0) return;
+    watch_state w;
+    w.heartbeat = config_.heartbeat_timeout;
+    w.grace = config_.heartbeat_grace;
+    w.heartbeat_armed = true;
+    emit(actions::arm_timer{heartbeat_timer(h.pid), config_.ready_timeout + w.heartbeat});
+    watch_[h.pid] = w;
   }
 
   // The slot's worker ended unexpectedly: status says why.
@@ -1455,8 +1474,10 @@ class nginx_lifecycle {
 
   void on(const events::heartbeat& h) {
     process_info* p = find(h.pid);
+    helper_info* helper = p ? nullptr : find_helper(h.pid);
     auto it = watch_.find(h.pid);
-    if (!p || it == watch_.end() || p->state == process_state::terminating) return;
+    if ((!p && !helper) || it == watch_.end()) return;
+    if ((p ? p->state : helper->state) == process_state::terminating) return;
     auto& w = it->second;
     if (w.heartbeat.count() == 0 || w.aborted) return;
     w.alive = true;
@@ -1466,33 +1487,36 @@ class nginx_lifecycle {
 
   // SIGABRT (a core or a stack to read), then SIGKILL after the grace. The
   // state stays: a serving worker's end is a crash (respawn, backoff); a
-  // draining one's was expected (it was replaced already).
+  // draining one's was expected (it was replaced already). A helper's is a
+  // crash too: it is respawned with its backoff.
   void heartbeat_missed(pid_t pid) {
     process_info* p = find(pid);
+    helper_info* h = p ? nullptr : find_helper(pid);
     auto it = watch_.find(pid);
-    if (!p || it == watch_.end() || p->state == process_state::terminating) return;
+    if ((!p && !h) || it == watch_.end()) return;
+    if ((p ? p->state : h->state) == process_state::terminating) return;
     auto& w = it->second;
+    const std::string who = p ? fmt::format("worker {} pid {}", p->slot, pid)
+                              : fmt::format("{} {} (helper {})", h->role, pid, h->index);
     if (!w.aborted) {
       w.aborted = true;
       if (w.alive)
-        log(log_level::warn,
-            "worker {} pid {} (generation {}, {}) missed its heartbeat for {} ms: SIGABRT, "
-            "SIGKILL in {} ms if it lives",
-            p->slot, pid, p->generation, to_string(p->state), w.heartbeat.count(),
-            w.grace.count());
+        log(log_level::warn, "{}{} missed its heartbeat for {} ms: SIGABRT, SIGKILL in {} ms if it lives",
+            who, p ? fmt::format(" (generation {}, {})", p->generation, to_string(p->state)) : "",
+            w.heartbeat.count(), w.grace.count());
       else
         log(log_level::warn,
-            "worker {} pid {} (generation {}) neither reported ready nor sent a heartbeat "
-            "within {} ms of its start: SIGABRT, SIGKILL in {} ms if it lives",
-            p->slot, pid, p->generation,
-            std::chrono::duration_cast<milliseconds>(now_ - p->started).count(), w.grace.count());
+            "{}{} {} within {} ms of its start: SIGABRT, SIGKILL in {} ms if it lives", who,
+            p ? fmt::format(" (generation {})", p->generation) : "",
+            p ? "neither reported ready nor sent a heartbeat" : "sent no heartbeat",
+            std::chrono::duration_cast<milliseconds>(now_ - (p ? p->started : h->started)).count(),
+            w.grace.count());
       emit(actions::kill{pid, SIGABRT});
       emit(actions::arm_timer{heartbeat_timer(pid), w.grace});
       return;
     }
     w.heartbeat_armed = false;
-    log(log_level::warn, "worker {} pid {} still runs {} ms after SIGABRT; sending SIGKILL",
-        p->slot, pid, w.grace.count());
+    log(log_level::warn, "{} still runs {} ms after SIGABRT; sending SIGKILL", who, w.grace.count());
     emit(actions::kill{pid, SIGKILL});
   }
 
@@ -1749,6 +1773,7 @@ class nginx_lifecycle {
     h.state = process_state::ready;
     h.started = now_;
     log(log_level::info, "started {} {} (helper {})", h.role, s.pid, h.index);
+    watch_helper(h);
     // A stop that raced the spawn: it leaves at once.
     if (phase_ == phase::stopping) {
       h.state = process_state::terminating;
@@ -1768,19 +1793,19 @@ class nginx_lifecycle {
 
   // True when `x` was a helper's exit (handled).
   bool helper_exited(const events::exited& x) {
-    auto it = std::find_if(helpers_.begin(), helpers_.end(),
-                           [&](const helper_info& h) { return h.pid != 0 && h.pid == x.pid; });
-    if (it == helpers_.end()) return false;
-    helper_info& h = *it;
+    helper_info* found = find_helper(x.pid);
+    if (!found) return false;
+    helper_info& h = *found;
     const bool expected = h.state == process_state::draining ||
                           h.state == process_state::terminating || phase_ != phase::running;
     h.pid = 0;
+    const std::string aborted = unwatch(x.pid);
     if (expected) {
-      log(log_level::info, "{} {} (helper {}) {}", h.role, x.pid, h.index,
-          describe_wait_status(x.status));
+      log(log_level::info, "{} {} (helper {}) {}{}", h.role, x.pid, h.index,
+          describe_wait_status(x.status), aborted);
     } else {
-      log(log_level::warn, "{} {} (helper {}) {} unexpectedly", h.role, x.pid, h.index,
-          describe_wait_status(x.status));
+      log(log_level::warn, "{} {} (helper {}) {} unexpectedly{}", h.role, x.pid, h.index,
+          describe_wait_status(x.status), aborted);
       auto& s = helper_slots_[h.id];
       if (now_ - h.started >= config_.restart.period) {
         s.recent.clear();
@@ -1790,6 +1815,12 @@ class nginx_lifecycle {
     }
     maybe_exit();
     return true;
+  }
+
+  helper_info* find_helper(pid_t pid) {
+    auto it = std::find_if(helpers_.begin(), helpers_.end(),
+                           [&](const helper_info& h) { return h.pid != 0 && h.pid == pid; });
+    return it == helpers_.end() ? nullptr : &*it;
   }
 
   void schedule_helper(unsigned id, bool failed_to_start) {

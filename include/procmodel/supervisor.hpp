@@ -1006,7 +1006,7 @@ class basic_supervisor {
     setup.level = o.level;
     setup.shutdown_timeout = o.shutdown_timeout;
     setup.orphan_timeout = o.orphan_timeout;
-    if (separate && l.worker) setup.heartbeat_interval = o.heartbeat_timeout / 3;
+    if (separate) setup.heartbeat_interval = o.heartbeat_timeout / 3;  // helpers too
     if (o.max_requests != 0 && l.worker)
       setup.report_every = std::max<std::uint64_t>(1, o.max_requests / 50);
     int worker_fd = worker_end.fd();
@@ -1017,7 +1017,7 @@ class basic_supervisor {
       req.enter = [plan = *l.plan, slot = l.slot, log_file = o.log_file, level = o.level] {
         return detail::enter_worker(plan, slot, log_file, level);
       };
-    if (separate && l.worker) req.heartbeat_timeout = o.heartbeat_timeout;
+    if (separate) req.heartbeat_timeout = o.heartbeat_timeout;
     req.log = [this](log_level level, const std::string& text) { log_.write_line(level, text); };
     req.body = [work, worker_fd, setup, plan = *l.plan](bool own_process,
                                                         const spawn_request::attach_fn& attach) {

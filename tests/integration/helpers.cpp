@@ -117,3 +117,39 @@ PM_TEST_CASE("helpers: QUIT stops the janitor only after every worker has exited
   CHECK(last_worker < told);
   CHECK(!is_running(janitor));
 }
+
+PM_TEST_CASE("helpers: a janitor whose loop stops is aborted, killed and respawned, and no worker is touched",
+             "[helpers][heartbeat]") {
+  server srv(helper_master, "procmodel-helper");
+  PM_REQUIRE(srv, start_with_janitor(srv, helper_config({"--spool", "/nonexistent",
+                                                          "--heartbeat-timeout", "300",
+                                                          "--heartbeat-grace", "300"})));
+  const pid_t janitor = janitor_pid(srv.log());
+  const auto workers_before = srv.workers();
+  // A stopped process sends no heartbeat; SIGABRT waits, SIGKILL does not.
+  PM_REQUIRE(srv, ::kill(janitor, SIGSTOP) == 0);
+  const std::string missed = "janitor " + std::to_string(janitor) +
+                             " (helper 0) missed its heartbeat for 300 ms: SIGABRT";
+  PM_CHECK(srv, wait_for([&] { return srv.log().find(missed) != std::string::npos; }, 5s));
+  PM_CHECK(srv, wait_for([&] { return janitor_pid(srv.log()) != janitor; }, 5s));
+  const std::string log = srv.log();
+  PM_CHECK(srv, log.find("janitor " + std::to_string(janitor) +
+                         " (helper 0) still runs 300 ms after SIGABRT; sending SIGKILL") !=
+                    std::string::npos);
+  PM_CHECK(srv, log.find("janitor " + std::to_string(janitor) +
+                         " (helper 0) killed by signal 9") != std::string::npos);
+  PM_CHECK(srv, log.find("unexpectedly after missing its heartbeat for 300 ms") != std::string::npos);
+  PM_CHECK(srv, !is_running(janitor));
+  const pid_t next = janitor_pid(log);
+  PM_CHECK(srv, is_running(next));
+  // The new janitor keeps its heartbeats: still the same one a second later.
+  std::this_thread::sleep_for(1s);
+  PM_CHECK(srv, janitor_pid(srv.log()) == next);
+  for (pid_t w : workers_before)
+    if (w != janitor) PM_CHECK(srv, is_running(w));  // no worker was touched
+  PM_REQUIRE(srv, srv.master().signal(SIGQUIT));
+  auto status = srv.master().wait_exit(15s);
+  PM_REQUIRE(srv, status.has_value());
+  PM_CHECK(srv, exit_code_of(*status) == 0);
+  PM_CHECK(srv, !is_running(next));
+}

@@ -8,6 +8,7 @@
 // reopen, stopped after the workers on a graceful stop (with a deadline of
 // their own), terminated with them on a fast stop, untouched by reloads.
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <string>
@@ -200,4 +201,99 @@ TEST_CASE("QUIT with no helper running exits once the workers are gone", "[lifec
   d.exit(1003, exited_with(0));
   d.exit(1004, exited_with(0));
   CHECK(d.exit_code() == 0);
+}
+
+namespace {
+
+// The signals the lifecycle sent to `pid`, in order.
+std::vector<int> signals_to(const action_list& acts, pid_t pid) {
+  std::vector<int> out;
+  for (const auto& k : actions_of<actions::kill>(acts))
+    if (k.pid == pid) out.push_back(k.signo);
+  return out;
+}
+
+// Advances the clock by `by` while the workers keep sending heartbeats, so
+// that only the helpers can miss theirs.
+action_list advance_keeping_workers_alive(lifecycle_driver& d, milliseconds by) {
+  action_list all;
+  for (milliseconds step = 250ms; by.count() > 0; by -= std::min(by, step)) {
+    for (const auto& p : d.processes()) d.dispatch(events::heartbeat{p.pid});
+    auto acts = d.advance(std::min(by, step));
+    all.insert(all.end(), acts.begin(), acts.end());
+  }
+  return all;
+}
+
+lifecycle_config watched() {
+  auto c = config();
+  c.heartbeat_timeout = 1s;
+  c.heartbeat_grace = 500ms;
+  return c;
+}
+
+}  // namespace
+
+TEST_CASE("a helper's loop is watched: a missed heartbeat is SIGABRT, then SIGKILL, then a respawn",
+          "[lifecycle][helpers][heartbeat]") {
+  auto d = lifecycle_driver::serving(watched());
+  PM_SHOW_ON_FAILURE(d.describe());
+  const pid_t cache = helper_pid(d, 0);
+  // Its first heartbeat is due as a worker's readiness would be, then every second.
+  CHECK(d.due_in(heartbeat_timer(cache)) == 4s);
+  d.dispatch(events::heartbeat{cache});
+  CHECK(d.due_in(heartbeat_timer(cache)) == 1s);
+  d.dispatch(events::heartbeat{cache});
+  auto acts = advance_keeping_workers_alive(d, 1s);
+  INFO(to_string(acts));
+  CHECK(signals_to(acts, cache) == std::vector<int>{SIGABRT});
+  CHECK(logs_with(acts, log_level::warn, "cache " + std::to_string(cache) +
+                                             " (helper 0) missed its heartbeat for 1000 ms: SIGABRT") == 1);
+  for (const auto& p : d.processes()) CHECK(signals_to(acts, p.pid).empty());  // the workers are fine
+  // Late heartbeats do not save it.
+  d.dispatch(events::heartbeat{cache});
+  acts = advance_keeping_workers_alive(d, 500ms);
+  CHECK(signals_to(acts, cache) == std::vector<int>{SIGKILL});
+  acts = d.exit(cache, killed_by(SIGKILL));
+  CHECK(logs_with(acts, log_level::warn, "unexpectedly after missing its heartbeat for 1000 ms") == 1);
+  CHECK_FALSE(d.armed(heartbeat_timer(cache)));
+  REQUIRE(count_of<actions::spawn_helper>(acts) == 1);
+  const pid_t next = helper_pid(d, 0);
+  CHECK(next != cache);
+  CHECK(d.due_in(heartbeat_timer(next)) == 4s);  // the new one is watched afresh
+}
+
+TEST_CASE("a helper that never sends a heartbeat is aborted as a hung worker is",
+          "[lifecycle][helpers][heartbeat]") {
+  auto d = lifecycle_driver::serving(watched());
+  PM_SHOW_ON_FAILURE(d.describe());
+  const pid_t shipper = helper_pid(d, 1);
+  auto acts = advance_keeping_workers_alive(d, 3'999ms);
+  CHECK(signals_to(acts, shipper).empty());
+  acts = advance_keeping_workers_alive(d, 1ms);
+  INFO(to_string(acts));
+  CHECK(signals_to(acts, shipper) == std::vector<int>{SIGABRT});
+  CHECK(logs_with(acts, log_level::warn, "shipper " + std::to_string(shipper) +
+                                             " (helper 0) sent no heartbeat within 4000 ms of its start") == 1);
+  // It exits of the SIGABRT within the grace: respawned, no SIGKILL left armed.
+  acts = d.exit(shipper, killed_by(SIGABRT));
+  CHECK(logs_with(acts, log_level::warn, "unexpectedly after hanging at start") == 1);
+  CHECK_FALSE(d.armed(heartbeat_timer(shipper)));
+  CHECK(count_of<actions::spawn_helper>(acts) == 1);
+}
+
+TEST_CASE("helpers are not watched without --heartbeat-timeout, nor while they stop",
+          "[lifecycle][helpers][heartbeat]") {
+  {
+    auto d = lifecycle_driver::serving(config());
+    for (const auto& h : d.lifecycle().helpers()) CHECK_FALSE(d.armed(heartbeat_timer(h.pid)));
+  }
+  auto d = lifecycle_driver::serving(watched());
+  PM_SHOW_ON_FAILURE(d.describe());
+  const pid_t cache = helper_pid(d, 0);
+  auto acts = d.command(command::stop);  // fast stop: every helper is terminating
+  INFO(to_string(acts));
+  acts = d.advance(4s);  // past the escalation (SIGKILL) and the first heartbeat's due time
+  INFO(to_string(acts));
+  CHECK(std::ranges::count(signals_to(acts, cache), SIGABRT) == 0);
 }

@@ -168,7 +168,7 @@ command_line::command_line(options& opt) : opt_(opt) {
         o.ready_timeout = milliseconds(parse_number("--ready-timeout", v, 1, 86'400'000));
       });
   add("--heartbeat-timeout", "MS",
-      detail::format("SIGABRT a worker whose loop sent no heartbeat for MS, then replace it; 0: "
+      detail::format("SIGABRT a worker or helper whose loop sent no heartbeat for MS, then replace it; 0: "
                   "off {}",
                   ms(opt.heartbeat_timeout)),
       [](options& o, std::string_view v) {
