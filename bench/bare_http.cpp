@@ -5,9 +5,15 @@
 // beyond this.
 //
 //   bench_bare_http --port P [--workers N]      (SIGTERM, SIGINT or SIGQUIT stop it)
+//
+// Started by a supervisor the systemd way (LISTEN_FDS=1 and LISTEN_PID its
+// own, as exec_spawner and systemd pass a socket), it is one such process
+// serving descriptor 3, and sends READY=1 to NOTIFY_SOCKET: a program for
+// procmodel's exec_spawner (bench/big_master --exec).
 
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -20,6 +26,8 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
+
+#include <procmodel/systemd.hpp>
 
 #include "session.hpp"
 
@@ -45,6 +53,13 @@ void accept_next(tcp::acceptor& acceptor, const std::shared_ptr<const std::strin
   });
 }
 
+// Whether a supervisor passed this process one socket at descriptor 3.
+bool socket_activated() {
+  const char* fds = std::getenv("LISTEN_FDS");
+  const char* pid = std::getenv("LISTEN_PID");
+  return fds && pid && std::string_view(fds) == "1" && std::atol(pid) == ::getpid();
+}
+
 int serve(int listen_fd, unsigned slot) {
   boost::asio::io_context loop(1);
   tcp::acceptor acceptor(loop, tcp::v4(), listen_fd);
@@ -62,6 +77,12 @@ int serve(int listen_fd, unsigned slot) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (socket_activated()) {
+    const char* slot = std::getenv("PROCMODEL_SLOT");
+    // Descriptor 3 listens already: what connects now waits in its queue.
+    procmodel::systemd_notifier{}.ready();
+    return serve(3, slot ? static_cast<unsigned>(std::atoi(slot)) : 0);
+  }
   unsigned workers = 1;
   unsigned short port = 0;
   for (int i = 1; i + 1 < argc; i += 2) {

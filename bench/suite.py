@@ -932,28 +932,37 @@ def scenario_scale(res):
             + "\n![scale: procmodel and nginx at 64 and 256 workers](benchmarks-scale.png)\n")
 
 
+def spawn_cost_run(w, mb, extra):
+    """Respawn (median of --rounds) and one mass kill under a master that touched `mb` MB."""
+    srv = procmodel(w, program=args.big_master, extra=["--touch-mb", str(mb)] + extra).start(60)
+    time.sleep(0.2)
+    rs = samples(lambda: respawn_latency(srv), args.rounds, 0.25)
+    time.sleep(0.3)
+    kills = [mass_kill(srv)]
+    rss = status_field(srv.pid, "VmRSS") // 1024
+    srv.stop()
+    return {"respawn": median(rs), "kill": median([k for k in kills if k]), "rss": rss}
+
+
 def scenario_spawn_cost(res):
     sizes = [0, 100] + ([] if args.quick else [1024])
     n, w = args.rounds, 8
+    kinds = (("forked worker", []),
+             ("exec'd program", ["--exec", os.path.abspath(args.bare_http)]))
     out = {}
     rows = []
-    for mb in sizes:
-        srv = procmodel(w, program=args.big_master, extra=["--touch-mb", str(mb)]).start(60)
-        time.sleep(0.2)
-        rs = samples(lambda: respawn_latency(srv), n, 0.25)
-        time.sleep(0.3)
-        kills = [mass_kill(srv)]
-        rss = status_field(srv.pid, "VmRSS") // 1024
-        srv.stop()
-        out[mb] = {"respawn": median(rs), "kill": median([k for k in kills if k])}
-        log(f"spawn cost {mb} MB: {out[mb]}")
-        rows.append([mb, rss, ms(out[mb]["respawn"]), ratio(out[mb]["respawn"], out[0]["respawn"]),
-                     ms(out[mb]["kill"]), ratio(out[mb]["kill"], out[0]["kill"])])
+    for kind, extra in kinds:
+        for mb in sizes:
+            r = out[(kind, mb)] = spawn_cost_run(w, mb, extra)
+            log(f"spawn cost, {kind}, {mb} MB: {r}")
+            base = out[(kind, 0)]
+            rows.append([kind, mb, r["rss"], ms(r["respawn"]), ratio(r["respawn"], base["respawn"]),
+                         ms(r["kill"]), ratio(r["kill"], base["kill"])])
     res["spawn"] = out
-    return ("bench/big_master.cpp: http_server's worker under a master that touched "
-            f"`--touch-mb` MB before forking {w} workers. Respawn as above (median of {n}); "
-            f"mass kill of all {w} workers.\n\n"
-            + table(["master touched MB", "master RSS MB", "respawn ms", "vs 0 MB",
+    return ("bench/big_master.cpp: a master that touched `--touch-mb` MB before it started "
+            f"{w} workers: http_server's worker, forked, or bench_bare_http run by exec_spawner "
+            f"(`--exec`). Respawn as above (median of {n}); mass kill of all {w} workers.\n\n"
+            + table(["worker", "master touched MB", "master RSS MB", "respawn ms", "vs 0 MB",
                      f"mass kill of {w} ms", "vs 0 MB"], rows))
 
 
@@ -1082,7 +1091,9 @@ def summary(res):
 def smoke():
     """Each server of the suite starts, answers and stops: the plumbing, no figures."""
     makers = [lambda: procmodel(2), lambda: procmodel(2, reuseport=True), lambda: bare(2),
-              lambda: procmodel(2, program=args.big_master, extra=["--touch-mb", "1"])]
+              lambda: procmodel(2, program=args.big_master, extra=["--touch-mb", "1"]),
+              lambda: procmodel(2, program=args.big_master,
+                                extra=["--exec", os.path.abspath(args.bare_http)])]
     if os.access(NGINX, os.X_OK):
         makers.append(lambda: nginx(2))
     if os.access(HAPROXY, os.X_OK):

@@ -11,6 +11,16 @@
 /// The spawner speaks for the program on the worker's channel, so the
 /// supervisor and the lifecycle treat it as any forked worker.
 ///
+/// A program is started as posix_spawn starts one (clone with CLONE_VM and
+/// CLONE_VFORK): the child shares the master's memory until it execs, so no
+/// page table is copied and a spawn costs the same whatever the master
+/// holds. The exception: a request with per-worker settings to apply in the
+/// child (`spawn_request::enter`: --user, --group, --worker-rlimit-*,
+/// --worker-cpu-affinity, --worker-priority, --worker-directory) forks, as
+/// applying them may allocate, throw and log, and glibc's setuid signals
+/// every thread of the process, which no child sharing the master's memory
+/// may do; that spawn pays the copy as a forked worker does.
+///
 /// @par Example
 /// @code
 /// using pool = procmodel::supervisor_with<procmodel::exec_worker,
@@ -20,6 +30,7 @@
 /// @endcode
 
 #include <cerrno>
+#include <cstddef>
 #include <cstdio>
 #include <cstring>
 #include <functional>
@@ -47,6 +58,7 @@
 #include "detail/format.hpp"
 #include "detail/notify_socket.hpp"
 #include "detail/signal_fd.hpp"
+#include "detail/vfork.hpp"
 #include "program.hpp"
 #include "spawner.hpp"
 #include "worker_context.hpp"
@@ -121,6 +133,45 @@ inline std::vector<std::string> program_environment(const spawn_request& req, co
 struct exec_failure {
   int stage = 0;  ///< 1: the per-worker settings, 2: the descriptors, 3: exec
   int error = 0;
+};
+
+/// A program's argv and environment, built by the master before the child
+/// exists (which may not allocate). LISTEN_PID and WATCHDOG_PID are blank
+/// slots the child fills in with its own pid. Pointers into it are handed
+/// out: it stays where it is made.
+struct exec_image {
+  std::vector<std::string> env, args;
+  std::string listen_pid = std::string(32, '\0'), watchdog_pid = std::string(32, '\0');
+  std::vector<char*> envp, argv;
+  std::vector<int> listen_fds;
+
+  exec_image(const spawn_request& req, const program& prog, const std::string& notify)
+      : env(program_environment(req, prog, notify)), args{prog.path} {
+    for (auto& e : env) envp.push_back(e.data());
+    if (!req.listeners.empty()) envp.push_back(listen_pid.data());
+    if (req.heartbeat_timeout.count() > 0) envp.push_back(watchdog_pid.data());
+    envp.push_back(nullptr);
+    args.insert(args.end(), prog.args.begin(), prog.args.end());
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    for (const auto& l : req.listeners) listen_fds.push_back(l.fd);
+  }
+  exec_image(const exec_image&) = delete;
+  exec_image& operator=(const exec_image&) = delete;
+};
+
+/// What exec_spawner's child reads: all of it prepared by the master.
+struct exec_child {
+  const std::function<bool()>* enter;  ///< the per-worker settings; null: none
+  const int* listen_fds;
+  int listen_count;
+  int report;  ///< close-on-exec pipe for an exec_failure
+  pid_t master;
+  int quit_signal;  ///< sent to the program when the master dies
+  char* const* argv;
+  char* const* envp;
+  char* listen_pid;  ///< "LISTEN_PID=<its pid>", written by the child
+  char* watchdog_pid;
 };
 
 }  // namespace detail
@@ -206,52 +257,18 @@ class exec_spawner {
     // The master keeps the worker's end: the supervisor closes its own copy.
     detail::unique_fd chan(::fcntl(req.channel_fd, F_DUPFD_CLOEXEC, 3));
     if (!chan) detail::throw_errno("exec_spawner: dup");
-
-    std::vector<std::string> env = detail::program_environment(req, prog, notify.name());
-    std::string listen_pid(32, '\0'), watchdog_pid(32, '\0');  // written by the child
-    std::vector<char*> envp;
-    for (auto& e : env) envp.push_back(e.data());
-    if (!req.listeners.empty()) envp.push_back(listen_pid.data());
-    if (req.heartbeat_timeout.count() > 0) envp.push_back(watchdog_pid.data());
-    envp.push_back(nullptr);
-    std::vector<std::string> args{prog.path};
-    args.insert(args.end(), prog.args.begin(), prog.args.end());
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    std::vector<int> listen_fds;
-    for (const auto& l : req.listeners) listen_fds.push_back(l.fd);
+    detail::exec_image image(req, prog, notify.name());
 
     int report[2];
     if (::pipe2(report, O_CLOEXEC) != 0) detail::throw_errno("exec_spawner: pipe");
     detail::unique_fd report_read(report[0]), report_write(report[1]);
-    const pid_t master = ::getpid();
-    std::fflush(nullptr);
-    pid_t pid = ::fork();
-    if (pid < 0) detail::throw_errno("fork");
-    if (pid == 0)
-      run_child(prog, req.enter, listen_fds, report_write.get(), master, argv.data(), envp.data(),
-                listen_pid.data(), watchdog_pid.data());
+    detail::exec_child child{req.enter ? &req.enter : nullptr, image.listen_fds.data(),
+                             static_cast<int>(image.listen_fds.size()), report_write.get(),
+                             ::getpid(), prog.quit_signal, image.argv.data(), image.envp.data(),
+                             image.listen_pid.data(), image.watchdog_pid.data()};
+    const pid_t pid = req.enter ? fork_child(child) : clone_child(child);
     report_write.reset();
-    detail::exec_failure failure;
-    ssize_t n;
-    do n = ::read(report_read.get(), &failure, sizeof failure);
-    while (n < 0 && errno == EINTR);
-    if (n == static_cast<ssize_t>(sizeof failure)) {
-      int status = 0;
-      ::waitpid(pid, &status, 0);  // it exits at once with 127; nothing else reaps it
-      switch (failure.stage) {
-        case 1:
-          throw std::system_error(failure.error ? failure.error : EPERM, std::generic_category(),
-                                  "the per-worker settings failed (see above)");
-        case 2:
-          throw std::system_error(failure.error, std::generic_category(),
-                                  "cannot pass the listening sockets");
-        default:
-          throw std::system_error(failure.error, std::generic_category(),
-                                  detail::format("cannot execute '{}' (exit 127)", prog.path));
-      }
-    }
+    throw_if_failed(pid, report_read.get(), prog);
 
     auto r = std::make_shared<running>(*req.master, std::move(notify), std::move(chan));
     r->pid = pid;
@@ -263,45 +280,92 @@ class exec_spawner {
     return pid;
   }
 
-  // In the child: nothing here returns. Only async-signal-safe calls but the
-  // per-worker settings, as fork_spawner's children do.
-  [[noreturn]] static void run_child(const program& prog, const std::function<bool()>& enter,
-                                     const std::vector<int>& listen_fds, int report, pid_t master,
-                                     char* const* argv, char* const* envp, char* listen_pid,
-                                     char* watchdog_pid) {
-    auto fail = [&report](int stage, int error) {
-      detail::exec_failure f{stage, error};
-      (void)!::write(report, &f, sizeof f);
-      ::_exit(127);
-    };
+  // The per-worker settings may allocate, throw and log, and glibc's setuid
+  // signals every thread of the process: none of it is safe in a child that
+  // shares the master's memory, so that child gets a copy of it.
+  static pid_t fork_child(const detail::exec_child& child) {
+    std::fflush(nullptr);
+    const pid_t pid = ::fork();
+    if (pid < 0) detail::throw_errno("fork");
+    if (pid == 0) run_child(child);
+    return pid;
+  }
+
+  // Without them, as posix_spawn: no copy of the master's page tables, so a
+  // spawn costs the same whatever the master holds.
+  static pid_t clone_child(detail::exec_child& child) {
+    detail::child_stack stack(child_stack_size);
+    return detail::clone_vfork(&child_main, &child, stack);
+  }
+  // glibc's posix_spawn takes 32 KiB and the arguments; ASan's frames are larger.
+  static constexpr std::size_t child_stack_size = 256 * 1024;
+
+  PROCMODEL_CHILD_NO_ASAN static int child_main(void* child) {
+    run_child(*static_cast<const detail::exec_child*>(child));
+  }
+
+  // Throws what the child reported on `report` when it could not exec, once
+  // it is reaped; returns when the pipe closed on its exec.
+  static void throw_if_failed(pid_t pid, int report, const program& prog) {
+    detail::exec_failure failure;
+    ssize_t n;
+    do n = ::read(report, &failure, sizeof failure);
+    while (n < 0 && errno == EINTR);
+    if (n != static_cast<ssize_t>(sizeof failure)) return;
+    int status = 0;
+    ::waitpid(pid, &status, 0);  // it exits at once with 127; nothing else reaps it
+    switch (failure.stage) {
+      case 1:
+        throw std::system_error(failure.error ? failure.error : EPERM, std::generic_category(),
+                                "the per-worker settings failed (see above)");
+      case 2:
+        throw std::system_error(failure.error, std::generic_category(),
+                                "cannot pass the listening sockets");
+      default:
+        throw std::system_error(failure.error, std::generic_category(),
+                                detail::format("cannot execute '{}' (exit 127)", prog.path));
+    }
+  }
+
+  // In the child: nothing here returns, allocates or throws, but the
+  // per-worker settings, which run only in a forked child.
+  [[noreturn]] PROCMODEL_CHILD_NO_ASAN static void run_child(const detail::exec_child& c) {
+    int report = c.report;
+    // Handlers first, then the mask: a master's handler never runs here.
     detail::reset_signals_after_fork();
     ::signal(SIGPIPE, SIG_DFL);  // ignored dispositions would survive the exec
-    if (enter && !enter()) fail(1, 0);
+    if (c.enter && !(*c.enter)()) child_failed(report, 1, 0);
     // After the privilege drop, which clears it: the program drains when
     // the master dies, as a forked worker does when its channel closes.
-    ::prctl(PR_SET_PDEATHSIG, prog.quit_signal);
-    if (::getppid() != master) ::_exit(1);
+    ::prctl(PR_SET_PDEATHSIG, c.quit_signal);
+    if (::getppid() != c.master) ::_exit(1);
     // The listeners go to 3, 4, ...: first out of the way of one another.
-    const int n = static_cast<int>(listen_fds.size());
+    const int n = c.listen_count;
     int high[256];
-    if (n > 256) fail(2, EMFILE);
+    if (n > 256) child_failed(report, 2, EMFILE);
     int keep_report = ::fcntl(report, F_DUPFD_CLOEXEC, 3 + n);
-    if (keep_report < 0) fail(2, errno);
+    if (keep_report < 0) child_failed(report, 2, errno);
     report = keep_report;
     for (int i = 0; i < n; ++i)
-      if ((high[i] = ::fcntl(listen_fds[static_cast<std::size_t>(i)], F_DUPFD_CLOEXEC, 3 + n)) < 0)
-        fail(2, errno);
+      if ((high[i] = ::fcntl(c.listen_fds[i], F_DUPFD_CLOEXEC, 3 + n)) < 0)
+        child_failed(report, 2, errno);
     for (int i = 0; i < n; ++i)
-      if (::dup2(high[i], 3 + i) < 0) fail(2, errno);  // without close-on-exec
+      if (::dup2(high[i], 3 + i) < 0) child_failed(report, 2, errno);  // without close-on-exec
     int keep[257];
     for (int i = 0; i < n; ++i) keep[i] = 3 + i;
     keep[n] = report;
     close_range_except(keep, n + 1);
     const pid_t self = ::getpid();
-    std::snprintf(listen_pid, 32, "LISTEN_PID=%d", self);
-    std::snprintf(watchdog_pid, 32, "WATCHDOG_PID=%d", self);
-    ::execvpe(argv[0], argv, envp);
-    fail(3, errno);
+    std::snprintf(c.listen_pid, 32, "LISTEN_PID=%d", self);
+    std::snprintf(c.watchdog_pid, 32, "WATCHDOG_PID=%d", self);
+    ::execvpe(c.argv[0], c.argv, c.envp);
+    child_failed(report, 3, errno);
+  }
+
+  // Reports on the close-on-exec pipe why the child cannot exec, and exits.
+  [[noreturn]] PROCMODEL_CHILD_NO_ASAN static void child_failed(int report, int stage, int error) {
+    detail::exec_failure f{stage, error};
+    (void)!::write(report, &f, sizeof f);
     ::_exit(127);
   }
 

@@ -84,7 +84,7 @@ struct spawn_request {
   /// The listeners among keep_fds, in order, with their addresses.
   std::vector<listener> listeners;
   /// Applies the per-worker settings (limits, CPU, user) in the child;
-  /// false (logged) when one failed.
+  /// false (logged) when one failed. Empty when there are none.
   std::function<bool()> enter;
   /// The heartbeat the master expects (0: none): WATCHDOG_USEC for a program.
   std::chrono::milliseconds heartbeat_timeout{0};

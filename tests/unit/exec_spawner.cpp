@@ -7,7 +7,8 @@
 // socket), what its datagrams become on the worker's channel, what the
 // master's commands become (signals), and the bad input that is logged and
 // survived: garbage, oversized and foreign datagrams, a program that cannot
-// be executed.
+// be executed. And how the program is started: without copying the master's
+// page tables, unless per-worker settings must run in a forked child.
 
 #include <chrono>
 #include <cstdlib>
@@ -18,6 +19,8 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -122,6 +125,48 @@ int reap_one(exec_spawner& sp, pid_t pid) {
   }
   return status;
 }
+
+// Minor page faults the calling thread has taken.
+long minor_faults() {
+  rusage u{};
+  ::getrusage(RUSAGE_THREAD, &u);
+  return u.ru_minflt;
+}
+
+// Private memory with every page written, so resident (no huge pages: one
+// fault per page is the unit counted).
+class touched_memory {
+ public:
+  explicit touched_memory(std::size_t pages)
+      : page_(static_cast<std::size_t>(::sysconf(_SC_PAGESIZE))), pages_(pages) {
+    void* p = ::mmap(nullptr, page_ * pages_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                     -1, 0);
+    REQUIRE(p != MAP_FAILED);
+    base_ = static_cast<char*>(p);
+    ::madvise(base_, page_ * pages_, MADV_NOHUGEPAGE);
+    write_all();
+  }
+  ~touched_memory() { ::munmap(base_, page_ * pages_); }
+  touched_memory(const touched_memory&) = delete;
+  touched_memory& operator=(const touched_memory&) = delete;
+
+  // The faults that writing every page again takes: each page a fork has
+  // write-protected for copy-on-write faults once, even after the child
+  // exec'd; a page nobody copied does not.
+  long rewrite_faults() {
+    const long before = minor_faults();
+    write_all();
+    return minor_faults() - before;
+  }
+
+ private:
+  void write_all() {
+    volatile char* p = base_;
+    for (std::size_t i = 0; i < pages_; ++i) p[i * page_] = static_cast<char>(p[i * page_] + 1);
+  }
+  std::size_t page_, pages_;
+  char* base_ = nullptr;
+};
 
 }  // namespace
 
@@ -284,4 +329,69 @@ TEST_CASE("a program that cannot be executed is a spawn error naming it, and lea
   std::remove(plain.c_str());
   int status = 0;
   CHECK(::waitpid(-1, &status, WNOHANG) <= 0);  // each failed child was reaped at once
+}
+
+TEST_CASE("a program starts without a copy of the master's page tables, signals reset",
+          "[exec]") {
+  constexpr std::size_t pages = 2048;
+  touched_memory memory(pages);
+  {  // The measure: after a fork, rewriting the memory faults on every page.
+    const pid_t forked = ::fork();
+    if (forked == 0) ::_exit(0);
+    ::waitpid(forked, nullptr, 0);
+    REQUIRE(memory.rewrite_faults() >= static_cast<long>(pages * 9 / 10));
+  }
+  // What the master blocks and ignores must not reach the program.
+  sigset_t usr1, old_mask;
+  sigemptyset(&usr1);
+  sigaddset(&usr1, SIGUSR1);
+  ::pthread_sigmask(SIG_BLOCK, &usr1, &old_mask);
+  auto old_hup = ::signal(SIGHUP, SIG_IGN);
+
+  harness h;
+  const std::string report = fmt::format("/tmp/procmodel-exec-vfork-{}.txt", ::getpid());
+  program prog;
+  prog.path = "/bin/sh";
+  prog.args = {"-c", fmt::format("exec grep -E '^Sig(Blk|Ign)' /proc/self/status > {}", report)};
+  auto req = h.request(prog, {});
+  const pid_t pid = h.spawner.spawn(req);
+  const long faults = memory.rewrite_faults();
+  ::signal(SIGHUP, old_hup);
+  ::pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
+
+  INFO(faults << " faults rewriting " << pages << " pages after the spawn");
+  CHECK(faults < static_cast<long>(pages / 10));
+  const int status = reap_one(h.spawner, pid);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  const std::string seen = slurp(report);
+  std::remove(report.c_str());
+  CHECK(seen == "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n");
+}
+
+TEST_CASE("per-worker settings run in a forked child, whose failure is a spawn error", "[exec]") {
+  harness h;
+  program prog;
+  prog.path = "/bin/true";
+  auto req = h.request(prog, {});
+  bool entered_here = false;
+  req.enter = [&entered_here] {
+    entered_here = true;
+    return false;
+  };
+  try {
+    h.spawner.spawn(req);
+    FAIL("spawn succeeded");
+  } catch (const std::system_error& e) {
+    CHECK(std::string(e.what()).find("the per-worker settings failed") != std::string::npos);
+  }
+  CHECK_FALSE(entered_here);  // in a copy of this process, not in its memory
+  int status = 0;
+  CHECK(::waitpid(-1, &status, WNOHANG) <= 0);  // the failed child was reaped at once
+
+  req.enter = [] { return true; };
+  const pid_t pid = h.spawner.spawn(req);
+  status = reap_one(h.spawner, pid);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
 }
