@@ -164,9 +164,7 @@ PM_TEST_CASE("exec: QUIT under keep-alive load: no request fails, every Python w
   server srv(exec_master, "procmodel-exec");
   PM_REQUIRE(srv, srv.start(exec_config(2, {"--shutdown-timeout", "5000"})));
   auto workers = srv.workers();
-  load_options lo;
-  lo.connections = 30;
-  http_load load(srv.port(), lo);
+  http_load load(srv.port(), {.connections = 30});
   load.start();
   PM_REQUIRE(srv, wait_for([&] { return load.snapshot().ok >= 300; }, 20s));
   const auto quit_at = steady::now();
@@ -195,9 +193,7 @@ PM_TEST_CASE("exec: HUP reloads under keep-alive load lose no request", "[exec][
   const std::string message = srv.dir().file("message");
   write_file(message, "hello from python\n");
   PM_REQUIRE(srv, srv.start(exec_config(2, {"--message-file", message})));
-  load_options lo;
-  lo.connections = 30;
-  http_load load(srv.port(), lo);
+  http_load load(srv.port(), {.connections = 30});
   load.start();
   PM_REQUIRE(srv, wait_for([&] { return load.snapshot().ok >= 200; }, 20s));
   const int hups = 4;
@@ -261,9 +257,7 @@ PM_TEST_CASE("exec: -s upgrade under keep-alive load starts new programs and dra
   PM_REQUIRE(srv, old_workers.size() == 2);
   for (pid_t w : old_workers) PM_CHECK(srv, generation_env_of(w) == 1);
 
-  load_options lo;
-  lo.connections = 20;
-  http_load load(srv.port(), lo);
+  http_load load(srv.port(), {.connections = 20});
   load.start();
   PM_REQUIRE(srv, wait_for([&] { return load.snapshot().ok >= 200; }, 20s));
 
@@ -359,9 +353,7 @@ PM_TEST_CASE(
   const auto workers = fam.workers_of(master);
   PM_REQUIRE(srv, workers.size() == 2);
 
-  load_options lo;
-  lo.connections = 20;
-  http_load load(srv.port(), lo);
+  http_load load(srv.port(), {.connections = 20});
   load.start();
   PM_REQUIRE(srv, wait_for([&] { return load.snapshot().ok >= 200; }, 20s));
 

@@ -904,9 +904,7 @@ void rolling_reload_under_load(bool reuseport) {
   PM_REQUIRE(srv, srv.start(http_config(8, extra)));
   const auto old_list = srv.workers();
   PM_REQUIRE(srv, old_list.size() == 8);
-  load_options lo;
-  lo.connections = 30;
-  http_load load(srv.port(), lo);
+  http_load load(srv.port(), {.connections = 30});
   load.start();
   PM_REQUIRE(srv, wait_for([&] { return load.snapshot().ok >= 200; }, 10s));
 

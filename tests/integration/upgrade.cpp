@@ -344,9 +344,7 @@ PM_TEST_CASE("8 automatic upgrades under keep-alive load from a relative argv0 d
   PM_REQUIRE(srv, fam.workers_of(current).size() == 2);
   int first_fds = count_open_fds(current);
 
-  load_options lo;
-  lo.connections = 50;
-  http_load load(srv.port(), lo);
+  http_load load(srv.port(), {.connections = 50});
   load.start();
   PM_REQUIRE(srv, wait_for([&] { return load.snapshot().ok >= 500; }, 10s));
 
@@ -437,9 +435,7 @@ PM_TEST_CASE("automatic upgrades with per-worker reuseport sockets hand the very
   const auto sockets = listening_inodes(srv.port());
   PM_REQUIRE(srv, sockets.size() == 2);
 
-  load_options lo;
-  lo.connections = 20;
-  http_load load(srv.port(), lo);
+  http_load load(srv.port(), {.connections = 20});
   load.start();
   PM_REQUIRE(srv, wait_for([&] { return load.snapshot().ok >= 300; }, 10s));
   for (int i = 0; i < 2; ++i) {
@@ -483,9 +479,7 @@ PM_TEST_CASE("manual upgrade: USR2 then WINCH and QUIT the old master under ligh
   auto old_workers = fam.workers_of(old_master);
   PM_REQUIRE(srv, old_workers.size() == 2);
 
-  load_options lo;
-  lo.connections = 4;
-  http_load load(srv.port(), lo);
+  http_load load(srv.port(), {.connections = 4});
   load.start();
   PM_REQUIRE(srv, wait_for([&] { return load.snapshot().ok >= 50; }, 10s));
 
@@ -567,9 +561,7 @@ PM_TEST_CASE("manual upgrade rolled back: WINCH then HUP the old master and QUIT
   fam.master(old_master);
   auto old_workers = fam.workers_of(old_master);
 
-  load_options lo;
-  lo.connections = 4;
-  http_load load(srv.port(), lo);
+  http_load load(srv.port(), {.connections = 4});
   load.start();
   PM_REQUIRE(srv, wait_for([&] { return load.snapshot().ok >= 50; }, 10s));
 
@@ -660,9 +652,7 @@ PM_TEST_CASE("an upgrade to a binary that exits or never gets ready fails while 
   pid_t master = srv.master_pid();
   fam.master(master);
 
-  load_options lo;
-  lo.connections = 10;
-  http_load load(srv.port(), lo);
+  http_load load(srv.port(), {.connections = 10});
   load.start();
   PM_REQUIRE(srv, wait_for([&] { return load.snapshot().ok >= 100; }, 10s));
 

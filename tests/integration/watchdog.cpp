@@ -160,9 +160,7 @@ PM_TEST_CASE(
   server srv(http_server, "procmodel-recycle");
   PM_REQUIRE(srv,
              srv.start(http_config(2, {"--max-requests", "1000", "--shutdown-timeout", "5000"})));
-  load_options lo;
-  lo.connections = 20;
-  http_load load(srv.port(), lo);
+  http_load load(srv.port(), {.connections = 20});
   load.start();
   auto recycled = [&] { return count_of(srv.log(), ") recycled: "); };
   PM_CHECK(srv, wait_for([&] { return recycled() >= 8; }, 60s, 100ms));
