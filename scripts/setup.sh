@@ -5,8 +5,9 @@
 #   scripts/setup.sh test    install what is missing, then the whole suite four ways:
 #                            ci preset (warnings as errors), asan (ASan+UBSan, every test
 #                            but the packaging ones), tsan (the unit tests that run
-#                            workers as threads), fuzz (each parser's libFuzzer target,
-#                            bounded); a sanitizer report from any process fails the run
+#                            workers as threads, and exec_spawner's), fuzz (each
+#                            parser's libFuzzer target, bounded); a sanitizer report
+#                            from any process fails the run
 #   scripts/setup.sh bench   install what is missing (plus wrk, nginx-light, haproxy,
 #                            gnuplot-nox, time, python3), run bench/run.sh
 #
@@ -126,8 +127,9 @@ case "$mode" in
     ctest --preset asan -LE "docs|consumer|compile" "${retry[@]}" | tee build/asan-test.log || asan_rc=$?
     check_reports asan || asan_rc=1
 
-    log "TSan: the unit tests that run workers as threads (inline_spawner)"
-    mapfile -t threaded < <(grep -l inline_spawner tests/unit/*.cpp | xargs -n1 basename | sed 's/\.cpp$//')
+    log "TSan: the unit tests that run workers as threads (inline_spawner), and exec_spawner's"
+    mapfile -t threaded < <(grep -l -E 'inline_spawner|^#include <procmodel/exec_spawner.hpp>' tests/unit/*.cpp |
+      xargs -n1 basename | sed 's/\.cpp$//')
     cmake --preset tsan
     tsan_rc=0
     if [[ ${#threaded[@]} -gt 0 ]]; then

@@ -14,12 +14,16 @@
 /// A program is started as posix_spawn starts one (clone with CLONE_VM and
 /// CLONE_VFORK): the child shares the master's memory until it execs, so no
 /// page table is copied and a spawn costs the same whatever the master
-/// holds. The exception: a request with per-worker settings to apply in the
-/// child (`spawn_request::enter`: --user, --group, --worker-rlimit-*,
-/// --worker-cpu-affinity, --worker-priority, --worker-directory) forks, as
-/// applying them may allocate, throw and log, and glibc's setuid signals
-/// every thread of the process, which no child sharing the master's memory
-/// may do; that spawn pays the copy as a forked worker does.
+/// holds. So does a request with per-worker settings (--user, --group,
+/// --worker-rlimit-*, --worker-cpu-affinity, --worker-priority,
+/// --worker-directory, as `spawn_request::plan`): the master resolves them
+/// into plain data first and the child applies them with raw system calls
+/// (detail/child_settings.hpp), neither allocating nor going through glibc's
+/// setuid, which signals every thread of the process. Two cases fork
+/// instead, and pay the copy as a forked worker does: a request whose
+/// settings are only code (`spawn_request::enter` without `plan`), which
+/// may allocate, throw and log; and a build with ThreadSanitizer, whose
+/// interceptors would run in the child on the master's memory.
 ///
 /// @par Example
 /// @code
@@ -54,6 +58,7 @@
 #include <fmt/core.h>
 
 #include "channel.hpp"
+#include "detail/child_settings.hpp"
 #include "detail/close_fds.hpp"
 #include "detail/format.hpp"
 #include "detail/notify_socket.hpp"
@@ -133,6 +138,7 @@ inline std::vector<std::string> program_environment(const spawn_request& req, co
 struct exec_failure {
   int stage = 0;  ///< 1: the per-worker settings, 2: the descriptors, 3: exec
   int error = 0;
+  child_step setting = child_step::none;  ///< which one, at stage 1 from a plan
 };
 
 /// A program's argv and environment, built by the master before the child
@@ -162,7 +168,8 @@ struct exec_image {
 
 /// What exec_spawner's child reads: all of it prepared by the master.
 struct exec_child {
-  const std::function<bool()>* enter;  ///< the per-worker settings; null: none
+  const child_settings* settings;       ///< the per-worker settings as data; null: none
+  const std::function<bool()>* enter;  ///< else as code (forked child only); null: none
   const int* listen_fds;
   int listen_count;
   int report;  ///< close-on-exec pipe for an exec_failure
@@ -262,13 +269,24 @@ class exec_spawner {
     int report[2];
     if (::pipe2(report, O_CLOEXEC) != 0) detail::throw_errno("exec_spawner: pipe");
     detail::unique_fd report_read(report[0]), report_write(report[1]);
-    detail::exec_child child{req.enter ? &req.enter : nullptr, image.listen_fds.data(),
-                             static_cast<int>(image.listen_fds.size()), report_write.get(),
-                             ::getpid(), prog.quit_signal, image.argv.data(), image.envp.data(),
-                             image.listen_pid.data(), image.watchdog_pid.data()};
-    const pid_t pid = req.enter ? fork_child(child) : clone_child(child);
+    const bool planned = req.plan && !req.plan->empty();
+    detail::child_settings settings;
+    if (planned) settings = detail::child_settings_of(*req.plan, req.slot);
+    detail::exec_child child{planned ? &settings : nullptr,
+                             !planned && req.enter ? &req.enter : nullptr,
+                             image.listen_fds.data(),
+                             static_cast<int>(image.listen_fds.size()),
+                             report_write.get(),
+                             ::getpid(),
+                             prog.quit_signal,
+                             image.argv.data(),
+                             image.envp.data(),
+                             image.listen_pid.data(),
+                             image.watchdog_pid.data()};
+    const bool copy = child.enter || !detail::vfork_usable;
+    const pid_t pid = copy ? fork_child(child) : clone_child(child);
     report_write.reset();
-    throw_if_failed(pid, report_read.get(), prog);
+    throw_if_failed(pid, report_read.get(), prog, req);
 
     auto r = std::make_shared<running>(*req.master, std::move(notify), std::move(chan));
     r->pid = pid;
@@ -280,9 +298,9 @@ class exec_spawner {
     return pid;
   }
 
-  // The per-worker settings may allocate, throw and log, and glibc's setuid
-  // signals every thread of the process: none of it is safe in a child that
-  // shares the master's memory, so that child gets a copy of it.
+  // Settings as code may allocate, throw and log, none of which is safe in
+  // a child that shares the master's memory, so that child gets a copy of
+  // it; so does every child under ThreadSanitizer (detail::vfork_usable).
   static pid_t fork_child(const detail::exec_child& child) {
     std::fflush(nullptr);
     const pid_t pid = ::fork();
@@ -291,8 +309,8 @@ class exec_spawner {
     return pid;
   }
 
-  // Without them, as posix_spawn: no copy of the master's page tables, so a
-  // spawn costs the same whatever the master holds.
+  // Else as posix_spawn: no copy of the master's page tables, so a spawn
+  // costs the same whatever the master holds.
   static pid_t clone_child(detail::exec_child& child) {
     detail::child_stack stack(child_stack_size);
     return detail::clone_vfork(&child_main, &child, stack);
@@ -306,7 +324,8 @@ class exec_spawner {
 
   // Throws what the child reported on `report` when it could not exec, once
   // it is reaped; returns when the pipe closed on its exec.
-  static void throw_if_failed(pid_t pid, int report, const program& prog) {
+  static void throw_if_failed(pid_t pid, int report, const program& prog,
+                              const spawn_request& req) {
     detail::exec_failure failure;
     ssize_t n;
     do n = ::read(report, &failure, sizeof failure);
@@ -316,6 +335,10 @@ class exec_spawner {
     ::waitpid(pid, &status, 0);  // it exits at once with 127; nothing else reaps it
     switch (failure.stage) {
       case 1:
+        if (failure.setting != detail::child_step::none && req.plan)
+          throw std::system_error(
+              failure.error ? failure.error : EPERM, std::generic_category(),
+              "the per-worker settings failed: " + describe(failure.setting, *req.plan, req.slot));
         throw std::system_error(failure.error ? failure.error : EPERM, std::generic_category(),
                                 "the per-worker settings failed (see above)");
       case 2:
@@ -327,14 +350,19 @@ class exec_spawner {
     }
   }
 
-  // In the child: nothing here returns, allocates or throws, but the
-  // per-worker settings, which run only in a forked child.
+  // In the child: nothing here returns, allocates or throws, but settings
+  // as code, which run only in a forked child.
   [[noreturn]] PROCMODEL_CHILD_NO_ASAN static void run_child(const detail::exec_child& c) {
     int report = c.report;
     // Handlers first, then the mask: a master's handler never runs here.
     detail::reset_signals_after_fork();
     ::signal(SIGPIPE, SIG_DFL);  // ignored dispositions would survive the exec
-    if (c.enter && !(*c.enter)()) child_failed(report, 1, 0);
+    if (c.settings) {
+      const detail::child_step_failure f = detail::apply_child_settings(*c.settings);
+      if (f.step != detail::child_step::none) child_failed(report, 1, f.error, f.step);
+    } else if (c.enter && !(*c.enter)()) {
+      child_failed(report, 1, 0);
+    }
     // After the privilege drop, which clears it: the program drains when
     // the master dies, as a forked worker does when its channel closes.
     ::prctl(PR_SET_PDEATHSIG, c.quit_signal);
@@ -363,8 +391,9 @@ class exec_spawner {
   }
 
   // Reports on the close-on-exec pipe why the child cannot exec, and exits.
-  [[noreturn]] PROCMODEL_CHILD_NO_ASAN static void child_failed(int report, int stage, int error) {
-    detail::exec_failure f{stage, error};
+  [[noreturn]] PROCMODEL_CHILD_NO_ASAN static void child_failed(
+      int report, int stage, int error, detail::child_step setting = detail::child_step::none) {
+    detail::exec_failure f{stage, error, setting};
     (void)!::write(report, &f, sizeof f);
     ::_exit(127);
   }

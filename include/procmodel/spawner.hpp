@@ -58,6 +58,10 @@
 
 namespace procmodel {
 
+namespace detail {
+struct worker_plan;  // detail/worker_setup.hpp
+}  // namespace detail
+
 /// What a spawner is asked to start.
 struct spawn_request {
   unsigned slot = 0;
@@ -86,6 +90,10 @@ struct spawn_request {
   /// Applies the per-worker settings (limits, CPU, user) in the child;
   /// false (logged) when one failed. Empty when there are none.
   std::function<bool()> enter;
+  /// The same settings as data, resolved by the master (null: none); it
+  /// outlives spawn(). exec_spawner applies them without `enter`, in a
+  /// child that shares the master's memory.
+  const detail::worker_plan* plan = nullptr;
   /// The heartbeat the master expects (0: none): WATCHDOG_USEC for a program.
   std::chrono::milliseconds heartbeat_timeout{0};
   /// Where a spawner reports what it sees of a worker (a bad notify datagram).

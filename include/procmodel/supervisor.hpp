@@ -1013,10 +1013,12 @@ class basic_supervisor {
     req.exec = l.exec;
     req.channel_fd = worker_fd;
     req.listeners = setup.listeners;
-    if (!l.plan->empty())  // else none: exec_spawner then starts a program without a fork
+    if (!l.plan->empty()) {  // exec_spawner applies the plan itself, without a fork
+      req.plan = l.plan;
       req.enter = [plan = *l.plan, slot = l.slot, log_file = o.log_file, level = o.level] {
         return detail::enter_worker(plan, slot, log_file, level);
       };
+    }
     if (separate) req.heartbeat_timeout = o.heartbeat_timeout;
     req.log = [this](log_level level, const std::string& text) { log_.write_line(level, text); };
     req.body = [work, worker_fd, setup, plan = *l.plan](bool own_process,

@@ -37,43 +37,6 @@ using test_support::http_get;
 
 namespace {
 
-// The text after "Name:" on its line of /proc/<pid>/status, tabs kept.
-std::string status_field(pid_t pid, const std::string& name) {
-  std::istringstream in(read_file("/proc/" + std::to_string(pid) + "/status"));
-  for (std::string line; std::getline(in, line);)
-    if (line.rfind(name + ":", 0) == 0) {
-      auto v = line.substr(name.size() + 1);
-      v.erase(0, v.find_first_not_of(" \t"));
-      v.erase(v.find_last_not_of(" \t") + 1);
-      return v;
-    }
-  return "?";
-}
-
-// "N\tN\tN\tN": the real, effective, saved and filesystem ids of a status line.
-std::string four(unsigned id) {
-  auto s = std::to_string(id);
-  return s + "\t" + s + "\t" + s + "\t" + s;
-}
-
-// What /proc says a worker that dropped to `pw` must be: every uid and gid
-// its, no supplementary group, no capability (so setuid(0) fails: without
-// CAP_SETUID a process may only set the ids it already has).
-std::string drop_problems(pid_t pid, const passwd& pw) {
-  std::string out;
-  auto expect = [&](const std::string& field, const std::string& want) {
-    auto got = status_field(pid, field);
-    if (got != want)
-      out += " " + field + " '" + got + "' (want '" + want + "')";
-  };
-  expect("Uid", four(pw.pw_uid));
-  expect("Gid", four(pw.pw_gid));
-  expect("Groups", "");
-  expect("CapPrm", "0000000000000000");
-  expect("CapEff", "0000000000000000");
-  return out.empty() ? "" : "worker " + std::to_string(pid) + ":" + out;
-}
-
 // The problems of every process in `workers`, "" if none.
 std::string drop_problems(const std::vector<pid_t>& workers, const passwd& pw) {
   std::string out;
@@ -92,32 +55,6 @@ std::vector<pid_t> running_children(pid_t pid) {
     if (is_running(c))
       out.push_back(c);
   return out;
-}
-
-// "SOFT HARD" of limit `name` ("Max open files") in /proc/<pid>/limits.
-std::string limit_of(pid_t pid, const std::string& name) {
-  std::istringstream in(read_file("/proc/" + std::to_string(pid) + "/limits"));
-  for (std::string line; std::getline(in, line);)
-    if (line.rfind(name + " ", 0) == 0) {
-      std::istringstream values(line.substr(name.size()));
-      std::string soft, hard;
-      values >> soft >> hard;
-      return soft + " " + hard;
-    }
-  return "?";
-}
-
-// Field 19 of /proc/<pid>/stat: the nice value.
-std::string nice_of(pid_t pid) {
-  auto stat = read_file("/proc/" + std::to_string(pid) + "/stat");
-  auto close = stat.rfind(')');
-  if (close == std::string::npos)
-    return "?";
-  std::istringstream fields(stat.substr(close + 2));  // from field 3
-  std::string f;
-  for (int i = 3; i <= 19; ++i)
-    fields >> f;
-  return f;
 }
 
 // Whether some descriptor of `pid` is the file at `path` (by its name now).
@@ -173,7 +110,7 @@ PM_TEST_CASE("as root with --user nobody, workers drop to nobody across reopen, 
   INFO(srv.describe());
 
   // The master keeps root and its capabilities; every worker is nobody.
-  CHECK(status_field(master, "Uid") == four(0));
+  CHECK(status_field(master, "Uid") == four_ids(0));
   CHECK(status_field(master, "CapEff") != "0000000000000000");
   auto first = srv.workers();
   REQUIRE(first.size() == 2);
@@ -237,7 +174,7 @@ PM_TEST_CASE("as root with --user nobody, workers drop to nobody across reopen, 
   const pid_t next = static_cast<pid_t>(std::stol(read_file(srv.pid_path())));
   daemon_reaper guard(next);  // SIGKILLed if the test stops early
   REQUIRE(next != master);
-  CHECK(status_field(next, "Uid") == four(0));
+  CHECK(status_field(next, "Uid") == four_ids(0));
   std::vector<pid_t> third;
   CHECK(wait_for([&] { return (third = running_children(next)).size() == 2; }, 10s));
   CHECK(drop_problems(third, *pw).empty());

@@ -40,6 +40,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <pwd.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -81,6 +82,69 @@ inline std::string read_file(const std::string& path) {
   std::ostringstream out;
   out << in.rdbuf();
   return out.str();
+}
+
+/// The text after "Name:" on its line of /proc/<pid>/status, tabs kept.
+inline std::string status_field(pid_t pid, const std::string& name) {
+  std::istringstream in(read_file("/proc/" + std::to_string(pid) + "/status"));
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind(name + ":", 0) == 0) {
+      auto v = line.substr(name.size() + 1);
+      v.erase(0, v.find_first_not_of(" \t"));
+      v.erase(v.find_last_not_of(" \t") + 1);
+      return v;
+    }
+  return "?";
+}
+
+/// "SOFT HARD" of limit `name` ("Max open files") in /proc/<pid>/limits.
+inline std::string limit_of(pid_t pid, const std::string& name) {
+  std::istringstream in(read_file("/proc/" + std::to_string(pid) + "/limits"));
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind(name + " ", 0) == 0) {
+      std::istringstream values(line.substr(name.size()));
+      std::string soft, hard;
+      values >> soft >> hard;
+      return soft + " " + hard;
+    }
+  return "?";
+}
+
+/// Field 19 of /proc/<pid>/stat: the nice value.
+inline std::string nice_of(pid_t pid) {
+  auto stat = read_file("/proc/" + std::to_string(pid) + "/stat");
+  auto close = stat.rfind(')');
+  if (close == std::string::npos)
+    return "?";
+  std::istringstream fields(stat.substr(close + 2));  // from field 3
+  std::string f;
+  for (int i = 3; i <= 19; ++i)
+    fields >> f;
+  return f;
+}
+
+/// "N\tN\tN\tN": the real, effective, saved and filesystem ids of a status line.
+inline std::string four_ids(unsigned id) {
+  auto s = std::to_string(id);
+  return s + "\t" + s + "\t" + s + "\t" + s;
+}
+
+/// What /proc says a worker that dropped to `pw` must be: every uid and gid
+/// its, no supplementary group, no capability (so setuid(0) fails: without
+/// CAP_SETUID a process may only set the ids it already has).
+inline std::string drop_problems(pid_t pid, const passwd& pw) {
+  std::string out;
+  auto expect = [&](const std::string& field, const std::string& want) {
+    auto got = status_field(pid, field);
+    if (got != want)
+      out += " " + field + " '" + got + "' (want '" + want + "')";
+  };
+  expect("Uid", four_ids(pw.pw_uid));
+  expect("Gid", four_ids(pw.pw_gid));
+  expect("Groups", "");
+  expect("CapPrm", "0000000000000000");
+  expect("CapEff", "0000000000000000");
+  return out.empty() ? "" : "worker " + std::to_string(pid) + ":" + out;
 }
 
 /// Writes `text` to `path`, replacing it.

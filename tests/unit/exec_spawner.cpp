@@ -1,5 +1,6 @@
 #include <procmodel/exec_spawner.hpp>
 #include "support/catch.hpp"
+#include "support/process.hpp"
 #include "support/programs.hpp"
 
 // exec_spawner with real programs: what a program is handed (LISTEN_FDS from
@@ -8,10 +9,14 @@
 // master's commands become (signals), and the bad input that is logged and
 // survived: garbage, oversized and foreign datagrams, a program that cannot
 // be executed. And how the program is started: without copying the master's
-// page tables, unless per-worker settings must run in a forked child.
+// page tables, with or without per-worker settings (applied in the child
+// with raw system calls, read back from /proc), unless the settings are only
+// code, which runs in a forked child.
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -24,10 +29,18 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <pwd.h>
 #include <sys/wait.h>
+
+#include <procmodel/detail/worker_setup.hpp>
 
 using namespace std::chrono_literals;
 using namespace procmodel;
+using pmtest::drop_problems;
+using pmtest::limit_of;
+using pmtest::nice_of;
+using pmtest::status_field;
+using pmtest::temp_dir;
 
 namespace {
 
@@ -149,6 +162,15 @@ class touched_memory {
   ~touched_memory() { ::munmap(base_, page_ * pages_); }
   touched_memory(const touched_memory&) = delete;
   touched_memory& operator=(const touched_memory&) = delete;
+
+  // That the measure works: after a fork, rewriting the memory faults on
+  // (nearly) every page.
+  void require_copied_by_fork() {
+    const pid_t forked = ::fork();
+    if (forked == 0) ::_exit(0);
+    ::waitpid(forked, nullptr, 0);
+    REQUIRE(rewrite_faults() >= static_cast<long>(pages_ * 9 / 10));
+  }
 
   // The faults that writing every page again takes: each page a fork has
   // write-protected for copy-on-write faults once, even after the child
@@ -333,14 +355,13 @@ TEST_CASE("a program that cannot be executed is a spawn error naming it, and lea
 
 TEST_CASE("a program starts without a copy of the master's page tables, signals reset",
           "[exec]") {
+  if (!detail::vfork_usable) {
+    WARN("built with ThreadSanitizer: exec_spawner forks every program");
+    return;
+  }
   constexpr std::size_t pages = 2048;
   touched_memory memory(pages);
-  {  // The measure: after a fork, rewriting the memory faults on every page.
-    const pid_t forked = ::fork();
-    if (forked == 0) ::_exit(0);
-    ::waitpid(forked, nullptr, 0);
-    REQUIRE(memory.rewrite_faults() >= static_cast<long>(pages * 9 / 10));
-  }
+  memory.require_copied_by_fork();
   // What the master blocks and ignores must not reach the program.
   sigset_t usr1, old_mask;
   sigemptyset(&usr1);
@@ -369,7 +390,116 @@ TEST_CASE("a program starts without a copy of the master's page tables, signals 
   CHECK(seen == "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n");
 }
 
-TEST_CASE("per-worker settings run in a forked child, whose failure is a spawn error", "[exec]") {
+TEST_CASE(
+    "a program with per-worker settings starts without a copy of the master's page tables too, "
+    "the settings applied",
+    "[exec][worker-settings]") {
+  if (!detail::vfork_usable) {
+    WARN("built with ThreadSanitizer: exec_spawner forks every program");
+    return;
+  }
+  constexpr std::size_t pages = 2048;
+  touched_memory memory(pages);
+  memory.require_copied_by_fork();
+  // What any user may set: a lower limit, one CPU (in the reverse of the
+  // allowed order, so that slot 1 is not on CPU 1 by chance), a higher nice
+  // value, a directory. As root, the user nobody besides.
+  rlimit hard{};
+  REQUIRE(::getrlimit(RLIMIT_NOFILE, &hard) == 0);
+  const std::string master_files = limit_of(::getpid(), "Max open files");
+  const std::uint64_t nofile = std::min<rlim_t>(hard.rlim_max, 4321);
+  detail::worker_plan plan;
+  plan.rlimit_nofile = nofile;
+  plan.rlimit_core = 0;
+  const std::vector<unsigned> cpus = detail::allowed_cpus();
+  plan.cpus.assign(cpus.rbegin(), cpus.rend());
+  plan.priority = 7;
+  temp_dir dir("procmodel-exec-settings");
+  ::chmod(dir.path().c_str(), 0755);  // nobody enters it
+  plan.directory = dir.path();
+  const passwd* nobody = ::geteuid() == 0 ? ::getpwnam("nobody") : nullptr;
+  if (nobody)
+    plan.identity = detail::resolve_identity("nobody", "");
+  else
+    WARN("not root (or no user nobody): the switch to another user is not covered");
+
+  harness h;
+  program prog;
+  prog.path = "/bin/sleep";
+  prog.args = {"30"};
+  auto req = h.request(prog, {});
+  req.plan = &plan;
+  const pid_t pid = h.spawner.spawn(req);
+  const long faults = memory.rewrite_faults();
+  INFO(faults << " faults rewriting " << pages << " pages after the spawn");
+  CHECK(faults < static_cast<long>(pages / 10));
+
+  // The program runs with them (it has exec'd when spawn returns).
+  CHECK(slurp("/proc/" + std::to_string(pid) + "/comm") == "sleep\n");
+  CHECK(limit_of(pid, "Max open files") == fmt::format("{} {}", nofile, nofile));
+  CHECK(limit_of(pid, "Max core file size") == "0 0");
+  CHECK(status_field(pid, "Cpus_allowed_list") ==
+        std::to_string(plan.cpus[req.slot % plan.cpus.size()]));
+  CHECK(nice_of(pid) == "7");
+  CHECK(std::filesystem::read_symlink("/proc/" + std::to_string(pid) + "/cwd") == dir.path());
+  if (nobody) CHECK(drop_problems(pid, *nobody).empty());
+  // The master, whose memory the child shared, is left as it was.
+  CHECK(limit_of(::getpid(), "Max open files") == master_files);
+  CHECK(nice_of(::getpid()) != "7");
+  CHECK(std::filesystem::current_path() != std::filesystem::path(dir.path()));
+  CHECK(::geteuid() == (nobody ? 0u : ::getuid()));
+
+  h.spawner.kill(pid);
+  const int status = reap_one(h.spawner, pid);
+  CHECK(WIFSIGNALED(status));
+}
+
+TEST_CASE("a per-worker setting the child cannot apply is a spawn error naming it and its errno",
+          "[exec][worker-settings]") {
+  harness h;
+  program prog;
+  prog.path = "/bin/true";
+  auto req = h.request(prog, {});
+  struct row {
+    detail::worker_plan plan;
+    int error;
+    std::string what;
+  };
+  std::vector<row> rows;
+  // The master checks the CPUs when it loads the options; one may go offline since.
+  rows.push_back({{}, EINVAL, "the per-worker settings failed: worker_cpu_affinity: CPU 1023"});
+  rows.back().plan.cpus = {1023};
+  rows.push_back({{}, ENOENT, "the per-worker settings failed: worker_directory /nonexistent/pm"});
+  rows.back().plan.directory = "/nonexistent/pm";
+  temp_dir dir("procmodel-exec-settings");
+  const std::string locked = dir.file("locked");
+  REQUIRE(::mkdir(locked.c_str(), 0700) == 0);
+  if (::geteuid() == 0 && ::getpwnam("nobody")) {
+    // The directory is entered after the drop: as nobody, who may not.
+    rows.push_back({{}, EACCES, "the per-worker settings failed: worker_directory " + locked});
+    rows.back().plan.identity = detail::resolve_identity("nobody", "");
+    rows.back().plan.directory = locked;
+  } else {
+    WARN("not root (or no user nobody): a directory entered after the drop is not covered");
+  }
+  for (const auto& r : rows) {
+    INFO(r.what);
+    req.plan = &r.plan;
+    try {
+      h.spawner.spawn(req);
+      FAIL("spawn succeeded");
+    } catch (const std::system_error& e) {
+      CHECK(e.code().value() == r.error);
+      CHECK(std::string(e.what()) == r.what + ": " + std::strerror(r.error));
+    }
+    int status = 0;
+    CHECK(::waitpid(-1, &status, WNOHANG) <= 0);  // the failed child was reaped at once
+  }
+}
+
+TEST_CASE("per-worker settings given only as code run in a forked child, whose failure is a "
+          "spawn error",
+          "[exec]") {
   harness h;
   program prog;
   prog.path = "/bin/true";

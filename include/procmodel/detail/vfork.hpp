@@ -23,7 +23,24 @@
 /// clean up after their frames nor unwind them.
 #define PROCMODEL_CHILD_NO_ASAN __attribute__((no_sanitize_address))
 
+// ThreadSanitizer intercepts the calls such a child makes and records them
+// in the caller's memory, which the child shares: under it, fork instead.
+#if defined(__SANITIZE_THREAD__)
+#define PROCMODEL_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define PROCMODEL_TSAN 1
+#endif
+#endif
+#ifndef PROCMODEL_TSAN
+#define PROCMODEL_TSAN 0
+#endif
+
 namespace procmodel::detail {
+
+/// Whether clone_vfork's child may run here: not under ThreadSanitizer,
+/// whose bookkeeping in the shared memory the child would corrupt.
+inline constexpr bool vfork_usable = !PROCMODEL_TSAN;
 
 /// The stack such a child runs on: mapped (only what it touches becomes
 /// resident), with an inaccessible page below, so that an overflow faults

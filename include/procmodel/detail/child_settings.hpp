@@ -1,0 +1,190 @@
+#pragma once
+
+/// @file child_settings.hpp
+/// A worker_plan for one slot as plain data, applied with raw system calls:
+/// what a child that shares the master's memory until it execs (exec_spawner's)
+/// may do. The master resolves everything before the child exists (ids,
+/// supplementary groups, limits, the CPU of the slot); the child neither
+/// allocates, nor throws, nor logs, nor goes through glibc's setuid family,
+/// which would signal every thread of the master. Same order and meaning as
+/// apply_worker_plan; the master names what failed.
+
+#include <cerrno>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include <sched.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "format.hpp"
+#include "vfork.hpp"
+#include "worker_setup.hpp"
+
+namespace procmodel::detail {
+
+// The calls on 32-bit ids where the plain ones take 16 bits (i386, arm).
+#ifdef SYS_setresuid32
+inline constexpr long sys_setgroups = SYS_setgroups32, sys_setresgid = SYS_setresgid32,
+                      sys_setresuid = SYS_setresuid32, sys_getresgid = SYS_getresgid32,
+                      sys_getresuid = SYS_getresuid32, sys_setuid = SYS_setuid32;
+#else
+inline constexpr long sys_setgroups = SYS_setgroups, sys_setresgid = SYS_setresgid,
+                      sys_setresuid = SYS_setresuid, sys_getresgid = SYS_getresgid,
+                      sys_getresuid = SYS_getresuid, sys_setuid = SYS_setuid;
+#endif
+
+/// Which setting a child could not apply (0: none).
+enum class child_step : int {
+  none,
+  rlimit_nofile,
+  rlimit_core,
+  cpu_affinity,
+  priority,
+  setgroups,
+  setgid,
+  setuid,
+  ids_unchanged,  ///< getresuid/getresgid show another user after the drop
+  root_regained,  ///< setuid(0) succeeded after the drop
+  directory,
+};
+
+/// What a child reports when a setting fails.
+struct child_step_failure {
+  child_step step = child_step::none;
+  int error = 0;
+};
+
+/// The settings of one slot, ready for a child that may not allocate.
+/// `groups` and `directory` point into the plan: it outlives the child's exec.
+struct child_settings {
+  struct limit {
+    int resource;
+    std::uint64_t value;  ///< soft and hard; rlimit_unlimited is RLIM64_INFINITY
+    child_step step;
+  };
+  limit limits[2]{};
+  int limit_count = 0;
+  bool pin = false;
+  cpu_set_t cpus{};
+  bool renice = false;
+  int nice = 0;
+  bool drop = false;
+  uid_t uid = 0;
+  gid_t gid = 0;
+  const gid_t* groups = nullptr;  ///< supplementary, resolved with getgrouplist
+  std::size_t group_count = 0;
+  bool dumpable = false;  ///< made dumpable again after the drop (a core limit asks for cores)
+  const char* directory = nullptr;
+};
+
+/// `plan` for slot `slot`, resolved in the master.
+inline child_settings child_settings_of(const worker_plan& plan, unsigned slot) {
+  child_settings s;
+  if (plan.rlimit_nofile)
+    s.limits[s.limit_count++] = {RLIMIT_NOFILE, *plan.rlimit_nofile, child_step::rlimit_nofile};
+  if (plan.rlimit_core)
+    s.limits[s.limit_count++] = {RLIMIT_CORE, *plan.rlimit_core, child_step::rlimit_core};
+  if (!plan.cpus.empty()) {
+    s.pin = true;
+    CPU_ZERO(&s.cpus);
+    CPU_SET(plan.cpus[slot % plan.cpus.size()], &s.cpus);
+  }
+  if (plan.priority) {
+    s.renice = true;
+    s.nice = *plan.priority;
+  }
+  if (plan.identity) {
+    s.drop = true;
+    s.uid = plan.identity->uid;
+    s.gid = plan.identity->gid;
+    s.groups = plan.identity->groups.data();
+    s.group_count = plan.identity->groups.size();
+    s.dumpable = plan.rlimit_core && *plan.rlimit_core != 0;
+  }
+  if (!plan.directory.empty())
+    s.directory = plan.directory.c_str();
+  return s;
+}
+
+/// Applies `s` to the calling process as apply_worker_plan does: limits,
+/// CPU, priority, then the drop (groups, gid, uid, verified), then the
+/// directory, as the user. Raw system calls only: safe in a child that
+/// shares the master's memory. Stops at the first failure and returns it.
+PROCMODEL_CHILD_NO_ASAN inline child_step_failure apply_child_settings(
+    const child_settings& s) noexcept {
+  auto failed = [](child_step step) { return child_step_failure{step, errno}; };
+  for (int i = 0; i < s.limit_count; ++i) {
+    struct {
+      std::uint64_t cur, max;
+    } l{s.limits[i].value, s.limits[i].value};
+    if (::syscall(SYS_prlimit64, 0, s.limits[i].resource, &l, nullptr) != 0)
+      return failed(s.limits[i].step);
+  }
+  if (s.pin && ::syscall(SYS_sched_setaffinity, 0, sizeof s.cpus, &s.cpus) != 0)
+    return failed(child_step::cpu_affinity);
+  if (s.renice && ::syscall(SYS_setpriority, PRIO_PROCESS, 0, s.nice) != 0)
+    return failed(child_step::priority);
+  if (s.drop) {
+    if (::syscall(sys_setgroups, s.group_count, s.groups) != 0)
+      return failed(child_step::setgroups);
+    if (::syscall(sys_setresgid, s.gid, s.gid, s.gid) != 0)
+      return failed(child_step::setgid);
+    if (::syscall(sys_setresuid, s.uid, s.uid, s.uid) != 0)
+      return failed(child_step::setuid);
+    uid_t ruid = 0, euid = 0, suid = 0;
+    gid_t rgid = 0, egid = 0, sgid = 0;
+    if (::syscall(sys_getresuid, &ruid, &euid, &suid) != 0 ||
+        ::syscall(sys_getresgid, &rgid, &egid, &sgid) != 0)
+      return failed(child_step::ids_unchanged);
+    if (ruid != s.uid || euid != s.uid || suid != s.uid || rgid != s.gid || egid != s.gid ||
+        sgid != s.gid)
+      return {child_step::ids_unchanged, EPERM};
+    if (s.uid != 0 && ::syscall(sys_setuid, 0) == 0)
+      return {child_step::root_regained, EPERM};
+    if (s.dumpable)
+      ::syscall(SYS_prctl, PR_SET_DUMPABLE, 1, 0, 0, 0);
+  }
+  if (s.directory && ::syscall(SYS_chdir, s.directory) != 0)
+    return failed(child_step::directory);
+  return {};
+}
+
+/// What failed, as apply_worker_plan names it ("worker_directory /srv/www"):
+/// the master says it for the child.
+inline std::string describe(child_step step, const worker_plan& plan, unsigned slot) {
+  switch (step) {
+    case child_step::rlimit_nofile:
+      return format("worker_rlimit_nofile {}: setrlimit", plan.rlimit_nofile.value_or(0));
+    case child_step::rlimit_core:
+      return format("worker_rlimit_core {}: setrlimit", plan.rlimit_core.value_or(0));
+    case child_step::cpu_affinity:
+      return plan.cpus.empty()
+                 ? std::string("worker_cpu_affinity")
+                 : format("worker_cpu_affinity: CPU {}", plan.cpus[slot % plan.cpus.size()]);
+    case child_step::priority:
+      return format("worker_priority {}", plan.priority.value_or(0));
+    case child_step::setgroups:
+      return "setgroups";
+    case child_step::setgid:
+      return format("setgid({})", plan.identity ? plan.identity->gid : 0);
+    case child_step::setuid:
+      return format("setuid({})", plan.identity ? plan.identity->uid : 0);
+    case child_step::ids_unchanged:
+      return plan.identity ? format("privileges not dropped: the ids are not uid {}, gid {}",
+                                    plan.identity->uid, plan.identity->gid)
+                           : std::string("privileges not dropped");
+    case child_step::root_regained:
+      return "privileges not dropped: setuid(0) succeeded";
+    case child_step::directory:
+      return format("worker_directory {}", plan.directory);
+    case child_step::none:
+      break;
+  }
+  return "the per-worker settings";
+}
+
+}  // namespace procmodel::detail
