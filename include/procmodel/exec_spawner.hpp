@@ -284,7 +284,11 @@ class exec_spawner {
                              image.listen_pid.data(),
                              image.watchdog_pid.data()};
     const bool copy = child.enter || !detail::vfork_usable;
-    const pid_t pid = copy ? fork_child(child) : clone_child(child);
+    pid_t pid = 0;
+    {
+      detail::master_dumpable keep;
+      pid = copy ? fork_child(child) : clone_child(child);
+    }
     report_write.reset();
     throw_if_failed(pid, report_read.get(), prog, req);
 

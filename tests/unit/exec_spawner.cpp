@@ -30,6 +30,7 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <pwd.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 
 #include <procmodel/detail/worker_setup.hpp>
@@ -423,6 +424,8 @@ TEST_CASE(
   else
     WARN("not root (or no user nobody): the switch to another user is not covered");
 
+  REQUIRE(::prctl(PR_GET_DUMPABLE) == 1);
+
   harness h;
   program prog;
   prog.path = "/bin/sleep";
@@ -448,6 +451,7 @@ TEST_CASE(
   CHECK(nice_of(::getpid()) != "7");
   CHECK(std::filesystem::current_path() != std::filesystem::path(dir.path()));
   CHECK(::geteuid() == (nobody ? 0u : ::getuid()));
+  CHECK(::prctl(PR_GET_DUMPABLE) == 1);  // the drop cleared it on the shared memory
 
   h.spawner.kill(pid);
   const int status = reap_one(h.spawner, pid);

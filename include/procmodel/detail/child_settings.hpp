@@ -77,7 +77,6 @@ struct child_settings {
   gid_t gid = 0;
   const gid_t* groups = nullptr;  ///< supplementary, resolved with getgrouplist
   std::size_t group_count = 0;
-  bool dumpable = false;  ///< made dumpable again after the drop (a core limit asks for cores)
   const char* directory = nullptr;
 };
 
@@ -103,7 +102,6 @@ inline child_settings child_settings_of(const worker_plan& plan, unsigned slot) 
     s.gid = plan.identity->gid;
     s.groups = plan.identity->groups.data();
     s.group_count = plan.identity->groups.size();
-    s.dumpable = plan.rlimit_core && *plan.rlimit_core != 0;
   }
   if (!plan.directory.empty())
     s.directory = plan.directory.c_str();
@@ -114,6 +112,8 @@ inline child_settings child_settings_of(const worker_plan& plan, unsigned slot) 
 /// CPU, priority, then the drop (groups, gid, uid, verified), then the
 /// directory, as the user. Raw system calls only: safe in a child that
 /// shares the master's memory. Stops at the first failure and returns it.
+/// The drop marks the shared memory undumpable, the master's included:
+/// the master restores it (master_dumpable) once the child has exec'd.
 PROCMODEL_CHILD_NO_ASAN inline child_step_failure apply_child_settings(
     const child_settings& s) noexcept {
   auto failed = [](child_step step) { return child_step_failure{step, errno}; };
@@ -145,13 +145,32 @@ PROCMODEL_CHILD_NO_ASAN inline child_step_failure apply_child_settings(
       return {child_step::ids_unchanged, EPERM};
     if (s.uid != 0 && ::syscall(sys_setuid, 0) == 0)
       return {child_step::root_regained, EPERM};
-    if (s.dumpable)
-      ::syscall(SYS_prctl, PR_SET_DUMPABLE, 1, 0, 0, 0);
+    // Not PR_SET_DUMPABLE, as a forked worker does for its cores: it marks
+    // the memory, the master's too, so another process of the user could
+    // ptrace this child into the master's memory until the exec, which
+    // makes the program dumpable anyway (all its ids are the user's).
   }
   if (s.directory && ::syscall(SYS_chdir, s.directory) != 0)
     return failed(child_step::directory);
   return {};
 }
+
+/// The master's dumpable flag (prctl PR_GET_DUMPABLE) until destroyed: a
+/// child that shares its memory and changes its ids clears it, as the
+/// kernel marks the memory, not the process.
+class master_dumpable {
+ public:
+  master_dumpable() noexcept : flag_(::prctl(PR_GET_DUMPABLE, 0, 0, 0, 0)) {}
+  ~master_dumpable() {
+    if (flag_ >= 0 && ::prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) != flag_)
+      ::prctl(PR_SET_DUMPABLE, flag_, 0, 0, 0);
+  }
+  master_dumpable(const master_dumpable&) = delete;
+  master_dumpable& operator=(const master_dumpable&) = delete;
+
+ private:
+  int flag_;
+};
 
 /// What failed, as apply_worker_plan names it ("worker_directory /srv/www"):
 /// the master says it for the child.
