@@ -37,6 +37,8 @@ using test_support::http_get;
 
 namespace {
 
+using pmtest::drop_problems;  // of one process
+
 // The problems of every process in `workers`, "" if none.
 std::string drop_problems(const std::vector<pid_t>& workers, const passwd& pw) {
   std::string out;
