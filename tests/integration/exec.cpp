@@ -17,6 +17,7 @@
 #include "support/upgrade.hpp"
 
 #include <csignal>
+#include <filesystem>
 #include <map>
 #include <regex>
 #include <string>
@@ -398,4 +399,29 @@ PM_TEST_CASE(
   PM_REQUIRE(srv, end.has_value());
   PM_CHECK(srv, exit_code_of(*end) == 0);
   PM_CHECK(srv, workers_exited_cleanly(srv.log(), workers));
+}
+
+PM_TEST_CASE("exec: per-worker settings reach the programs, read back from /proc",
+             "[exec][worker-settings]") {
+  server srv(exec_master, "procmodel-exec");
+  ::chmod(srv.dir().path().c_str(), 0755);  // nobody enters it
+  std::vector<std::string> extra = {"--worker-rlimit-nofile", "4321", "--worker-cpu-affinity",
+                                    "auto", "--worker-priority", "7", "--worker-directory",
+                                    srv.dir().path()};
+  auto pw = nobody_if_root();  // else the switch to another user is not covered
+  if (pw) extra.insert(extra.end(), {"--user", "nobody"});
+  PM_REQUIRE(srv, srv.start(exec_config(2, extra)));
+  auto slots = srv.slot_pids();
+  PM_REQUIRE(srv, slots.size() == 2);
+  for (auto [slot, w] : slots) {
+    INFO("worker " << w << " in slot " << slot);
+    CHECK(exe_of(w).find("python3") != std::string::npos);
+    CHECK(limit_of(w, "Max open files") == "4321 4321");
+    CHECK(status_field(w, "Cpus_allowed_list").find_first_of(",-") == std::string::npos);
+    CHECK(nice_of(w) == "7");
+    CHECK(std::filesystem::read_symlink("/proc/" + std::to_string(w) + "/cwd") ==
+          srv.dir().path());
+    if (pw) CHECK(drop_problems(w, *pw).empty());
+  }
+  PM_CHECK(srv, http_get(srv.port()).has_value());
 }

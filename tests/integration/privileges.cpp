@@ -76,20 +76,6 @@ std::vector<pid_t> generation(const server& srv, std::uint64_t gen) {
   return out;
 }
 
-// The uid of nobody, or a reason why the privilege tests cannot run here.
-std::optional<passwd> nobody_if_root() {
-  if (::geteuid() != 0) {
-    WARN("SKIP: not root, so the master cannot switch users here");
-    return std::nullopt;
-  }
-  const passwd* pw = ::getpwnam("nobody");
-  if (!pw) {
-    WARN("SKIP: no user 'nobody' here");
-    return std::nullopt;
-  }
-  return *pw;
-}
-
 // A server whose directory the workers' user can reach (the log file is in it).
 server_config as_nobody(server& srv, unsigned workers) {
   ::chmod(srv.dir().path().c_str(), 0755);

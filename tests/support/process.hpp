@@ -147,6 +147,20 @@ inline std::string drop_problems(pid_t pid, const passwd& pw) {
   return out.empty() ? "" : "worker " + std::to_string(pid) + ":" + out;
 }
 
+/// The uid of nobody, or a reason why the privilege tests cannot run here.
+inline std::optional<passwd> nobody_if_root() {
+  if (::geteuid() != 0) {
+    WARN("SKIP: not root, so the master cannot switch users here");
+    return std::nullopt;
+  }
+  const passwd* pw = ::getpwnam("nobody");
+  if (!pw) {
+    WARN("SKIP: no user 'nobody' here");
+    return std::nullopt;
+  }
+  return *pw;
+}
+
 /// Writes `text` to `path`, replacing it.
 inline void write_file(const std::string& path, std::string_view text) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
