@@ -11,6 +11,6 @@ set -euo pipefail
 cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.."
 start=$(date +%s)
 cmake --preset release >/dev/null
-cmake --build --preset release -j"$(nproc)" --target http_server bench_bare_http bench_big_master
+cmake --build --preset release -j"$(nproc)" --target http_server bench_bare_http bench_bare_http_inlined bench_big_master
 python3 bench/suite.py --build build/release "$@"
 echo "bench/run.sh: $(( $(date +%s) - start )) s in all, build included" >&2

@@ -18,6 +18,7 @@ import argparse
 import ctypes
 import os
 import platform
+import random
 import re
 import shutil
 import signal
@@ -292,12 +293,13 @@ frontend web
 
 
 class bare(server):
-    def __init__(self, workers):
+    def __init__(self, workers, program=None):
         super().__init__(workers)
         self.name = "same handler, no procmodel"
+        self.program = program or args.bare_http
 
     def launch(self):
-        self.spawn([args.bare_http, "--port", str(self.port), "--workers", str(self.workers)])
+        self.spawn([self.program, "--port", str(self.port), "--workers", str(self.workers)])
 
     def stop(self, sig=signal.SIGTERM, timeout=30):
         super().stop(sig, timeout)
@@ -626,32 +628,54 @@ PIN_SECS = 3
 
 
 def pinned_overhead():
-    """procmodel and the bare program pinned to one CPU we may use, wrk to another."""
+    """procmodel and the bare program pinned to one CPU we may use, wrk to another.
+
+    With 1 worker a third server runs too: the bare program built with a far
+    larger inlining budget (bench_bare_http_inlined), the same work per request
+    in other machine code. Its ratio to the bare program is what code generation
+    alone moves this handler by. Each round runs every server once, in an order
+    of its own, and each server's ratio is also taken round by round (paired).
+    """
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) < 2:
         return None
     cpu, wrk_cpu = cpus[-1], cpus[0]
-    rounds = 3 if args.quick else 8
+    rounds = 3 if args.quick else 10
+    servers = [("procmodel", w, procmodel) for w in (1, 2)] + [("bare", w, bare) for w in (1, 2)]
+    if os.access(args.bare_http_inlined, os.X_OK):
+        servers.append(("bare, inlined", 1, lambda w: bare(w, program=args.bare_http_inlined)))
+    else:
+        log(f"pinned: no {args.bare_http_inlined}, no inlining control")
     out = {}
-    for _ in range(rounds):
-        for w in (1, 2):
-            for name, make in (("procmodel", procmodel), ("bare", bare)):
-                with make(w) as srv:
-                    time.sleep(0.2)
-                    kids = children(srv.pid)
-                    for pid in [srv.pid] + kids:
-                        os.sched_setaffinity(pid, {cpu})
-                    c0 = sum(cpu_ticks(p) for p in kids)
-                    load = wrk_start(srv.port, PIN_SECS, threads=1, cpu=wrk_cpu)
-                    r = parse_wrk(load.communicate()[0])
-                    c1 = sum(cpu_ticks(p) for p in kids)
-                got = out.setdefault((name, w), {"rps": [], "us": []})
-                got["rps"].append(r["rps"])
-                got["us"].append((c1 - c0) * 1e6 / os.sysconf("SC_CLK_TCK") / max(1, r["requests"]))
+    for r in range(rounds):
+        order = servers[:]
+        random.Random(r).shuffle(order)
+        for name, w, make in order:
+            with make(w) as srv:
+                time.sleep(0.2)
+                kids = children(srv.pid)
+                for pid in [srv.pid] + kids:
+                    os.sched_setaffinity(pid, {cpu})
+                c0 = sum(cpu_ticks(p) for p in kids)
+                load = wrk_start(srv.port, PIN_SECS, threads=1, cpu=wrk_cpu)
+                got = parse_wrk(load.communicate()[0])
+                c1 = sum(cpu_ticks(p) for p in kids)
+            o = out.setdefault((name, w), {"rps": [], "us": []})
+            o["rps"].append(got["rps"])
+            o["us"].append((c1 - c0) * 1e6 / os.sysconf("SC_CLK_TCK") / max(1, got["requests"]))
     log("pinned " + ", ".join(f"{k}/{w}: {median(v['rps']):.0f} req/s {median(v['us']):.2f} us"
                               for (k, w), v in out.items()))
     out["cpu"], out["wrk_cpu"] = cpu, wrk_cpu
     return out
+
+
+def paired(a, b):
+    """Median and quartiles of the round-by-round ratios a[i] / b[i]."""
+    r = sorted(x / y for x, y in zip(a, b) if y)
+    if len(r) < 2:
+        return "n/a"
+    q = statistics.quantiles(r, n=4)
+    return f"{median(r):.3f}x ({q[0]:.3f}–{q[2]:.3f})"
 
 
 def scenario_throughput(res):
@@ -697,20 +721,28 @@ def scenario_throughput(res):
 
     pinned = pinned_overhead()
     if pinned:
-        rows = [[w, f"{median(pinned[('procmodel', w)]['rps']):.0f}",
+        keys = [k for k in (("procmodel", 1), ("bare, inlined", 1), ("procmodel", 2)) if k in pinned]
+        rows = [[f"{k} ({w} worker{'s' if w > 1 else ''})", f"{median(pinned[(k, w)]['rps']):.0f}",
                  f"{median(pinned[('bare', w)]['rps']):.0f}",
-                 ratio(median(pinned[("procmodel", w)]["rps"]), median(pinned[("bare", w)]["rps"])),
-                 ms(median(pinned[("procmodel", w)]["us"])), ms(median(pinned[("bare", w)]["us"])),
-                 ratio(median(pinned[("procmodel", w)]["us"]), median(pinned[("bare", w)]["us"]))]
-                for w in (1, 2)]
+                 ratio(median(pinned[(k, w)]["rps"]), median(pinned[("bare", w)]["rps"])),
+                 paired(pinned[(k, w)]["rps"], pinned[("bare", w)]["rps"]),
+                 ms(median(pinned[(k, w)]["us"])), ms(median(pinned[("bare", w)]["us"])),
+                 ratio(median(pinned[(k, w)]["us"]), median(pinned[("bare", w)]["us"]))]
+                for k, w in keys]
         text += (f"\nprocmodel's own overhead, with the servers pinned to CPU {pinned['cpu']} and "
                  f"wrk (1 thread, 50 keep-alive connections) to CPU {pinned['wrk_cpu']}, so neither "
-                 "takes the other's core: requests/s and the workers' CPU per request, median of "
-                 f"{len(pinned[('bare', 1)]['rps'])} interleaved rounds of {PIN_SECS} s. "
-                 "Unpinned, the scheduler's placement of wrk's threads and the workers moves "
-                 "requests/s by more than the 2% compared here.\n\n"
-                 + table(["workers", "procmodel req/s", "bare req/s", "procmodel/bare",
-                          "procmodel µs/req", "bare µs/req", "procmodel/bare"], rows))
+                 "takes the other's core: requests/s and the workers' CPU per request against "
+                 "the bare program with as many workers, medians of "
+                 f"{len(pinned[('bare', 1)]['rps'])} rounds of {PIN_SECS} s (each round runs "
+                 "every server once, in an order of its own), and the round-by-round ratio "
+                 "(median and quartiles). Unpinned, the scheduler's placement of wrk's threads "
+                 "and the workers moves requests/s by more than the 2% compared here. "
+                 "*bare, inlined* is the bare program built again with a far larger inlining "
+                 "budget (GCC's `inline-unit-growth`): the same source and work per request, "
+                 "other machine code, so its row is how far code generation alone moves this "
+                 "handler.\n\n"
+                 + table(["server", "req/s", "bare req/s", "vs bare", "vs bare, round by round",
+                          "µs/req", "bare µs/req", "vs bare"], rows))
         res["pinned"] = pinned
 
     if shutil.which("valgrind"):
@@ -1080,6 +1112,9 @@ def summary(res):
             pin = {k: median(v["rps"]) for k, v in res["pinned"].items() if k not in ("cpu", "wrk_cpu")}
             text += (f"; requests/s pinned to one core {ratio(pin[('procmodel', 1)], pin[('bare', 1)])}"
                      f" with 1 worker, {ratio(pin[('procmodel', 2)], pin[('bare', 2)])} with 2")
+            if ("bare, inlined", 1) in pin:
+                text += (" (the bare program itself, built with another inlining budget: "
+                         f"{ratio(pin[('bare, inlined', 1)], pin[('bare', 1)])})")
         if "throughput" in res:
             rps = res["throughput"]["rps"]
             text += (f"; unpinned (noisy) {ratio(rps[('procmodel', 1)], rps[('bare', 1)])} with 1 "
@@ -1132,12 +1167,14 @@ def main():
     p.add_argument("--out", default=os.path.join(ROOT, "docs", "benchmarks.md"))
     p.add_argument("--smoke", action="store_true",
                    help="only start each server once, ask it once and stop it (seconds)")
-    for prog in ("http-server", "bare-http", "big-master"):
+    for prog in ("http-server", "bare-http", "bare-http-inlined", "big-master"):
         p.add_argument("--" + prog, help="the program (default: under --build)")
     args = p.parse_args()
     args.http_server = args.http_server or os.path.join(args.build, "examples", "http",
                                                         "http_server")
     args.bare_http = args.bare_http or os.path.join(args.build, "bench", "bench_bare_http")
+    args.bare_http_inlined = args.bare_http_inlined or os.path.join(args.build, "bench",
+                                                                    "bench_bare_http_inlined")
     args.big_master = args.big_master or os.path.join(args.build, "bench", "bench_big_master")
     if args.smoke:
         sys.exit(smoke())
