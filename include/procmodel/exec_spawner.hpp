@@ -342,7 +342,8 @@ class exec_spawner {
         if (failure.setting != detail::child_step::none && req.plan)
           throw std::system_error(
               failure.error ? failure.error : EPERM, std::generic_category(),
-              "the per-worker settings failed: " + describe(failure.setting, *req.plan, req.slot));
+              "the per-worker settings failed: " +
+                  detail::describe(failure.setting, *req.plan, req.slot));
         throw std::system_error(failure.error ? failure.error : EPERM, std::generic_category(),
                                 "the per-worker settings failed (see above)");
       case 2:
