@@ -735,7 +735,9 @@ def scenario_throughput(res):
                  "the bare program with as many workers, medians of "
                  f"{len(pinned[('bare', 1)]['rps'])} rounds of {PIN_SECS} s (each round runs "
                  "every server once, in an order of its own), and the round-by-round ratio "
-                 "(median and quartiles). Unpinned, the scheduler's placement of wrk's threads "
+                 "(median and quartiles): servers measured seconds apart, so a change in the "
+                 "machine's speed during the run, which moves the two columns' medians apart, "
+                 "cancels out. Unpinned, the scheduler's placement of wrk's threads "
                  "and the workers moves requests/s by more than the 2% compared here. "
                  "*bare, inlined* is the bare program built again with a far larger inlining "
                  "budget (GCC's `inline-unit-growth`): the same source and work per request, "
@@ -1109,12 +1111,13 @@ def summary(res):
             ipr = res["instructions"]
             text += f" instructions per request {ratio(ipr['procmodel'], ipr['bare'])}"
         if "pinned" in res:
-            pin = {k: median(v["rps"]) for k, v in res["pinned"].items() if k not in ("cpu", "wrk_cpu")}
-            text += (f"; requests/s pinned to one core {ratio(pin[('procmodel', 1)], pin[('bare', 1)])}"
-                     f" with 1 worker, {ratio(pin[('procmodel', 2)], pin[('bare', 2)])} with 2")
+            pin = {k: v["rps"] for k, v in res["pinned"].items() if k not in ("cpu", "wrk_cpu")}
+            text += (f"; requests/s pinned to one core, round by round (median and quartiles), "
+                     f"{paired(pin[('procmodel', 1)], pin[('bare', 1)])} with 1 worker and "
+                     f"{paired(pin[('procmodel', 2)], pin[('bare', 2)])} with 2")
             if ("bare, inlined", 1) in pin:
-                text += (" (the bare program itself, built with another inlining budget: "
-                         f"{ratio(pin[('bare, inlined', 1)], pin[('bare', 1)])})")
+                text += (", where the bare program itself, built with another inlining budget, "
+                         f"is {paired(pin[('bare, inlined', 1)], pin[('bare', 1)])}")
         if "throughput" in res:
             rps = res["throughput"]["rps"]
             text += (f"; unpinned (noisy) {ratio(rps[('procmodel', 1)], rps[('bare', 1)])} with 1 "
