@@ -409,7 +409,16 @@ PM_TEST_CASE("exec: per-worker settings reach the programs, read back from /proc
                                     "auto", "--worker-priority", "7", "--worker-directory",
                                     srv.dir().path()};
   auto pw = nobody_if_root();  // else the switch to another user is not covered
-  if (pw) extra.insert(extra.end(), {"--user", "nobody"});
+  if (pw) {
+    // The source tree may sit where nobody cannot read (a clone in a 0700
+    // directory): the programs run a copy nobody can.
+    const auto script = std::filesystem::path(srv.dir().path()) / "worker.py";
+    std::filesystem::copy_file(exec_worker, script);
+    std::filesystem::permissions(script, std::filesystem::perms::owner_read |
+                                             std::filesystem::perms::group_read |
+                                             std::filesystem::perms::others_read);
+    extra.insert(extra.end(), {"--user", "nobody", "--worker", script.string()});
+  }
   PM_REQUIRE(srv, srv.start(exec_config(2, extra)));
   auto slots = srv.slot_pids();
   PM_REQUIRE(srv, slots.size() == 2);
@@ -424,4 +433,13 @@ PM_TEST_CASE("exec: per-worker settings reach the programs, read back from /proc
     if (pw) CHECK(drop_problems(w, *pw).empty());
   }
   PM_CHECK(srv, http_get(srv.port()).has_value());
+
+  // The programs, as nobody, still stop on the master's quit: each exits 0.
+  std::vector<pid_t> workers;
+  for (auto [slot, w] : slots) workers.push_back(w);
+  PM_REQUIRE(srv, srv.master().signal(SIGQUIT));
+  auto end = srv.master().wait_exit(20s);
+  PM_REQUIRE(srv, end.has_value());
+  PM_CHECK(srv, exit_code_of(*end) == 0);
+  PM_CHECK(srv, workers_exited_cleanly(srv.log(), workers));
 }
