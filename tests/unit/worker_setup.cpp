@@ -1,4 +1,4 @@
-#include <procmodel/detail/worker_setup.hpp>
+#include <procmodel/detail/child_settings.hpp>
 
 #include "support/catch.hpp"
 
@@ -12,6 +12,7 @@
 #include <grp.h>
 #include <pwd.h>
 #include <sys/resource.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -184,7 +185,9 @@ TEST_CASE("worker_plan_of: a master that is not root may not switch users or rai
   // refuses `opt` there with `needle` ("" for: accepts, with nothing to drop).
   auto as_nobody = [&](const options& opt, const std::string& needle) {
     return in_child([&] {
-             detail::drop_privileges(*nobody);
+             detail::worker_plan drop;
+             drop.identity = *nobody;
+             detail::apply_worker_plan(drop, 0);
              if (needle.empty())
                return worker_plan_of(opt, true).identity ? 1 : 0;
              return refusal(opt).find(needle) != std::string::npos ? 0 : 1;
@@ -250,9 +253,17 @@ TEST_CASE("apply_worker_plan: limits, CPU, priority, then the drop, after which 
     char cwd[64];
     if (!::getcwd(cwd, sizeof cwd) || std::string(cwd) != "/")
       return 8;
+    if (::prctl(PR_GET_DUMPABLE) != 0)  // setuid cleared it; a core limit of 0 asks for no cores
+      return 9;
     return 0;
   });
   CHECK(code == 0);
+  // A core limit above 0 asks for cores: the worker is dumpable again after the drop.
+  plan.rlimit_core = 1 << 20;
+  CHECK(in_child([&] {
+          detail::apply_worker_plan(plan, 0);
+          return ::prctl(PR_GET_DUMPABLE) == 1 ? 0 : 1;
+        }) == 0);
 }
 
 TEST_CASE("enter_worker: a setting that fails is logged and the worker does not start",

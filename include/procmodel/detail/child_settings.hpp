@@ -1,18 +1,25 @@
 #pragma once
 
 /// @file child_settings.hpp
-/// A worker_plan for one slot as plain data, applied with raw system calls:
-/// what a child that shares the master's memory until it execs (exec_spawner's)
-/// may do. The master resolves everything before the child exists (ids,
-/// supplementary groups, limits, the CPU of the slot); the child neither
-/// allocates, nor throws, nor logs, nor goes through glibc's setuid family,
-/// which would signal every thread of the master. Same order and meaning as
-/// apply_worker_plan; the master names what failed.
+/// How a worker applies its worker_plan to itself, in one order for forked
+/// workers and exec'd programs alike: resource limits, CPU, priority, then
+/// the privilege drop (setgroups, setgid, setuid, verified), then the
+/// working directory, as the user.
+///
+/// The plan becomes plain data for the slot (child_settings), applied with raw
+/// system calls: what a child that shares the master's memory until it execs
+/// (exec_spawner's) may do. The master resolves everything before the child
+/// exists (ids, supplementary groups, limits, the CPU of the slot); the child
+/// neither allocates, nor throws, nor logs, nor goes through glibc's setuid
+/// family, which would signal every thread of the master. Whoever can, names
+/// what failed (describe): the master for an exec'd program, a forked worker
+/// itself (apply_worker_plan).
 
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <system_error>
 
 #include <sched.h>
 #include <sys/prctl.h>
@@ -20,6 +27,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "../log.hpp"
 #include "format.hpp"
 #include "vfork.hpp"
 #include "worker_setup.hpp"
@@ -108,10 +116,10 @@ inline child_settings child_settings_of(const worker_plan& plan, unsigned slot) 
   return s;
 }
 
-/// Applies `s` to the calling process as apply_worker_plan does: limits,
-/// CPU, priority, then the drop (groups, gid, uid, verified), then the
-/// directory, as the user. Raw system calls only: safe in a child that
-/// shares the master's memory. Stops at the first failure and returns it.
+/// Applies `s` to the calling process: limits, CPU, priority, then the drop
+/// (groups, gid, uid, verified), then the directory, as the user. Raw system
+/// calls only: safe in a child that shares the master's memory. Stops at the
+/// first failure and returns it.
 /// The drop marks the shared memory undumpable, the master's included:
 /// the master restores it (master_dumpable) once the child has exec'd.
 PROCMODEL_CHILD_NO_ASAN inline child_step_failure apply_child_settings(
@@ -172,8 +180,7 @@ class master_dumpable {
   int flag_;
 };
 
-/// What failed, as apply_worker_plan names it ("worker_directory /srv/www"):
-/// the master says it for the child.
+/// What failed, named after the setting ("worker_directory /srv/www").
 inline std::string describe(child_step step, const worker_plan& plan, unsigned slot) {
   switch (step) {
     case child_step::rlimit_nofile:
@@ -204,6 +211,39 @@ inline std::string describe(child_step step, const worker_plan& plan, unsigned s
       break;
   }
   return "the per-worker settings";
+}
+
+/// Applies `plan` to this forked worker process of slot `slot`; throws
+/// std::system_error naming what failed. Its memory is its own, so after the
+/// drop a core limit other than 0 makes it dumpable again (setuid cleared the
+/// flag), as nginx does for worker_rlimit_core.
+inline void apply_worker_plan(const worker_plan& plan, unsigned slot) {
+  const child_step_failure f = apply_child_settings(child_settings_of(plan, slot));
+  if (f.step != child_step::none)
+    throw std::system_error(f.error, std::generic_category(), describe(f.step, plan, slot));
+  if (plan.identity && plan.rlimit_core && *plan.rlimit_core != 0)
+    ::prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
+}
+
+/// apply_worker_plan in a forked worker; false when it failed, after
+/// logging why (to the log file the worker would have used).
+inline bool enter_worker(const worker_plan& plan, unsigned slot, const std::string& log_file,
+                         log_level level) {
+  if (plan.empty()) return true;
+  try {
+    apply_worker_plan(plan, slot);
+    return true;
+  } catch (const std::exception& e) {
+    logger log;
+    log.set_role(detail::format("worker {}", slot));
+    log.set_level(level);
+    try {
+      log.open(log_file);
+    } catch (const std::exception&) {  // stderr, then
+    }
+    log.error("cannot start: {}", e.what());
+    return false;
+  }
 }
 
 }  // namespace procmodel::detail

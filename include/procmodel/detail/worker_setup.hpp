@@ -2,11 +2,10 @@
 
 /// @file worker_setup.hpp
 /// What a worker process does to itself before its Worker runs (nginx's
-/// ngx_worker_process_init): resource limits, CPU, priority, then the
-/// privilege drop (setgroups, setgid, setuid, verified), then its working
-/// directory. The master resolves and checks the options first
+/// ngx_worker_process_init), resolved and checked by the master
 /// (worker_plan_of), so that a mistake stops the start or refuses a reload
-/// instead of failing in every worker.
+/// instead of failing in every worker. Applying it, in forked workers and
+/// exec'd programs alike, is child_settings.hpp's.
 
 #include <algorithm>
 #include <cerrno>
@@ -24,7 +23,6 @@
 #include <linux/capability.h>
 #include <pwd.h>
 #include <sched.h>
-#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -32,7 +30,6 @@
 #include <fmt/core.h>
 
 #include "../detail/format.hpp"
-#include "../log.hpp"
 #include "../options.hpp"
 
 namespace procmodel::detail {
@@ -278,78 +275,6 @@ inline std::string give_file_to(int fd, const worker_identity& id) {
       ::fchmod(fd, st.st_mode | S_IRUSR | S_IWUSR) != 0)
     return detail::format("chmod u+rw: {}", std::strerror(errno));
   return {};
-}
-
-[[noreturn]] inline void throw_errno(const std::string& what) { throw_errno(what.c_str()); }
-
-inline void set_limit(int resource, std::uint64_t value, std::string_view name) {
-  rlimit l{};
-  l.rlim_cur = l.rlim_max = value == rlimit_unlimited ? RLIM_INFINITY : static_cast<rlim_t>(value);
-  if (::setrlimit(resource, &l) != 0) throw_errno(detail::format("{} {}: setrlimit", name, value));
-}
-
-/// setgroups, setgid, setuid, in that order; then proves that they took:
-/// every uid and gid is the user's, and setuid(0) fails.
-inline void drop_privileges(const worker_identity& id) {
-  if (::setgroups(id.groups.size(), id.groups.data()) != 0) throw_errno("setgroups");
-  if (::setgid(id.gid) != 0) throw_errno(detail::format("setgid({})", id.gid));
-  if (::setuid(id.uid) != 0) throw_errno(detail::format("setuid({})", id.uid));
-  uid_t ruid = 0, euid = 0, suid = 0;
-  gid_t rgid = 0, egid = 0, sgid = 0;
-  if (::getresuid(&ruid, &euid, &suid) != 0 || ::getresgid(&rgid, &egid, &sgid) != 0)
-    throw_errno("getresuid");
-  if (ruid != id.uid || euid != id.uid || suid != id.uid || rgid != id.gid || egid != id.gid ||
-      sgid != id.gid)
-    throw std::runtime_error(detail::format(
-        "privileges not dropped: uids {}/{}/{}, gids {}/{}/{}", ruid, euid, suid, rgid, egid, sgid));
-  if (id.uid != 0 && ::setuid(0) == 0)
-    throw std::runtime_error("privileges not dropped: setuid(0) succeeded");
-}
-
-/// Applies `plan` to this worker process of slot `slot`; throws what failed.
-/// What needs root (raising a hard limit, a lower nice value) comes before
-/// the drop; the working directory after it, so the user must reach it.
-inline void apply_worker_plan(const worker_plan& plan, unsigned slot) {
-  if (plan.rlimit_nofile) set_limit(RLIMIT_NOFILE, *plan.rlimit_nofile, "worker_rlimit_nofile");
-  if (plan.rlimit_core) set_limit(RLIMIT_CORE, *plan.rlimit_core, "worker_rlimit_core");
-  if (!plan.cpus.empty()) {
-    unsigned cpu = plan.cpus[slot % plan.cpus.size()];
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    CPU_SET(cpu, &set);
-    if (::sched_setaffinity(0, sizeof set, &set) != 0)
-      throw_errno(detail::format("worker_cpu_affinity: CPU {}", cpu));
-  }
-  if (plan.priority && ::setpriority(PRIO_PROCESS, 0, *plan.priority) != 0)
-    throw_errno(detail::format("worker_priority {}", *plan.priority));
-  if (plan.identity) {
-    drop_privileges(*plan.identity);
-    // setuid made the process undumpable; a core limit asks for cores.
-    if (plan.rlimit_core && *plan.rlimit_core != 0) ::prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
-  }
-  if (!plan.directory.empty() && ::chdir(plan.directory.c_str()) != 0)
-    throw_errno(detail::format("worker_directory {}", plan.directory));
-}
-
-/// apply_worker_plan in a forked worker; false when it failed, after
-/// logging why (to the log file the worker would have used).
-inline bool enter_worker(const worker_plan& plan, unsigned slot, const std::string& log_file,
-                         log_level level) {
-  if (plan.empty()) return true;
-  try {
-    apply_worker_plan(plan, slot);
-    return true;
-  } catch (const std::exception& e) {
-    logger log;
-    log.set_role(detail::format("worker {}", slot));
-    log.set_level(level);
-    try {
-      log.open(log_file);
-    } catch (const std::exception&) {  // stderr, then
-    }
-    log.error("cannot start: {}", e.what());
-    return false;
-  }
 }
 
 }  // namespace procmodel::detail
