@@ -3,8 +3,10 @@
 /// @file child_settings.hpp
 /// How a worker applies its worker_plan to itself, in one order for forked
 /// workers and exec'd programs alike: resource limits, CPU, priority, then
-/// the privilege drop (setgroups, setgid, setuid, verified), then the
-/// working directory, as the user.
+/// the privilege drop (setgroups, setresgid, setresuid, verified), then the
+/// working directory. What needs root (raising a hard limit, a lower nice
+/// value) comes before the drop; the directory after it, so the user must
+/// reach it.
 ///
 /// The plan becomes plain data for the slot (child_settings), applied with raw
 /// system calls: what a child that shares the master's memory until it execs
