@@ -50,6 +50,7 @@
 #include <boost/asio/post.hpp>
 
 #include "detail/close_fds.hpp"
+#include "detail/profile_counters.hpp"
 #include "detail/signal_fd.hpp"
 #include "listener.hpp"
 #include "log.hpp"
@@ -122,6 +123,7 @@ class fork_spawner {
     } catch (...) {
     }
     std::fflush(nullptr);
+    detail::write_profile_counters();  // exit() would write them; _exit() does not
     ::_exit(code);
   }
 
