@@ -627,6 +627,18 @@ end
 PIN_SECS = 3
 
 
+def pinned_wrk(srv, cpu, wrk_cpu, seconds):
+    """wrk (1 thread) on CPU `wrk_cpu` against `srv`, its master and workers
+    pinned to CPU `cpu`: wrk's figures, and the workers' CPU µs per request."""
+    kids = children(srv.pid)
+    for pid in [srv.pid] + kids:
+        os.sched_setaffinity(pid, {cpu})
+    c0 = sum(cpu_ticks(p) for p in kids)
+    got = parse_wrk(wrk_start(srv.port, seconds, threads=1, cpu=wrk_cpu).communicate()[0])
+    c1 = sum(cpu_ticks(p) for p in kids)
+    return got, (c1 - c0) * 1e6 / os.sysconf("SC_CLK_TCK") / max(1, got["requests"])
+
+
 def pinned_overhead():
     """procmodel and the bare program pinned to one CPU we may use, wrk to another.
 
@@ -656,16 +668,10 @@ def pinned_overhead():
         for name, w, make in order:
             with make(w) as srv:
                 time.sleep(0.2)
-                kids = children(srv.pid)
-                for pid in [srv.pid] + kids:
-                    os.sched_setaffinity(pid, {cpu})
-                c0 = sum(cpu_ticks(p) for p in kids)
-                load = wrk_start(srv.port, PIN_SECS, threads=1, cpu=wrk_cpu)
-                got = parse_wrk(load.communicate()[0])
-                c1 = sum(cpu_ticks(p) for p in kids)
+                got, us = pinned_wrk(srv, cpu, wrk_cpu, PIN_SECS)
             o = out.setdefault((name, w), {"rps": [], "us": []})
             o["rps"].append(got["rps"])
-            o["us"].append((c1 - c0) * 1e6 / os.sysconf("SC_CLK_TCK") / max(1, got["requests"]))
+            o["us"].append(us)
     log("pinned " + ", ".join(f"{k}/{w}: {median(v['rps']):.0f} req/s {median(v['us']):.2f} us"
                               for (k, w), v in out.items()))
     out["cpu"], out["wrk_cpu"] = cpu, wrk_cpu

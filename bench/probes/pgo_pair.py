@@ -67,8 +67,8 @@ def pgo_builds(build_dir, seconds):
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rounds", type=int, default=16)
-    p.add_argument("--seconds", type=float, default=3, help="wrk's run per server and round")
-    p.add_argument("--train", type=float, default=5, help="seconds of load for the profile")
+    p.add_argument("--seconds", type=int, default=3, help="wrk's run per server and round")
+    p.add_argument("--train", type=int, default=5, help="seconds of load for the profile")
     a = p.parse_args()
     release = os.path.join(ROOT, "build/release")
     default = {"http_server": os.path.join(release, "examples/http/http_server"),
@@ -97,10 +97,7 @@ def main():
         for name, make in order:
             with make() as srv:
                 time.sleep(0.2)
-                for pid in [srv.pid] + suite.children(srv.pid):
-                    os.sched_setaffinity(pid, {cpu})
-                load = suite.wrk_start(srv.port, a.seconds, threads=1, cpu=wrk_cpu)
-                rps[name].append(suite.parse_wrk(load.communicate()[0])["rps"])
+                rps[name].append(suite.pinned_wrk(srv, cpu, wrk_cpu, a.seconds)[0]["rps"])
     print(f"{a.rounds} rounds of {a.seconds:g} s, servers on CPU {cpu}, wrk on CPU {wrk_cpu}")
     for name, v in rps.items():
         print(f"  {name:16} median {suite.median(v):8.0f} requests/s")

@@ -11,7 +11,7 @@
 #include "support/teardown.hpp"
 
 #include <csignal>
-#include <fstream>
+#include <filesystem>
 #include <sstream>
 #include <string>
 
@@ -30,7 +30,7 @@ long count_of_line(const std::string& listing, std::string_view source, std::str
   bool in_source = false;
   while (std::getline(in, line)) {
     // Each file starts with "        -:    0:Source:<path>".
-    if (auto at = line.find(":    0:Source:"); at != std::string::npos) {
+    if (line.find(":    0:Source:") != std::string::npos) {
       in_source = line.ends_with(source);
       continue;
     }
@@ -76,12 +76,8 @@ PM_TEST_CASE(
   const std::string gcda = counters.path() + stem + ".gcda";
   INFO("counters: " << gcda);
   REQUIRE(file_exists(gcda));
-  {
-    std::ifstream from(stem + ".gcno", std::ios::binary);
-    std::ofstream to(counters.path() + stem + ".gcno", std::ios::binary);
-    REQUIRE(from);
-    to << from.rdbuf();
-  }
+  REQUIRE(file_exists(stem + ".gcno"));
+  std::filesystem::copy_file(stem + ".gcno", counters.path() + stem + ".gcno");
   spawn_options opt;
   opt.cwd = dir;
   opt.stdout_path = counters.file("gcov.txt");
