@@ -1001,7 +1001,11 @@ class basic_supervisor {
     setup.generation = l.generation;
     if (l.listeners) setup.listeners = listeners_.for_slot(l.worker ? l.slot : 0);
     const bool separate = spawner_->separate_processes();
-    setup.owns_listeners = separate;
+    // A worker owns its listeners, a forked one by the fork; a thread gets
+    // duplicates made here, before it runs. The master closes its own at a
+    // stop or a reload, perhaps before a thread just started has made its
+    // acceptors, and another thread may have reused the numbers by then.
+    auto copies = separate ? nullptr : duplicate_listeners(setup.listeners);
     setup.log_file = o.log_file;
     setup.level = o.level;
     setup.shutdown_timeout = o.shutdown_timeout;
@@ -1021,8 +1025,10 @@ class basic_supervisor {
     }
     if (separate) req.heartbeat_timeout = o.heartbeat_timeout;
     req.log = [this](log_level level, const std::string& text) { log_.write_line(level, text); };
-    req.body = [work, worker_fd, setup, plan = *l.plan](bool own_process,
-                                                        const spawn_request::attach_fn& attach) {
+    req.body = [work, worker_fd, setup, plan = *l.plan, copies](bool own_process,
+                                                                const spawn_request::attach_fn& attach) {
+      if (copies)
+        for (auto& fd : *copies) fd.release();  // the worker's context closes them now
       if (own_process && !detail::enter_worker(plan, setup.slot, setup.log_file, setup.level))
         return 1;
       return detail::run_worker<Signals>(work, channel(detail::unique_fd(worker_fd)), setup,
@@ -1035,6 +1041,19 @@ class basic_supervisor {
     channels_.emplace(pid, std::move(master_end));
     loop_.watch_readable(fd, [this, pid] { return on_channel(pid); });
     return pid;
+  }
+
+  // Points `ls` at duplicates of their descriptors (close-on-exec), owned
+  // by the result until the worker takes them.
+  static std::shared_ptr<std::vector<detail::unique_fd>> duplicate_listeners(std::vector<listener>& ls) {
+    auto copies = std::make_shared<std::vector<detail::unique_fd>>();
+    for (auto& one : ls) {
+      detail::unique_fd fd(::fcntl(one.fd, F_DUPFD_CLOEXEC, 3));
+      if (!fd) detail::throw_errno("dup listener");
+      one.fd = fd.get();
+      copies->push_back(std::move(fd));
+    }
+    return copies;
   }
 
   // What a generation's workers run, and with which options. A reload loads

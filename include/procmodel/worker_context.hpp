@@ -174,7 +174,7 @@ class worker_context {
     unsigned slot = 0;
     std::uint64_t generation = 0;
     std::vector<listener> listeners;
-    bool owns_listeners = true;  ///< close them on drain (a forked worker's copies)
+    bool owns_listeners = true;  ///< close them on drain, or at the end (the worker's copies)
     std::string log_file;
     log_level level = log_level::info;
     milliseconds shutdown_timeout{10'000};  ///< for a drain asked by SIGQUIT
@@ -183,7 +183,7 @@ class worker_context {
     std::uint64_t report_every = 0;         ///< served() reports in batches of this; 0: never
   };
   PROCMODEL_DECL worker_context(boost::asio::io_context& io, channel ch, setup s);
-  ~worker_context() { tracker_->owner = nullptr; }
+  PROCMODEL_DECL ~worker_context();
   worker_context(const worker_context&) = delete;
   worker_context& operator=(const worker_context&) = delete;
   [[nodiscard]] int exit_code() const noexcept { return exit_code_; }
@@ -197,6 +197,8 @@ class worker_context {
  private:
   friend class connection_guard;
   PROCMODEL_DECL void untrack() noexcept;
+  // Closes the listeners this worker owns; none is handed out afterwards.
+  PROCMODEL_DECL void release_listeners() noexcept;
   // A duplicate of listener `i` for `call` (acceptor, local_acceptor or
   // datagram_socket), which must be the call for that kind of listener.
   PROCMODEL_DECL int duplicate_listener(std::string_view call, std::size_t i);

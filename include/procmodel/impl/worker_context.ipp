@@ -91,13 +91,7 @@ void worker_context::drain(drain_reason why, milliseconds within) {
                                                                               : "master is gone",
             (within - margin).count());
   for (auto& h : drain_handlers_) h(deadline_);
-  // Not handed out again: a forked worker's copies are closed (and the
-  // numbers reused), the master's own may be closed by the master any time.
-  for (auto& l : listeners_) {
-    if (owns_listeners_) ::close(l.fd);
-    l.fd = -1;
-  }
-  owns_listeners_ = false;
+  release_listeners();  // not handed out again
   arm_hard_stop(now + within - margin / 2);
   boost::asio::post(io_, [this] { maybe_finish(); });
 }
@@ -123,7 +117,28 @@ worker_context::worker_context(boost::asio::io_context& io, channel ch, setup s)
   tracker_->owner = this;
   log_.set_level(s.level);
   log_.set_role(fmt::format("worker {}", slot_));
-  if (!s.log_file.empty()) log_.open(s.log_file);
+  if (s.log_file.empty()) return;
+  try {
+    log_.open(s.log_file);
+  } catch (...) {
+    release_listeners();  // no destructor runs
+    throw;
+  }
+}
+
+worker_context::~worker_context() {
+  tracker_->owner = nullptr;
+  release_listeners();  // stopped without a drain
+}
+
+void worker_context::release_listeners() noexcept {
+  // The worker's own copies are closed (and the numbers reused); a test's
+  // may belong to someone else (setup::owns_listeners).
+  for (auto& l : listeners_) {
+    if (owns_listeners_ && l.fd >= 0) ::close(l.fd);
+    l.fd = -1;
+  }
+  owns_listeners_ = false;
 }
 
 void worker_context::untrack() noexcept {
