@@ -8,6 +8,8 @@ layout of the same code changes. valgrind's lackey tool traces every
 instruction the worker fetches; the trace is cut at each `syscall`
 instruction in libc, and each stretch counts its distinct pages. A count, not
 a sample: it is the same from run to run, where requests/s moves by 2-3%.
+The data pages each stretch loads and stores are counted too, by mapping
+(anon is the heap's arenas and the like).
 bench/analysis.md ("procmodel against the same handler without it") cites it.
 
 Each server runs under valgrind with 1 worker and answers N requests, one
@@ -41,14 +43,22 @@ def syscall_offsets(libc):
     return [int(m[1], 16) for m in re.finditer(r"^\s*([0-9a-f]+):\s+syscall\b", out, re.M)]
 
 
-def executable_maps(pid):
+def mappings(pid):
+    """(low, high, offset, name, executable) of each mapping; name "" when anonymous."""
     maps = []
     for line in open(f"/proc/{pid}/maps"):
         f = line.split()
-        if len(f) >= 6 and "x" in f[1]:
-            lo, hi = (int(x, 16) for x in f[0].split("-"))
-            maps.append((lo, hi, int(f[2], 16), f[5]))
+        lo, hi = (int(x, 16) for x in f[0].split("-"))
+        maps.append((lo, hi, int(f[2], 16), f[5] if len(f) >= 6 else "", "x" in f[1]))
     return maps
+
+
+def region(maps, page):
+    """The name of the mapping that holds `page`: a file's, [heap], [stack] or anon."""
+    for lo, hi, _, name, _ in maps:
+        if lo >> 12 <= page < hi >> 12:
+            return os.path.basename(name) if name else "anon"
+    return "?"
 
 
 def trace(make, requests, out_dir):
@@ -60,25 +70,29 @@ def trace(make, requests, out_dir):
          f"--log-file={out_dir}/lackey.%p"] + argv)
     srv.start(120)
     worker = suite.children(srv.pid)[0]
-    maps = executable_maps(worker)
+    suite.requests_on_one_connection(srv.port, 5)
+    maps = mappings(worker)  # after a few requests: what a request's heap is
     suite.requests_on_one_connection(srv.port, requests)
     srv.stop()
     return os.path.join(out_dir, f"lackey.{worker}"), maps
 
 
 def stretches(path, syscalls):
-    """Per stretch between two system calls: its code pages and instructions."""
-    out, pages, n = [], set(), 0
+    """Per stretch between two system calls: its code pages, instructions and
+    data pages (loads and stores)."""
+    out, pages, data, n = [], set(), set(), 0
     with open(path) as f:
         for line in f:
             if line[0] != "I":
+                if line[0] == " " and line[1] in "LSM":
+                    data.add(int(line[3:line.index(",")], 16) >> 12)
                 continue
             a = int(line[3:line.index(",")], 16)
             pages.add(a >> 12)
             n += 1
             if a in syscalls:
-                out.append((frozenset(pages), n))
-                pages, n = set(), 0
+                out.append((frozenset(pages), n, frozenset(data)))
+                pages, data, n = set(), set(), 0
     return out[len(out) // 2:]
 
 
@@ -101,20 +115,22 @@ def main():
                 else (lambda p=path: suite.bare(1, program=p)))
         with tempfile.TemporaryDirectory(prefix="code-pages-") as tmp:
             log, maps = trace(make, a.requests, tmp)
-            libc = next(m for m in maps if os.path.basename(m[3]).startswith("libc.so"))
+            libc = next(m for m in maps if m[4] and os.path.basename(m[3]).startswith("libc.so"))
             base = libc[0] - libc[2]  # where libc's file offset 0 is mapped (vaddr = offset)
             syscalls = {base + o for o in syscall_offsets(libc[3])}
             got = stretches(log, syscalls)
-        per = collections.Counter()
-        for pages, _ in got:
-            for page in pages:
-                obj = next((os.path.basename(m[3]) for m in maps if m[0] >> 12 <= page < m[1] >> 12), "?")
-                per[obj] += 1
+        per, per_data = collections.Counter(), collections.Counter()
+        for pages, _, data in got:
+            per.update(region(maps, page) for page in pages)
+            per_data.update(region(maps, page) for page in data)
         k = len(got)
-        print(f"{name}: {k} stretches, {sum(len(s) for s, _ in got) / k:.1f} code pages "
-              f"and {sum(n for _, n in got) / k:.0f} instructions each; pages by object: "
-              + ", ".join(f"{o} {c / k:.1f}" for o, c in per.most_common() if c / k >= 0.05),
-              flush=True)
+
+        def shares(counts):
+            return ", ".join(f"{o} {c / k:.1f}" for o, c in counts.most_common() if c / k >= 0.05)
+        print(f"{name}: {k} stretches, {sum(len(c) for c, _, _ in got) / k:.1f} code pages "
+              f"and {sum(n for _, n, _ in got) / k:.0f} instructions each; pages by object: "
+              f"{shares(per)}; data pages {sum(len(d) for _, _, d in got) / k:.1f}: "
+              f"{shares(per_data)}", flush=True)
 
 
 if __name__ == "__main__":
